@@ -1,0 +1,34 @@
+"""CNN Lens — home page: `streamlit run app.py`."""
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import summary, ui
+from dashboard.errors import LensError
+
+ui.setup_page("Home")
+selection = ui.sidebar()
+
+st.title("CNN Lens")
+st.caption(
+    "Train or load a convolutional network and look inside it: filters, activation maps, "
+    "the shape of every feature map, and where it gets confused."
+)
+
+try:
+    input_shape = ui.input_shape_for(selection)
+    flow = ui.shape_flow(selection.model_key, input_shape, ui.mtime_of(selection.model_key))
+except LensError as err:
+    ui.show_error(err)
+    st.stop()
+
+st.subheader(f"Shape flow — {ui.model_label(selection.model_key)}")
+totals = st.columns(4)
+totals[0].metric("Input", summary.shape_text(flow.input_shape))
+totals[1].metric("Output", summary.shape_text(flow.output_shape))
+totals[2].metric("Parameters", f"{flow.params_total:,}")
+totals[3].metric("Multiply-adds per image", f"{flow.mult_adds:,}")
+
+st.dataframe(pd.DataFrame(summary.display_rows(flow)), hide_index=True, width="stretch")
+if flow.broken is not None:
+    st.error(f"{flow.broken.layer} breaks: {flow.broken.reason}")

@@ -1,0 +1,22 @@
+"""Shared test fixtures: where the real datasets are, and small real slices of them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The real datasets lie in ../shared/datasets beside the repository (CI clones it there too).
+SHARED_DATASETS = Path(
+    os.environ.get("CNN_LENS_TEST_DATA", REPO_ROOT.parent / "shared" / "datasets")
+).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """The folder holding MNIST/raw and cifar10-jpg; the suite needs it."""
+    if not (SHARED_DATASETS / "MNIST" / "raw").is_dir():
+        pytest.fail(f"real datasets not found at {SHARED_DATASETS} (set CNN_LENS_TEST_DATA)")
+    return SHARED_DATASETS
