@@ -1,6 +1,5 @@
 """CNN Lens — home page: `streamlit run app.py`."""
 
-import pandas as pd
 import streamlit as st
 
 from dashboard import summary, ui
@@ -29,6 +28,6 @@ totals[1].metric("Output", summary.shape_text(flow.output_shape))
 totals[2].metric("Parameters", f"{flow.params_total:,}")
 totals[3].metric("Multiply-adds per image", f"{flow.mult_adds:,}")
 
-st.dataframe(pd.DataFrame(summary.display_rows(flow)), hide_index=True, width="stretch")
+ui.layer_table(summary.display_rows(flow))
 if flow.broken is not None:
     st.error(f"{flow.broken.layer} breaks: {flow.broken.reason}")

@@ -7,9 +7,16 @@ non-zero exit with a one-line reason on stderr — never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
+import re
+import shlex
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +39,13 @@ def parse_input_shape(text: str) -> tuple[int, int, int]:
     try:
         shape = tuple(int(p) for p in parts if p.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"input shape must be C,H,W integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"input shape must be C,H,W integers, got {text!r}"
+        ) from None
     if len(shape) != 3 or min(shape) <= 0:
-        raise argparse.ArgumentTypeError(f"input shape must be three positive integers C,H,W, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"input shape must be three positive integers C,H,W, got {text!r}"
+        )
     return shape  # type: ignore[return-value]
 
 
@@ -58,6 +69,457 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- train -------------------------------------------------------------------------------------
+
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: a stopped run is saved but not finished
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {value}")
+    return value
+
+
+def _model_option(text: str) -> tuple[str, str]:
+    """'activation=sigmoid' → ('activation', 'sigmoid'); models.py turns the value's text into
+    the option's own type and says which values it allows."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _slug(text: str) -> str:
+    """A model or dataset name as part of a file name: 'tv:resnet18' → 'tv-resnet18',
+    'folder:/home/me/pets' → 'folder-pets'."""
+    if text.startswith("folder:"):
+        text = "folder-" + Path(text.removeprefix("folder:").rstrip("/\\")).name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "model"
+
+
+def _train_out(args: argparse.Namespace) -> Path:
+    """Where the checkpoint goes: --out, else runs/NAME or runs/MODEL-DATASET-TIMESTAMP (never
+    the shipped trained/ folder), refused up front if it exists and --overwrite is not given."""
+    from dashboard import checkpoints
+
+    if args.out:
+        out = Path(args.out)
+        out = out.with_suffix("") if out.suffix == ".safetensors" else out
+    elif args.name:
+        out = checkpoints.validate_name(args.name, Path("runs")).with_suffix("")
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"{_slug(args.model)}-{_slug(args.dataset)}-{stamp}"
+    if args.name:
+        checkpoints.validate_name(args.name, out.parent)
+    existing = [p for p in (Path(f"{out}.safetensors"), Path(f"{out}.json")) if p.exists()]
+    if existing and not args.overwrite:
+        raise LensError(f"{existing[0]} exists; pass --overwrite or choose another --out")
+    return out
+
+
+def _train_command(args: argparse.Namespace, out: Path, processes: int) -> str:
+    """The command line that reproduces the run, every hyper-parameter spelled out (defaults may
+    change between versions); the data root is left out because it depends on the machine."""
+    launcher = ["python", "-m", "dashboard", "train"]
+    if processes > 1:
+        launcher = ["torchrun", f"--nproc_per_node={processes}", "-m", "dashboard", "train"]
+    words = [
+        *launcher,
+        "--model", args.model,
+        "--dataset", args.dataset,
+        "--epochs", str(args.epochs),
+        "--batch-size", str(args.batch_size),
+        "--lr", repr(args.lr),
+        "--optimizer", args.optimizer,
+        "--schedule", args.schedule,
+        "--weight-decay", repr(args.weight_decay),
+        "--seed", str(args.seed),
+        "--device", args.device,
+    ]  # fmt: skip
+    if args.augment is not None:
+        words.append("--augment" if args.augment else "--no-augment")
+    if args.label_smoothing:
+        words += ["--label-smoothing", repr(args.label_smoothing)]
+    for flag, value in (
+        ("--threads", args.threads),
+        ("--input-size", args.input_size),
+        ("--limit-train", args.limit_train),
+        ("--limit-test", args.limit_test),
+        ("--name", args.name),
+    ):
+        if value is not None:
+            words += [flag, str(value)]
+    for key, value in args.option:
+        words += ["--option", f"{key}={value}"]
+    words += ["--out", str(out)]
+    return shlex.join(words)
+
+
+def _first(split: Any, limit: int | None) -> Any:
+    """The first `limit` images of a split (file order, so a slice is reproducible)."""
+    if limit is None or limit >= len(split):
+        return split
+    return dataclasses.replace(
+        split,
+        images=split.images[:limit],
+        labels=split.labels[:limit],
+        source=f"{split.source}, first {limit:,} used",
+    )
+
+
+class _TrainProgress:
+    """A tqdm bar per epoch on stderr, then one line per finished epoch."""
+
+    def __init__(self, epochs: int, enabled: bool) -> None:
+        self.epochs = epochs
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def __call__(self, event: Any) -> None:
+        from tqdm import tqdm
+
+        from dashboard.training import StepEvent
+
+        if not self.enabled:
+            return
+        if isinstance(event, StepEvent):
+            if self.bar is None:
+                self.bar = tqdm(
+                    total=event.steps_per_epoch,
+                    desc=f"epoch {event.epoch}/{self.epochs}",
+                    unit="step",
+                    file=sys.stderr,
+                    leave=False,
+                    dynamic_ncols=True,
+                )
+            self.bar.set_postfix_str(
+                f"loss {event.loss:.4f}, acc {event.accuracy:.2%}, "
+                f"{event.images_per_second:,.0f} img/s",
+                refresh=False,
+            )
+            self.bar.update(event.step - self.bar.n)
+            return
+        self.close()
+        test = (
+            f", test loss {event.test_loss:.4f} acc {event.test_accuracy:.2%}"
+            if event.test_accuracy is not None
+            else ""
+        )
+        partial = f" (stopped after {event.steps}/{event.steps_per_epoch} steps)" * event.partial
+        print(
+            f"epoch {event.epoch}/{self.epochs}: train loss {event.train_loss:.4f} "
+            f"acc {event.train_accuracy:.2%}{test}, lr {event.lr:.3g}, {event.seconds:.1f} s, "
+            f"{event.images_per_second:,.0f} img/s{partial}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@contextlib.contextmanager
+def _ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
+    """The first Ctrl-C asks the run to stop after its current step; a second one aborts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        stop.set()
+        print(
+            "\nstopping after this step and saving (Ctrl-C again to abort)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    previous = signal.signal(signal.SIGINT, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _load_train_test(args: argparse.Namespace, world: Any) -> tuple[Any, Any]:
+    from torch import distributed as dist
+
+    from dashboard import data
+
+    def load(split: str, limit: int | None) -> Any:
+        loaded = data.load_split(
+            args.dataset,
+            split,
+            data_root=args.data_root,
+            download=args.download,
+            input_size=args.input_size,
+        )
+        return _first(loaded, limit)
+
+    # Under torchrun rank 0 loads (and downloads) first; the others then find the files.
+    if world.size > 1 and not world.is_main:
+        dist.barrier()
+    try:
+        return load("train", args.limit_train), load("test", args.limit_test)
+    finally:
+        if world.size > 1 and world.is_main:
+            dist.barrier()
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from dashboard import checkpoints, data, models, training
+
+    # Unknown names and bad settings fail here, before any data is read or downloaded.
+    info = data.dataset_info(args.dataset, data_root=args.data_root, input_size=args.input_size)
+    options = dict(args.option)
+    torch.manual_seed(args.seed)  # the initial weights come from the seed too
+    model = models.build_model(
+        args.model,
+        in_channels=info.channels,
+        num_classes=info.num_classes,
+        input_size=info.size,
+        **options,
+    )
+    config = training.TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        schedule=args.schedule,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        device=args.device,
+        augment=args.augment,
+        label_smoothing=args.label_smoothing,
+        threads=args.threads,
+    )
+    training.check_config(config)
+    training.resolve_device(args.device)
+    out = _train_out(args)
+    with training.distributed_from_env(args.device) as device:
+        config.device = device
+        world = training.current_world()
+        train, test = _load_train_test(args, world)
+        info = train.info
+        progress = _TrainProgress(args.epochs, enabled=world.is_main)
+        stop = threading.Event()
+        try:
+            with _ctrl_c_sets(stop):
+                result = training.fit(
+                    model, train, test, config, on_event=progress, should_stop=stop
+                )
+        finally:
+            progress.close()
+        if result.stopped and not stop.is_set():
+            raise LensError(result.stopped)  # a NaN loss: nothing worth saving
+        if not world.is_main:
+            return EXIT_INTERRUPTED if result.stopped else 0
+        for note in result.notes:
+            print(f"note: {note}", file=sys.stderr)
+        dataset_source = f"train: {train.source}; test: {test.source}"
+        card = checkpoints.Card(
+            name=args.name or out.name,
+            architecture=args.model,
+            model_args={
+                "in_channels": info.channels,
+                "num_classes": info.num_classes,
+                "input_size": info.size,
+                "options": options,
+            },
+            input_shape=info.input_shape,
+            dataset=info.name,
+            dataset_source=dataset_source,
+            classes=list(info.classes),
+            normalization={"mean": list(info.mean), "std": list(info.std)},
+            training={
+                "optimizer": args.optimizer,
+                "lr": args.lr,
+                "schedule": args.schedule,
+                "weight_decay": args.weight_decay,
+                "batch_size": result.batch_size,
+                "epochs": args.epochs,
+                "seed": args.seed,
+                "device": result.device,
+                "images_per_second": round(result.images_per_second, 1),
+                "seconds": round(result.seconds, 2),
+                "augment": info.augment if args.augment is None else args.augment,
+                "label_smoothing": args.label_smoothing,
+                "processes": world.size,
+                "train_images": len(train),
+                "test_images": len(test),
+            },
+            history=[
+                {
+                    "epoch": e.epoch,
+                    "train_loss": e.train_loss,
+                    "train_accuracy": e.train_accuracy,
+                    "test_loss": e.test_loss,
+                    "test_accuracy": e.test_accuracy,
+                    "lr": e.lr,
+                    "seconds": round(e.seconds, 3),
+                    "steps": e.steps,
+                }
+                for e in result.history
+            ],
+            metrics={
+                "test_accuracy": result.final_test_accuracy,
+                "test_loss": result.final_test_loss,
+            },
+            command=_train_command(args, out, world.size),
+            notes="; ".join(
+                [*([f"partial run: {result.stopped}"] if result.stopped else []), *result.notes]
+            ),
+        )
+        weights = checkpoints.save_checkpoint(
+            result.model,
+            card,
+            out,
+            overwrite=args.overwrite,
+            filter_history=result.filter_history,
+        )
+    if result.stopped:
+        print(f"{result.stopped}; saved the partial run to {weights}", file=sys.stderr)
+    print_json(
+        {
+            "checkpoint": str(weights),
+            "test_accuracy": result.final_test_accuracy,
+            "test_loss": result.final_test_loss,
+            "seconds": round(result.seconds, 2),
+            "epochs": len(result.history),
+            "images_per_second": round(result.images_per_second, 1),
+            "dataset_source": dataset_source,
+            "device": result.device,
+            "stopped": result.stopped,
+        }
+    )
+    return EXIT_INTERRUPTED if result.stopped else 0
+
+
+# --- evaluate ----------------------------------------------------------------------------------
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from dashboard import checkpoints, data, metrics, training
+
+    start = time.perf_counter()
+    loaded = checkpoints.load_checkpoint(args.checkpoint, architecture=args.model)
+    card = loaded.card
+    dataset = args.dataset or card.dataset
+    if not dataset:
+        raise LensError(f"{loaded.path.name} has no card naming its dataset; pass --dataset NAME")
+    shape = card.input_shape
+    split = data.load_split(
+        dataset,
+        args.split,
+        data_root=args.data_root,
+        download=args.download,
+        input_size=shape[1] if shape else None,
+    )
+    split = _first(split, args.limit)
+    if shape and split.info.channels != shape[0]:
+        raise LensError(
+            f"{loaded.path.name} takes {shape[0]}-channel images but {dataset} has "
+            f"{split.info.channels}"
+        )
+    if card.normalization and dataset == card.dataset:
+        # The statistics the model was trained with, even if the registry's change later.
+        info = dataclasses.replace(
+            split.info,
+            mean=tuple(card.normalization["mean"]),
+            std=tuple(card.normalization["std"]),
+        )
+        split = dataclasses.replace(split, info=info)
+    device = training.resolve_device(args.device)
+    model = loaded.model.to(device)
+    pred = metrics.predict(model, split, batch_size=args.batch_size, device=device)
+    classes = list(pred.classes)
+    if pred.probabilities.shape[1] != len(classes):
+        raise LensError(
+            f"{loaded.path.name} has {pred.probabilities.shape[1]} outputs but {dataset} has "
+            f"{len(classes)} classes"
+        )
+    cm = metrics.confusion(pred)
+    rep = metrics.report(pred)
+    per_class = {
+        name: {
+            "precision": rep[name]["precision"],
+            "recall": rep[name]["recall"],
+            "f1": rep[name]["f1-score"],
+            "support": int(rep[name]["support"]),
+        }
+        for name in classes
+    }
+    picked = pred.probabilities[np.arange(len(pred.labels)), pred.labels]
+    loss = float(-np.log(np.clip(picked, 1e-12, None)).mean()) if len(picked) else None
+    top = metrics.top_confusions(cm, classes, k=5)
+    _print_report_table(per_class, pred.accuracy, split, top)
+    print_json(
+        {
+            "checkpoint": str(loaded.path),
+            "dataset": split.info.name,
+            "dataset_source": split.source,
+            "split": args.split,
+            "images": len(pred.labels),
+            "accuracy": pred.accuracy,
+            "loss": loss,
+            "confusion_matrix": cm.tolist(),
+            "per_class": per_class,
+            "classes": classes,
+            "top_confusions": [list(t) for t in top],
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+    )
+    return 0
+
+
+def _print_report_table(
+    per_class: dict[str, dict[str, float]],
+    accuracy: float,
+    split: Any,
+    top: list[tuple[str, str, int]],
+) -> None:
+    width = max(8, *(len(name) for name in per_class))
+    lines = [f"{'class':<{width}}  precision  recall     f1  support"]
+    lines += [
+        f"{name:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:6.4f}  "
+        f"{row['support']:7,d}"
+        for name, row in per_class.items()
+    ]
+    lines.append(f"accuracy {accuracy:.2%} on {split.source}")
+    if top:
+        lines.append(
+            "most confused (true → predicted): " + ", ".join(f"{t} → {p} ({n})" for t, p, n in top)
+        )
+    print("\n".join(lines), file=sys.stderr)
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-root",
+        default=None,
+        help="datasets folder (default: $CNN_LENS_DATA, else a user cache)",
+    )
+    parser.add_argument(
+        "--download",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="download a missing dataset (default: yes)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m dashboard", description="CNN Lens command line")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -65,13 +527,103 @@ def build_parser() -> argparse.ArgumentParser:
     summary = commands.add_parser(
         "summary", help="per-layer shapes, parameters, multiply-adds and receptive fields"
     )
-    summary.add_argument("target", help="a model name (e.g. lenet5, tv:resnet18) or a checkpoint file")
     summary.add_argument(
-        "--input-shape", type=parse_input_shape, default=None, help="C,H,W (default: the model's own)"
+        "target", help="a model name (e.g. lenet5, tv:resnet18) or a checkpoint file"
+    )
+    summary.add_argument(
+        "--input-shape",
+        type=parse_input_shape,
+        default=None,
+        help="C,H,W (default: the model's own)",
     )
     summary.add_argument("--model", default=None, help="architecture of a bare state dict")
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
     summary.set_defaults(run=_summary)
+
+    from dashboard.training import OPTIMIZERS, SCHEDULES, TrainConfig
+
+    defaults = TrainConfig()
+    train = commands.add_parser(
+        "train",
+        help="train a model on a dataset and save a checkpoint (torchrun for several processes)",
+    )
+    train.add_argument("--model", required=True, help="architecture, e.g. lenet5 or tv:resnet18")
+    train.add_argument(
+        "--dataset",
+        required=True,
+        help="mnist, fashion-mnist, cifar10, cifar100, cifar100-coarse or folder:PATH",
+    )
+    train.add_argument("--epochs", type=_positive_int, default=defaults.epochs)
+    train.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=defaults.batch_size,
+        help="images per step, over all processes under torchrun",
+    )
+    train.add_argument("--lr", type=float, default=defaults.lr, help="(peak) learning rate")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
+    train.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule)
+    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    train.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
+    train.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random crops and flips (default: the dataset's own choice)",
+    )
+    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or mps")
+    train.add_argument(
+        "--threads", type=_positive_int, default=None, help="CPU threads (default: torch's)"
+    )
+    train.add_argument(
+        "--option",
+        type=_model_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a model option, e.g. activation=sigmoid",
+    )
+    train.add_argument(
+        "--input-size",
+        type=_positive_int,
+        default=None,
+        help="resize the images to N×N (default: the dataset's size)",
+    )
+    train.add_argument(
+        "--limit-train",
+        type=_positive_int,
+        default=None,
+        help="train on the first N training images only",
+    )
+    train.add_argument(
+        "--limit-test",
+        type=_positive_int,
+        default=None,
+        help="test on the first N test images only",
+    )
+    train.add_argument(
+        "--out", default=None, help="checkpoint path, no suffix (default: runs/MODEL-DATASET-TIME)"
+    )
+    train.add_argument("--name", default=None, help="the checkpoint's name (default: from --out)")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    _add_data_arguments(train)
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="accuracy, confusion matrix and per-class report of a checkpoint"
+    )
+    evaluate.add_argument("checkpoint", help="NAME.safetensors (with its card) or a .pt/.pth")
+    evaluate.add_argument("--model", default=None, help="architecture of a bare state dict")
+    evaluate.add_argument("--dataset", default=None, help="default: the card's dataset")
+    evaluate.add_argument("--split", choices=("test", "train"), default="test")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=1000)
+    evaluate.add_argument(
+        "--limit", type=_positive_int, default=None, help="the first N images of the split only"
+    )
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    _add_data_arguments(evaluate)
+    evaluate.set_defaults(run=_evaluate)
 
     return parser
 
@@ -85,7 +637,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{parser.prog} {args.command}: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except FileNotFoundError as err:
-        print(f"{parser.prog} {args.command}: file not found: {Path(err.filename or '')}", file=sys.stderr)
+        print(
+            f"{parser.prog} {args.command}: file not found: {Path(err.filename or '')}",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)

@@ -110,9 +110,7 @@ def top_confusions(
     # A stable sort on the negated counts keeps ties in row-major order.
     order = np.argsort(-flat, kind="stable")[:k]
     K = off.shape[1]
-    return [
-        (str(classes[i // K]), str(classes[i % K]), int(flat[i])) for i in order if flat[i] > 0
-    ]
+    return [(str(classes[i // K]), str(classes[i % K]), int(flat[i])) for i in order if flat[i] > 0]
 
 
 def misclassified(pred: Predictions) -> np.ndarray:

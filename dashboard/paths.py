@@ -28,5 +28,7 @@ def data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
 def cache_dir() -> Path:
     """Decoded image folders and other derived files ($CNN_LENS_CACHE overrides)."""
     from_env = os.environ.get(CACHE_ENV)
-    base = Path(from_env).expanduser() if from_env else Path(platformdirs.user_cache_dir("cnn-lens"))
+    base = (
+        Path(from_env).expanduser() if from_env else Path(platformdirs.user_cache_dir("cnn-lens"))
+    )
     return base / "derived"

@@ -110,7 +110,11 @@ def flow_to_json(flow: probe.ShapeFlow, title: str) -> dict[str, Any]:
     """The `summary --json` object: per-layer records, totals, and what broke (if anything)."""
     broken = None
     if flow.broken is not None:
-        broken = {"layer": flow.broken.layer, "type": flow.broken.type, "reason": flow.broken.reason}
+        broken = {
+            "layer": flow.broken.layer,
+            "type": flow.broken.type,
+            "reason": flow.broken.reason,
+        }
     return {
         "model": title,
         "input_shape": list(flow.input_shape),

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import models, paths, probe
@@ -66,7 +67,7 @@ def _card_for(model_key: str):  # -> checkpoints.Card (imported lazily: keeps st
 def model_label(model_key: str) -> str:
     """How a choice reads in the sidebar: shipped checkpoints with accuracy, untrained marked."""
     if model_key.startswith(ARCH_PREFIX):
-        return f"{model_key.removeprefix(ARCH_PREFIX)} — untrained (architecture only)"
+        return f"{model_key.removeprefix(ARCH_PREFIX)} (untrained)"
     try:
         card = _card_for(model_key)
     except LensError:
@@ -103,7 +104,10 @@ def sidebar() -> Selection:
     with st.sidebar:
         st.markdown("### CNN Lens")
         model_key = _persistent_selectbox(
-            "Model", model_choices(), MODEL_KEY, format_func=model_label,
+            "Model",
+            model_choices(),
+            MODEL_KEY,
+            format_func=model_label,
             help="A shipped checkpoint from trained/, or an architecture with random weights.",
         )
         datasets = [*REGISTRY_DATASETS, FOLDER_CHOICE]
@@ -112,7 +116,10 @@ def sidebar() -> Selection:
             widget = "_" + FOLDER_KEY
             st.session_state[widget] = st.session_state.get(FOLDER_KEY, "")
             st.text_input(
-                "Image folder", key=widget, on_change=_persist, args=(FOLDER_KEY, widget),
+                "Image folder",
+                key=widget,
+                on_change=_persist,
+                args=(FOLDER_KEY, widget),
                 placeholder="/path/to/images (one subfolder per class)",
             )
             dataset = "folder:" + st.session_state.get(FOLDER_KEY, "")
@@ -149,6 +156,17 @@ def mtime_of(model_key: str) -> float:
         return 0.0
     path = Path(paths.REPO_ROOT / model_key.removeprefix(CKPT_PREFIX))
     return path.stat().st_mtime if path.exists() else 0.0
+
+
+def layer_table(rows: list[dict]) -> None:
+    """The shape-flow table with counts shown with thousands separators (still sortable)."""
+    counts = st.column_config.NumberColumn(format="localized")
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        width="stretch",
+        column_config={"Params": counts, "Mult-adds": counts},
+    )
 
 
 def show_error(err: Exception) -> None:

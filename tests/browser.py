@@ -50,16 +50,28 @@ def streamlit_server(env: dict[str, str] | None = None, timeout: float = 60.0) -
     """`streamlit run app.py` headless on a free port; yields its base URL once healthy."""
     port = free_port()
     command = [
-        str(Path(sys.executable).parent / "streamlit"), "run", "app.py",
-        "--server.headless", "true", "--server.port", str(port),
-        "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-        "--server.fileWatcherType", "none",
+        str(Path(sys.executable).parent / "streamlit"),
+        "run",
+        "app.py",
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
     ]
     log = (REPO_ROOT / "artifacts").joinpath("streamlit-server.log")
     log.parent.mkdir(exist_ok=True)
     with log.open("w") as sink:
         process = subprocess.Popen(
-            command, cwd=REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT,
+            command,
+            cwd=REPO_ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
         url = f"http://127.0.0.1:{port}"
@@ -92,15 +104,13 @@ def chromium_page(viewport: tuple[int, int] = (1400, 1000)) -> Iterator[object]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
-            context = browser.new_context(
-                viewport={"width": viewport[0], "height": viewport[1]}
-            )
+            context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
             yield context.new_page()
         finally:
             browser.close()
 
 
-def wait_for_app(page, text: str, timeout_ms: int = 60_000) -> None:  # noqa: ANN001
+def wait_for_app(page, text: str, timeout_ms: int = 60_000) -> None:
     """Wait for the page's own text (health answers before the script imported torch)."""
     page.get_by_text(text, exact=False).first.wait_for(timeout=timeout_ms)
     # Streamlit shows a running indicator while the script runs; wait until it settles.
@@ -109,13 +119,13 @@ def wait_for_app(page, text: str, timeout_ms: int = 60_000) -> None:  # noqa: AN
     )
 
 
-def assert_no_exception(page) -> None:  # noqa: ANN001
+def assert_no_exception(page) -> None:
     """Fail on any exception or error box Streamlit drew into the page."""
     exceptions = page.locator('[data-testid="stException"]')
     assert exceptions.count() == 0, exceptions.first.inner_text()
 
 
-def screenshot(page, name: str) -> Path:  # noqa: ANN001
+def screenshot(page, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)

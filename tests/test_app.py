@@ -5,12 +5,13 @@ from __future__ import annotations
 from streamlit.testing.v1 import AppTest
 
 from dashboard import models, probe, summary
+from tests.conftest import REPO_ROOT
 
 TIMEOUT = 60
 
 
 def run_home(**state: str) -> AppTest:
-    app = AppTest.from_file("app.py", default_timeout=TIMEOUT)
+    app = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=TIMEOUT)
     for key, value in state.items():
         app.session_state[key] = value
     return app.run()

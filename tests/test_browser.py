@@ -1,4 +1,4 @@
-"""The real app in Debian's Chromium: every page opens, renders its content and shows no exception."""
+"""The real app in Debian's Chromium: every page opens, renders, and shows no exception."""
 
 from __future__ import annotations
 

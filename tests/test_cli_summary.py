@@ -14,7 +14,10 @@ from tests.conftest import REPO_ROOT
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "dashboard", *args],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -28,14 +31,22 @@ def test_summary_json_reproduces_alexnet_shapes_and_torchvision_parameters() -> 
         if layer["type"] in ("Conv2d", "MaxPool2d")
     ]
     assert convs_and_pools == [
-        (64, 55, 55), (64, 27, 27), (192, 27, 27), (192, 13, 13),
-        (384, 13, 13), (256, 13, 13), (256, 13, 13), (256, 6, 6),
+        (64, 55, 55),
+        (64, 27, 27),
+        (192, 27, 27),
+        (192, 13, 13),
+        (384, 13, 13),
+        (256, 13, 13),
+        (256, 13, 13),
+        (256, 6, 6),
     ]
     expected = sum(p.numel() for p in torchvision.models.alexnet().parameters())
     assert payload["totals"]["parameters"] == expected == 61_100_840
     assert sum(layer["parameters"] for layer in payload["layers"]) == expected
     first = payload["layers"][0]
-    assert first["kernel"] == [11, 11] and first["stride"] == [4, 4] and first["padding"] == [2, 2]
+    assert first["kernel"] == [11, 11]
+    assert first["stride"] == [4, 4]
+    assert first["padding"] == [2, 2]
     assert first["receptive_field"] == 11
     assert payload["broken"] is None
 
@@ -46,7 +57,8 @@ def test_summary_text_table_has_totals_and_formulas() -> None:
     text = result.stdout
     assert "Total parameters:     8,490" in text
     assert "⌊(28 − 5 + 2·0) / 1⌋ + 1 = 24" in text
-    assert "1×28×28" in text and "20×4×4" in text
+    assert "1×28×28" in text
+    assert "20×4×4" in text
 
 
 def test_summary_names_the_breaking_layer_for_a_shape_the_model_cannot_take() -> None:
@@ -72,4 +84,5 @@ def test_unknown_name_lists_the_valid_ones_without_a_traceback() -> None:
 def test_bad_input_shape_is_one_line() -> None:
     result = run_cli("summary", "lenet5", "--input-shape", "1,28")
     assert result.returncode == 2
-    assert "C,H,W" in result.stderr and "Traceback" not in result.stderr
+    assert "C,H,W" in result.stderr
+    assert "Traceback" not in result.stderr

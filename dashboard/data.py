@@ -1,0 +1,1000 @@
+"""Datasets as uint8 tensors in memory: registry, download, bundled sample, image folders.
+
+Every dataset arrives as one `(N, C, H, W)` uint8 tensor plus `(N,)` int64 labels, so training
+and evaluation index whole batches at once instead of decoding one PIL image per sample.
+Normalization and augmentation then run on batches, on any device.
+
+Registry names: `mnist`, `fashion-mnist`, `cifar10`, `cifar100`, `cifar100-coarse`, and
+`folder:PATH` for an ImageFolder of the user's own images (`PATH/<class>/*.jpg`, or
+`PATH/{train,test}/<class>/*.jpg`). Files use torchvision's layouts under the data root
+(`dashboard.paths.data_root`); missing files are downloaded through torchvision's own dataset
+classes (mirrors, md5 checks, progress bar). CIFAR's pickled batches are read with a restricted
+unpickler that can only rebuild numpy arrays, so a planted file cannot run code.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import pickle
+import socket
+import tarfile
+import tempfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+import torch
+import torchvision
+import torchvision.transforms.v2.functional as TF
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torchvision.io import ImageReadMode
+
+from dashboard import paths
+from dashboard.errors import DatasetUnavailableError, ShapeError, UnknownNameError
+
+try:  # numpy >= 2 moved the array reconstructor; CIFAR's files name the old module
+    from numpy._core.multiarray import _reconstruct as _np_reconstruct
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.core.multiarray import _reconstruct as _np_reconstruct
+
+FOLDER_PREFIX = "folder:"
+DEFAULT_FOLDER_SIZE = 32
+# Extensions torchvision's ImageFolder accepts; other files in a class folder are ignored.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# A download that stalls (firewalled, not refused) fails after this many seconds of silence.
+DOWNLOAD_TIMEOUT_S = 60.0
+_CACHE_FORMAT = "1"  # bump when the cached tensors' meaning changes
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about a dataset, without loading it."""
+
+    name: str  # registry name as given, e.g. "mnist", "folder:/abs/path"
+    title: str  # "MNIST", "Fashion-MNIST", "CIFAR-10", ...
+    classes: tuple[str, ...]
+    channels: int  # 1 or 3
+    size: int  # side length of the images the model sees
+    mean: tuple[float, ...]  # per channel, on the 0..1 scale, computed on the train split
+    std: tuple[float, ...]
+    augment: bool  # random crop + horizontal flip make sense (CIFAR, not digits)
+    description: str  # one line: what it is, where it comes from, how to download
+    folder: str = ""  # files: folder under the data root (registry) or absolute path (folders)
+    native_size: int = 0  # side length as stored; images are resized when `size` differs
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.size, self.size)
+
+
+@dataclass
+class Split:
+    """One split of a dataset, decoded into memory."""
+
+    info: DatasetInfo
+    split: str  # "train" | "test"
+    images: torch.Tensor  # (N, C, H, W) uint8, contiguous
+    labels: torch.Tensor  # (N,) int64
+    source: str  # which files were used, as a sentence a user can check
+    is_sample: bool  # True when the bundled sample stands in for the full set
+    skipped: int = 0  # unreadable files skipped (folders)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class _Registered:
+    info: DatasetInfo
+    loader: str  # "idx" (MNIST family) | "cifar" (python pickled batches)
+    torchvision_class: str  # attribute of torchvision.datasets that downloads the files
+    label_key: str = ""  # CIFAR batches: "labels" | "fine_labels" | "coarse_labels"
+    names_key: str = ""  # CIFAR meta: "label_names" | "fine_label_names" | "coarse_label_names"
+
+
+def _words(text: str) -> tuple[str, ...]:
+    """Long class lists read better as text than as one quoted name per line."""
+    return tuple(text.split())
+
+
+# Published class orders (torchvision's; CIFAR's own meta files list the same).
+_CIFAR10_CLASSES = _words("airplane automobile bird cat deer dog frog horse ship truck")
+_CIFAR100_FINE = _words(
+    """apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus
+    butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch
+    crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo
+    keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse
+    mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy
+    porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper
+    snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television
+    tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm"""
+)
+_CIFAR100_COARSE = _words(
+    """aquatic_mammals fish flowers food_containers fruit_and_vegetables
+    household_electrical_devices household_furniture insects large_carnivores
+    large_man-made_outdoor_things large_natural_outdoor_scenes large_omnivores_and_herbivores
+    medium_mammals non-insect_invertebrates people reptiles small_mammals trees vehicles_1
+    vehicles_2"""
+)
+_FASHION_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+_CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+_CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+_CIFAR100_DESC = (
+    "60,000 32×32 colour images of 100 classes in 20 superclasses (A. Krizhevsky, 2009); "
+    "torchvision downloads cifar-100-python.tar.gz from www.cs.toronto.edu/~kriz into "
+    "<data root>/cifar-100-python"
+)
+
+_REGISTRY: dict[str, _Registered] = {
+    "mnist": _Registered(
+        DatasetInfo(
+            name="mnist",
+            title="MNIST",
+            classes=tuple(str(d) for d in range(10)),
+            channels=1,
+            size=28,
+            mean=(0.1307,),
+            std=(0.3081,),
+            augment=False,
+            description=(
+                "70,000 28×28 grayscale handwritten digits (Y. LeCun, C. Cortes, C. Burges); "
+                "torchvision downloads them into <data root>/MNIST/raw, and a real 10,000-image "
+                "sample ships in trained/data/mnist-sample for offline use"
+            ),
+            folder="MNIST/raw",
+            native_size=28,
+        ),
+        loader="idx",
+        torchvision_class="MNIST",
+    ),
+    "fashion-mnist": _Registered(
+        DatasetInfo(
+            name="fashion-mnist",
+            title="Fashion-MNIST",
+            classes=_FASHION_CLASSES,
+            channels=1,
+            size=28,
+            mean=(0.2860,),
+            std=(0.3530,),
+            augment=False,
+            description=(
+                "70,000 28×28 grayscale Zalando product photos in 10 classes (Xiao et al., "
+                "2017); torchvision downloads them into <data root>/FashionMNIST/raw"
+            ),
+            folder="FashionMNIST/raw",
+            native_size=28,
+        ),
+        loader="idx",
+        torchvision_class="FashionMNIST",
+    ),
+    "cifar10": _Registered(
+        DatasetInfo(
+            name="cifar10",
+            title="CIFAR-10",
+            classes=_CIFAR10_CLASSES,
+            channels=3,
+            size=32,
+            mean=(0.4914, 0.4822, 0.4465),
+            std=(0.2470, 0.2435, 0.2616),
+            augment=True,
+            description=(
+                "60,000 32×32 colour images in 10 classes (A. Krizhevsky, 2009); torchvision "
+                "downloads cifar-10-python.tar.gz from www.cs.toronto.edu/~kriz into "
+                "<data root>/cifar-10-batches-py (a JPEG copy in <data root>/cifar10-jpg "
+                "also works)"
+            ),
+            folder="cifar-10-batches-py",
+            native_size=32,
+        ),
+        loader="cifar",
+        torchvision_class="CIFAR10",
+        label_key="labels",
+        names_key="label_names",
+    ),
+    "cifar100": _Registered(
+        DatasetInfo(
+            name="cifar100",
+            title="CIFAR-100",
+            classes=_CIFAR100_FINE,
+            channels=3,
+            size=32,
+            mean=_CIFAR100_MEAN,
+            std=_CIFAR100_STD,
+            augment=True,
+            description=_CIFAR100_DESC + "; labelled with the 100 fine classes",
+            folder="cifar-100-python",
+            native_size=32,
+        ),
+        loader="cifar",
+        torchvision_class="CIFAR100",
+        label_key="fine_labels",
+        names_key="fine_label_names",
+    ),
+    "cifar100-coarse": _Registered(
+        DatasetInfo(
+            name="cifar100-coarse",
+            title="CIFAR-100 (20 superclasses)",
+            classes=_CIFAR100_COARSE,
+            channels=3,
+            size=32,
+            mean=_CIFAR100_MEAN,
+            std=_CIFAR100_STD,
+            augment=True,
+            description=_CIFAR100_DESC + "; labelled with the 20 coarse superclasses",
+            folder="cifar-100-python",
+            native_size=32,
+        ),
+        loader="cifar",
+        torchvision_class="CIFAR100",
+        label_key="coarse_labels",
+        names_key="coarse_label_names",
+    ),
+}
+
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_CIFAR_FILES = {
+    "cifar-10-batches-py": {
+        "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
+        "test": ("test_batch",),
+        "meta": "batches.meta",
+    },
+    "cifar-100-python": {"train": ("train",), "test": ("test",), "meta": "meta"},
+}
+_CIFAR10_JPEG_FOLDER = "cifar10-jpg"
+_SPLITS = ("train", "test")
+
+
+# --------------------------------------------------------------------------- names
+
+
+def dataset_names() -> list[str]:
+    """Registry names. A user's own images are named `folder:PATH` (see module docstring)."""
+    return list(_REGISTRY)
+
+
+def _unknown(name: str) -> UnknownNameError:
+    valid = ", ".join(_REGISTRY)
+    return UnknownNameError(f"unknown dataset {name!r}: choose one of {valid}, or folder:PATH")
+
+
+def _lookup(name: str) -> _Registered:
+    key = name.strip().lower().replace("_", "-")
+    if key not in _REGISTRY:
+        raise _unknown(name)
+    return _REGISTRY[key]
+
+
+def _folder_path(name: str) -> Path | None:
+    if not name.startswith(FOLDER_PREFIX):
+        return None
+    raw = name[len(FOLDER_PREFIX) :].strip()
+    if not raw:
+        raise UnknownNameError("folder: needs a path, e.g. folder:/home/me/pictures")
+    return Path(raw).expanduser().resolve()
+
+
+def _check_split(split: str) -> None:
+    if split not in _SPLITS:
+        raise UnknownNameError(f"unknown split {split!r}: choose train or test")
+
+
+def _check_size(input_size: int | None) -> None:
+    if input_size is not None and not 4 <= input_size <= 1024:
+        raise ShapeError(f"input size {input_size} is out of range: use 4 to 1024")
+
+
+def dataset_info(
+    name: str, *, data_root: str | os.PathLike[str] | None = None, input_size: int | None = None
+) -> DatasetInfo:
+    """Describe a dataset. Cheap for registry names; a folder's train split is decoded once
+    (then cached) because its classes, channels and normalization come from its files."""
+    _check_size(input_size)
+    folder = _folder_path(name)
+    if folder is not None:
+        layout = _scan_folder(folder)
+        size = input_size or DEFAULT_FOLDER_SIZE
+        return _folder_info(layout, size, _folder_stats(layout, "train", size))
+    info = _lookup(name).info
+    return info if input_size is None else replace(info, size=input_size)
+
+
+def load_split(
+    name: str,
+    split: str = "test",
+    *,
+    data_root: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    input_size: int | None = None,
+) -> Split:
+    """Load one split into memory, downloading it first when it is missing and `download`."""
+    _check_split(split)
+    _check_size(input_size)
+    folder = _folder_path(name)
+    if folder is not None:
+        return _load_folder(folder, split, input_size or DEFAULT_FOLDER_SIZE)
+    reg = _lookup(name)
+    info = reg.info if input_size is None else replace(reg.info, size=input_size)
+    loaded = _load_registered(
+        reg, split, Path(os.path.abspath(paths.data_root(data_root))), download
+    )
+    images = loaded.images
+    source = loaded.source
+    if images.shape[-1] != info.size:
+        images = _resize_batch(images, info.size)
+        source += f", resized to {info.size}×{info.size}"
+    images = _to_channels(images, info.channels)
+    return Split(info, split, images, loaded.labels, source, loaded.is_sample, loaded.skipped)
+
+
+# --------------------------------------------------------------------------- tensors
+
+
+def normalize(images: torch.Tensor, mean: Any, std: Any) -> torch.Tensor:
+    """uint8 (…, C, H, W) → float32 `(x / 255 - mean) / std`, on the images' device."""
+    return _normalize(images, *_channel_constants(mean, std, images.device))
+
+
+def _channel_constants(
+    mean: Any, std: Any, device: str | torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    m = torch.as_tensor(mean, dtype=torch.float32, device=device).view(-1, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32, device=device).view(-1, 1, 1)
+    return m, s
+
+
+def _normalize(images: torch.Tensor, m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    return images.to(torch.float32).div_(255).sub_(m).div_(s)  # in place on the fresh copy
+
+
+def augment_batch(
+    images: torch.Tensor, generator: torch.Generator | None = None, padding: int = 4
+) -> torch.Tensor:
+    """Random crop from a zero-padded copy plus a random horizontal flip, per image, in one
+    gather over the whole batch (the CIFAR recipe). uint8 in, uint8 out, same shape."""
+    N, C, H, W = images.shape
+    device = images.device
+    rand_device = generator.device if generator is not None else device
+    dy = torch.randint(0, 2 * padding + 1, (N,), generator=generator, device=rand_device)
+    dx = torch.randint(0, 2 * padding + 1, (N,), generator=generator, device=rand_device)
+    flip = torch.rand(N, generator=generator, device=rand_device) < 0.5
+    dy, dx, flip = dy.to(device), dx.to(device), flip.to(device)
+    padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
+    rows = dy[:, None] + torch.arange(H, device=device)  # (N, H)
+    cols = dx[:, None] + torch.arange(W, device=device)  # (N, W)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    # One flat pixel index per output pixel, shared by the channels: a single gather.
+    index = rows[:, :, None] * (W + 2 * padding) + cols[:, None, :]  # (N, H, W)
+    index = index.view(N, 1, H * W).expand(N, C, H * W)
+    return padded.view(N, C, -1).gather(2, index).view(N, C, H, W)
+
+
+def iterate_batches(
+    split: Split,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    augment: bool = False,
+    device: str | torch.device = "cpu",
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Normalized float batches `(B, C, H, W)` and labels `(B,)` on `device`; every index once
+    per pass, the last batch possibly smaller."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    n = len(split)
+    order = torch.randperm(n, generator=generator) if shuffle else None
+    m, s = _channel_constants(split.info.mean, split.info.std, device)
+    for start in range(0, n, batch_size):
+        if order is None:
+            x = split.images[start : start + batch_size]
+            y = split.labels[start : start + batch_size]
+        else:
+            idx = order[start : start + batch_size]
+            x, y = split.images.index_select(0, idx), split.labels.index_select(0, idx)
+        x = x.to(device, non_blocking=True)
+        if augment:
+            x = augment_batch(x, generator)
+        yield _normalize(x, m, s), y.to(device, non_blocking=True)
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Exact per-channel mean and (population) std on the 0..1 scale of uint8 (N, C, H, W),
+    from a 256-bin histogram per channel, so no float copy of the data is made."""
+    values = torch.arange(256, dtype=torch.float64)
+    means, stds = [], []
+    for c in range(images.shape[1]):
+        counts = torch.bincount(images[:, c].reshape(-1), minlength=256).to(torch.float64)
+        total = counts.sum()
+        mean = (counts * values).sum() / total
+        var = (counts * (values - mean) ** 2).sum() / total
+        means.append(float(mean) / 255)
+        stds.append(float(var.sqrt()) / 255)
+    return tuple(means), tuple(stds)
+
+
+def preprocess_pil(image: PIL.Image.Image, info: DatasetInfo) -> torch.Tensor:
+    """One user image → uint8 (C, H, W) the way folder images are prepared: upright by EXIF,
+    RGB (alpha dropped), squashed to info.size × info.size with antialiasing, then info.channels
+    (luma by PIL's formula for 1 channel)."""
+    rgb = np.asarray(PIL.ImageOps.exif_transpose(image).convert("RGB"))
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)  # (3, H, W)
+    x = _resize_one(x, info.size)
+    return _to_channels(x[None], info.channels)[0].contiguous()
+
+
+def _resize_one(image: torch.Tensor, size: int) -> torch.Tensor:
+    if image.shape[-2:] == (size, size):
+        return image
+    return TF.resize(image, [size, size], antialias=True)
+
+
+def _resize_batch(images: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor:
+    """Antialiased bilinear resize of a uint8 batch, in chunks to bound the float temporaries."""
+    out = torch.empty((images.shape[0], images.shape[1], size, size), dtype=torch.uint8)
+    for i in range(0, images.shape[0], chunk):
+        out[i : i + chunk] = TF.resize(images[i : i + chunk], [size, size], antialias=True)
+    return out
+
+
+def _to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """(N, C, H, W) uint8 → `channels` channels: RGB→L with PIL's integer luma, L→RGB copies."""
+    have = images.shape[1]
+    if have == channels:
+        return images
+    if have == 3 and channels == 1:
+        r, g, b = images.to(torch.int32).unbind(1)
+        luma = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16  # PIL's convert("L")
+        return luma.to(torch.uint8)[:, None].contiguous()
+    if have == 1 and channels == 3:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    raise ValueError(f"cannot turn {have}-channel images into {channels} channels")
+
+
+# --------------------------------------------------------------------------- IDX (MNIST family)
+
+
+def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
+    """An IDX file (optionally .gz) as a uint8 tensor shaped by its header: one buffer viewed
+    through numpy.frombuffer, no per-image work (60,000 MNIST digits in ~50 ms)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        raw = bytearray(gzip.decompress(raw) if path.suffix == ".gz" else raw)  # writable
+    except (OSError, EOFError, zlib.error) as err:
+        raise DatasetUnavailableError(f"cannot read {path}: {err}") from err
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DatasetUnavailableError(f"{path} is not an unsigned-byte IDX file (bad magic)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
+    if len(raw) != header + int(np.prod(dims)):
+        raise DatasetUnavailableError(f"{path} is truncated or corrupt: size does not match header")
+    data = np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return torch.from_numpy(data)
+
+
+def write_idx(path: str | os.PathLike[str], array: np.ndarray | torch.Tensor) -> None:
+    """Write a uint8 array as IDX; `.gz` paths get a reproducible gzip (no name, mtime 0)."""
+    arr = np.ascontiguousarray(np.asarray(array, dtype=np.uint8))
+    header = bytes([0, 0, 0x08, arr.ndim]) + np.asarray(arr.shape, dtype=">i4").tobytes()
+    payload = header + arr.tobytes()
+    path = Path(path)
+    with open(path, "wb") as f:
+        if path.suffix == ".gz":
+            with gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0, compresslevel=9) as gz:
+                gz.write(payload)
+        else:
+            f.write(payload)
+
+
+def find_idx(folder: Path, stem: str) -> Path | None:
+    """`folder/stem`, else `folder/stem.gz`, else None."""
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_idx_pair(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    image_stem, label_stem = _IDX_FILES[split]
+    image_path, label_path = find_idx(folder, image_stem), find_idx(folder, label_stem)
+    if image_path is None or label_path is None:
+        raise DatasetUnavailableError(f"{folder} lacks the IDX files for the {split} split")
+    images, labels = read_idx(image_path), read_idx(label_path)
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise DatasetUnavailableError(
+            f"{image_path.name} and {label_path.name} in {folder} do not match: "
+            f"{tuple(images.shape)} images, {tuple(labels.shape)} labels"
+        )
+    return images[:, None], labels.to(torch.int64)  # (N, 1, H, W)
+
+
+# --------------------------------------------------------------------------- CIFAR pickles
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Rebuilds only what CIFAR's python batches contain: dicts, lists, strings, numbers and
+    numpy arrays. Any other global (os.system, builtins.eval, …) is refused before it runs."""
+
+    _ALLOWED: dict[tuple[str, str], Any] = {  # noqa: RUF012 - a constant lookup table
+        ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        # Python 3 pickles (protocol < 3) spell bytes as _codecs.encode(str, "latin1").
+        ("_codecs", "encode"): codecs.encode,
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refused to load {module}.{name}: a CIFAR batch holds only numpy arrays "
+                "and lists, so this file may try to run code"
+            ) from None
+
+
+def safe_unpickle(path: str | os.PathLike[str]) -> Any:
+    """Load a CIFAR python batch/meta file without allowing it to run code."""
+    try:
+        with open(path, "rb") as f:
+            return _CifarUnpickler(f, encoding="latin1").load()
+    except (
+        OSError,
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+    ) as err:
+        raise DatasetUnavailableError(f"cannot read {path}: {err}") from err
+
+
+def _as_str_keys(entry: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(entry, dict):
+        raise DatasetUnavailableError(f"{path} is not a CIFAR python file (no dict inside)")
+    return {k.decode("latin1") if isinstance(k, bytes) else str(k): v for k, v in entry.items()}
+
+
+def _read_cifar(folder: Path, split: str, reg: _Registered) -> tuple[torch.Tensor, torch.Tensor]:
+    files = _CIFAR_FILES[reg.info.folder]
+    meta_path = folder / files["meta"]
+    meta = _as_str_keys(safe_unpickle(meta_path), meta_path)
+    names = tuple(
+        n.decode("latin1") if isinstance(n, bytes) else str(n) for n in meta.get(reg.names_key, ())
+    )
+    if names != reg.info.classes:
+        raise DatasetUnavailableError(
+            f"{meta_path}: {reg.names_key} does not list {reg.info.title}'s classes in their "
+            "published order; re-download the archive"
+        )
+    chunks, labels = [], []
+    for filename in files[split]:
+        path = folder / filename
+        entry = _as_str_keys(safe_unpickle(path), path)
+        data, batch_labels = entry.get("data"), entry.get(reg.label_key)
+        if (
+            not isinstance(data, np.ndarray)
+            or data.dtype != np.uint8
+            or data.ndim != 2
+            or data.shape[1] != 3 * 32 * 32
+            or batch_labels is None
+            or len(batch_labels) != data.shape[0]
+        ):
+            raise DatasetUnavailableError(f"{path} does not hold CIFAR images and {reg.label_key}")
+        chunks.append(data)
+        labels.append(np.asarray(batch_labels, dtype=np.int64))
+    images = torch.from_numpy(np.concatenate(chunks).reshape(-1, 3, 32, 32))  # rows are R, G, B
+    label_tensor = torch.from_numpy(np.concatenate(labels))
+    if ((label_tensor < 0) | (label_tensor >= len(names))).any():
+        raise DatasetUnavailableError(f"{folder}: labels out of range for {len(names)} classes")
+    return images, label_tensor
+
+
+# --------------------------------------------------------------------------- registry loading
+
+
+class _Loaded(NamedTuple):
+    images: torch.Tensor
+    labels: torch.Tensor
+    source: str
+    is_sample: bool = False
+    skipped: int = 0
+
+
+def _missing_files(reg: _Registered, root: Path, split: str) -> list[str]:
+    folder = root / reg.info.folder
+    if reg.loader == "idx":
+        return [stem for stem in _IDX_FILES[split] if find_idx(folder, stem) is None]
+    files = _CIFAR_FILES[reg.info.folder]
+    wanted = [*files[split], files["meta"]]
+    return [f for f in wanted if not (folder / f).is_file()]
+
+
+def _count(n: int, split: str) -> str:
+    return f"{n:,} {split} images"
+
+
+def _load_registered(reg: _Registered, split: str, root: Path, download: bool) -> _Loaded:
+    info = reg.info
+    downloaded = ""
+    missing = _missing_files(reg, root, split)
+    if missing and reg.info.name == "cifar10" and (root / _CIFAR10_JPEG_FOLDER / split).is_dir():
+        return _load_cifar10_jpeg(root / _CIFAR10_JPEG_FOLDER, split)
+    failure = "download not attempted"
+    if missing and download:
+        failure = _download(reg, root)
+        missing = _missing_files(reg, root, split)
+        downloaded = "downloaded now to " if not missing else ""
+    if missing:
+        if info.name == "mnist":
+            return _load_mnist_sample(split, root / info.folder, failure)
+        raise DatasetUnavailableError(_unavailable_message(reg, root, missing, failure))
+    folder = root / info.folder
+    if reg.loader == "idx":
+        images, labels = _read_idx_pair(folder, split)
+    else:
+        images, labels = _read_cifar(folder, split, reg)
+    full = " full set" if info.name == "mnist" else ""
+    source = f"{info.title}{full}, {_count(len(labels), split)} ({downloaded}{folder})"
+    return _Loaded(images, labels, source)
+
+
+def _load_mnist_sample(split: str, full_folder: Path, why: str) -> _Loaded:
+    sample = paths.SAMPLE_DIR
+    if find_idx(sample, _IDX_FILES[split][0]) is None:
+        raise DatasetUnavailableError(
+            f"MNIST not found under {full_folder} ({why}) and the bundled sample is missing "
+            f"from {sample}; run tools/make_mnist_sample.py or pass --data-root"
+        )
+    images, labels = _read_idx_pair(sample, split)
+    which = (
+        f"first {len(labels):,} train images" if split == "train" else _count(len(labels), split)
+    )
+    source = f"bundled MNIST sample: {which} (full set not found under {full_folder}; {why})"
+    return _Loaded(images, labels, source, is_sample=True)
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """torchvision's urlopen has no timeout; a silently dropped connection would hang forever."""
+    previous = socket.getdefaulttimeout()
+    if previous is None:
+        socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        if previous is None:
+            socket.setdefaulttimeout(None)
+
+
+def _download(reg: _Registered, root: Path) -> str:
+    """Download through torchvision; return why it failed, or "" when it worked.
+
+    The dataset object is made without its __init__ so torchvision never unpickles the CIFAR
+    files itself: `download()` only fetches, checks md5s and extracts."""
+    cls = getattr(torchvision.datasets, reg.torchvision_class)
+    dataset = cls.__new__(cls)
+    torchvision.datasets.VisionDataset.__init__(dataset, str(root))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+            dataset.download()
+    except (OSError, RuntimeError, ValueError, EOFError, tarfile.TarError) as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        reason = lines[-1] if lines else type(err).__name__
+        return f"download failed: {reason}"[:300]
+    return ""
+
+
+def _unavailable_message(reg: _Registered, root: Path, missing: list[str], why: str) -> str:
+    info = reg.info
+    cls = getattr(torchvision.datasets, reg.torchvision_class)
+    if reg.loader == "idx":  # read at call time: tests point the class at a local server
+        names = ", ".join(filename for filename, _ in cls.resources)
+        how = f"download {names} from {cls.mirrors[0]} into {root / info.folder}"
+    else:
+        how = f"download {cls.url} and extract it in {root}"
+    return (
+        f"{info.title} not found: missing {', '.join(missing)} in {root / info.folder} ({why}); "
+        f"{how}, or point --data-root / ${paths.DATA_ROOT_ENV} at a folder that has "
+        f"{info.folder}/"
+    )
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+class _FolderLayout(NamedTuple):
+    root: Path
+    classes: tuple[str, ...]
+    split_dirs: bool  # True: root/train and root/test; False: every 5th file of a class is test
+
+
+class _ImageFile(NamedTuple):
+    label: int
+    path: str
+    size: int  # bytes; with mtime_ns, what the cache key watches
+    mtime_ns: int
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    with os.scandir(folder) as entries:
+        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+
+
+def _image_files(folder: Path, label: int) -> list[_ImageFile]:
+    """Image files under a class folder (recursively, symlinks followed), in sorted order.
+    os.scandir and plain strings: pathlib costs seconds on 50,000 files."""
+    found: list[_ImageFile] = []
+    stack = [str(folder)]
+    seen = {os.path.realpath(folder)}  # a link back up the tree must not loop forever
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                if e.is_dir():
+                    real = os.path.realpath(e.path)
+                    if real not in seen:
+                        seen.add(real)
+                        stack.append(e.path)
+                elif e.name.lower().endswith(IMAGE_EXTENSIONS):
+                    try:
+                        st = e.stat()
+                    except OSError:  # a dangling link: kept, so decoding counts it as skipped
+                        found.append(_ImageFile(label, e.path, -1, -1))
+                        continue
+                    found.append(_ImageFile(label, e.path, st.st_size, st.st_mtime_ns))
+    found.sort()
+    return found
+
+
+def _scan_folder(root: Path) -> _FolderLayout:
+    if not root.is_dir():
+        raise DatasetUnavailableError(f"image folder {root} does not exist")
+    split_dirs = (root / "train").is_dir() and (root / "test").is_dir()
+    class_root = root / "train" if split_dirs else root
+    classes = tuple(_class_dirs(class_root))
+    if len(classes) < 2:
+        raise DatasetUnavailableError(
+            f"image folder {class_root} needs at least two class subfolders "
+            f"(found {len(classes)}): put each class's images in its own folder"
+        )
+    if split_dirs:
+        extra = sorted(set(_class_dirs(root / "test")) - set(classes))
+        if extra:
+            raise DatasetUnavailableError(
+                f"{root / 'test'} has class folders missing from train/: {', '.join(extra)}"
+            )
+    return _FolderLayout(root, classes, split_dirs)
+
+
+def _split_files(layout: _FolderLayout, split: str) -> list[_ImageFile]:
+    files: list[_ImageFile] = []
+    for label, name in enumerate(layout.classes):
+        if layout.split_dirs:
+            if (layout.root / split / name).is_dir():
+                files.extend(_image_files(layout.root / split / name, label))
+        else:
+            in_class = _image_files(layout.root / name, label)
+            files.extend(f for i, f in enumerate(in_class) if (i % 5 == 4) == (split == "test"))
+    return files
+
+
+def _cache_path(layout: _FolderLayout, split: str, size: int, files: list[_ImageFile]) -> Path:
+    """Cache file named by folder, split and size, plus a hash of every file's name, size
+    and modification time, so any change to the folder makes a new key."""
+    digest = hashlib.sha256(json.dumps([_CACHE_FORMAT, split, size, layout.classes]).encode())
+    digest.update("\n".join(f"{f.label}\0{f.path}\0{f.size}\0{f.mtime_ns}" for f in files).encode())
+    folder_id = hashlib.sha256(str(layout.root).encode()).hexdigest()[:16]
+    name = f"{folder_id}-{split}-{size}-{digest.hexdigest()[:24]}.safetensors"
+    return paths.cache_dir() / "folders" / name
+
+
+def _decode_file(path: str) -> torch.Tensor | None:
+    """(3, H, W) uint8 upright RGB, or None when the file cannot be decoded."""
+    try:
+        image = torchvision.io.decode_image(
+            torchvision.io.read_file(path), mode=ImageReadMode.RGB, apply_exif_orientation=True
+        )
+    except RuntimeError:  # not JPEG/PNG/WEBP/GIF (BMP, TIFF, …) or broken: PIL decides
+        try:
+            with PIL.Image.open(path) as im:
+                rgb = np.asarray(PIL.ImageOps.exif_transpose(im).convert("RGB"))
+        except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError):
+            return None
+        return torch.from_numpy(rgb.copy()).permute(2, 0, 1)
+    if image.dtype != torch.uint8:  # 16-bit PNG
+        image = TF.to_dtype(image, torch.uint8, scale=True)
+    return image
+
+
+class _PartStats(NamedTuple):
+    channels: int  # 1 when every image of the split is grayscale (R = G = B everywhere)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    count: int
+    skipped: int
+
+
+class _FolderPart(NamedTuple):
+    stats: _PartStats
+    images: torch.Tensor  # (N, stats.channels, size, size) uint8
+    labels: torch.Tensor  # (N,) int64
+
+
+def _decode_folder_part(
+    layout: _FolderLayout, split: str, size: int, files: list[_ImageFile]
+) -> _FolderPart:
+    images = torch.empty((len(files), 3, size, size), dtype=torch.uint8)
+    kept: list[int] = []
+    for f in files:
+        decoded = _decode_file(f.path)
+        if decoded is not None:
+            images[len(kept)] = _resize_one(decoded, size)
+            kept.append(f.label)
+    n = len(kept)
+    skipped = len(files) - n
+    if n == 0:
+        where = layout.root / split if layout.split_dirs else layout.root
+        detail = f" ({skipped} unreadable files)" if skipped else ""
+        raise DatasetUnavailableError(f"no readable {split} images in {where}{detail}")
+    images, labels = images[:n], torch.tensor(kept, dtype=torch.int64)
+    gray = bool((images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all())
+    images = (images[:, :1] if gray else images).contiguous()
+    mean, std = channel_stats(images)
+    return _FolderPart(_PartStats(1 if gray else 3, mean, std, n, skipped), images, labels)
+
+
+def _listed(layout: _FolderLayout, split: str, size: int) -> tuple[list[_ImageFile], Path]:
+    files = _split_files(layout, split)
+    if not files:
+        hint = "" if layout.split_dirs else " (every 5th file of a class is test: add images)"
+        raise DatasetUnavailableError(f"no {split} images in {layout.root}{hint}")
+    return files, _cache_path(layout, split, size, files)
+
+
+def _folder_part(layout: _FolderLayout, split: str, size: int) -> _FolderPart:
+    """Decode one split of a folder, or read it back from the cache."""
+    files, path = _listed(layout, split, size)
+    with contextlib.suppress(FileNotFoundError, _StaleCacheError):
+        stats = _read_cached_stats(path)
+        with safe_open(str(path), framework="pt") as f:
+            return _FolderPart(stats, f.get_tensor("images"), f.get_tensor("labels"))
+    part = _decode_folder_part(layout, split, size, files)
+    _write_cached_part(path, part)
+    return part
+
+
+def _folder_stats(layout: _FolderLayout, split: str, size: int) -> _PartStats:
+    """A split's channels and normalization: the cache file's header when it exists."""
+    with contextlib.suppress(FileNotFoundError, _StaleCacheError):
+        return _read_cached_stats(_listed(layout, split, size)[1])
+    return _folder_part(layout, split, size).stats
+
+
+class _StaleCacheError(Exception):
+    """A cache file from an older format or damaged: rebuilt, never trusted."""
+
+
+def _read_cached_stats(path: Path) -> _PartStats:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("format") != _CACHE_FORMAT:
+            raise _StaleCacheError(path)
+        return _PartStats(
+            int(meta["channels"]),
+            tuple(json.loads(meta["mean"])),
+            tuple(json.loads(meta["std"])),
+            int(meta["count"]),
+            int(meta["skipped"]),
+        )
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as err:  # damaged file
+        raise _StaleCacheError(path) from err
+
+
+def _write_cached_part(path: Path, part: _FolderPart) -> None:
+    """Atomic write (temp file + os.replace); older caches of the same folder/split/size go."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stats = part.stats
+    meta = {
+        "format": _CACHE_FORMAT,
+        "channels": str(stats.channels),
+        "mean": json.dumps(stats.mean),
+        "std": json.dumps(stats.std),
+        "count": str(stats.count),
+        "skipped": str(stats.skipped),
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({"images": part.images, "labels": part.labels}, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    prefix = path.name.rsplit("-", 1)[0] + "-"
+    for old in path.parent.glob(f"{prefix}*.safetensors"):
+        if old != path:
+            old.unlink(missing_ok=True)
+
+
+def _folder_info(layout: _FolderLayout, size: int, train: _PartStats) -> DatasetInfo:
+    root = layout.root
+    how = "train/ and test/ folders" if layout.split_dirs else "every 5th image per class as test"
+    return DatasetInfo(
+        name=f"{FOLDER_PREFIX}{root}",
+        title=f"Image folder {root.name}",
+        classes=layout.classes,
+        channels=train.channels,
+        size=size,
+        mean=train.mean,
+        std=train.std,
+        augment=train.channels == 3,  # flips and shifts suit photos, not digits or letters
+        description=(
+            f"your images in {root}: {len(layout.classes)} classes (subfolder names), "
+            f"{how}, resized to {size}×{size}"
+        ),
+        folder=str(root),
+        native_size=size,
+    )
+
+
+def _part_source(prefix: str, where: Path, split: str, stats: _PartStats) -> str:
+    text = f"{prefix}, {_count(stats.count, split)} ({where})"
+    if stats.skipped:
+        text += f", {stats.skipped} unreadable files skipped"
+    return text
+
+
+def _load_folder(root: Path, split: str, size: int) -> Split:
+    layout = _scan_folder(root)
+    part = _folder_part(layout, split, size)
+    train = part.stats if split == "train" else _folder_stats(layout, "train", size)
+    info = _folder_info(layout, size, train)
+    where = root / split if layout.split_dirs else root
+    prefix = f"image folder {root.name}"
+    if not layout.split_dirs:
+        prefix += " (every 5th image of each class held out as test)"
+    source = _part_source(prefix, where, split, part.stats)
+    images = _to_channels(part.images, info.channels)
+    return Split(info, split, images, part.labels, source, False, part.stats.skipped)
+
+
+def _load_cifar10_jpeg(folder: Path, split: str) -> _Loaded:
+    """The JPEG ImageFolder copy of CIFAR-10, decoded (and cached) like a user's folder."""
+    layout = _scan_folder(folder)
+    if layout.classes != _CIFAR10_CLASSES or not layout.split_dirs:
+        raise DatasetUnavailableError(
+            f"{folder} should hold train/ and test/ with the CIFAR-10 class folders "
+            f"({' '.join(_CIFAR10_CLASSES)})"
+        )
+    part = _folder_part(layout, split, 32)
+    source = _part_source("CIFAR-10 (JPEG copy)", folder / split, split, part.stats)
+    return _Loaded(_to_channels(part.images, 3), part.labels, source, skipped=part.stats.skipped)

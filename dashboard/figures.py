@@ -1,0 +1,1152 @@
+"""Figure builders: arrays in, `plotly.graph_objects.Figure` out; no Streamlit, no model code.
+
+Every builder is a pure function of its arguments and shares one look (`LENS_TEMPLATE`: white
+background, a sans font, margins that grow with labels). Many small maps (filters, activation
+channels) are tiled into ONE image by `tile` and drawn as one heatmap trace, so a 512-channel
+layer costs one trace instead of 512 subplots; hover text reads the real values back through the
+tile layout.
+
+Pages should draw these with `st.plotly_chart(fig, theme=None)`: Streamlit's default theme
+replaces the template's fonts and colours.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+import torch.nn.functional as F
+
+from dashboard.errors import ShapeError
+
+FONT = "Inter, 'Segoe UI', 'Helvetica Neue', Arial, sans-serif"
+INK = "#1f2937"  # text
+MUTED = "#6b7280"  # secondary text, inactive bars
+GRID = "#e5e7eb"
+GAP = "#c9ced6"  # background between tiles: must differ from a diverging scale's white zero
+DEAD = "#dc2626"
+PREDICTED = "#2563eb"
+CORRECT = "#16a34a"
+WRONG = "#dc2626"
+RUN_COLOURS = (
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#ff7f0e",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#7f7f7f",
+    "#bcbd22",
+)
+DIVERGING = "RdBu_r"  # positive weights red, negative blue, zero white
+SCALE_MODES = ("per map", "per layer", "global")
+NORMALIZE_MODES = ("counts", "row", "column", "all")
+MAX_MOSAIC_PIXELS = 400_000  # about a screenful; larger activation mosaics are thinned
+
+LENS_TEMPLATE = go.layout.Template(
+    layout={
+        "font": {"family": FONT, "size": 13, "color": INK},
+        "title": {  # just above the plot area; automargin makes room for it and a subtitle
+            "font": {"size": 18},
+            "x": 0.0,
+            "xref": "paper",
+            "y": 1.0,
+            "yref": "paper",
+            "yanchor": "bottom",
+            "pad": {"b": 16},
+            "automargin": True,
+        },
+        "paper_bgcolor": "white",
+        "plot_bgcolor": "white",
+        "margin": {"l": 60, "r": 30, "t": 80, "b": 55, "autoexpand": True},
+        "colorway": list(RUN_COLOURS),
+        "hoverlabel": {"font": {"family": FONT, "size": 13}, "bgcolor": "white"},
+        "legend": {"bgcolor": "rgba(255,255,255,0.8)"},
+        "xaxis": {
+            "gridcolor": GRID,
+            "zerolinecolor": "#9ca3af",
+            "linecolor": "#9ca3af",
+            "ticks": "outside",
+            "automargin": True,
+            "title": {"standoff": 8},
+        },
+        "yaxis": {
+            "gridcolor": GRID,
+            "zerolinecolor": "#9ca3af",
+            "linecolor": "#9ca3af",
+            "ticks": "outside",
+            "automargin": True,
+            "title": {"standoff": 8},
+        },
+    },
+    data={
+        "heatmap": [go.Heatmap(colorbar={"thickness": 14, "outlinewidth": 0, "len": 0.9})],
+    },
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiling and scaling
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """Where each map of a `tile` mosaic sits: a grid of rows × cols tiles with pad-pixel gaps."""
+
+    rows: int
+    cols: int
+    tile_h: int
+    tile_w: int
+    pad: int
+    count: int  # maps actually placed; the last row may end in empty tiles
+
+    @property
+    def height(self) -> int:
+        """Mosaic height in pixels."""
+        return self.rows * (self.tile_h + self.pad) - self.pad
+
+    @property
+    def width(self) -> int:
+        """Mosaic width in pixels."""
+        return self.cols * (self.tile_w + self.pad) - self.pad
+
+    def origin(self, k: int) -> tuple[int, int]:
+        """Mosaic pixel (y, x) of the top-left corner of map k."""
+        row, col = divmod(k, self.cols)
+        return row * (self.tile_h + self.pad), col * (self.tile_w + self.pad)
+
+    def locate(self, y: int, x: int) -> tuple[int, int, int] | None:
+        """Map a mosaic pixel (y, x) back to (map index, y, x) inside it; None on a gap."""
+        row, ty = divmod(int(y), self.tile_h + self.pad)
+        col, tx = divmod(int(x), self.tile_w + self.pad)
+        k = row * self.cols + col
+        inside = 0 <= row < self.rows and 0 <= col < self.cols
+        if not inside or ty >= self.tile_h or tx >= self.tile_w or k >= self.count:
+            return None
+        return k, ty, tx
+
+
+def tile(
+    maps: np.ndarray, *, cols: int | None = None, pad: int = 1, fill: float = np.nan
+) -> tuple[np.ndarray, TileLayout]:
+    """Tile (N, H, W[, ...]) maps row-major into one mosaic with `fill` in the gaps."""
+    a = _numpy(maps)
+    if a.ndim < 3 or 0 in a.shape[:3]:
+        raise ShapeError(f"tile needs maps shaped (N, H, W), got {a.shape}")
+    N, H, W = a.shape[:3]
+    rest = a.shape[3:]  # e.g. a trailing RGB or hover-record axis rides along
+    if cols is None:  # near-square in pixels, not in tiles
+        cols = math.ceil(math.sqrt(N * (H + pad) / (W + pad)))
+    cols = max(1, min(int(cols), N))
+    rows = math.ceil(N / cols)
+    if np.issubdtype(a.dtype, np.integer) and float(fill).is_integer():
+        dtype = a.dtype
+    else:
+        dtype = np.result_type(a.dtype, np.float32)
+    canvas = np.full((rows * cols, H + pad, W + pad, *rest), fill, dtype=dtype)
+    canvas[:N, :H, :W] = a
+    grid = canvas.reshape(rows, cols, H + pad, W + pad, *rest).swapaxes(1, 2)
+    mosaic = grid.reshape(rows * (H + pad), cols * (W + pad), *rest)
+    layout = TileLayout(rows, cols, H, W, pad, N)
+    return np.ascontiguousarray(mosaic[: layout.height, : layout.width]), layout
+
+
+def scale_maps(
+    maps: np.ndarray, mode: str, global_range: tuple[float, float] | None = None
+) -> np.ndarray:
+    """Scale maps (N, ...) to 0..1: "per map" own min..max, "per layer" all, "global" given."""
+    a = _numpy(maps).astype(np.float64)
+    if mode == "per map":
+        flat = a.reshape(len(a), -1)
+        lo = flat.min(axis=1).reshape((-1,) + (1,) * (a.ndim - 1))
+        hi = flat.max(axis=1).reshape(lo.shape)
+    elif mode == "per layer":
+        lo, hi = a.min(), a.max()
+    elif mode == "global":
+        if global_range is None:
+            raise ValueError('scale "global" needs global_range=(low, high)')
+        lo, hi = float(global_range[0]), float(global_range[1])
+    else:
+        raise ValueError(f"unknown scale {mode!r}; choose one of {', '.join(SCALE_MODES)}")
+    span = np.asarray(hi - lo, dtype=np.float64)
+    safe = np.where(span > 0, span, 1.0)  # a constant map scales to 0, not NaN
+    return np.clip((a - lo) / safe, 0.0, 1.0) * (span > 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights
+
+
+def filter_grid(
+    weights: np.ndarray, *, scale: str = "shared", channel: int | None = None, title: str = ""
+) -> go.Figure:
+    """Conv filters (C_out, C_in, kh, kw) as one diverging mosaic; channel None = input mean."""
+    w = _numpy(weights).astype(np.float64)
+    if w.ndim != 4:
+        raise ShapeError(f"filter weights must be (C_out, C_in, kh, kw), got {w.shape}")
+    c_out, c_in, kh, kw = w.shape
+    if channel is None:
+        maps = w.mean(axis=1)  # (C_out, kh, kw); with one input channel this is that channel
+        source = "input channel 0" if c_in == 1 else f"mean over {c_in} input channels"
+        hover_channel = "0" if c_in == 1 else f"mean of {c_in}"
+    elif 0 <= channel < c_in:
+        maps = w[:, channel]
+        source, hover_channel = f"input channel {channel}", str(channel)
+    else:
+        raise ShapeError(f"input channel {channel} out of range: the layer has {c_in}")
+    if scale == "shared":
+        limit = float(np.abs(maps).max()) or 1.0
+        shown, bar_title, note = maps, "weight", "one symmetric scale for the layer"
+    elif scale == "per filter":
+        peak = np.abs(maps).reshape(c_out, -1).max(axis=1)
+        shown = maps / np.where(peak > 0, peak, 1.0)[:, None, None]
+        limit, bar_title = 1.0, "w / max|w|<br>(per-filter<br>scale)"
+        note = "each filter scaled by its own max |w|"
+    else:
+        raise ValueError(f'unknown scale {scale!r}; choose "shared" or "per filter"')
+    mosaic, layout = tile(shown, pad=1)
+    rows, cols = np.indices((kh, kw))
+    custom = _hover_records(np.arange(c_out), rows, cols, maps, layout)  # filter, row, col, w
+    fig = go.Figure(
+        go.Heatmap(
+            z=mosaic,
+            zmin=-limit,
+            zmax=limit,
+            colorscale=DIVERGING,
+            customdata=custom,
+            hoverongaps=False,
+            hovertemplate=(
+                "filter %{customdata[0]}<br>input channel "
+                + hover_channel
+                + "<br>row %{customdata[1]}, col %{customdata[2]}"
+                "<br>weight %{customdata[3]:.4~g}<extra></extra>"
+            ),
+            colorbar={"title": {"text": bar_title}},
+        )
+    )
+    subtitle = f"{c_out} filters of {kh}×{kw}, {source} · red > 0 > blue · {note}"
+    _image_layout(fig, layout.height, layout.width, title or "Filters", subtitle, background=GAP)
+    return fig
+
+
+def rgb_filters(weights: np.ndarray, *, title: str = "") -> go.Figure:
+    """First-layer filters (C_out, 3, kh, kw) as RGB images, each scaled so 0 is mid grey."""
+    w = _numpy(weights).astype(np.float64)
+    if w.ndim != 4 or w.shape[1] != 3:
+        raise ShapeError(f"RGB filters must be (C_out, 3, kh, kw), got {w.shape}")
+    c_out, _, kh, kw = w.shape
+    peak = np.abs(w).reshape(c_out, -1).max(axis=1)
+    unit = w / (2 * np.where(peak > 0, peak, 1.0))[:, None, None, None] + 0.5  # -max→0, 0→½
+    rgb = np.rint(unit * 255).astype(np.uint8).transpose(0, 2, 3, 1)  # (C_out, kh, kw, 3)
+    mosaic, layout = tile(rgb, pad=1, fill=255)
+    rows, cols = np.indices((kh, kw))
+    rgb_weights = w.transpose(0, 2, 3, 1)
+    custom = _hover_records(np.arange(c_out), rows, cols, rgb_weights, layout)  # …, R, G, B
+    fig = go.Figure(
+        [
+            go.Image(z=mosaic, hoverinfo="skip"),
+            _hover_layer(
+                custom[..., 0],
+                custom,
+                "filter %{customdata[0]}, row %{customdata[1]}, col %{customdata[2]}"
+                "<br>R %{customdata[3]:.4~g}<br>G %{customdata[4]:.4~g}"
+                "<br>B %{customdata[5]:.4~g}<extra></extra>",
+            ),
+        ]
+    )
+    subtitle = f"{c_out} filters of {kh}×{kw} · mid grey = 0 · each filter scaled by its max |w|"
+    _image_layout(fig, layout.height, layout.width, title or "First-layer filters (RGB)", subtitle)
+    return fig
+
+
+def weight_histogram(weights: np.ndarray, *, title: str = "", bins: int = 60) -> go.Figure:
+    """Histogram of all weights of a layer, binned here so no raw weights reach the browser."""
+    w = _numpy(weights).astype(np.float64).ravel()
+    if w.size == 0:
+        raise ShapeError("no weights to draw")
+    counts, edges = np.histogram(w, bins=bins)
+    fig = go.Figure(
+        go.Bar(
+            x=(edges[:-1] + edges[1:]) / 2,
+            y=counts,
+            width=np.diff(edges),
+            marker={"color": PREDICTED, "line": {"width": 0}},
+            customdata=np.stack([edges[:-1], edges[1:]], axis=1),
+            hovertemplate="[%{customdata[0]:.4~g}, %{customdata[1]:.4~g}): "
+            "%{y:,} weights<extra></extra>",
+        )
+    )
+    fig.add_vline(x=0, line={"color": MUTED, "width": 1, "dash": "dot"})
+    subtitle = f"{w.size:,} weights · mean {w.mean():.3g} · std {w.std():.3g}"
+    fig.update_layout(
+        template=LENS_TEMPLATE,
+        title=_title(title or "Weight distribution", subtitle),
+        xaxis_title="weight value",
+        yaxis_title="count",
+        bargap=0,
+        width=640,
+        height=380,
+    )
+    return fig
+
+
+def classic_kernels() -> dict[str, np.ndarray]:
+    """Prewitt and Sobel 3×3 kernels (x = horizontal gradient, y = vertical, two diagonals)."""
+    return {
+        "Prewitt x": np.array([[-1, 0, 1], [-1, 0, 1], [-1, 0, 1]]),
+        "Prewitt y": np.array([[-1, -1, -1], [0, 0, 0], [1, 1, 1]]),
+        "Prewitt 45°": np.array([[0, 1, 1], [-1, 0, 1], [-1, -1, 0]]),
+        "Prewitt 135°": np.array([[-1, -1, 0], [-1, 0, 1], [0, 1, 1]]),
+        "Sobel x": np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]),
+        "Sobel y": np.array([[-1, -2, -1], [0, 0, 0], [1, 2, 1]]),
+        "Sobel 45°": np.array([[0, 1, 2], [-1, 0, 1], [-2, -1, 0]]),
+        "Sobel 135°": np.array([[-2, -1, 0], [-1, 0, 1], [0, 1, 2]]),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations and images
+
+
+def activation_grid(
+    maps: np.ndarray,
+    *,
+    scale: str = "per layer",
+    order: np.ndarray | None = None,
+    dead: np.ndarray | None = None,
+    title: str = "",
+    colorscale: str = "Viridis",
+    global_range: tuple[float, float] | None = None,
+) -> go.Figure:
+    """One image's activations (C, H, W) as one tiled heatmap; (C,) or (C, 1, 1) as bars."""
+    a = _numpy(maps).astype(np.float32)
+    if a.ndim == 3 and a.shape[1:] == (1, 1):
+        a = a[:, 0, 0]  # after global pooling each channel is one number
+    if a.ndim not in (1, 3) or a.shape[0] == 0:
+        raise ShapeError(f"activations must be (C, H, W) or (C,), got {a.shape}")
+    channels = np.arange(len(a)) if order is None else np.asarray(order, dtype=np.int64)
+    if channels.size == 0 or channels.min() < 0 or channels.max() >= len(a):
+        raise ShapeError(f"order must index the {len(a)} channels")
+    dead_mask = np.zeros(len(a), dtype=bool)
+    if dead is not None:
+        dead_arr = np.asarray(dead)
+        dead_mask[dead_arr if dead_arr.dtype != bool else np.flatnonzero(dead_arr)] = True
+    if global_range is None and scale == "global":
+        raise ValueError('scale "global" needs global_range=(low, high)')
+    if a.ndim == 1:
+        return _activation_bars(a, channels, dead_mask, title, colorscale, scale, global_range)
+
+    shown = a[channels]  # (n, H, W) in display order
+    n, H, W = shown.shape
+    if scale == "per map":
+        z = scale_maps(shown, "per map").astype(np.float32)
+        zmin, zmax, bar_title = 0.0, 1.0, "per-channel<br>scale<br>(0 = min,<br>1 = max)"
+    elif scale in SCALE_MODES:  # raw values; the colour bar reads in activation units
+        lo, hi = global_range if scale == "global" else (float(a.min()), float(a.max()))
+        z, zmin, zmax, bar_title = shown, float(lo), float(hi), "activation"
+        if zmax <= zmin:
+            zmax = zmin + 1.0
+    else:
+        raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALE_MODES)}")
+    # Big layers (64×112×112) are thinned to about the screen's resolution: keeps the payload
+    # to the browser bounded; hover still reports each shown pixel's true position and value.
+    stride = max(1, math.ceil(math.sqrt(n * H * W / MAX_MOSAIC_PIXELS)))
+    z, values = z[:, ::stride, ::stride], shown[:, ::stride, ::stride]
+    ys, xs = np.indices((H, W))[:, ::stride, ::stride]
+    pad = max(1, values.shape[1] // 16)  # a 1-pixel gap vanishes between large maps
+    mosaic, layout = tile(z, pad=pad)
+    custom = _hover_records(channels, ys, xs, values, layout)  # channel, y, x, value
+    traces: list[go.BaseTraceType] = [
+        go.Heatmap(
+            z=mosaic,
+            zmin=zmin,
+            zmax=zmax,
+            colorscale=colorscale,
+            customdata=custom,
+            hoverongaps=False,
+            hovertemplate="channel %{customdata[0]}<br>y %{customdata[1]}, x %{customdata[2]}"
+            "<br>activation %{customdata[3]:.4~g}<extra></extra>",
+            colorbar={"title": {"text": bar_title}},
+        )
+    ]
+    dead_shown = np.flatnonzero(dead_mask[channels])
+    if dead_shown.size:
+        traces.append(_dead_outlines(layout, dead_shown))
+    fig = go.Figure(traces)
+    parts = [f"{n} of {len(a)} channels" if n < len(a) else f"{n} channels", f"{H}×{W} each"]
+    parts.append({"per map": "each channel scaled to its own range"}.get(scale, f"{scale} scale"))
+    if stride > 1:
+        parts.append(f"shown at 1/{stride} resolution")
+    if dead_shown.size:
+        parts.append(f"{dead_shown.size} dead (outlined red)")
+    _image_layout(fig, layout.height, layout.width, title or "Activations", " · ".join(parts))
+    fig.update_layout(showlegend=False)
+    return fig
+
+
+def _activation_bars(
+    values: np.ndarray,
+    channels: np.ndarray,
+    dead: np.ndarray,
+    title: str,
+    colorscale: str,
+    scale: str,
+    global_range: tuple[float, float] | None,
+) -> go.Figure:
+    """Vector activations (after flatten/linear/global pooling) as bars in display order."""
+    shown = values[channels]
+    lo, hi = global_range if scale == "global" else (float(values.min()), float(values.max()))
+    traces: list[go.BaseTraceType] = [
+        go.Bar(
+            x=np.arange(len(shown)),
+            y=shown,
+            customdata=channels,
+            marker={
+                "color": shown,
+                "colorscale": colorscale,
+                "cmin": lo,
+                "cmax": hi if hi > lo else lo + 1.0,
+                "line": {"width": 0},
+            },
+            hovertemplate="unit %{customdata}<br>activation %{y:.4~g}<extra></extra>",
+            name="activation",
+        )
+    ]
+    dead_at = np.flatnonzero(dead[channels])
+    if dead_at.size:
+        traces.append(
+            go.Scatter(
+                x=dead_at,
+                y=np.zeros(dead_at.size),
+                mode="markers",
+                marker={"symbol": "x-thin", "size": 9, "line": {"color": DEAD, "width": 2}},
+                customdata=channels[dead_at],
+                hovertemplate="unit %{customdata}: dead<extra></extra>",
+                name="dead unit",
+            )
+        )
+    fig = go.Figure(traces)
+    ordered = not np.array_equal(channels, np.arange(len(values)))
+    parts = [
+        f"{len(shown)} of {len(values)} units"
+        if len(shown) < len(values)
+        else f"{len(values)} units"
+    ]
+    if dead_at.size:
+        parts.append(f"{dead_at.size} dead (red ×)")
+    fig.update_layout(
+        template=LENS_TEMPLATE,
+        title=_title(title or "Activations", " · ".join(parts)),
+        xaxis={"title": "unit (display order, hover for index)" if ordered else "unit"},
+        yaxis={"title": "activation"},
+        bargap=0.1 if len(shown) <= 64 else 0,
+        width=min(1000, max(480, 200 + 6 * len(shown))),
+        height=360,
+        showlegend=False,
+    )
+    return fig
+
+
+def image_figure(image: np.ndarray, *, title: str = "", caption: str = "") -> go.Figure:
+    """An input image, (H, W), (H, W, 3) or (3, H, W), drawn pixel-exact without tick clutter."""
+    rgb, values = _rgb(image)
+    H, W = rgb.shape[:2]
+    gray = values.ndim == 2
+    fig = go.Figure(
+        go.Image(
+            z=rgb,
+            customdata=values if gray else None,
+            hovertemplate=(
+                "x %{x}, y %{y}<br>value %{customdata:.4~g}<extra></extra>"
+                if gray
+                else "x %{x}, y %{y}<br>RGB %{z}<extra></extra>"
+            ),
+        )
+    )
+    _image_layout(fig, H, W, title, "", max_side=320)
+    if caption:
+        fig.add_annotation(
+            text=caption,
+            xref="paper",
+            yref="paper",
+            x=0.5,
+            y=0,
+            yshift=-10,
+            yanchor="top",
+            showarrow=False,
+            font={"color": MUTED, "size": 12},
+        )
+        fig.update_layout(margin={"b": 50})
+    return fig
+
+
+def gradcam_overlay(
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    *,
+    alpha: float = 0.45,
+    title: str = "",
+    colorscale: str = "Jet",
+) -> go.Figure:
+    """A class-activation map (h, w) upsampled bilinearly and blended over the image."""
+    rgb, _ = _rgb(image)
+    H, W = rgb.shape[:2]
+    cam = upsample(heatmap, (H, W))
+    lo, hi = float(cam.min()), float(cam.max())
+    cam = (cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)
+    fig = go.Figure(
+        [
+            go.Image(z=rgb, hoverinfo="skip"),
+            go.Heatmap(
+                z=cam,
+                zmin=0.0,
+                zmax=1.0,
+                colorscale=colorscale,
+                opacity=alpha,  # the browser blends: (1 − α)·image + α·colour
+                colorbar={"title": {"text": "relative<br>importance"}},
+                hovertemplate="x %{x}, y %{y}<br>importance %{z:.2f}<extra></extra>",
+            ),
+        ]
+    )
+    _image_layout(fig, H, W, title or "Where the model looked", "", max_side=360)
+    return fig
+
+
+def upsample(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear (align_corners=False) resize of a 2-D map to size (H, W), as torch does it."""
+    h = torch.as_tensor(_numpy(heatmap), dtype=torch.float32)
+    if h.ndim != 2:
+        raise ShapeError(f"heatmap must be 2-D (h, w), got {tuple(h.shape)}")
+    out = F.interpolate(h[None, None], size=size, mode="bilinear", align_corners=False)
+    return out[0, 0].numpy()
+
+
+def probability_bars(
+    probabilities: np.ndarray,
+    classes: Sequence[str],
+    *,
+    true_class: int | None = None,
+    top: int | None = 10,
+    title: str = "",
+) -> go.Figure:
+    """Class probabilities as sorted horizontal bars: predicted coloured, true class marked."""
+    p = _numpy(probabilities).astype(np.float64).ravel()
+    if len(p) != len(classes):
+        raise ShapeError(f"{len(p)} probabilities for {len(classes)} classes")
+    ranked = np.argsort(-p, kind="stable")
+    shown = list(ranked[: top or len(p)])
+    if true_class is not None and true_class not in shown:
+        shown.append(true_class)  # the true class is always visible, even far down
+    predicted = int(ranked[0])
+    verdict_colour = CORRECT if predicted == true_class else WRONG
+    top_colour = PREDICTED if true_class is None else verdict_colour
+    colours = [top_colour if k == predicted else "#cbd5e1" for k in shown]
+    outline = [CORRECT if k == true_class else "rgba(0,0,0,0)" for k in shown]
+    labels = [f"{classes[k]}  ✓ true" if k == true_class else str(classes[k]) for k in shown]
+    values = p[shown] * 100
+    fig = go.Figure(
+        go.Bar(
+            x=values,
+            y=labels,
+            orientation="h",
+            marker={"color": colours, "line": {"color": outline, "width": 2}},
+            text=[f"{v:.1f} %" for v in values],
+            textposition="outside",
+            cliponaxis=False,
+            customdata=np.array([[int(k), r + 1] for r, k in enumerate(shown)]),
+            hovertemplate="%{y}<br>class %{customdata[0]}, rank %{customdata[1]}"
+            "<br>%{x:.2f} %<extra></extra>",
+        )
+    )
+    verdict = f"predicted {classes[predicted]} ({p[predicted] * 100:.1f} %)"
+    if true_class is not None:
+        verdict += f" · true {classes[true_class]}"
+    fig.update_layout(
+        template=LENS_TEMPLATE,
+        title=_title(title or "Class probabilities", verdict),
+        xaxis={"title": "probability (%)", "range": [0, 112], "showgrid": True},
+        yaxis={"autorange": "reversed", "ticks": ""},
+        width=560,
+        height=max(220, 130 + 28 * len(shown)),
+        showlegend=False,
+    )
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Training and evaluation
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run's curve: train and test values of one metric at (fractional) epochs."""
+
+    label: str
+    epochs: Sequence[float]  # 1, 2, … or fractions such as 1.25 for live step updates
+    train: Sequence[float | None]  # accuracy as a fraction 0..1 (drawn in %), or loss
+    test: Sequence[float | None] = field(default_factory=list)  # None where not measured
+
+
+def training_curves(runs: Sequence[Run], *, metric: str = "accuracy", title: str = "") -> go.Figure:
+    """Train (solid) and test (dashed) curves, one colour and legend group per run."""
+    if metric not in ("accuracy", "loss"):
+        raise ValueError(f'unknown metric {metric!r}; choose "accuracy" or "loss"')
+    factor = 100.0 if metric == "accuracy" else 1.0
+    unit = " %" if metric == "accuracy" else ""
+    traces = []
+    for i, run in enumerate(runs):
+        colour = RUN_COLOURS[i % len(RUN_COLOURS)]
+        for split, values, dash in (("train", run.train, "solid"), ("test", run.test, "dash")):
+            if not values:
+                continue  # a split that was never measured
+            if len(values) != len(run.epochs):
+                raise ShapeError(
+                    f"run {run.label!r}: {len(values)} {split} values for {len(run.epochs)} epochs"
+                )
+            kept = [(e, v) for e, v in zip(run.epochs, values, strict=True) if v is not None]
+            if not kept:
+                continue
+            traces.append(
+                go.Scatter(
+                    x=[e for e, _ in kept],
+                    y=[v * factor for _, v in kept],
+                    name=split,
+                    legendgroup=run.label,
+                    legendgrouptitle_text=run.label,
+                    mode="lines+markers" if len(kept) <= 40 else "lines",
+                    line={"color": colour, "dash": dash, "width": 2.5},
+                    marker={"size": 7, "color": colour},
+                    hovertemplate=f"{run.label} · {split}<br>epoch %{{x:.2f}}<br>{metric} "
+                    f"%{{y:.{2 if metric == 'accuracy' else 4}f}}{unit}<extra></extra>",
+                )
+            )
+    fig = go.Figure(traces)
+    fig.update_layout(
+        template=LENS_TEMPLATE,
+        title=_title(title or f"Training {metric}", "solid = train · dashed = test"),
+        xaxis={"title": "epoch", "rangemode": "tozero" if metric == "loss" else "normal"},
+        yaxis={"title": f"{metric} (%)" if metric == "accuracy" else "loss", "ticksuffix": unit},
+        width=720,
+        height=420,
+        legend={"groupclick": "toggleitem", "tracegroupgap": 8},
+    )
+    return fig
+
+
+def confusion_heatmap(
+    cm: np.ndarray, classes: Sequence[str], *, normalize: str = "counts", title: str = ""
+) -> go.Figure:
+    """Confusion matrix (rows = true) with cell text and a clickable overlay, one per cell."""
+    counts = _numpy(cm).astype(np.int64)
+    K = len(classes)
+    if counts.shape != (K, K):
+        raise ShapeError(f"confusion matrix {counts.shape} does not fit {K} classes")
+    shares = confusion_shares(counts)
+    if normalize not in NORMALIZE_MODES:
+        raise ValueError(f"unknown normalize {normalize!r}; choose {', '.join(NORMALIZE_MODES)}")
+    z = counts.astype(np.float64) if normalize == "counts" else shares[normalize]
+    basis = "row" if normalize == "counts" else normalize
+    of = {"row": "of row", "column": "of column", "all": "of all"}[basis]
+    names = [str(c) for c in classes]
+    hover = [
+        f"true {names[i]} → predicted {names[j]}: {counts[i, j]:,} "
+        f"image{'s' if counts[i, j] != 1 else ''} ({shares[basis][i, j]:.1f} % {of})"
+        for i in range(K)
+        for j in range(K)
+    ]
+    cell_px = max(6.0, min(56.0, 640 / K))
+    side = cell_px * K
+    heat = go.Heatmap(
+        z=z,
+        x=np.arange(K),
+        y=np.arange(K),
+        colorscale="Blues",
+        zmin=0,
+        hoverinfo="skip",  # hover and clicks come from the overlay below
+        colorbar={"title": {"text": "images" if normalize == "counts" else f"% {of}"}},
+    )
+    if K <= 20:
+        heat.update(text=confusion_text(counts, normalize), texttemplate="%{text}")
+    i, j = np.divmod(np.arange(K * K), K)
+    overlay = go.Scatter(
+        x=j,
+        y=i,
+        mode="markers",
+        marker={"symbol": "square", "size": cell_px, "opacity": 0.01, "color": INK},
+        customdata=np.stack([i, j], axis=1),
+        hovertext=hover,
+        hovertemplate="%{hovertext}<extra></extra>",
+        showlegend=False,
+        name="cells",
+    )
+    step = max(1, math.ceil(K / 50))
+    ticks = {
+        "tickmode": "array",
+        "tickvals": list(range(0, K, step)),
+        "ticktext": names[::step],
+        "tickfont": {"size": 12 if K <= 20 else 9},
+        "showgrid": False,
+        "zeroline": False,
+        "ticks": "",
+    }
+    subtitle = {
+        "counts": "images per cell · rows = true class",
+        "row": "% of each true class (rows sum to 100 %)",
+        "column": "% of each predicted class (columns sum to 100 %)",
+        "all": "% of all images",
+    }[normalize]
+    fig = go.Figure([heat, overlay])
+    fig.update_layout(
+        template=LENS_TEMPLATE,
+        title=_title(title or "Confusion matrix", subtitle + " · click a cell"),
+        xaxis={**ticks, "title": "predicted class", "range": [-0.5, K - 0.5], "tickangle": -45},
+        yaxis={
+            **ticks,
+            "title": "true class",
+            "range": [K - 0.5, -0.5],  # class 0 on top
+            "scaleanchor": "x",
+            "constrain": "domain",
+        },
+        width=int(side + 260),
+        height=int(side + 200),
+        clickmode="event+select",
+        hovermode="closest",
+        dragmode=False,
+    )
+    return fig
+
+
+def confusion_shares(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """The matrix as percentages of its row, its column and of all images (0 where empty)."""
+    c = _numpy(cm).astype(np.float64)
+
+    def share(total: np.ndarray | float) -> np.ndarray:
+        total = np.asarray(total, dtype=np.float64)
+        return np.divide(c * 100, total, out=np.zeros_like(c), where=total > 0)
+
+    return {
+        "row": share(c.sum(axis=1, keepdims=True)),
+        "column": share(c.sum(axis=0, keepdims=True)),
+        "all": share(c.sum()),
+    }
+
+
+def confusion_text(cm: np.ndarray, normalize: str) -> np.ndarray:
+    """Cell labels: counts as integers, shares with one decimal ("0" for an exact zero)."""
+    counts = _numpy(cm).astype(np.int64)
+    if normalize == "counts":
+        return counts.astype(str)
+    values = confusion_shares(counts)[normalize]
+    return np.array([[f"{v:.1f}" if v else "0" for v in row] for row in values])
+
+
+# ---------------------------------------------------------------------------------------------
+# Architecture
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One drawn block of the shape-flow diagram, in pixels (y up)."""
+
+    name: str
+    shape: tuple[int, ...]
+    x0: float
+    width: float  # front face, ∝ log channels
+    height: float  # front face, ∝ √H or H
+    depth: float  # oblique edge, same scale as height but for W
+    row: int = 0
+    yc: float = 0.0  # centre line of the block's row
+    names_y: float = 0.0  # baseline of the row's name labels (text above it)
+    shapes_y: float = 0.0  # top line of the row's shape labels (text below it)
+
+    @property
+    def flat(self) -> bool:
+        return len(self.shape) == 1
+
+    @property
+    def centre(self) -> float:
+        return self.x0 + (self.width + self.depth * _COS) / 2
+
+    @property
+    def top(self) -> float:
+        return self.height / 2 + self.depth * _COS
+
+
+_COS = 0.7  # the oblique edge runs at 45°, drawn shortened
+_MAX_BLOCK = 150.0  # pixels for the largest spatial size
+_ROW_WIDTH = 1100.0  # wrap into rows of about this many pixels
+_CHAR = 6.8  # pixels per character of an 11-pt label
+_LINE = 15.0  # pixels per line of label text
+
+
+def shape_flow_diagram(
+    layers: Sequence[tuple[str, tuple[int, ...]]],
+    *,
+    title: str = "",
+    spatial_scale: str = "sqrt",
+) -> go.Figure:
+    """Feature-map flow as blocks: height ∝ √H (or H), width ∝ log channels, depth ∝ W."""
+    if not layers:
+        raise ShapeError("no layers to draw")
+    if spatial_scale not in ("sqrt", "linear"):
+        raise ValueError(f'unknown spatial_scale {spatial_scale!r}; choose "sqrt" or "linear"')
+    for name, shape in layers:
+        if len(shape) not in (1, 3) or min(shape) < 1:
+            raise ShapeError(f"layer {name}: shape must be (C, H, W) or (F,), got {shape}")
+    shapes = [(name, tuple(int(s) for s in shape)) for name, shape in layers]
+    blocks = _stack_rows(_place_blocks(shapes, spatial_scale))
+    traces = []
+    for flat, colours, legend in (
+        (False, ("#6baed6", "#c6dbef", "#4292c6", "#08519c"), "feature maps C×H×W"),
+        (True, ("#fdae6b", "#fdd0a2", "#f16913", "#a63603"), "vectors F"),
+    ):
+        group = [b for b in blocks if b.flat == flat]
+        if not group:
+            continue
+        for face, colour in zip(("front", "top", "side"), colours[:3], strict=True):
+            xs, ys = _faces(group, face)
+            traces.append(
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    fill="toself",
+                    fillcolor=colour,
+                    mode="lines",
+                    line={"color": colours[3], "width": 1},
+                    hoverinfo="skip",
+                    name=legend,
+                    legendgroup=legend,
+                    showlegend=face == "front",
+                )
+            )
+    traces.extend(_flow_arrows(blocks))
+    centres = [b.centre for b in blocks]
+    for name, ys, text, position, colour in (
+        (
+            "shapes",
+            [b.shapes_y for b in blocks],
+            [_shape_label(b.shape) for b in blocks],
+            "bottom center",
+            INK,
+        ),
+        (
+            "names",
+            [b.names_y for b in blocks],
+            [_wrap_name(b.name) for b in blocks],
+            "top center",
+            MUTED,
+        ),
+    ):
+        traces.append(
+            go.Scatter(
+                x=centres,
+                y=ys,
+                mode="text",
+                text=text,
+                textposition=position,
+                textfont={"size": 11, "color": colour},
+                hoverinfo="skip",
+                showlegend=False,
+                name=name,
+            )
+        )
+    traces.append(
+        go.Scatter(
+            x=[b.x0 + b.width / 2 for b in blocks],
+            y=[b.yc for b in blocks],
+            mode="markers",
+            marker={"size": [max(12.0, min(b.height, b.width, 60.0)) for b in blocks]},
+            opacity=0,
+            hovertext=[_block_hover(b) for b in blocks],
+            hovertemplate="%{hovertext}<extra></extra>",
+            showlegend=False,
+            name="blocks",
+        )
+    )
+    x_max = max(b.x0 + b.width + b.depth * _COS for b in blocks) + 20
+    y_max = max(b.names_y + _LINE * _lines(b.name) for b in blocks) + 4
+    y_min = min(b.shapes_y for b in blocks) - _LINE - 6
+    hidden = {"visible": False, "fixedrange": True}
+    height_rule = "height ∝ √(spatial size)" if spatial_scale == "sqrt" else "height ∝ spatial size"
+    fig = go.Figure(traces)
+    fig.update_layout(
+        template=LENS_TEMPLATE,
+        title=_title(
+            title or "Feature-map flow",
+            f"{height_rule} · width ∝ log channels · hover a block for details",
+        ),
+        xaxis={**hidden, "range": [-20, x_max]},
+        yaxis={**hidden, "range": [y_min, y_max], "scaleanchor": "x"},
+        width=int(x_max + 60),
+        height=int(y_max - y_min + 130),
+        margin={"l": 20, "r": 20, "b": 40},
+        legend={"orientation": "h", "x": 0, "y": 0, "yanchor": "top"},
+        hovermode="closest",
+    )
+    return fig
+
+
+def _place_blocks(layers: list[tuple[str, tuple[int, ...]]], spatial_scale: str) -> list[_Block]:
+    """Block sizes from the shapes, then x positions left to right in rows of even length."""
+    grow = math.sqrt if spatial_scale == "sqrt" else float
+    max_hw = max((max(s[1], s[2]) for _, s in layers if len(s) == 3), default=1)
+    max_f = max((s[0] for _, s in layers if len(s) == 1), default=1)
+    sized: list[tuple[str, tuple[int, ...], float, float, float, float]] = []
+    for name, shape in layers:
+        if len(shape) == 3:
+            C, H, W = shape
+            width = 10 + 7 * math.log2(C)
+            height = max(6.0, _MAX_BLOCK * grow(H) / grow(max_hw))
+            depth = 0.45 * _MAX_BLOCK * grow(W) / grow(max_hw)
+        else:
+            width, depth = 12.0, 0.0
+            height = max(14.0, _MAX_BLOCK * math.log2(shape[0] + 1) / math.log2(max_f + 1))
+        label = max(len(_shape_label(shape)), *(len(p) for p in _wrap_name(name).split("<br>")))
+        slot = max(width + depth * _COS + 28, label * _CHAR + 12)
+        sized.append((name, shape, width, height, depth, slot))
+    total = sum(s[-1] for s in sized)
+    n_rows = math.ceil(total / _ROW_WIDTH)
+    per_row = total / n_rows  # even rows rather than a full row and a stub
+    blocks: list[_Block] = []
+    x, row = 0.0, 0
+    for name, shape, width, height, depth, slot in sized:
+        if x > 0 and x + slot / 2 > per_row and row < n_rows - 1:
+            x, row = 0.0, row + 1
+        offset = (slot - width - depth * _COS) / 2  # centre the block in its slot
+        blocks.append(_Block(name, shape, x + offset, width, height, depth, row))
+        x += slot
+    return blocks
+
+
+def _stack_rows(blocks: list[_Block]) -> list[_Block]:
+    """Vertical placement: each row as tall as its own blocks and labels, rows top to bottom."""
+    placed: list[_Block] = []
+    yc = 0.0
+    for row in range(blocks[-1].row + 1):
+        members = [b for b in blocks if b.row == row]
+        top = max(b.top for b in members)
+        bottom = max(b.height / 2 for b in members)
+        if row:
+            yc -= top + 6 + _LINE * max(_lines(b.name) for b in members) + 24
+        names_y, shapes_y = yc + top + 6, yc - bottom - 8
+        placed += [replace(b, yc=yc, names_y=names_y, shapes_y=shapes_y) for b in members]
+        yc = shapes_y - _LINE
+    return placed
+
+
+def _lines(name: str) -> int:
+    """Number of lines a block name takes once wrapped."""
+    return _wrap_name(name).count("<br>") + 1
+
+
+def _faces(blocks: Sequence[_Block], face: str) -> tuple[list[float | None], list[float | None]]:
+    """Closed polygons of one face of every block, separated by None for one fill trace."""
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    for b in blocks:
+        left, right = b.x0, b.x0 + b.width
+        bottom, top = b.yc - b.height / 2, b.yc + b.height / 2
+        d = b.depth * _COS
+        if face == "front":
+            px, py = [left, right, right, left, left], [bottom, bottom, top, top, bottom]
+        elif face == "top":
+            px = [left, right, right + d, left + d, left]
+            py = [top, top, top + d, top + d, top]
+        else:
+            px = [right, right + d, right + d, right, right]
+            py = [bottom, bottom + d, top + d, top, bottom]
+        xs += [*px, None]
+        ys += [*py, None]
+    return xs, ys
+
+
+def _flow_arrows(blocks: Sequence[_Block]) -> list[go.Scatter]:
+    """Short arrows between consecutive blocks of the same row."""
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    sizes: list[float] = []
+    for a, b in itertools.pairwise(blocks):
+        if a.row != b.row:
+            continue
+        xs += [a.x0 + a.width + a.depth * _COS + 3, b.x0 - 4, None]
+        ys += [a.yc, b.yc, None]
+        sizes += [0, 8, 0]
+    if not xs:
+        return []
+    return [
+        go.Scatter(
+            x=xs,
+            y=ys,
+            mode="lines+markers",
+            line={"color": "#9ca3af", "width": 1.5},
+            marker={"symbol": "arrow", "angleref": "previous", "size": sizes, "color": "#9ca3af"},
+            hoverinfo="skip",
+            showlegend=False,
+            name="flow",
+        )
+    ]
+
+
+def _shape_label(shape: tuple[int, ...]) -> str:
+    """ "64×27×27" for maps, "4096" for vectors."""
+    return "×".join(str(s) for s in shape)
+
+
+def _wrap_name(name: str, width: int = 12) -> str:
+    """Break long dotted module names (layer4.1.conv2) onto lines of about `width` chars."""
+    lines: list[str] = []
+    for part in name.split("."):
+        if lines and len(lines[-1]) + 1 + len(part) <= width:
+            lines[-1] += "." + part
+        else:
+            lines.append(part if not lines else "." + part)
+    return "<br>".join(lines)
+
+
+def _block_hover(b: _Block) -> str:
+    """Hover text of a block: name, shape in words, number of values."""
+    if b.flat:
+        what = f"vector of {b.shape[0]:,} features"
+    else:
+        C, H, W = b.shape
+        what = f"{C:,} channel{'s' if C != 1 else ''} of {H}×{W}"
+    total = math.prod(b.shape)
+    return f"<b>{b.name}</b><br>{_shape_label(b.shape)}: {what}<br>{total:,} values"
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+
+
+def figure_html(fig: go.Figure) -> str:
+    """A full self-contained HTML page of the figure (plotly.js inlined) for download."""
+    return fig.to_html(include_plotlyjs=True, full_html=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared helpers
+
+
+def _numpy(x: Any) -> np.ndarray:
+    """Arrays and tensors alike as a NumPy array on the CPU."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _hover_records(
+    index: np.ndarray, ys: np.ndarray, xs: np.ndarray, values: np.ndarray, layout: TileLayout
+) -> np.ndarray:
+    """Per-pixel [map index, y, x, value(s)] tiled like the mosaic: a heatmap's customdata."""
+    shape = values.shape[:3]  # (N, H, W); values may carry a trailing axis (RGB)
+    fields = [
+        np.broadcast_to(index[:, None, None], shape),
+        np.broadcast_to(ys, shape),
+        np.broadcast_to(xs, shape),
+    ]
+    vals = values.reshape(*shape, -1)
+    record = np.concatenate([np.stack(fields, axis=-1), vals], axis=-1).astype(np.float32)
+    return tile(record, cols=layout.cols, pad=layout.pad)[0]
+
+
+def _dead_outlines(layout: TileLayout, tiles: np.ndarray) -> go.Scatter:
+    """One line trace outlining the given tiles of a mosaic (red boxes), None-separated."""
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    for k in tiles:
+        y0, x0 = layout.origin(int(k))
+        left, right = x0 - 0.5, x0 + layout.tile_w - 0.5
+        top, bottom = y0 - 0.5, y0 + layout.tile_h - 0.5
+        xs += [left, right, right, left, left, None]
+        ys += [top, top, bottom, bottom, top, None]
+    return go.Scatter(
+        x=xs,
+        y=ys,
+        mode="lines",
+        line={"color": DEAD, "width": 2},
+        hoverinfo="skip",
+        name="dead channel",
+    )
+
+
+def _hover_layer(z: np.ndarray, custom: np.ndarray, template: str) -> go.Heatmap:
+    """An invisible heatmap over an image trace: hover with real values, silent on gaps."""
+    return go.Heatmap(
+        z=z,
+        customdata=custom,
+        opacity=0,
+        showscale=False,
+        hoverongaps=False,
+        hovertemplate=template,
+        colorscale=[[0, "white"], [1, "white"]],
+    )
+
+
+def _rgb(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) uint8 for display and the values behind it ((H, W) for grayscale)."""
+    a = _numpy(image)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = a.transpose(1, 2, 0)  # (C, H, W) tensors as the model sees them
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] != 3):
+        raise ShapeError(f"image must be (H, W), (H, W, 3) or (3, H, W), got {a.shape}")
+    if a.dtype == np.uint8:
+        pixels = a
+    else:
+        f = a.astype(np.float64)
+        lo, hi = float(f.min()), float(f.max())
+        if lo < 0.0 or hi > 1.0:  # normalized inputs: stretch to the visible range
+            f = (f - lo) / (hi - lo) if hi > lo else np.zeros_like(f)
+        pixels = np.rint(f * 255).astype(np.uint8)
+    rgb = pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, axis=-1)
+    return np.ascontiguousarray(rgb), a
+
+
+def _title(text: str, subtitle: str = "") -> dict[str, Any]:
+    """Title with a muted subtitle line."""
+    title: dict[str, Any] = {"text": text}
+    if subtitle:  # the pad keeps the subtitle line clear of the plot area
+        title["subtitle"] = {"text": subtitle, "font": {"size": 12, "color": MUTED}}
+        title["pad"] = {"b": 36}
+    return title
+
+
+def _image_layout(
+    fig: go.Figure,
+    height: int,
+    width: int,
+    title: str,
+    subtitle: str,
+    *,
+    max_side: float = 760,
+    background: str = "white",
+) -> None:
+    """Pixel-image axes (y down, square pixels, no ticks) and a size that fits the content."""
+    cell = min(max_side / max(height, width), 24.0)
+    axis = {
+        "showgrid": False,
+        "zeroline": False,
+        "showticklabels": False,
+        "ticks": "",
+        "showline": False,
+        "constrain": "domain",
+    }
+    fig.update_layout(
+        template=LENS_TEMPLATE,
+        title=_title(title, subtitle),
+        xaxis={**axis, "range": [-0.5, width - 0.5]},
+        yaxis={**axis, "range": [height - 0.5, -0.5], "scaleanchor": "x"},
+        plot_bgcolor=background,
+        width=int(max(380, width * cell + 150)),
+        height=int(height * cell + (110 if subtitle else 80)),
+        margin={"l": 20, "r": 20, "t": 80 if subtitle else 50, "b": 20},
+    )

@@ -1,0 +1,155 @@
+"""metrics: predictions of a quickly trained course-net on 1,000 real MNIST test images,
+checked against scikit-learn and against counts made by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import classification_report, confusion_matrix
+
+from dashboard import data, metrics, models, training
+
+# First 1,000 MNIST test labels per class (torchvision's order): a fact of the data set.
+FIRST_1000_TEST_COUNTS = [85, 126, 116, 107, 110, 87, 87, 99, 89, 94]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def first(split: data.Split, n: int) -> data.Split:
+    return dataclasses.replace(split, images=split.images[:n], labels=split.labels[:n])
+
+
+@pytest.fixture(scope="module")
+def mnist_test(shared_datasets: Path) -> data.Split:
+    split = data.load_split("mnist", "test", data_root=shared_datasets, download=False)
+    return first(split, 1000)
+
+
+@pytest.fixture(scope="module")
+def trained(shared_datasets: Path) -> torch.nn.Module:
+    """course-net after one epoch on 2,000 training images: right often, wrong often enough."""
+    train = data.load_split("mnist", "train", data_root=shared_datasets, download=False)
+    torch.manual_seed(0)
+    model = models.build_model("course-net", in_channels=1, num_classes=10, input_size=28)
+    training.fit(model, first(train, 2000), None, training.TrainConfig(epochs=1))
+    return model
+
+
+@pytest.fixture(scope="module")
+def pred(trained: torch.nn.Module, mnist_test: data.Split) -> metrics.Predictions:
+    return metrics.predict(trained, mnist_test, batch_size=256)
+
+
+def test_predictions_are_the_softmax_of_one_plain_forward_pass(trained, mnist_test, pred):
+    x = (mnist_test.images.float() / 255 - 0.1307) / 0.3081
+    with torch.no_grad():
+        expected = torch.softmax(trained(x), dim=1).numpy()
+    np.testing.assert_allclose(pred.probabilities, expected, rtol=1e-5, atol=1e-6)
+    assert pred.probabilities.dtype == np.float32
+    assert pred.probabilities.shape == (1000, 10)
+    np.testing.assert_array_equal(pred.predicted, expected.argmax(axis=1))
+    np.testing.assert_array_equal(pred.labels, mnist_test.labels.numpy())
+    assert pred.classes == tuple("0123456789")
+    assert pred.source == mnist_test.source
+    # A quickly trained model: well above chance, far from perfect.
+    assert 0.5 < pred.accuracy < 0.97
+    _, accuracy = training.evaluate_model(trained, mnist_test)
+    assert pred.accuracy == accuracy
+
+
+def test_confusion_matrix_equals_sklearn_and_a_count_by_hand(pred):
+    cm = metrics.confusion(pred)
+    by_hand = np.zeros((10, 10), dtype=np.int64)
+    np.add.at(by_hand, (pred.labels, pred.predicted), 1)
+    np.testing.assert_array_equal(cm, by_hand)
+    np.testing.assert_array_equal(cm, confusion_matrix(pred.labels, pred.predicted))
+    assert cm.sum() == 1000
+    assert cm.sum(axis=1).tolist() == FIRST_1000_TEST_COUNTS  # rows are the true classes
+    assert np.trace(cm) == round(pred.accuracy * 1000)
+
+
+def test_report_equals_sklearn_and_the_matrix_formulas(pred):
+    rep = metrics.report(pred)
+    expected = classification_report(
+        pred.labels, pred.predicted, target_names=list("0123456789"), output_dict=True
+    )
+    assert rep == expected
+    cm = metrics.confusion(pred).astype(float)
+    for k, name in enumerate(pred.classes):
+        precision = cm[k, k] / cm[:, k].sum() if cm[:, k].sum() else 0.0
+        recall = cm[k, k] / cm[k].sum()
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        assert rep[name]["precision"] == pytest.approx(precision, abs=1e-12)
+        assert rep[name]["recall"] == pytest.approx(recall, abs=1e-12)
+        assert rep[name]["f1-score"] == pytest.approx(f1, abs=1e-12)
+        assert rep[name]["support"] == FIRST_1000_TEST_COUNTS[k]
+    assert rep["accuracy"] == pytest.approx(pred.accuracy)
+
+
+def test_an_untrained_model_gets_zero_not_a_warning_for_classes_it_never_predicts(mnist_test):
+    torch.manual_seed(0)
+    model = models.build_model("course-net", in_channels=1, num_classes=10, input_size=28)
+    untrained = metrics.predict(model, mnist_test)
+    never = sorted(set(range(10)) - set(untrained.predicted.tolist()))
+    assert never  # an untrained net favours a few classes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rep = metrics.report(untrained)
+        cm = metrics.confusion(untrained)
+    assert cm.shape == (10, 10)  # every class keeps its row and column
+    for k in never:
+        assert rep[str(k)]["precision"] == 0.0
+        assert cm[:, k].sum() == 0
+
+
+def test_cell_indices_hold_exactly_the_images_of_their_cell(pred):
+    cm = metrics.confusion(pred)
+    seen = []
+    for t in range(10):
+        for p in range(10):
+            cell = metrics.cell_indices(pred, t, p)
+            assert len(cell) == cm[t, p]
+            assert (pred.labels[cell] == t).all()
+            assert (pred.predicted[cell] == p).all()
+            seen.extend(cell.tolist())
+    assert sorted(seen) == list(range(1000))  # every image in exactly one cell
+    wrong = metrics.misclassified(pred)
+    assert len(wrong) == 1000 - np.trace(cm)
+    assert (pred.labels[wrong] != pred.predicted[wrong]).all()
+    assert wrong.tolist() == sorted(wrong.tolist())
+
+
+def test_top_confusions_are_the_largest_off_diagonal_cells_in_order(pred):
+    cm = np.array([[50, 3, 7], [7, 40, 0], [1, 7, 60]])
+    top = metrics.top_confusions(cm, ("a", "b", "c"), k=4)
+    # Ties (7) keep row-major order; the diagonal never appears; k cuts the list.
+    assert top == [("a", "c", 7), ("b", "a", 7), ("c", "b", 7), ("a", "b", 3)]
+    assert metrics.top_confusions(np.diag([5, 5]), ("x", "y")) == []  # no mistakes, no list
+
+    real = metrics.confusion(pred)
+    brute = sorted(
+        ((str(t), str(p), int(real[t, p])) for t in range(10) for p in range(10) if t != p),
+        key=lambda item: -item[2],
+    )
+    brute = [item for item in brute if item[2] > 0][:10]
+    assert metrics.top_confusions(real, pred.classes) == brute
+
+
+def test_predict_does_not_depend_on_batch_size_and_restores_train_mode(trained, mnist_test, pred):
+    trained.train()
+    again = metrics.predict(trained, mnist_test, batch_size=1000)
+    assert trained.training
+    np.testing.assert_array_equal(again.predicted, pred.predicted)
+    np.testing.assert_allclose(again.probabilities, pred.probabilities, rtol=1e-5, atol=1e-7)
