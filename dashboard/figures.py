@@ -348,10 +348,16 @@ def activation_grid(
     n, H, W = shown.shape
     if scale == "per map":
         z = scale_maps(shown, "per map").astype(np.float32)
-        zmin, zmax, bar_title = 0.0, 1.0, "per-channel<br>scale<br>(0 = min,<br>1 = max)"
+        zmin, zmax = 0.0, 1.0
+        colorbar = {
+            "title": {"text": "per-channel<br>scale"},
+            "tickvals": [0, 1],
+            "ticktext": ["channel min", "channel max"],
+        }
     elif scale in SCALE_MODES:  # raw values; the colour bar reads in activation units
         lo, hi = global_range if scale == "global" else (float(a.min()), float(a.max()))
-        z, zmin, zmax, bar_title = shown, float(lo), float(hi), "activation"
+        z, zmin, zmax = shown, float(lo), float(hi)
+        colorbar = {"title": {"text": "activation"}}
         if zmax <= zmin:
             zmax = zmin + 1.0
     else:
@@ -374,7 +380,7 @@ def activation_grid(
             hoverongaps=False,
             hovertemplate="channel %{customdata[0]}<br>y %{customdata[1]}, x %{customdata[2]}"
             "<br>activation %{customdata[3]:.4~g}<extra></extra>",
-            colorbar={"title": {"text": bar_title}},
+            colorbar=colorbar,
         )
     ]
     dead_shown = np.flatnonzero(dead_mask[channels])
@@ -471,7 +477,7 @@ def image_figure(image: np.ndarray, *, title: str = "", caption: str = "") -> go
             ),
         )
     )
-    _image_layout(fig, H, W, title, "", max_side=320)
+    _image_layout(fig, H, W, title or "Input image", "", max_side=320)
     if caption:
         fig.add_annotation(
             text=caption,
@@ -782,7 +788,6 @@ class _Block:
 
 _COS = 0.7  # the oblique edge runs at 45°, drawn shortened
 _MAX_BLOCK = 150.0  # pixels for the largest spatial size
-_ROW_WIDTH = 1100.0  # wrap into rows of about this many pixels
 _CHAR = 6.8  # pixels per character of an 11-pt label
 _LINE = 15.0  # pixels per line of label text
 
@@ -792,8 +797,9 @@ def shape_flow_diagram(
     *,
     title: str = "",
     spatial_scale: str = "sqrt",
+    max_width: int = 1100,
 ) -> go.Figure:
-    """Feature-map flow as blocks: height ∝ √H (or H), width ∝ log channels, depth ∝ W."""
+    """Feature-map flow as blocks (height ∝ √H or H, width ∝ log C), in rows ≤ max_width px."""
     if not layers:
         raise ShapeError("no layers to draw")
     if spatial_scale not in ("sqrt", "linear"):
@@ -802,7 +808,7 @@ def shape_flow_diagram(
         if len(shape) not in (1, 3) or min(shape) < 1:
             raise ShapeError(f"layer {name}: shape must be (C, H, W) or (F,), got {shape}")
     shapes = [(name, tuple(int(s) for s in shape)) for name, shape in layers]
-    blocks = _stack_rows(_place_blocks(shapes, spatial_scale))
+    blocks = _stack_rows(_place_blocks(shapes, spatial_scale, max_width - 80.0))
     traces = []
     for flat, colours, legend in (
         (False, ("#6baed6", "#c6dbef", "#4292c6", "#08519c"), "feature maps C×H×W"),
@@ -894,7 +900,9 @@ def shape_flow_diagram(
     return fig
 
 
-def _place_blocks(layers: list[tuple[str, tuple[int, ...]]], spatial_scale: str) -> list[_Block]:
+def _place_blocks(
+    layers: list[tuple[str, tuple[int, ...]]], spatial_scale: str, row_width: float
+) -> list[_Block]:
     """Block sizes from the shapes, then x positions left to right in rows of even length."""
     grow = math.sqrt if spatial_scale == "sqrt" else float
     max_hw = max((max(s[1], s[2]) for _, s in layers if len(s) == 3), default=1)
@@ -913,7 +921,7 @@ def _place_blocks(layers: list[tuple[str, tuple[int, ...]]], spatial_scale: str)
         slot = max(width + depth * _COS + 28, label * _CHAR + 12)
         sized.append((name, shape, width, height, depth, slot))
     total = sum(s[-1] for s in sized)
-    n_rows = math.ceil(total / _ROW_WIDTH)
+    n_rows = math.ceil(total / row_width)
     per_row = total / n_rows  # even rows rather than a full row and a stub
     blocks: list[_Block] = []
     x, row = 0.0, 0
@@ -1131,7 +1139,7 @@ def _image_layout(
     background: str = "white",
 ) -> None:
     """Pixel-image axes (y down, square pixels, no ticks) and a size that fits the content."""
-    cell = min(max_side / max(height, width), 24.0)
+    cell = min(max_side / max(height, width), 40.0)
     axis = {
         "showgrid": False,
         "zeroline": False,
@@ -1146,7 +1154,7 @@ def _image_layout(
         xaxis={**axis, "range": [-0.5, width - 0.5]},
         yaxis={**axis, "range": [height - 0.5, -0.5], "scaleanchor": "x"},
         plot_bgcolor=background,
-        width=int(max(380, width * cell + 150)),
+        width=int(max(380, width * cell + 150, 6.5 * max(len(title), len(subtitle)) + 60)),
         height=int(height * cell + (110 if subtitle else 80)),
         margin={"l": 20, "r": 20, "t": 80 if subtitle else 50, "b": 20},
     )

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.metrics import classification_report, confusion_matrix
 from torch import nn
 
 from dashboard.data import Split, iterate_batches
@@ -82,11 +81,15 @@ def predict(
 
 def confusion(pred: Predictions) -> np.ndarray:
     """(K, K) counts, rows = true class, columns = predicted; every class has its row."""
+    from sklearn.metrics import confusion_matrix  # 2 s to import: only when asked for
+
     return confusion_matrix(pred.labels, pred.predicted, labels=list(range(len(pred.classes))))
 
 
 def report(pred: Predictions) -> dict:
     """scikit-learn's classification report keyed by class name (plus accuracy and averages)."""
+    from sklearn.metrics import classification_report
+
     return classification_report(
         pred.labels,
         pred.predicted,

@@ -11,6 +11,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAINED_DIR = REPO_ROOT / "trained"
 # The small real MNIST sample shipped so a fresh offline machine can train and evaluate.
 SAMPLE_DIR = TRAINED_DIR / "data" / "mnist-sample"
+# Models a user trains and saves in the app or with `train --out runs/NAME` (never in trained/).
+RUNS_DIR = REPO_ROOT / "runs"
 DATA_ROOT_ENV = "CNN_LENS_DATA"
 CACHE_ENV = "CNN_LENS_CACHE"
 

@@ -15,13 +15,15 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import models, paths, probe
+from dashboard import data, metrics, models, paths, probe
 from dashboard.errors import LensError
 
 MODEL_KEY = "lens_model"  # permanent session-state keys
 DATASET_KEY = "lens_dataset"
 FOLDER_KEY = "lens_folder"
-ARCH_PREFIX = "arch:"
+EXTRA_MODELS_KEY = "lens_extra_models"
+ARCH_PREFIX = "arch:"  # an architecture with fresh random weights
+ZOO_PREFIX = "zoo:"  # a torchvision model with its ImageNet weights
 CKPT_PREFIX = "ckpt:"
 FOLDER_CHOICE = "folder (your own images)"
 REGISTRY_DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "cifar100-coarse")
@@ -42,7 +44,7 @@ class Selection:
     def architecture(self) -> str:
         if self.is_checkpoint:
             return _card_for(self.model_key).architecture
-        return self.model_key.removeprefix(ARCH_PREFIX)
+        return self.model_key.removeprefix(ARCH_PREFIX).removeprefix(ZOO_PREFIX)
 
 
 def setup_page(title: str, icon: str = "🔎") -> None:
@@ -50,24 +52,41 @@ def setup_page(title: str, icon: str = "🔎") -> None:
     st.set_page_config(page_title=f"{title} · CNN Lens", page_icon=icon, layout="wide")
 
 
-def _checkpoint_keys() -> list[str]:
-    """Shipped checkpoints, best first within each dataset, MNIST first."""
+def checkpoint_key(path: Path) -> str:
+    """The choice key of a checkpoint file: relative to the repository when inside it."""
+    path = path.resolve()
+    try:
+        return CKPT_PREFIX + str(path.relative_to(paths.REPO_ROOT))
+    except ValueError:
+        return CKPT_PREFIX + str(path)
+
+
+def _checkpoint_keys(folder: Path) -> list[str]:
+    """Checkpoints with cards in a folder, best first within each dataset, MNIST first."""
     from dashboard import checkpoints
 
-    cards = checkpoints.list_checkpoints(paths.TRAINED_DIR)
-    return [CKPT_PREFIX + str(c.path.relative_to(paths.REPO_ROOT)) for c in cards]
+    return [checkpoint_key(card.path) for card in checkpoints.list_checkpoints(folder)]
+
+
+def add_model_choice(model_key: str) -> None:
+    """Offer an extra choice (an uploaded file, a zoo model) in this session's sidebar."""
+    extra = st.session_state.setdefault(EXTRA_MODELS_KEY, [])
+    if model_key not in extra:
+        extra.append(model_key)
 
 
 def _card_for(model_key: str):  # -> checkpoints.Card (imported lazily: keeps start-up fast)
     from dashboard import checkpoints
 
-    return checkpoints.read_card(paths.REPO_ROOT / model_key.removeprefix(CKPT_PREFIX))
+    return checkpoints.read_card(_resolve(model_key))
 
 
 def model_label(model_key: str) -> str:
     """How a choice reads in the sidebar: shipped checkpoints with accuracy, untrained marked."""
     if model_key.startswith(ARCH_PREFIX):
         return f"{model_key.removeprefix(ARCH_PREFIX)} (untrained)"
+    if model_key.startswith(ZOO_PREFIX):
+        return f"{model_key.removeprefix(ZOO_PREFIX)} (ImageNet weights)"
     try:
         card = _card_for(model_key)
     except LensError:
@@ -78,24 +97,47 @@ def model_label(model_key: str) -> str:
 
 
 def model_choices() -> list[str]:
-    try:
-        shipped = _checkpoint_keys()
-    except (ImportError, LensError):
-        shipped = []
-    return shipped + [ARCH_PREFIX + name for name in models.model_names()]
+    """Shipped checkpoints (the best MNIST model first: the default), the user's saved runs,
+    this session's uploads and zoo picks, then every architecture untrained."""
+    saved = _checkpoint_keys(paths.TRAINED_DIR) + _checkpoint_keys(paths.RUNS_DIR)
+    extra = [k for k in st.session_state.get(EXTRA_MODELS_KEY, []) if k not in saved]
+    return saved + extra + [ARCH_PREFIX + name for name in models.model_names()]
 
 
 def _persist(permanent: str, widget: str) -> None:
     st.session_state[permanent] = st.session_state[widget]
 
 
-def _persistent_selectbox(label: str, options: list[str], permanent: str, **kwargs) -> str:
+def select_model(model_key: str) -> None:
+    """Make `model_key` the selection on every page; a checkpoint brings its dataset along."""
+    st.session_state[MODEL_KEY] = model_key
+    if model_key.startswith(CKPT_PREFIX):
+        try:
+            dataset = _card_for(model_key).dataset
+        except LensError:
+            return
+        if dataset.startswith("folder:"):
+            st.session_state[FOLDER_KEY] = dataset.removeprefix("folder:")
+            st.session_state[DATASET_KEY] = FOLDER_CHOICE
+        elif dataset in REGISTRY_DATASETS:
+            st.session_state[DATASET_KEY] = dataset
+
+
+def _model_changed() -> None:
+    select_model(st.session_state["_" + MODEL_KEY])
+
+
+def _persistent_selectbox(
+    label: str, options: list[str], permanent: str, on_change=None, **kwargs
+) -> str:
     """A selectbox whose value survives page switches (see the module docstring)."""
     widget = "_" + permanent
     if st.session_state.get(permanent) not in options:
         st.session_state[permanent] = options[0]
     st.session_state[widget] = st.session_state[permanent]
-    st.selectbox(label, options, key=widget, on_change=_persist, args=(permanent, widget), **kwargs)
+    if on_change is None:
+        on_change, kwargs["args"] = _persist, (permanent, widget)
+    st.selectbox(label, options, key=widget, on_change=on_change, **kwargs)
     return st.session_state[permanent]
 
 
@@ -107,6 +149,7 @@ def sidebar() -> Selection:
             "Model",
             model_choices(),
             MODEL_KEY,
+            on_change=_model_changed,
             format_func=model_label,
             help="A shipped checkpoint from trained/, or an architecture with random weights.",
         )
@@ -126,36 +169,134 @@ def sidebar() -> Selection:
     return Selection(model_key=model_key, dataset=dataset)
 
 
-@st.cache_resource(max_entries=8, show_spinner="Building the model…")
-def _architecture(name: str) -> object:
-    model = models.build_model(name)
+@dataclass(frozen=True)
+class ModelView:
+    """What pages need to know about the selected model, apart from the module itself."""
+
+    key: str
+    label: str
+    architecture: str
+    input_shape: tuple[int, int, int]
+    classes: tuple[str, ...]  # empty when unknown (untrained architecture: the dataset's)
+    dataset: str  # the card's dataset ("" when unknown)
+    untrained: bool
+    card: object | None  # checkpoints.Card for checkpoints
+
+
+def _resolve(model_key: str) -> Path:
+    path = Path(model_key.removeprefix(CKPT_PREFIX))
+    return path if path.is_absolute() else paths.REPO_ROOT / path
+
+
+def mtime_of(model_key: str) -> float:
+    """Modification time of a checkpoint choice, so caches notice a file that changed."""
+    if not model_key.startswith(CKPT_PREFIX):
+        return 0.0
+    path = _resolve(model_key)
+    return path.stat().st_mtime if path.exists() else 0.0
+
+
+@st.cache_resource(max_entries=6, show_spinner="Loading the model…")
+def _load(model_key: str, _mtime: float) -> tuple[object, ModelView, dict]:
+    """(model in eval mode, its view, its filter history). Shared by every session: read only."""
+    if model_key.startswith(CKPT_PREFIX):
+        from dashboard import checkpoints
+
+        loaded = checkpoints.load_checkpoint(_resolve(model_key))
+        card = loaded.card
+        view = ModelView(
+            key=model_key,
+            label=model_label(model_key),
+            architecture=card.architecture,
+            input_shape=tuple(card.input_shape or models.model_info(card.architecture).input_shape),
+            classes=tuple(card.classes),
+            dataset=card.dataset,
+            untrained=False,
+            card=card,
+        )
+        return loaded.model, view, loaded.filter_history
+    pretrained = model_key.startswith(ZOO_PREFIX)
+    name = model_key.removeprefix(ZOO_PREFIX if pretrained else ARCH_PREFIX)
+    info = models.model_info(name)
+    model = models.build_model(name, pretrained=pretrained)
     model.eval()
-    return model
+    view = ModelView(
+        model_key, model_label(model_key), name, info.input_shape, (), "", not pretrained, None
+    )
+    return model, view, {}
+
+
+def load_model(selection: Selection) -> tuple[object, ModelView]:
+    """The selected model (cached, shared: never train or mutate it) and what it is."""
+    model, view, _ = _load(selection.model_key, mtime_of(selection.model_key))
+    return model, view
+
+
+def filter_history(selection: Selection) -> dict:
+    """Per-epoch first-layer filter snapshots saved with the checkpoint ({} if none)."""
+    return _load(selection.model_key, mtime_of(selection.model_key))[2]
 
 
 def input_shape_for(selection: Selection) -> tuple[int, int, int]:
     if selection.is_checkpoint:
-        return tuple(_card_for(selection.model_key).input_shape)  # type: ignore[return-value]
+        card = _card_for(selection.model_key)
+        if card.input_shape:
+            return tuple(card.input_shape)  # type: ignore[return-value]
     return models.model_info(selection.architecture).input_shape
 
 
 @st.cache_data(max_entries=32, show_spinner="Tracing shapes…")
 def shape_flow(model_key: str, input_shape: tuple[int, int, int], _mtime: float) -> probe.ShapeFlow:
     """Shape flow for a sidebar choice; `_mtime` invalidates it when a checkpoint changes."""
-    from dashboard import summary
-
-    if model_key.startswith(CKPT_PREFIX):
-        model, _, _ = summary.model_for(str(paths.REPO_ROOT / model_key.removeprefix(CKPT_PREFIX)))
-    else:
-        model = _architecture(model_key.removeprefix(ARCH_PREFIX))
+    model, _, _ = _load(model_key, _mtime)
     return probe.shape_flow(model, input_shape)
 
 
-def mtime_of(model_key: str) -> float:
-    if not model_key.startswith(CKPT_PREFIX):
-        return 0.0
-    path = Path(paths.REPO_ROOT / model_key.removeprefix(CKPT_PREFIX))
-    return path.stat().st_mtime if path.exists() else 0.0
+DATA_ROOT_KEY = "lens_data_root"
+
+
+def data_root() -> str:
+    """The data root for this session: set on the Model page, else --data-root's defaults."""
+    return st.session_state.get(DATA_ROOT_KEY) or str(paths.data_root(None))
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the dataset…")
+def _split(dataset: str, split: str, input_size: int | None, root: str) -> data.Split:
+    """A split as uint8 tensors in memory; shared by every session, never modified."""
+    return data.load_split(dataset, split, data_root=root, input_size=input_size)
+
+
+def _input_size(selection: Selection, view: ModelView) -> int | None:
+    """The side the dataset must be resized to for this model (None: as stored)."""
+    info = data.dataset_info(selection.dataset, data_root=data_root())
+    channels, height, _ = view.input_shape
+    if info.channels != channels:
+        raise LensError(
+            f"{view.label} takes {channels}-channel images but {info.title} has "
+            f"{info.channels}: pick a dataset with {channels}-channel images"
+        )
+    return None if height == info.size else height
+
+
+def load_data(selection: Selection, view: ModelView, split: str = "test") -> data.Split:
+    """The selected dataset's split, sized for the selected model; mismatches are LensErrors."""
+    return _split(selection.dataset, split, _input_size(selection, view), data_root())
+
+
+@st.cache_data(max_entries=16, show_spinner="Classifying every image of the split…")
+def _predictions(
+    model_key: str, _mtime: float, dataset: str, split: str, input_size: int | None, root: str
+) -> metrics.Predictions:
+    model, _, _ = _load(model_key, _mtime)
+    return metrics.predict(model, _split(dataset, split, input_size, root))
+
+
+def predictions(selection: Selection, split: str = "test") -> metrics.Predictions:
+    """The selected model's answers on the selected split, cached per checkpoint and split."""
+    _, view = load_model(selection)
+    size = _input_size(selection, view)
+    mtime = mtime_of(selection.model_key)
+    return _predictions(selection.model_key, mtime, selection.dataset, split, size, data_root())
 
 
 def layer_table(rows: list[dict]) -> None:

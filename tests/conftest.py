@@ -14,6 +14,10 @@ SHARED_DATASETS = Path(
 ).resolve()
 
 
+# Pages and commands under test read the real datasets unless a test says otherwise.
+os.environ.setdefault("CNN_LENS_DATA", str(SHARED_DATASETS))
+
+
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
     """The folder holding MNIST/raw and cifar10-jpg; the suite needs it."""
