@@ -18,9 +18,13 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dashboard.errors import LensError
+
+if TYPE_CHECKING:  # the command line imports torch only for the command that runs
+    from dashboard.data import Split
+    from dashboard.training import Event, World
 
 EXIT_BAD_INPUT = 2
 
@@ -84,13 +88,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _model_option(text: str) -> tuple[str, str]:
-    """'activation=sigmoid' → ('activation', 'sigmoid'); models.py turns the value's text into
-    the option's own type and says which values it allows."""
+def _model_option(text: str) -> tuple[str, Any]:
+    """'batch_norm=true' → ('batch_norm', True): JSON values (numbers, true/false) become typed,
+    anything else stays text; models.py checks the value against the option's allowed ones."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.strip(), value.strip()
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value.strip()
 
 
 def _slug(text: str) -> str:
@@ -104,21 +111,27 @@ def _slug(text: str) -> str:
 def _train_out(args: argparse.Namespace) -> Path:
     """Where the checkpoint goes: --out, else runs/NAME or runs/MODEL-DATASET-TIMESTAMP (never
     the shipped trained/ folder), refused up front if it exists and --overwrite is not given."""
-    from dashboard import checkpoints
+    from dashboard import checkpoints, paths
 
     if args.out:
         out = Path(args.out)
+        if out.suffix in (".pt", ".pth"):
+            raise LensError(f"{out.name}: checkpoints are saved as safetensors; give --out NAME")
         out = out.with_suffix("") if out.suffix == ".safetensors" else out
     elif args.name:
-        out = checkpoints.validate_name(args.name, Path("runs")).with_suffix("")
+        out = checkpoints.validate_name(args.name, paths.RUNS_DIR).with_suffix("")
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"{_slug(args.model)}-{_slug(args.dataset)}-{stamp}"
+        out = paths.RUNS_DIR / f"{_slug(args.model)}-{_slug(args.dataset)}-{stamp}"
     if args.name:
         checkpoints.validate_name(args.name, out.parent)
     existing = [p for p in (Path(f"{out}.safetensors"), Path(f"{out}.json")) if p.exists()]
     if existing and not args.overwrite:
         raise LensError(f"{existing[0]} exists; pass --overwrite or choose another --out")
+    try:  # a folder that cannot be made fails now, not after the training
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LensError(f"cannot create {out.parent}: {err.strerror or err}") from None
     return out
 
 
@@ -155,12 +168,12 @@ def _train_command(args: argparse.Namespace, out: Path, processes: int) -> str:
         if value is not None:
             words += [flag, str(value)]
     for key, value in args.option:
-        words += ["--option", f"{key}={value}"]
+        words += ["--option", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
     words += ["--out", str(out)]
     return shlex.join(words)
 
 
-def _first(split: Any, limit: int | None) -> Any:
+def _first(split: Split, limit: int | None) -> Split:
     """The first `limit` images of a split (file order, so a slice is reproducible)."""
     if limit is None or limit >= len(split):
         return split
@@ -180,7 +193,7 @@ class _TrainProgress:
         self.enabled = enabled
         self.bar: Any = None
 
-    def __call__(self, event: Any) -> None:
+    def __call__(self, event: Event) -> None:
         from tqdm import tqdm
 
         from dashboard.training import StepEvent
@@ -250,12 +263,12 @@ def _ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _load_train_test(args: argparse.Namespace, world: Any) -> tuple[Any, Any]:
+def _load_train_test(args: argparse.Namespace, world: World) -> tuple[Split, Split]:
     from torch import distributed as dist
 
     from dashboard import data
 
-    def load(split: str, limit: int | None) -> Any:
+    def load(split: str, limit: int | None) -> Split:
         loaded = data.load_split(
             args.dataset,
             split,
@@ -434,7 +447,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"{loaded.path.name} takes {shape[0]}-channel images but {dataset} has "
             f"{split.info.channels}"
         )
-    if card.normalization and dataset == card.dataset:
+    if card.normalization and split.info.name == card.dataset:
         # The statistics the model was trained with, even if the registry's change later.
         info = dataclasses.replace(
             split.info,
@@ -488,7 +501,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _print_report_table(
     per_class: dict[str, dict[str, float]],
     accuracy: float,
-    split: Any,
+    split: Split,
     top: list[tuple[str, str, int]],
 ) -> None:
     width = max(8, *(len(name) for name in per_class))

@@ -186,7 +186,12 @@ def scale_maps(
 
 
 def filter_grid(
-    weights: np.ndarray, *, scale: str = "shared", channel: int | None = None, title: str = ""
+    weights: np.ndarray,
+    *,
+    scale: str = "shared",
+    channel: int | None = None,
+    title: str = "",
+    max_side: float = 760,
 ) -> go.Figure:
     """Conv filters (C_out, C_in, kh, kw) as one diverging mosaic; channel None = input mean."""
     w = _numpy(weights).astype(np.float64)
@@ -233,11 +238,19 @@ def filter_grid(
         )
     )
     subtitle = f"{c_out} filters of {kh}×{kw}, {source} · red > 0 > blue · {note}"
-    _image_layout(fig, layout.height, layout.width, title or "Filters", subtitle, background=GAP)
+    _image_layout(
+        fig,
+        layout.height,
+        layout.width,
+        title or "Filters",
+        subtitle,
+        background=GAP,
+        max_side=max_side,
+    )
     return fig
 
 
-def rgb_filters(weights: np.ndarray, *, title: str = "") -> go.Figure:
+def rgb_filters(weights: np.ndarray, *, title: str = "", max_side: float = 760) -> go.Figure:
     """First-layer filters (C_out, 3, kh, kw) as RGB images, each scaled so 0 is mid grey."""
     w = _numpy(weights).astype(np.float64)
     if w.ndim != 4 or w.shape[1] != 3:
@@ -263,7 +276,14 @@ def rgb_filters(weights: np.ndarray, *, title: str = "") -> go.Figure:
         ]
     )
     subtitle = f"{c_out} filters of {kh}×{kw} · mid grey = 0 · each filter scaled by its max |w|"
-    _image_layout(fig, layout.height, layout.width, title or "First-layer filters (RGB)", subtitle)
+    _image_layout(
+        fig,
+        layout.height,
+        layout.width,
+        title or "First-layer filters (RGB)",
+        subtitle,
+        max_side=max_side,
+    )
     return fig
 
 
@@ -310,6 +330,108 @@ def classic_kernels() -> dict[str, np.ndarray]:
         "Sobel 45°": np.array([[0, 1, 2], [-1, 0, 1], [-2, -1, 0]]),
         "Sobel 135°": np.array([[-2, -1, 0], [-1, 0, 1], [0, 1, 2]]),
     }
+
+
+def labelled_grid(
+    maps: np.ndarray,
+    labels: Sequence[str],
+    *,
+    scale: str = "per map",
+    values: bool = False,
+    title: str = "",
+    subtitle: str = "",
+    value_name: str = "value",
+    max_side: float = 760,
+    max_pixels: int = MAX_MOSAIC_PIXELS,
+) -> go.Figure:
+    """Named maps (N, H, W) as one diverging mosaic centred at zero, each name above its tile.
+
+    For kernels and the responses they give to an image: "per map" divides each map by its own
+    max |v| (edges of a faint filter stay visible), "shared" keeps one symmetric range.
+    `values` writes every number into its cell (small kernels). Sets larger than `max_pixels`
+    are thinned, like `activation_grid`; hover reports true positions and values.
+    """
+    a = _numpy(maps).astype(np.float64)
+    if a.ndim != 3 or 0 in a.shape:
+        raise ShapeError(f"maps must be (N, H, W), got {a.shape}")
+    if len(labels) != len(a):
+        raise ShapeError(f"{len(labels)} labels for {len(a)} maps")
+    N, H, W = a.shape
+    stride = max(1, math.ceil(math.sqrt(N * H * W / max_pixels)))
+    a = a[:, ::stride, ::stride]
+    if scale == "per map":
+        peak = np.abs(a).reshape(N, -1).max(axis=1)
+        shown, limit = a / np.where(peak > 0, peak, 1.0)[:, None, None], 1.0
+        bar = f"{value_name} /<br>max |{value_name}|<br>(per map)"
+    elif scale == "shared":
+        shown, limit, bar = a, float(np.abs(a).max()) or 1.0, value_name
+    else:
+        raise ValueError(f'unknown scale {scale!r}; choose "per map" or "shared"')
+    pad = 1
+    for _ in range(3):  # the label band must be ~18 screen px, and the cell size depends on it
+        _, layout = tile(shown, pad=pad)
+        cell = min(max_side / max(layout.height + pad, layout.width), 40.0)
+        pad = max(1, math.ceil(18 / cell))
+    mosaic, layout = tile(shown, pad=pad)
+    band = np.full((pad, layout.width), np.nan)
+    ys, xs = np.indices(a.shape[1:]) * stride
+    custom = _hover_records(np.arange(N), ys, xs, a, layout)  # map, y, x, true value
+    custom_band = np.full((pad, layout.width, custom.shape[-1]), np.nan, dtype=custom.dtype)
+    heat = go.Heatmap(
+        z=np.vstack([band, mosaic]),
+        zmin=-limit,
+        zmax=limit,
+        colorscale=DIVERGING,
+        customdata=np.concatenate([custom_band, custom]),
+        hoverongaps=False,
+        hovertemplate="map %{customdata[0]}<br>row %{customdata[1]}, col %{customdata[2]}"
+        f"<br>{value_name} %{{customdata[3]:.4~g}}<extra></extra>",
+        colorbar={"title": {"text": bar}},
+    )
+    if values:
+        cells = np.vectorize(lambda v: f"{v:.3g}" if np.isfinite(v) else "")(
+            np.vstack([band, tile(a, pad=pad)[0]])
+        )
+        heat.update(text=cells, texttemplate="%{text}", textfont={"size": 13})
+    origins = np.array([layout.origin(k) for k in range(N)], dtype=np.float64)
+    origins[:, 0] += pad  # below the top label band
+    outline_x: list[float | None] = []
+    outline_y: list[float | None] = []
+    for y0, x0 in origins:
+        top, left = y0 - 0.5, x0 - 0.5
+        bottom, right = top + layout.tile_h, left + layout.tile_w
+        outline_x += [left, right, right, left, left, None]
+        outline_y += [top, top, bottom, bottom, top, None]
+    fig = go.Figure(
+        [
+            heat,
+            go.Scatter(
+                x=outline_x,
+                y=outline_y,
+                mode="lines",
+                line={"color": GAP, "width": 1},
+                hoverinfo="skip",
+                name="tiles",
+            ),
+            go.Scatter(
+                x=origins[:, 1] + (layout.tile_w - 1) / 2,
+                y=origins[:, 0] - 0.5 - pad * 0.15,
+                mode="text",
+                text=list(labels),
+                textposition="top center",
+                textfont={"size": 12, "color": INK},
+                hoverinfo="skip",
+                name="labels",
+            ),
+        ]
+    )
+    if stride > 1:
+        subtitle = f"{subtitle} · shown at 1/{stride} resolution" if subtitle else ""
+    _image_layout(
+        fig, layout.height + pad, layout.width, title or "Maps", subtitle, max_side=max_side
+    )
+    fig.update_layout(showlegend=False)
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,9 +11,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAINED_DIR = REPO_ROOT / "trained"
 # The small real MNIST sample shipped so a fresh offline machine can train and evaluate.
 SAMPLE_DIR = TRAINED_DIR / "data" / "mnist-sample"
-# Models a user trains and saves in the app or with `train --out runs/NAME` (never in trained/).
-RUNS_DIR = REPO_ROOT / "runs"
 DATA_ROOT_ENV = "CNN_LENS_DATA"
+RUNS_ENV = "CNN_LENS_RUNS"
+# Models a user trains and saves in the app or with `train --out runs/NAME` (never in trained/);
+# $CNN_LENS_RUNS moves them (tests keep their saves out of the repository).
+RUNS_DIR = Path(os.environ.get(RUNS_ENV) or REPO_ROOT / "runs").expanduser()
 CACHE_ENV = "CNN_LENS_CACHE"
 
 

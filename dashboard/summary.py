@@ -6,6 +6,11 @@ between statistics and formatting). The command line, the pages and the HTML rep
 
 from __future__ import annotations
 
+import csv
+import io
+import itertools
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -131,28 +136,25 @@ def flow_to_json(flow: probe.ShapeFlow, title: str) -> dict[str, Any]:
 
 def display_rows(flow: probe.ShapeFlow, *, leaves_only: bool = True) -> list[dict[str, Any]]:
     """Rows as a reader sees them: shapes as 'C×H×W', K/S/P in one column, counts as ints."""
-    rows = []
-    for record in flow.records:
-        if leaves_only and not record.is_leaf:
-            continue
-        ksp = ""
-        if record.kernel is not None:
-            ksp = "/".join(pair_text(p) for p in (record.kernel, record.stride, record.padding))
-        rows.append(
-            {
-                "Layer": record.name,
-                "Type": record.type,
-                "Input": shape_text(record.input_shape),
-                "Output": shape_text(record.output_shape),
-                "K/S/P": ksp,
-                "Params": record.params_total,
-                "Mult-adds": record.mult_adds,
-                "RF": receptive_text(record),
-                "Formula": record.formula,
-                "Flag": record.flag,
-            }
-        )
-    return rows
+    return [_display_row(r) for r in flow.records if r.is_leaf or not leaves_only]
+
+
+def _display_row(record: probe.LayerRecord) -> dict[str, Any]:
+    ksp = ""
+    if record.kernel is not None:
+        ksp = "/".join(pair_text(p) for p in (record.kernel, record.stride, record.padding))
+    return {
+        "Layer": record.name,
+        "Type": record.type,
+        "Input": shape_text(record.input_shape),
+        "Output": shape_text(record.output_shape),
+        "K/S/P": ksp,
+        "Params": record.params_total,
+        "Mult-adds": record.mult_adds,
+        "RF": receptive_text(record),
+        "Formula": record.formula,
+        "Flag": record.flag,
+    }
 
 
 def flow_to_text(flow: probe.ShapeFlow, title: str) -> str:
@@ -185,3 +187,163 @@ def flow_to_text(flow: probe.ShapeFlow, title: str) -> str:
     if flow.broken is not None:
         out.append(f"BREAKS at {flow.broken.layer} ({flow.broken.type}): {flow.broken.reason}")
     return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Grouping: containers folded into one row, and the blocks the flow diagram draws
+
+BROKEN_OUTPUT = "✗ breaks here"
+_WEIGHTED = ("Conv", "Linear")  # leaves the diagram keeps even when the shape does not change
+
+
+def max_depth(flow: probe.ShapeFlow) -> int:
+    """Nesting depth of the deepest record: 0 when every layer is a top-level module."""
+    return max((r.depth for r in flow.records), default=0)
+
+
+def container_names(flow: probe.ShapeFlow) -> list[str]:
+    """Containers that ran (Sequential, BasicBlock, …), once each, in execution order."""
+    return list(dict.fromkeys(r.name for r in flow.records if not r.is_leaf))
+
+
+def _ancestors(name: str) -> list[str]:
+    """'layer3.0.conv1' → ['layer3', 'layer3.0']."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def visible_records(
+    flow: probe.ShapeFlow, *, depth: int | None = None, folded: Collection[str] = ()
+) -> list[probe.LayerRecord]:
+    """The records that get a row once containers are folded, in execution order.
+
+    A container at `depth` or deeper, or named in `folded`, is folded: it stands for everything
+    inside it (its record already carries the subtree's parameters and multiply-adds). Open
+    containers get no row of their own, as in `display_rows`; depth None folds by name only, so
+    with nothing folded the records are exactly the leaves.
+    """
+    hidden: set[str] = set()
+    shown = []
+    for record in flow.records:
+        if any(a in hidden for a in _ancestors(record.name)):
+            continue
+        if record.is_leaf:
+            shown.append(record)
+        elif record.name in folded or (depth is not None and record.depth >= depth):
+            hidden.add(record.name)
+            shown.append(record)
+    return shown
+
+
+def collapsed_rows(
+    flow: probe.ShapeFlow, *, depth: int | None = None, folded: Collection[str] = ()
+) -> list[dict[str, Any]]:
+    """`display_rows` with containers folded (see `visible_records`).
+
+    A folded row reads "BasicBlock (7 layers)" and lists the flags raised inside it, so a
+    division that is not exact stays visible when its block is folded.
+    """
+    rows = []
+    for record in visible_records(flow, depth=depth, folded=folded):
+        row = _display_row(record)
+        if not record.is_leaf:
+            prefix = record.name + "."
+            inner = [r for r in flow.records if r.is_leaf and r.name.startswith(prefix)]
+            row["Type"] = f"{record.type} ({len(inner)} layer{'s' if len(inner) != 1 else ''})"
+            row["Flag"] = "; ".join(
+                f"{r.name.removeprefix(prefix)}: {r.flag}" for r in inner if r.flag
+            )
+        rows.append(row)
+    return rows
+
+
+def break_row(flow: probe.ShapeFlow, model: nn.Module | None = None) -> dict[str, Any] | None:
+    """The table row of the layer the input cannot pass (None when it passes).
+
+    The broken call never finished, so only its name, type and reason are known; `model` adds
+    the layer's own parameter count.
+    """
+    if flow.broken is None:
+        return None
+    params = 0
+    if model is not None and flow.broken.layer:
+        module = dict(model.named_modules()).get(flow.broken.layer)
+        params = sum(p.numel() for p in module.parameters()) if module is not None else 0
+    return {
+        "Layer": flow.broken.layer or "(whole model)",
+        "Type": flow.broken.type,
+        "Input": "—",
+        "Output": BROKEN_OUTPUT,
+        "K/S/P": "",
+        "Params": params,
+        "Mult-adds": 0,
+        "RF": "",
+        "Formula": "",
+        "Flag": f"breaks: {flow.broken.reason}",
+    }
+
+
+@dataclass(frozen=True)
+class DiagramPlan:
+    """What the flow diagram draws: (name, output shape) blocks, and at which nesting depth."""
+
+    layers: list[tuple[str, tuple[int, ...]]]
+    depth: int  # containers at this depth or deeper are drawn as one block
+    deepest: bool  # True when nothing was folded to fit (every shape-changing leaf is drawn)
+
+
+def diagram_layers(
+    flow: probe.ShapeFlow,
+    *,
+    max_blocks: int = 24,
+    depth: int | None = None,
+    folded: Collection[str] = (),
+) -> DiagramPlan:
+    """The input and each visible block that changes the shape or holds conv/linear weights.
+
+    Tries the deepest nesting level first (or `depth` when given) and folds one level more until
+    at most `max_blocks` blocks remain: a ResNet-18 is drawn as its stem and eight BasicBlocks,
+    a VGG as its convs and pools. Same-shape steps (ReLU, BatchNorm, dropout) are left out and
+    outputs that are neither maps (C, H, W) nor vectors (F,) cannot be drawn.
+    """
+    top = max_depth(flow) if depth is None else min(depth, max_depth(flow))
+    folded = {*folded, *_branching(flow)}
+    layers: list[tuple[str, tuple[int, ...]]] = []
+    for cut in range(top, -1, -1):
+        layers = [("input", tuple(flow.input_shape))]
+        for record in visible_records(flow, depth=cut, folded=folded):
+            shape = tuple(record.output_shape)
+            if len(shape) not in (1, 3) or min(shape) < 1:
+                continue
+            weighted = record.is_leaf and record.type.startswith(_WEIGHTED)
+            if not record.is_leaf or weighted or shape != layers[-1][1]:
+                layers.append((record.name, shape))
+        if len(layers) <= max_blocks:
+            return DiagramPlan(layers, cut, cut == max_depth(flow))
+    return DiagramPlan(layers, 0, max_depth(flow) == 0)
+
+
+def _branching(flow: probe.ShapeFlow) -> list[str]:
+    """Containers of every type where some container has side branches (a residual block with a
+    downsample: its children's shapes do not chain), which a left-to-right diagram cannot draw
+    inside, so they are drawn whole."""
+    containers = [r for r in flow.records if not r.is_leaf]
+    types = set()
+    for c in containers:
+        children = [
+            r for r in flow.records if r.depth == c.depth + 1 and r.name.startswith(c.name + ".")
+        ]
+        if any(a.output_shape != b.input_shape for a, b in itertools.pairwise(children)):
+            types.add(c.type)
+    return [c.name for c in containers if c.type in types]
+
+
+def rows_csv(rows: list[dict[str, Any]]) -> str:
+    """Table rows as CSV text (header from the first row's keys), for a download button."""
+    if not rows:
+        return ""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()

@@ -103,7 +103,7 @@ class FitResult:
     images_per_second: float  # training images per second over the run (all processes)
     final_test_accuracy: float | None
     final_test_loss: float | None
-    device: str  # what the run used, e.g. "cpu", "cuda:0", "cpu ×2 processes (gloo)"
+    device: str  # what the run used, e.g. "cpu", "cuda:0", "cpu, 2 processes (gloo)"
     batch_size: int = 0  # the batch size actually used (after clamping to the dataset)
     notes: list[str] = field(default_factory=list)  # adjustments and warnings, one line each
 
@@ -418,9 +418,10 @@ def fit(
     torch.distributed each process takes its share of every global batch and only the sums
     travel between processes; every process returns the same history.
     """
+    if config.threads is None:
+        return _fit(model, train, test, config, on_event, should_stop)
     previous_threads = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
+    torch.set_num_threads(config.threads)
     try:
         return _fit(model, train, test, config, on_event, should_stop)
     finally:
@@ -599,7 +600,9 @@ def _fit(
         images_per_second=images_seen / max(train_seconds, 1e-9),
         final_test_accuracy=final.test_accuracy if final else None,
         final_test_loss=final.test_loss if final else None,
-        device=str(device) if world.size == 1 else f"{device} ×{world.size} ({world.backend})",
+        device=str(device)
+        if world.size == 1
+        else f"{device}, {world.size} processes ({world.backend})",
         batch_size=plan.batch_size,
         notes=notes,
     )

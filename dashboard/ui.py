@@ -283,6 +283,24 @@ def load_data(selection: Selection, view: ModelView, split: str = "test") -> dat
     return _split(selection.dataset, split, _input_size(selection, view), data_root())
 
 
+def dataset_split(dataset: str, split: str, input_size: int | None = None) -> data.Split:
+    """A dataset's split at its own size (or resized), cached and shared: never modify it."""
+    return _split(dataset, split, input_size, data_root())
+
+
+def session_alive_check():  # -> Callable[[], bool] | None
+    """A check, safe to call from any thread, that this browser session is still connected
+    (its tab open); None when not served by `streamlit run` (e.g. under AppTest)."""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx(suppress_warning=True)
+    if ctx is None or not Runtime.exists():
+        return None
+    runtime, session_id = Runtime.instance(), ctx.session_id
+    return lambda: runtime.is_active_session(session_id)
+
+
 @st.cache_data(max_entries=16, show_spinner="Classifying every image of the split…")
 def _predictions(
     model_key: str, _mtime: float, dataset: str, split: str, input_size: int | None, root: str

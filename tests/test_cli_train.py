@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import select
 import shlex
 import signal
@@ -17,7 +19,7 @@ import pytest
 import torch
 from sklearn.metrics import classification_report, confusion_matrix
 
-from dashboard import checkpoints, cli, data, metrics
+from dashboard import checkpoints, cli, data, metrics, paths
 from tests.conftest import REPO_ROOT
 
 # The models are tiny: on 2 shared, busy cores a second thread mostly waits at barriers.
@@ -47,7 +49,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, shared_datasets: Path) -> dict
     return {"out": out, "payload": json.loads(result.stdout), "stderr": result.stderr}
 
 
-def test_train_prints_its_json_and_saves_a_checkpoint_with_its_card(run):
+def test_train_prints_its_json_and_saves_a_checkpoint_with_its_card(run, shared_datasets):
     payload, out = run["payload"], run["out"]
     assert set(payload) >= {
         "checkpoint", "test_accuracy", "seconds", "epochs", "images_per_second",
@@ -76,8 +78,8 @@ def test_train_prints_its_json_and_saves_a_checkpoint_with_its_card(run):
 
     # The saved weights reproduce the accuracy the run reported on its 500 test images.
     loaded = checkpoints.load_checkpoint(payload["checkpoint"])
-    test = data.load_split("mnist", "test", data_root=REPO_ROOT.parent / "shared" / "datasets")
-    first_500 = cli._first(test, 500)
+    test = data.load_split("mnist", "test", data_root=shared_datasets, download=False)
+    first_500 = dataclasses.replace(test, images=test.images[:500], labels=test.labels[:500])
     assert metrics.predict(loaded.model, first_500).accuracy == payload["test_accuracy"]
     assert sorted(loaded.filter_history) == [0, 1]
 
@@ -146,6 +148,7 @@ def test_unknown_model_is_one_line_listing_the_names_without_traceback(shared_da
         ),
         (["train", "--model", "lenet5", "--dataset", "mnist", "--optimizer", "rmsprop"], "choice"),
         (["evaluate", "no/such/file.safetensors"], "no checkpoint"),
+        (["train", "--model", "lenet5", "--dataset", "mnist", "--out", "x.pt"], "safetensors"),
     ],
 )
 def test_bad_input_fails_in_one_line(capsys, argv, message):
@@ -210,3 +213,45 @@ def test_ctrl_c_stops_after_the_step_and_saves_the_partial_run(shared_datasets, 
     assert card.notes.startswith(f"partial run: {payload['stopped']}")
     assert len(card.history) == payload["epochs"]
     assert card.metrics["test_accuracy"] == payload["test_accuracy"]
+
+
+def test_model_options_are_typed_in_the_card_and_rebuild_the_model(
+    capsys, shared_datasets, tmp_path
+):
+    out = tmp_path / "lenet"
+    argv = [
+        "train", "--model", "lenet5", "--dataset", "mnist", "--epochs", "1",
+        "--limit-train", "257", "--limit-test", "100", "--option", "batch_norm=true",
+        "--option", "activation=tanh", "--data-root", str(shared_datasets), "--out", str(out),
+    ]  # fmt: skip
+    # 257 images in batches of 64 would end in a batch of one, which BatchNorm1d cannot train.
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    card = checkpoints.read_card(out)
+    assert card.model_args["options"] == {"batch_norm": True, "activation": "tanh"}
+    assert "--option batch_norm=true --option activation=tanh" in card.command
+    assert card.history[0]["steps"] == 4
+    model = checkpoints.load_checkpoint(out).model
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert {"BatchNorm1d", "Tanh"} <= kinds
+
+
+def test_a_file_that_is_not_a_checkpoint_is_one_line(capsys, tmp_path):
+    garbage = tmp_path / "notes.safetensors"
+    garbage.write_bytes(b"these are not weights\n" * 10)
+    assert cli.main(["evaluate", str(garbage)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "notes.safetensors" in err
+
+
+def test_without_out_the_run_goes_to_runs_with_a_timestamp(
+    capsys, monkeypatch, shared_datasets, tmp_path
+):
+    monkeypatch.setattr(paths, "RUNS_DIR", tmp_path)
+    argv = [*TRAIN_ARGS, "--limit-train", "128", "--limit-test", "64"]
+    assert cli.main(["train", *argv, "--data-root", str(shared_datasets)]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    saved = Path(payload["checkpoint"])
+    assert saved.parent == tmp_path
+    assert re.fullmatch(r"course-net-mnist-\d{8}-\d{6}\.safetensors", saved.name)
+    assert saved.with_suffix(".json").is_file()

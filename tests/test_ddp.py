@@ -34,7 +34,7 @@ def test_two_gloo_processes_match_one_process(shared_datasets: Path, tmp_path: P
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)  # one object: only rank 0 prints
-    assert payload["device"] == "cpu ×2 (gloo)"
+    assert payload["device"] == "cpu, 2 processes (gloo)"
     card = checkpoints.read_card(out)
     assert card.training["processes"] == 2
     assert card.training["batch_size"] == 64  # the global batch: 32 per process

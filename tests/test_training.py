@@ -385,3 +385,29 @@ def test_devices_resolve_to_what_this_machine_has() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(LensError, match="no CUDA GPU"):
             training.resolve_device("cuda")
+
+
+def test_augmented_runs_are_seeded_too_and_differ_from_plain_ones(mnist_train):
+    def weights(**changes) -> torch.Tensor:
+        model = course_net()
+        training.fit(model, first(mnist_train, 256), None, TrainConfig(epochs=1, **changes))
+        return model.features.conv1.weight.detach()
+
+    augmented = weights(augment=True)
+    assert torch.equal(augmented, weights(augment=True))
+    assert not torch.equal(augmented, weights(augment=False))
+    assert torch.equal(weights(augment=None), weights(augment=False))  # MNIST's default: none
+
+
+def test_threads_apply_during_the_run_and_are_restored(mnist_train):
+    seen = []
+    torch.set_num_threads(1)
+    training.fit(
+        course_net(),
+        first(mnist_train, 64),
+        None,
+        TrainConfig(threads=2),
+        on_event=lambda event: seen.append(torch.get_num_threads()),
+    )
+    assert set(seen) == {2}
+    assert torch.get_num_threads() == 1

@@ -1,0 +1,157 @@
+"""A user's checkpoint file: stored by content hash, loaded without unpickling, given a card.
+
+The bytes a browser sends are written to `cache_dir()/uploads/<sha256 prefix>/<safe name>` (the
+file name is cleaned and validated, never used as a path), read with
+`checkpoints.load_checkpoint` (safetensors, or `torch.load(weights_only=True)` for `.pt`/`.pth`:
+a pickle that would run code is refused), and saved beside it as a CNN Lens checkpoint with a
+card naming the architecture the user gave, so every page loads it by its key like any other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from dashboard import checkpoints, paths
+from dashboard.errors import CheckpointError
+
+SUFFIXES = (".safetensors", ".pt", ".pth")
+HASH_CHARS = 16  # of the SHA-256: the folder name that keeps different files apart
+MAX_STEM = 80
+
+
+class Registered(NamedTuple):
+    path: Path  # the CNN Lens checkpoint (weights; the card is beside it)
+    card: checkpoints.Card
+    mismatch: checkpoints.MismatchReport | None  # what was left random when loaded partially
+
+
+def uploads_dir() -> Path:
+    return paths.cache_dir() / "uploads"
+
+
+def safe_stem(filename: str) -> str:
+    """The file name a browser sent, reduced to a plain checkpoint name (no folders, no dots in
+    front, letters, digits, '.', '-' and '_' only)."""
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    stem = base
+    for suffix in SUFFIXES:
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip(".-_")[:MAX_STEM].rstrip(".")
+    return stem or "upload"
+
+
+def store_upload(data: bytes, filename: str, folder: Path | None = None) -> Path:
+    """Write an uploaded file under `folder/<sha256 prefix>/`; → its path (reused if present)."""
+    suffix = next((s for s in SUFFIXES if filename.lower().endswith(s)), None)
+    if suffix is None:
+        raise CheckpointError(
+            f"{safe_stem(filename)}: upload a state dict saved as .safetensors, .pt or .pth"
+        )
+    if not data:
+        raise CheckpointError(f"{safe_stem(filename)}{suffix} is empty")
+    if len(data) > checkpoints.MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(
+            f"{safe_stem(filename)}{suffix} is {len(data) / 2**20:,.0f} MB; the limit is "
+            f"{checkpoints.MAX_CHECKPOINT_BYTES / 2**20:,.0f} MB"
+        )
+    digest = hashlib.sha256(data).hexdigest()[:HASH_CHARS]
+    where = (uploads_dir() if folder is None else folder) / digest
+    target = checkpoints.validate_name(safe_stem(filename), where).with_suffix(suffix)
+    if target.is_file() and target.stat().st_size == len(data):
+        return target
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=where, prefix=".upload-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(temp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+    except OSError as err:
+        raise CheckpointError(f"could not store {target.name}: {err.strerror or err}") from None
+    return target
+
+
+def _load(
+    raw: Path, architecture: str, options: Mapping[str, Any], strict: bool
+) -> checkpoints.LoadedCheckpoint:
+    """Infer what the file shows (channels, classes, input side, options that add weights),
+    then apply the options the user named (those that add no weights, such as the activation,
+    cannot be read from a file)."""
+    loaded = checkpoints.load_checkpoint(raw, architecture=architecture, strict=strict)
+    inferred = dict(loaded.card.model_args.get("options") or {})
+    if all(inferred.get(k) == v for k, v in options.items()):
+        return loaded
+    args = {**loaded.card.model_args, "options": {**inferred, **options}}
+    return checkpoints.load_checkpoint(
+        raw, architecture=architecture, model_args=args, strict=strict
+    )
+
+
+def register_upload(
+    raw: Path,
+    architecture: str,
+    options: Mapping[str, Any] | None = None,
+    *,
+    strict: bool = True,
+    original_name: str = "",
+) -> Registered:
+    """Load a stored upload as `architecture` and save it as a checkpoint with a card beside
+    the upload. A file that does not fit raises checkpoints.MismatchError (with `.report`);
+    `strict=False` loads the tensors that fit and keeps the report."""
+    options = dict(options or {})
+    loaded = _load(raw, architecture, options, strict)
+    args = loaded.card.model_args
+    tag = hashlib.sha256(json.dumps([architecture, args], sort_keys=True).encode()).hexdigest()
+    out = raw.parent / f"{raw.stem}-{tag[:8]}{checkpoints.WEIGHTS_SUFFIX}"
+    shown = original_name or raw.name
+    notes = f"uploaded as {shown}; architecture {architecture} named by the user"
+    if loaded.mismatch is not None:
+        notes += f"; loaded partially, the rest is random: {loaded.mismatch.summary()}"
+    card = replace(loaded.card, name=f"{raw.stem} ({architecture}, uploaded)", notes=notes)
+    if not (out.is_file() and out.with_suffix(checkpoints.CARD_SUFFIX).is_file()):
+        out = checkpoints.save_checkpoint(
+            loaded.model, card, out, overwrite=True, filter_history=loaded.filter_history
+        )
+    return Registered(out, checkpoints.read_card(out), loaded.mismatch)
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "×".join(str(n) for n in shape) or "scalar"
+
+
+def mismatch_lines(report: checkpoints.MismatchReport, limit: int = 12) -> list[str]:
+    """The whole report, one line per kind of difference (long lists cut at `limit`)."""
+
+    def listed(keys: list[str]) -> str:
+        more = f", … ({len(keys) - limit} more)" if len(keys) > limit else ""
+        return ", ".join(keys[:limit]) + more
+
+    lines = []
+    if report.missing:
+        lines.append(f"missing from the file ({len(report.missing)}): {listed(report.missing)}")
+    if report.unexpected:
+        lines.append(
+            f"unexpected in the file ({len(report.unexpected)}): {listed(report.unexpected)}"
+        )
+    for key, file_shape, model_shape in report.shape_mismatches[:limit]:
+        lines.append(f"shape of {key}: file {_shape(file_shape)}, model {_shape(model_shape)}")
+    if len(report.shape_mismatches) > limit:
+        lines.append(f"… {len(report.shape_mismatches) - limit} more shape mismatches")
+    if report.class_counts is not None:
+        file_classes, model_classes = report.class_counts
+        lines.append(f"the file has {file_classes} classes, the model {model_classes}")
+    return lines

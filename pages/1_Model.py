@@ -1,0 +1,381 @@
+"""Model: choose what every page looks at — a shipped checkpoint, one of your runs, an uploaded
+state dict, torchvision's zoo or an untrained architecture — and the dataset; see the model's
+card, layers, accuracy and classes."""
+
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import ui
+from dashboard.errors import LensError
+
+ui.setup_page("Model", icon="🧠")
+selection = ui.sidebar()
+
+from dashboard import checkpoints, data, figures, models, paths, runs, uploads  # noqa: E402
+
+SOURCES = (
+    "Shipped checkpoint",
+    "Your saved runs",
+    "Upload a state dict",
+    "torchvision zoo",
+    "Untrained architecture",
+)
+FLASH_KEY = "model_flash"  # a message that must survive the rerun after a new selection
+MEASURED_KEY = "model_measured"  # accuracy measured on demand: (model, dataset, root) → numbers
+INFER = "infer from the file"
+UPLOAD_MB = checkpoints.MAX_CHECKPOINT_BYTES // 2**20
+
+
+def _inside(key: str, folder: Path) -> bool:
+    if not key.startswith(ui.CKPT_PREFIX):
+        return False
+    path = paths.REPO_ROOT / key.removeprefix(ui.CKPT_PREFIX)  # an absolute path stays itself
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def source_of(key: str) -> int:
+    """Which chooser the current selection came from, so the page opens on it."""
+    if _inside(key, paths.TRAINED_DIR):
+        return 0
+    if _inside(key, paths.RUNS_DIR):
+        return 1
+    if key.startswith(ui.CKPT_PREFIX):
+        return 2
+    if key.startswith(ui.ZOO_PREFIX) or key.startswith(ui.ARCH_PREFIX + models.TV_PREFIX):
+        return 3
+    return 4
+
+
+def choose_now(keys: list[str], label: str, widget: str, **kwargs) -> None:
+    """A selectbox that makes its choice the selection on every page as soon as it changes."""
+    st.session_state[widget] = selection.model_key if selection.model_key in keys else None
+
+    def picked() -> None:
+        if st.session_state[widget] is not None:
+            ui.select_model(st.session_state[widget])
+
+    st.selectbox(
+        label,
+        keys,
+        key=widget,
+        on_change=picked,
+        format_func=ui.model_label,
+        placeholder="choose one…",
+        **kwargs,
+    )
+
+
+def select_and_rerun(key: str, message: str, kind: str = "success") -> None:
+    ui.add_model_choice(key)
+    ui.select_model(key)
+    st.session_state[FLASH_KEY] = (kind, message)
+    st.rerun()
+
+
+def checkpoint_chooser(folder, label: str, empty: str) -> None:
+    cards = checkpoints.list_checkpoints(folder)
+    if not cards:
+        st.info(empty)
+        return
+    choose_now([ui.checkpoint_key(card.path) for card in cards], label, f"model_pick_{label}")
+
+
+def upload_chooser() -> None:
+    st.caption(
+        "A state dict (`torch.save(model.state_dict(), …)` or safetensors) is read without "
+        "running any code in it; say which architecture it belongs to."
+    )
+    uploaded = st.file_uploader(
+        "State dict file",
+        type=["safetensors", "pt", "pth"],
+        key="model_upload",
+        max_upload_size=UPLOAD_MB,
+    )
+    names = models.model_names() + [models.TV_PREFIX + n for n in models.torchvision_names()]
+    left, right = st.columns([2, 3])
+    architecture = left.selectbox("Its architecture", names, key="model_upload_arch")
+    options = {}
+    info = models.model_info(architecture)
+    with right:
+        if info.options:
+            columns = st.columns(len(info.options))
+            for column, (option, allowed) in zip(columns, info.options.items(), strict=True):
+                value = column.selectbox(
+                    option.replace("_", " "),
+                    [INFER, *allowed],
+                    key=f"model_upload_{architecture}_{option}",
+                    help="Options that add no weights (activation, pooling) cannot be read from "
+                    f"a file: the default is {allowed[0]!r}.",
+                )
+                if value != INFER:
+                    options[option] = value
+        else:
+            st.caption(f"{architecture} has no options of its own.")
+    partial = st.checkbox(
+        "Load the layers that fit even if others do not (the rest stay random)",
+        key="model_upload_partial",
+    )
+    if not st.button("Load and select", type="primary", disabled=uploaded is None):
+        return
+    try:
+        raw = uploads.store_upload(uploaded.getvalue(), uploaded.name)
+        registered = uploads.register_upload(
+            raw, architecture, options, strict=not partial, original_name=uploaded.name
+        )
+    except checkpoints.MismatchError as err:
+        st.error(f"{uploaded.name} does not fit {architecture}:", icon="⚠️")
+        st.markdown("\n".join(f"- {line}" for line in uploads.mismatch_lines(err.report)))
+        return
+    except LensError as err:
+        ui.show_error(err)
+        return
+    key = ui.checkpoint_key(registered.path)
+    done = f"{uploaded.name} loaded as {architecture}: now selected on every page"
+    if registered.mismatch is None:
+        select_and_rerun(key, done)
+    else:
+        lines = "; ".join(uploads.mismatch_lines(registered.mismatch))
+        select_and_rerun(key, f"{done}; left random: {lines}", "warning")
+
+
+def zoo_chooser() -> None:
+    names = models.torchvision_names()
+    left, right = st.columns([2, 3])
+    name = left.selectbox(
+        "torchvision model",
+        names,
+        index=names.index("resnet18") if "resnet18" in names else 0,
+        key="model_zoo_name",
+    )
+    info = models.model_info(models.TV_PREFIX + name)
+    right.markdown(f"**{info.description}**  \n{info.origin}")
+    weights = st.checkbox(
+        "with ImageNet weights (downloaded once into the torch hub cache; needs the internet)",
+        value=True,
+        key="model_zoo_weights",
+    )
+    if not st.button("Use this model", type="primary", key="model_zoo_use"):
+        return
+    prefix = ui.ZOO_PREFIX if weights else ui.ARCH_PREFIX
+    key = prefix + models.TV_PREFIX + name
+    try:  # load (and download) now: a failure stays on this page, the selection unchanged
+        with st.spinner(f"Loading {name}…"):
+            ui.load_model(ui.Selection(key, selection.dataset))
+    except LensError as err:
+        ui.show_error(err)
+        return
+    select_and_rerun(key, f"{ui.model_label(key)}: now selected on every page")
+
+
+def untrained_chooser() -> None:
+    keys = [ui.ARCH_PREFIX + name for name in models.model_names()]
+    choose_now(keys, "Architecture with random weights", "model_pick_untrained")
+    st.caption("Train it on the Train page; the model's own options (activation, pooling…) too.")
+
+
+# --- the selected model --------------------------------------------------------------------------
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def architecture_facts(model_key: str, mtime: float) -> dict:
+    """print(model), its layers by kind and its parameters (keyed by checkpoint mtime)."""
+    model, _ = ui.load_model(ui.Selection(model_key, ""))
+    leaves = [m for m in model.modules() if not list(m.children())]
+    return {
+        "text": str(model),
+        "layers": len(leaves),
+        "kinds": Counter(type(m).__name__ for m in leaves).most_common(),
+        "params": sum(p.numel() for p in model.parameters()),
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+
+
+def percent(value) -> str:
+    return f"{100 * value:.2f} %" if isinstance(value, (int, float)) else "—"
+
+
+def small_curves(card) -> None:
+    if not card.history:
+        return
+    columns = st.columns(2)
+    for column, metric in zip(columns, ("accuracy", "loss"), strict=True):
+        fig = figures.training_curves(
+            [runs.history_curve(card.history, card.name, metric)],
+            metric=metric,
+            title=f"Training {metric} per epoch",
+        )
+        fig.update_layout(height=300, showlegend=False)
+        column.plotly_chart(fig, width="stretch", theme=None)
+
+
+def card_panel(card) -> None:
+    training = card.training or {}
+    epochs = len(card.history) or training.get("epochs") or "—"
+    created = (card.created or "—").replace("T", " ")
+    cols = st.columns(4)
+    seconds = training.get("seconds")
+    cols[0].metric("Trained on", card.dataset or "—")
+    cols[1].metric("Epochs", epochs)
+    cols[2].metric("Training time", f"{seconds:,.1f} s" if seconds else "—")
+    cols[3].metric("Created", created[:16])
+    if card.dataset_source:
+        st.markdown(f"**Dataset source:** {card.dataset_source}")
+    if card.command:
+        st.markdown("**Made by**")
+        st.code(card.command, language="bash", wrap_lines=True)
+    if training:
+        table = pd.DataFrame(
+            {"setting": list(training), "value": [str(v) for v in training.values()]}
+        )
+        with st.expander("Training hyper-parameters", expanded=True):
+            st.dataframe(table, hide_index=True, width="stretch")
+    small_curves(card)
+    if card.notes:
+        st.caption(f"Notes: {card.notes}")
+
+
+def accuracy_panel() -> None:
+    cache = st.session_state.setdefault(MEASURED_KEY, {})
+    key = (selection.model_key, selection.dataset, ui.data_root())
+    if st.button(f"Measure test accuracy on {selection.dataset}", key="model_measure"):
+        try:
+            with st.spinner("Classifying the test set…"):
+                pred = ui.predictions(selection)
+        except LensError as err:
+            ui.show_error(err)
+            return
+        cache[key] = (pred.accuracy, len(pred.labels), pred.source)
+    if key in cache:
+        accuracy, count, source = cache[key]
+        st.markdown(f"**Measured now: {percent(accuracy)}** on {count:,} test images ({source})")
+
+
+def model_panel() -> None:
+    try:
+        _, view = ui.load_model(selection)
+        facts = architecture_facts(selection.model_key, ui.mtime_of(selection.model_key))
+    except LensError as err:
+        ui.show_error(err)
+        return
+    st.subheader(view.label)
+    if view.untrained:
+        st.warning("untrained — random weights", icon="🎲")
+    cols = st.columns(4)
+    if view.card is not None:
+        accuracy = percent(view.card.test_accuracy)
+    elif view.untrained:
+        accuracy = "untrained — random weights"
+    else:
+        accuracy = "ImageNet weights"
+    cols[0].metric("Accuracy", accuracy)
+    cols[1].metric("Parameters", f"{facts['params']:,}")
+    cols[2].metric("Layers", facts["layers"])
+    cols[3].metric("Input", "×".join(str(n) for n in view.input_shape))
+    kinds = ", ".join(f"{n} {kind}" for kind, n in facts["kinds"])
+    trainable = facts["trainable"]
+    st.caption(f"{view.architecture}: {kinds}; {trainable:,} trainable parameters")
+    if view.card is not None:
+        card_panel(view.card)
+    elif not view.untrained:
+        st.caption(models.model_info(view.architecture).description)
+    accuracy_panel()
+    classes = list(view.classes)
+    where = "the checkpoint's"
+    if not classes:
+        try:
+            classes = list(data.dataset_info(selection.dataset, data_root=ui.data_root()).classes)
+            where = f"{selection.dataset}'s (the model has none of its own)"
+        except LensError:
+            classes = []
+    if classes:
+        st.markdown(f"**{len(classes)} classes** ({where}): " + ", ".join(classes[:100]))
+    with st.expander("Architecture — print(model)", expanded=facts["text"].count("\n") < 40):
+        st.code(facts["text"], language="text", height=420)
+
+
+# --- the dataset ---------------------------------------------------------------------------------
+
+
+def _root_changed(widget: str) -> None:
+    st.session_state[ui.DATA_ROOT_KEY] = st.session_state[widget].strip() or None
+
+
+def dataset_panel() -> None:
+    widget = "_" + ui.DATA_ROOT_KEY
+    st.session_state[widget] = ui.data_root()
+    st.text_input(
+        "Data root",
+        key=widget,
+        on_change=_root_changed,
+        args=(widget,),
+        help="Where datasets live (--data-root, else $CNN_LENS_DATA): MNIST in MNIST/raw, "
+        "CIFAR-10 in cifar-10-batches-py or cifar10-jpg. Empty: the default.",
+    )
+    try:
+        info = data.dataset_info(selection.dataset, data_root=ui.data_root())
+        splits = {name: ui.dataset_split(selection.dataset, name) for name in ("train", "test")}
+    except LensError as err:
+        ui.show_error(err)
+        return
+    st.subheader(info.title)
+    st.caption(info.description)
+    cols = st.columns(5)
+    cols[0].metric("Classes", info.num_classes)
+    cols[1].metric("Channels", info.channels)
+    cols[2].metric("Image size", f"{info.size}×{info.size}")
+    cols[3].metric("Train images", f"{len(splits['train']):,}")
+    cols[4].metric("Test images", f"{len(splits['test']):,}")
+    for name, split in splits.items():
+        st.markdown(f"**{name.title()} set:** {split.source}")
+    if any(split.is_sample for split in splits.values()):
+        st.warning("The full set was not found: the bundled sample stands in.", icon="📦")
+    skipped = sum(split.skipped for split in splits.values())
+    if info.name.startswith(data.FOLDER_PREFIX) or skipped:
+        st.markdown(f"**Unreadable files skipped:** {skipped}")
+    mean = ", ".join(f"{m:.4f}" for m in info.mean)
+    std = ", ".join(f"{s:.4f}" for s in info.std)
+    st.markdown(f"**Normalization:** mean ({mean}), std ({std}) per channel, on the 0–1 scale")
+    shown = ", ".join(info.classes[:100]) + (" …" if info.num_classes > 100 else "")
+    st.markdown(f"**Classes:** {shown}")
+
+
+# --- the page ------------------------------------------------------------------------------------
+
+st.title("Model")
+st.caption(
+    "What every page looks at: choose a model and a dataset here or in the sidebar; "
+    "the choice holds on every page."
+)
+flash = st.session_state.pop(FLASH_KEY, None)
+if flash is not None:
+    kind, text = flash
+    (st.warning if kind == "warning" else st.success)(text)
+
+source = st.radio(
+    "Choose a model from", SOURCES, index=source_of(selection.model_key), horizontal=True
+)
+if source == SOURCES[0]:
+    checkpoint_chooser(
+        paths.TRAINED_DIR,
+        "Shipped checkpoint",
+        "No shipped checkpoints in trained/ yet: train one on the Train page.",
+    )
+elif source == SOURCES[1]:
+    checkpoint_chooser(
+        paths.RUNS_DIR, "Saved run", "No saved runs yet: train and save one on the Train page."
+    )
+elif source == SOURCES[2]:
+    upload_chooser()
+elif source == SOURCES[3]:
+    zoo_chooser()
+else:
+    untrained_chooser()
+
+model_tab, data_tab = st.tabs(["The selected model", "The dataset"])
+with model_tab:
+    model_panel()
+with data_tab:
+    dataset_panel()

@@ -1,0 +1,178 @@
+"""Shape flow: every layer's input and output shape, its parameters and multiply-adds, the
+output-size formula with its numbers, and what breaks when the input size changes."""
+
+import streamlit as st
+
+from dashboard import figures, summary, ui
+from dashboard.errors import LensError
+
+ui.setup_page("Shape flow")
+selection = ui.sidebar()
+
+# Session-state keys: stable names, so a later URL binding can seed them.
+C_KEY, H_KEY, W_KEY, FOR_KEY = "shape_c", "shape_h", "shape_w", "shape_model"
+DETAIL_KEY, FOLD_KEY = "shape_detail", "shape_fold"
+EVERY_LAYER = "every layer"
+MAX_SIDE = 512  # larger inputs make the probing forward pass slow on a CPU
+FLAG_LINES = 6
+
+
+def reset_input_shape(shape: tuple[int, int, int]) -> None:
+    for key, value in zip((C_KEY, H_KEY, W_KEY), shape, strict=True):
+        st.session_state[key] = int(value)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def diagram(
+    model_key: str, shape: tuple[int, int, int], mtime: float, depth: int | None, folded: tuple
+):
+    """(figure, plan) of the flow diagram; cached so a table-only change costs nothing."""
+    flow = ui.shape_flow(model_key, shape, mtime)
+    plan = summary.diagram_layers(flow, depth=depth, folded=folded)
+    title = f"Feature-map flow at {summary.shape_text(shape)}"
+    if flow.broken is not None:
+        title += f" — stops before {flow.broken.layer}"
+    return figures.shape_flow_diagram(plan.layers, title=title), plan
+
+
+def highlight(rows: list[dict]):
+    """The table as a pandas Styler: the breaking layer red, layers with a flag amber."""
+    import pandas as pd
+
+    def colour(row: pd.Series) -> list[str]:
+        if row["Output"] == summary.BROKEN_OUTPUT:
+            tint = "background-color: #fde2e2; color: #991b1b"
+        elif row["Flag"]:
+            tint = "background-color: #fff4d6"
+        else:
+            tint = ""
+        return [tint] * len(row)
+
+    return pd.DataFrame(rows).style.apply(colour, axis=1)
+
+
+try:
+    model, view = ui.load_model(selection)
+except LensError as err:
+    ui.show_error(err)
+    st.stop()
+
+st.title("Shape flow")
+untrained = " · untrained — random weights (shapes and counts do not depend on them)"
+st.caption(
+    f"**{view.label}** — one image on its way through the model: each layer's output shape, "
+    f"parameters, multiply-adds and receptive field{untrained if view.untrained else ''}."
+)
+
+if st.session_state.get(FOR_KEY) != selection.model_key or C_KEY not in st.session_state:
+    st.session_state[FOR_KEY] = selection.model_key
+    reset_input_shape(view.input_shape)
+
+size = st.columns([1, 1, 1, 1.4], vertical_alignment="bottom")
+size[0].number_input("Input channels C", 1, 64, key=C_KEY, step=1)
+size[1].number_input("Height H", 1, MAX_SIDE, key=H_KEY, step=1)
+size[2].number_input("Width W", 1, MAX_SIDE, key=W_KEY, step=1)
+default = summary.shape_text(view.input_shape)
+size[3].button(
+    f"Reset to {default}",
+    on_click=reset_input_shape,
+    args=(view.input_shape,),
+    help="The input size the model was built or trained for.",
+)
+shape = (
+    int(st.session_state[C_KEY]),
+    int(st.session_state[H_KEY]),
+    int(st.session_state[W_KEY]),
+)
+mtime = ui.mtime_of(selection.model_key)
+
+try:
+    flow = ui.shape_flow(selection.model_key, shape, mtime)
+except LensError as err:
+    ui.show_error(err)
+    st.stop()
+
+totals = st.columns(5)
+totals[0].metric("Input", summary.shape_text(flow.input_shape))
+totals[1].metric("Output", summary.shape_text(flow.output_shape))
+totals[2].metric("Parameters", f"{flow.params_total:,}")
+totals[3].metric("Trainable", f"{flow.params_trainable:,}")
+totals[4].metric("Multiply-adds per image", f"{flow.mult_adds:,}")
+
+if flow.broken is not None:
+    st.error(
+        f"**{flow.broken.layer or 'The model'}** ({flow.broken.type}) breaks at input "
+        f"{summary.shape_text(shape)}: {flow.broken.reason}. The model was built for {default}.",
+        icon="⛔",
+    )
+flagged = [r for r in flow.leaves if r.flag]
+if flagged:
+    lines = [f"- **{r.name}**: {r.flag}" for r in flagged[:FLAG_LINES]]
+    if len(flagged) > FLAG_LINES:
+        lines.append(f"- … and {len(flagged) - FLAG_LINES} more (the Flag column)")
+    st.warning("Divisions that are not exact (highlighted in the table):\n" + "\n".join(lines))
+
+deepest = summary.max_depth(flow)
+depth: int | None = None
+folded: list[str] = []
+if deepest > 0:
+    levels = [*range(deepest), EVERY_LAYER]
+    if st.session_state.get(DETAIL_KEY) not in levels:
+        st.session_state[DETAIL_KEY] = EVERY_LAYER
+    containers = summary.container_names(flow)
+    st.session_state[FOLD_KEY] = [
+        name for name in st.session_state.get(FOLD_KEY, []) if name in containers
+    ]
+    detail = st.columns([2, 3])
+    chosen = detail[0].select_slider(
+        "Detail",
+        levels,
+        key=DETAIL_KEY,
+        format_func=lambda d: d if d == EVERY_LAYER else ("top level" if d == 0 else f"depth {d}"),
+        help="Fold nested blocks into one row each: their rows carry the summed parameters "
+        "and multiply-adds of everything inside.",
+    )
+    depth = None if chosen == EVERY_LAYER else int(chosen)
+    folded = detail[1].multiselect(
+        "Fold these blocks",
+        containers,
+        key=FOLD_KEY,
+        placeholder="e.g. layer3",
+        help="Each folded block becomes one row (and one block in the diagram).",
+    )
+
+figure, plan = diagram(selection.model_key, shape, mtime, depth, tuple(folded))
+st.plotly_chart(figure, theme=None, width="content")
+if not plan.deepest:
+    st.caption(
+        f"The diagram folds blocks deeper than depth {plan.depth} so it stays readable; "
+        "blocks that keep the shape (ReLU, BatchNorm) are left out."
+    )
+
+rows = summary.collapsed_rows(flow, depth=depth, folded=folded)
+broken_row = summary.break_row(flow, model)
+if broken_row is not None:
+    rows.append(broken_row)
+st.subheader("Layers")
+st.dataframe(
+    highlight(rows),
+    hide_index=True,
+    width="stretch",
+    height=min(38 + 35 * len(rows), 720),
+    column_config={
+        "Params": st.column_config.NumberColumn(format="localized"),
+        "Mult-adds": st.column_config.NumberColumn(format="localized", help="per image"),
+        "K/S/P": st.column_config.TextColumn(help="kernel / stride / padding"),
+        "RF": st.column_config.TextColumn(help="receptive field on the input"),
+        "Formula": st.column_config.TextColumn(
+            width="large", help="output size = ⌊(n − k + 2p) / s⌋ + 1 with this layer's numbers"
+        ),
+    },
+)
+st.download_button(
+    "Download the table (CSV)",
+    summary.rows_csv(rows),
+    file_name=f"{view.architecture.replace(':', '-')}-{'x'.join(map(str, shape))}.csv",
+    mime="text/csv",
+    on_click="ignore",
+)

@@ -1,0 +1,271 @@
+"""Filters: every conv layer's weights as one tiled image, their distribution, how they changed
+during training, and the first layer beside the classic Prewitt/Sobel edge detectors."""
+
+import numpy as np
+import streamlit as st
+import torch
+
+from dashboard import data, figures, filters, ui
+from dashboard.errors import LensError
+
+ui.setup_page("Filters")
+selection = ui.sidebar()
+
+# Session-state keys: stable names, so a later URL binding can seed them.
+LAYER_KEY, SCALE_KEY, SOURCE_KEY = "filters_layer", "filters_scale", "filters_source"
+CHANNEL_KEY, EPOCH_KEY, IMAGE_KEY = "filters_channel", "filters_epoch", "filters_image"
+MEAN_SOURCE, ONE_SOURCE = "mean of all input channels", "one input channel"
+RESPONSE_PIXELS = 100_000  # response mosaics are thinned beyond this: keeps reruns fast
+SIDE = 560  # pixel budget of the filter figures, so two fit side by side
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def weights_of(_model, _history, model_key: str, mtime: float, layer: str, epoch) -> np.ndarray:
+    """The layer's weights (now, or at `epoch`): keyed by strings, the model is not hashed."""
+    return filters.layer_weights(_model, layer, _history, epoch).numpy()
+
+
+# The figure caches take the weights unhashed (`_weights`) and are keyed by `source`:
+# (model key, modification time, layer, epoch) names the weights without hashing megabytes.
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def grid_figure(_weights: np.ndarray, source: tuple, scale: str, channel: int | None, title: str):
+    return figures.filter_grid(_weights, scale=scale, channel=channel, title=title)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def histogram(_weights: np.ndarray, source: tuple, title: str):
+    return figures.weight_histogram(_weights, title=title), filters.weight_stats(_weights)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def rgb_figure(_weights: np.ndarray, source: tuple, title: str):
+    return figures.rgb_filters(_weights, title=title)
+
+
+@st.cache_data(show_spinner=False)
+def classic_figure():
+    kernels = filters.classic_kernels()
+    return figures.labelled_grid(
+        np.stack(list(kernels.values())),
+        list(kernels),
+        scale="shared",
+        values=True,
+        title="Classic edge detectors",
+        subtitle="Prewitt and Sobel 3×3 kernels · same colours as the filters",
+        value_name="weight",
+        max_side=SIDE,
+    )
+
+
+@st.cache_data(max_entries=16, show_spinner="Applying the filters to the image…")
+def responses(_weights: np.ndarray, source: tuple, image: np.ndarray, layer: str):
+    """Figures of the classic kernels' and the learned filters' responses, and the matches."""
+    x = torch.from_numpy(image)  # (C, H, W) normalized
+    matches = filters.classic_matches(_weights)
+    names = list(filters.classic_kernels())
+    classic = figures.labelled_grid(
+        filters.classic_responses(x),
+        names,
+        title="Classic kernels on the image",
+        subtitle="gray image · each map scaled by its max |response|",
+        value_name="response",
+        max_side=SIDE,
+        max_pixels=RESPONSE_PIXELS,
+    )
+    learned = figures.labelled_grid(
+        filters.filter_responses(torch.from_numpy(_weights), x),
+        [f"filter {m.filter}" for m in matches],
+        title=f"{layer} filters on the image",
+        subtitle="stride 1, bias left out · each map scaled by its max |response|",
+        value_name="response",
+        max_side=SIDE,
+        max_pixels=RESPONSE_PIXELS,
+    )
+    return classic, learned, matches
+
+
+try:
+    model, view = ui.load_model(selection)
+    history = ui.filter_history(selection)
+except LensError as err:
+    ui.show_error(err)
+    st.stop()
+
+st.title("Filters")
+st.caption(f"**{view.label}** — the weights each conv layer slides over its input.")
+if view.untrained:
+    st.warning(
+        "**untrained — random weights.** These filters are where training starts; train the "
+        "model (or pick a checkpoint) to see what it learns.",
+        icon="🎲",
+    )
+
+layers = filters.conv_layer_list(model)
+if not layers:
+    st.info(f"{view.label} has no Conv2d layer, so there are no filters to show.")
+    st.stop()
+by_name = {layer.name: layer for layer in layers}
+if st.session_state.get(LAYER_KEY) not in by_name:
+    st.session_state[LAYER_KEY] = layers[0].name
+
+controls = st.columns([3, 1.3, 2.2], gap="medium")
+name = controls[0].selectbox(
+    "Conv layer",
+    list(by_name),
+    key=LAYER_KEY,
+    format_func=lambda n: by_name[n].label,
+    help=f"{len(layers)} conv layers, in the order the model defines them.",
+)
+layer = by_name[name]
+first = name == layers[0].name
+scale = controls[1].radio(
+    "Colour scale",
+    ["shared", "per filter"],
+    key=SCALE_KEY,
+    help="Shared: one symmetric scale for the whole layer, so strong and weak filters compare. "
+    "Per filter: each filter scaled by its own max |w|, so faint patterns show.",
+)
+channel: int | None = None
+with controls[2]:
+    if layer.in_channels > 1:
+        source = st.radio(
+            "Input channels",
+            [MEAN_SOURCE, ONE_SOURCE],
+            key=SOURCE_KEY,
+            horizontal=True,
+            help="Each filter has one kernel per input channel: their mean, or one of them.",
+        )
+        if source == ONE_SOURCE:
+            st.session_state[CHANNEL_KEY] = min(
+                st.session_state.get(CHANNEL_KEY, 0), layer.in_channels - 1
+            )
+            channel = st.slider("Input channel", 0, layer.in_channels - 1, key=CHANNEL_KEY)
+    else:
+        st.caption("One input channel: each filter is a single kernel.")
+
+epochs = filters.history_epochs(history, name)
+epoch: int | None = None
+if epochs:
+    if st.session_state.get(EPOCH_KEY) not in epochs:
+        st.session_state[EPOCH_KEY] = epochs[-1]
+    epoch = st.select_slider(
+        "Epoch",
+        epochs,
+        key=EPOCH_KEY,
+        format_func=lambda e: "0 (before training)" if e == 0 else str(e),
+        help="Snapshots of this layer's filters saved during training.",
+    )
+elif history:
+    saved = sorted({n for snapshot in history.values() for n in snapshot})
+    st.caption(
+        f"Per-epoch history was saved for {', '.join(saved)} only; this layer shows its final "
+        "weights."
+    )
+else:
+    st.caption("No per-epoch history saved with this checkpoint: the weights as they are now.")
+
+mtime = ui.mtime_of(selection.model_key)
+weights = weights_of(model, history, selection.model_key, mtime, name, epoch)
+source = (selection.model_key, mtime, name, epoch)
+when = "" if epoch is None else (" · before training" if epoch == 0 else f" · epoch {epoch}")
+
+main = st.columns([3, 2], gap="large")
+with main[0]:
+    st.plotly_chart(grid_figure(weights, source, scale, channel, f"{name}{when}"), theme=None)
+with main[1]:
+    if first:
+        st.plotly_chart(classic_figure(), theme=None)
+    else:
+        figure, stats = histogram(weights, source, f"{name} weights{when}")
+        st.plotly_chart(figure, theme=None)
+
+if first:
+    lower = st.columns([3, 2], gap="large")
+    with lower[0]:
+        if layer.in_channels == 3:
+            st.plotly_chart(
+                rgb_figure(weights, source, f"{name} as colour images{when}"), theme=None
+            )
+        figure, stats = histogram(weights, source, f"{name} weights{when}")
+        st.plotly_chart(figure, theme=None)
+    stats_place = lower[1]
+else:
+    stats_place = main[1]
+
+with stats_place:
+    cells = st.columns(4)
+    cells[0].metric("Mean", f"{stats.mean:.3g}")
+    cells[1].metric("Std", f"{stats.std:.3g}")
+    cells[2].metric("Min", f"{stats.min:.3g}")
+    cells[3].metric("Max", f"{stats.max:.3g}")
+    if epochs and len(epochs) > 1:
+        moved = filters.drift(history, name)
+        st.metric(
+            f"Change since epoch {epochs[0]}",
+            f"{moved[epoch]:.1%}",
+            help="‖w(epoch) − w(start)‖ / ‖w(start)‖ over all of the layer's weights",
+        )
+
+if not first:
+    st.caption(
+        f"Pick the first layer ({layers[0].name}) to compare it with classic edge detectors."
+    )
+    st.stop()
+
+st.subheader("Edge detectors: classic kernels vs the learned first layer")
+try:
+    split = ui.load_data(selection, view)
+except LensError as err:
+    st.info(f"No test image to apply the filters to: {err}")
+    st.stop()
+if layer.groups != 1 or layer.in_channels != split.images.shape[1]:
+    st.info(f"{name} does not take {split.info.title} images directly.")
+    st.stop()
+
+pick = st.columns([1, 3], vertical_alignment="bottom")
+index = pick[0].number_input(
+    f"Test image (0–{len(split.labels) - 1:,})",
+    0,
+    len(split.labels) - 1,
+    key=IMAGE_KEY,
+    step=1,
+)
+pixels = split.images[int(index)]  # (C, H, W) uint8
+mean, std = filters.normalization(view.card, split.info)
+image = data.normalize(pixels, mean, std).numpy()
+label = int(split.labels[int(index)])
+classes = view.classes or split.info.classes
+pick[1].caption(
+    f"{split.info.title} test image {int(index):,}: **{classes[label]}**. The maps are what each "
+    "kernel computes at every position (red = positive, blue = negative); a filter whose map "
+    "looks like a classic one's acts as an edge detector."
+)
+classic_maps, learned_maps, matches = responses(weights, source, image, name)
+columns = st.columns([1, 2, 3], gap="medium")
+with columns[0]:
+    st.plotly_chart(figures.image_figure(pixels.numpy(), title="The image"), theme=None)
+with columns[1]:
+    st.plotly_chart(classic_maps, theme=None)
+with columns[2]:
+    st.plotly_chart(learned_maps, theme=None)
+
+st.markdown("**Nearest classic kernel of each learned filter**")
+st.caption(
+    "Cosine similarity between the filter as it acts on a gray image (its kernels summed over "
+    "input channels) and each classic kernel resized to the same size; −1 is the same edge with "
+    "the opposite sign. |cosine| ≥ 0.8 is a close match."
+)
+st.dataframe(
+    [
+        {"Filter": m.filter, "Nearest classic kernel": m.kernel, "Cosine": round(m.cosine, 3)}
+        for m in sorted(matches, key=lambda m: -abs(m.cosine))
+    ],
+    hide_index=True,
+    width="content",
+    height=min(38 + 35 * len(matches), 420),
+    column_config={
+        "Cosine": st.column_config.ProgressColumn(min_value=-1, max_value=1, format="%.3f")
+    },
+)
