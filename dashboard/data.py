@@ -273,6 +273,43 @@ def dataset_names() -> list[str]:
     return list(_REGISTRY)
 
 
+# CIFAR-100's published grouping: each superclass (coarse label) holds five fine classes. The
+# files carry both labels per image; this table lets fine predictions be read as superclasses.
+_CIFAR100_GROUPS = {
+    "aquatic_mammals": "beaver dolphin otter seal whale",
+    "fish": "aquarium_fish flatfish ray shark trout",
+    "flowers": "orchid poppy rose sunflower tulip",
+    "food_containers": "bottle bowl can cup plate",
+    "fruit_and_vegetables": "apple mushroom orange pear sweet_pepper",
+    "household_electrical_devices": "clock keyboard lamp telephone television",
+    "household_furniture": "bed chair couch table wardrobe",
+    "insects": "bee beetle butterfly caterpillar cockroach",
+    "large_carnivores": "bear leopard lion tiger wolf",
+    "large_man-made_outdoor_things": "bridge castle house road skyscraper",
+    "large_natural_outdoor_scenes": "cloud forest mountain plain sea",
+    "large_omnivores_and_herbivores": "camel cattle chimpanzee elephant kangaroo",
+    "medium_mammals": "fox porcupine possum raccoon skunk",
+    "non-insect_invertebrates": "crab lobster snail spider worm",
+    "people": "baby boy girl man woman",
+    "reptiles": "crocodile dinosaur lizard snake turtle",
+    "small_mammals": "hamster mouse rabbit shrew squirrel",
+    "trees": "maple_tree oak_tree palm_tree pine_tree willow_tree",
+    "vehicles_1": "bicycle bus motorcycle pickup_truck train",
+    "vehicles_2": "lawn_mower rocket streetcar tank tractor",
+}
+
+
+def cifar100_fine_to_coarse() -> tuple[int, ...]:
+    """For each of CIFAR-100's 100 fine labels (`cifar100`), its superclass label
+    (`cifar100-coarse`), both in the published class orders."""
+    coarse_of = {
+        fine: _CIFAR100_COARSE.index(coarse)
+        for coarse, members in _CIFAR100_GROUPS.items()
+        for fine in members.split()
+    }
+    return tuple(coarse_of[fine] for fine in _CIFAR100_FINE)
+
+
 def _unknown(name: str) -> UnknownNameError:
     valid = ", ".join(_REGISTRY)
     return UnknownNameError(f"unknown dataset {name!r}: choose one of {valid}, or folder:PATH")

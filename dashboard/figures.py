@@ -343,13 +343,15 @@ def labelled_grid(
     value_name: str = "value",
     max_side: float = 760,
     max_pixels: int = MAX_MOSAIC_PIXELS,
+    colorbar: bool = True,
 ) -> go.Figure:
     """Named maps (N, H, W) as one diverging mosaic centred at zero, each name above its tile.
 
     For kernels and the responses they give to an image: "per map" divides each map by its own
     max |v| (edges of a faint filter stay visible), "shared" keeps one symmetric range.
     `values` writes every number into its cell (small kernels). Sets larger than `max_pixels`
-    are thinned, like `activation_grid`; hover reports true positions and values.
+    are thinned, like `activation_grid`; hover reports true positions and values. `colorbar`
+    False drops the scale (a figure beside another with the same one).
     """
     a = _numpy(maps).astype(np.float64)
     if a.ndim != 3 or 0 in a.shape:
@@ -387,6 +389,7 @@ def labelled_grid(
         hovertemplate="map %{customdata[0]}<br>row %{customdata[1]}, col %{customdata[2]}"
         f"<br>{value_name} %{{customdata[3]:.4~g}}<extra></extra>",
         colorbar={"title": {"text": bar}},
+        showscale=colorbar,
     )
     if values:
         cells = np.vectorize(lambda v: f"{v:.3g}" if np.isfinite(v) else "")(
@@ -426,11 +429,14 @@ def labelled_grid(
         ]
     )
     if stride > 1:
-        subtitle = f"{subtitle} · shown at 1/{stride} resolution" if subtitle else ""
-    _image_layout(
-        fig, layout.height + pad, layout.width, title or "Maps", subtitle, max_side=max_side
-    )
+        subtitle = " · ".join(filter(None, [subtitle, f"shown at 1/{stride} resolution"]))
+    title = title or "Maps"
+    _image_layout(fig, layout.height + pad, layout.width, title, subtitle, max_side=max_side)
     fig.update_layout(showlegend=False)
+    if not colorbar:  # no room to keep for a scale: as narrow as the mosaic and the title
+        cell = min(max_side / max(layout.height + pad, layout.width), 40.0)
+        text = 6.5 * max(len(title), len(subtitle)) + 60
+        fig.update_layout(width=int(max(layout.width * cell + 50, text)))
     return fig
 
 
@@ -701,7 +707,7 @@ def probability_bars(
         template=LENS_TEMPLATE,
         title=_title(title or "Class probabilities", verdict),
         xaxis={"title": "probability (%)", "range": [0, 112], "showgrid": True},
-        yaxis={"autorange": "reversed", "ticks": ""},
+        yaxis={"autorange": "reversed", "ticks": "", "type": "category"},  # "7" is a name
         width=560,
         height=max(220, 130 + 28 * len(shown)),
         showlegend=False,
@@ -874,6 +880,83 @@ def confusion_text(cm: np.ndarray, normalize: str) -> np.ndarray:
         return counts.astype(str)
     values = confusion_shares(counts)[normalize]
     return np.array([[f"{v:.1f}" if v else "0" for v in row] for row in values])
+
+
+def confusion_difference(
+    cm_a: np.ndarray,
+    cm_b: np.ndarray,
+    classes: Sequence[str],
+    *,
+    names: tuple[str, str] = ("A", "B"),
+    title: str = "",
+) -> go.Figure:
+    """Two models' matrices on the same images: cells show B − A, coloured by whether B is
+    better there (blue: more on the diagonal or fewer off it) or worse (red), centred at zero."""
+    a, b = _numpy(cm_a).astype(np.int64), _numpy(cm_b).astype(np.int64)
+    K = len(classes)
+    if a.shape != (K, K) or b.shape != (K, K):
+        raise ShapeError(f"confusion matrices {a.shape} and {b.shape} do not fit {K} classes")
+    diff = b - a
+    better = -diff
+    np.fill_diagonal(better, np.diag(diff))
+    peak = max(1, int(np.abs(better).max()))
+    names_ = [str(c) for c in classes]
+    verdict = np.where(better > 0, "better", np.where(better < 0, "worse", "same"))
+    hover = [
+        f"true {names_[i]} → predicted {names_[j]}<br>{names[0]}: {a[i, j]:,} · "
+        f"{names[1]}: {b[i, j]:,} ({diff[i, j]:+,}: {names[1]} {verdict[i, j]})"
+        for i in range(K)
+        for j in range(K)
+    ]
+    heat = go.Heatmap(
+        z=better,
+        x=np.arange(K),
+        y=np.arange(K),
+        colorscale="RdBu",
+        zmin=-peak,
+        zmax=peak,
+        zmid=0,
+        customdata=np.array(hover, dtype=object).reshape(K, K),
+        hovertemplate="%{customdata}<extra></extra>",
+        colorbar={
+            "title": {"text": f"{names[1]} vs {names[0]}"},
+            "tickvals": [-peak, 0, peak],
+            "ticktext": [f"{peak} worse", "same", f"{peak} better"],
+        },
+    )
+    if K <= 20:
+        text = np.where(diff == 0, "", np.char.replace(np.char.mod("%+d", diff), "-", "−"))
+        heat.update(text=text, texttemplate="%{text}")
+    cell_px = max(6.0, min(56.0, 640 / K))
+    step = max(1, math.ceil(K / 50))
+    ticks = {
+        "tickmode": "array",
+        "tickvals": list(range(0, K, step)),
+        "ticktext": names_[::step],
+        "tickfont": {"size": 12 if K <= 20 else 9},
+        "showgrid": False,
+        "zeroline": False,
+        "ticks": "",
+    }
+    fig = go.Figure(heat)
+    fig.update_layout(
+        template=LENS_TEMPLATE,
+        title=_title(
+            title or f"Difference: {names[1]} − {names[0]}",
+            "cells show B − A images · blue: B better, red: B worse",
+        ),
+        xaxis={**ticks, "title": "predicted class", "range": [-0.5, K - 0.5], "tickangle": -45},
+        yaxis={
+            **ticks,
+            "title": "true class",
+            "range": [K - 0.5, -0.5],
+            "scaleanchor": "x",
+            "constrain": "domain",
+        },
+        width=int(cell_px * K + 260),
+        height=int(cell_px * K + 200),
+    )
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------

@@ -244,9 +244,7 @@ def prepare_upload(
     return Prepared(pixels, _shrink(rgb), tuple(notes), name=name or "upload")
 
 
-def _prepare_gray(
-    rgba: np.ndarray, info: data.DatasetInfo, *, digits: bool, name: str
-) -> Prepared:
+def _prepare_gray(rgba: np.ndarray, info: data.DatasetInfo, *, digits: bool, name: str) -> Prepared:
     """Light ink on black, as MNIST-like datasets are; dark ink on a light ground inverted."""
     luma = _luma(rgba[..., :3]).astype(np.float64)
     alpha = rgba[..., 3].astype(np.float64) / 255
@@ -268,8 +266,7 @@ def _prepare_gray(
         if _border_level(gray) > 127:
             gray = 255 - gray
             notes.append(
-                "dark on a light background: inverted to light on black, as the "
-                "training images are"
+                "dark on a light background: inverted to light on black, as the training images are"
             )
     if digits:
         gray = _stretch(gray)
@@ -505,15 +502,60 @@ def activation_partner(flow: probe.ShapeFlow, key: str) -> Partner | None:
     return None
 
 
-def after_activation(
-    model: nn.Module, partner: Partner, own: torch.Tensor | np.ndarray, captured: np.ndarray
-) -> np.ndarray:
-    """The maps of a layer after its activation: the partner's captured output when `direct`,
-    else the partner module applied to the layer's own output (under the probe's lock, so no
-    other session's hooks see this extra call)."""
-    if partner.direct:
-        return captured
+def after_activation(model: nn.Module, partner: Partner, own: torch.Tensor) -> torch.Tensor:
+    """A batch of a layer's maps (B, C, …) after its activation, when the partner is not
+    `direct`: the partner module applied to them, under the probe's lock (so no other session's
+    hooks see this extra call), to a copy (the module may work in place)."""
     module = dict(model.named_modules())[partner.key.partition("#")[0]]
-    tensor = torch.as_tensor(own).detach().to("cpu", torch.float32).clone()
-    with probe._LOCK, torch.no_grad():  # the module may be in-place: it gets a copy
-        return module(tensor[None])[0].numpy()
+    with probe._LOCK, torch.no_grad():
+        return module(own.detach().to(torch.float32).clone())
+
+
+def dead_layer(flow: probe.ShapeFlow, key: str) -> str | None:
+    """The layer whose output says whether `key`'s channels ever fire, or None (logits, …).
+
+    An activation answers for itself; a layer with an activation partner is answered by the
+    partner (zero after a ReLU everywhere, also when pooled in between: a max-pool of values
+    ≥ 0 is 0 only where they all are); pooling right after an activation answers for itself.
+    """
+    leaves = flow.leaves
+    index = next((i for i, r in enumerate(leaves) if layer_key(r) == key), None)
+    if index is None:
+        return None
+    record = leaves[index]
+    if is_activation(record):
+        return key
+    partner = activation_partner(flow, key)
+    if partner is not None:
+        return partner.key
+    previous = leaves[index - 1] if index else None
+    if record.type.startswith(_REORDERABLE) and previous is not None and is_activation(previous):
+        return key
+    return None
+
+
+def batch_channel_stats(
+    model: nn.Module, split: data.Split, layer: str, count: int, *, chunk: int = 32
+) -> list[probe.ChannelStats]:
+    """probe.channel_stats of `layer` over the split's first `count` images, in chunks so the
+    memory stays that of one chunk; means and zero fractions are weighted by chunk size."""
+    count = min(count, len(split))
+    if count < 1:
+        raise LensError("no images to measure dead channels on")
+    parts: list[tuple[int, list[probe.ChannelStats]]] = []
+    for start in range(0, count, chunk):
+        pixels = split.images[start : min(start + chunk, count)]
+        x = data.normalize(pixels, split.info.mean, split.info.std)
+        acts = probe.activations(model, x, [layer])[layer]
+        parts.append((len(pixels), probe.channel_stats(acts)))
+    channels = len(parts[0][1])
+    return [
+        probe.ChannelStats(
+            channel=c,
+            mean=sum(n * stats[c].mean for n, stats in parts) / count,
+            max=max(stats[c].max for _, stats in parts),
+            zero_fraction=sum(n * stats[c].zero_fraction for n, stats in parts) / count,
+            dead=all(stats[c].dead for _, stats in parts),
+        )
+        for c in range(channels)
+    ]

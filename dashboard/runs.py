@@ -18,6 +18,7 @@ on a server, and at most one per owner (a browser session).
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import itertools
 import logging
@@ -237,7 +238,8 @@ class TrainingRun:
         if self._stop.is_set():
             return True
         now = time.monotonic()
-        if self._alive is not None and now - self._last_alive_check >= ALIVE_CHECK_EVERY_S:
+        every = min(ALIVE_CHECK_EVERY_S, self.heartbeat_timeout / 2)
+        if self._alive is not None and now - self._last_alive_check >= every:
             self._last_alive_check = now
             if _safe_call(self._alive):
                 self._last_sign = now
@@ -316,6 +318,17 @@ def _safe_call(check: Callable[[], bool]) -> bool:
 def _one_line(err: BaseException) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return f"{type(err).__name__}: {lines[0] if lines else 'no message'}"
+
+
+@atexit.register
+def _stop_all(wait: float = 5.0) -> None:
+    """On interpreter exit, end the runs cleanly: a thread killed inside torch aborts."""
+    pending = active_runs()
+    for run in pending:
+        run.stop()
+    deadline = time.monotonic() + wait
+    for run in pending:
+        run.join(max(0.0, deadline - time.monotonic()))
 
 
 def active_runs() -> list[TrainingRun]:

@@ -27,6 +27,15 @@ def shape_text(shape: tuple[int, ...] | None) -> str:
     return "—" if shape is None else "×".join(str(d) for d in shape)
 
 
+def count_text(n: int) -> str:
+    """467200 → '467,200'; counts of a million and more in short form: '1.81 G', '133.0 M'."""
+    if n >= 1_000_000_000:
+        return f"{n / 1e9:,.2f} G"
+    if n >= 1_000_000:
+        return f"{n / 1e6:,.1f} M"
+    return f"{n:,}"
+
+
 def pair_text(pair: tuple[int, int] | None) -> str:
     """(5, 5) → '5', (3, 1) → '3×1'; None → ''."""
     if pair is None:

@@ -58,15 +58,18 @@ except LensError as err:
     st.stop()
 
 st.title("Shape flow")
-untrained = " · untrained — random weights (shapes and counts do not depend on them)"
+untrained = " Untrained — random weights: shapes and counts do not depend on them."
 st.caption(
     f"**{view.label}** — one image on its way through the model: each layer's output shape, "
-    f"parameters, multiply-adds and receptive field{untrained if view.untrained else ''}."
+    f"parameters, multiply-adds and receptive field.{untrained if view.untrained else ''}"
 )
 
-if st.session_state.get(FOR_KEY) != selection.model_key or C_KEY not in st.session_state:
-    st.session_state[FOR_KEY] = selection.model_key
-    reset_input_shape(view.input_shape)
+# A new model starts at its own input size; sizes seeded before the first run are kept.
+model_changed = st.session_state.get(FOR_KEY, selection.model_key) != selection.model_key
+st.session_state[FOR_KEY] = selection.model_key
+for key, value in zip((C_KEY, H_KEY, W_KEY), view.input_shape, strict=True):
+    if model_changed or key not in st.session_state:
+        st.session_state[key] = int(value)
 
 size = st.columns([1, 1, 1, 1.4], vertical_alignment="bottom")
 size[0].number_input("Input channels C", 1, 64, key=C_KEY, step=1)
@@ -92,12 +95,16 @@ except LensError as err:
     ui.show_error(err)
     st.stop()
 
-totals = st.columns(5)
+totals = st.columns([1, 0.8, 1.25, 1.25, 1])
 totals[0].metric("Input", summary.shape_text(flow.input_shape))
 totals[1].metric("Output", summary.shape_text(flow.output_shape))
 totals[2].metric("Parameters", f"{flow.params_total:,}")
 totals[3].metric("Trainable", f"{flow.params_trainable:,}")
-totals[4].metric("Multiply-adds per image", f"{flow.mult_adds:,}")
+totals[4].metric(
+    "Multiply-adds per image",
+    summary.count_text(flow.mult_adds),
+    help=f"{flow.mult_adds:,} multiply-accumulates for one image, bias excluded",
+)
 
 if flow.broken is not None:
     st.error(
@@ -160,6 +167,7 @@ st.dataframe(
     width="stretch",
     height=min(38 + 35 * len(rows), 720),
     column_config={
+        "Layer": st.column_config.TextColumn(width="medium"),
         "Params": st.column_config.NumberColumn(format="localized"),
         "Mult-adds": st.column_config.NumberColumn(format="localized", help="per image"),
         "K/S/P": st.column_config.TextColumn(help="kernel / stride / padding"),
@@ -167,6 +175,7 @@ st.dataframe(
         "Formula": st.column_config.TextColumn(
             width="large", help="output size = ⌊(n − k + 2p) / s⌋ + 1 with this layer's numbers"
         ),
+        "Flag": st.column_config.TextColumn(width="large"),
     },
 )
 st.download_button(

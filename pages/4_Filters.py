@@ -16,32 +16,36 @@ LAYER_KEY, SCALE_KEY, SOURCE_KEY = "filters_layer", "filters_scale", "filters_so
 CHANNEL_KEY, EPOCH_KEY, IMAGE_KEY = "filters_channel", "filters_epoch", "filters_image"
 MEAN_SOURCE, ONE_SOURCE = "mean of all input channels", "one input channel"
 RESPONSE_PIXELS = 100_000  # response mosaics are thinned beyond this: keeps reruns fast
-SIDE = 560  # pixel budget of the filter figures, so two fit side by side
+GRID_SIDE, KERNEL_SIDE = 440, 250  # pixel budgets, so the figures fit their columns
+RESPONSE_SIDE = (260, 380)  # classic, learned
+THUMBNAIL = 140  # pixels of the input image shown beside the responses
+
+# The caches take weights and images unhashed (`_weights`, `_image`) and are keyed by `source`
+# (model key, modification time, layer, epoch) and the image's place: no megabytes hashed.
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def weights_of(_model, _history, model_key: str, mtime: float, layer: str, epoch) -> np.ndarray:
-    """The layer's weights (now, or at `epoch`): keyed by strings, the model is not hashed."""
+    """The layer's weights, now (epoch None) or at a saved epoch of training."""
     return filters.layer_weights(_model, layer, _history, epoch).numpy()
-
-
-# The figure caches take the weights unhashed (`_weights`) and are keyed by `source`:
-# (model key, modification time, layer, epoch) names the weights without hashing megabytes.
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def grid_figure(_weights: np.ndarray, source: tuple, scale: str, channel: int | None, title: str):
-    return figures.filter_grid(_weights, scale=scale, channel=channel, title=title)
+    return figures.filter_grid(
+        _weights, scale=scale, channel=channel, title=title, max_side=GRID_SIDE
+    )
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def histogram(_weights: np.ndarray, source: tuple, title: str):
-    return figures.weight_histogram(_weights, title=title), filters.weight_stats(_weights)
+    figure = figures.weight_histogram(_weights, title=title)
+    return figure, filters.weight_stats(_weights)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def rgb_figure(_weights: np.ndarray, source: tuple, title: str):
-    return figures.rgb_filters(_weights, title=title)
+    return figures.rgb_filters(_weights, title=title, max_side=GRID_SIDE)
 
 
 @st.cache_data(show_spinner=False)
@@ -53,37 +57,45 @@ def classic_figure():
         scale="shared",
         values=True,
         title="Classic edge detectors",
-        subtitle="Prewitt and Sobel 3×3 kernels · same colours as the filters",
+        subtitle="Prewitt and Sobel, same colour map (scale ±2)",
         value_name="weight",
-        max_side=SIDE,
+        max_side=KERNEL_SIDE,
     )
 
 
 @st.cache_data(max_entries=16, show_spinner="Applying the filters to the image…")
-def responses(_weights: np.ndarray, source: tuple, image: np.ndarray, layer: str):
+def responses(_weights: np.ndarray, source: tuple, _image: np.ndarray, image_key: tuple):
     """Figures of the classic kernels' and the learned filters' responses, and the matches."""
-    x = torch.from_numpy(image)  # (C, H, W) normalized
+    x = torch.from_numpy(_image)  # (C, H, W) normalized
     matches = filters.classic_matches(_weights)
-    names = list(filters.classic_kernels())
     classic = figures.labelled_grid(
         filters.classic_responses(x),
-        names,
-        title="Classic kernels on the image",
-        subtitle="gray image · each map scaled by its max |response|",
+        list(filters.classic_kernels()),
+        title="Classic kernels",
+        subtitle="on the gray image",
         value_name="response",
-        max_side=SIDE,
+        max_side=RESPONSE_SIDE[0],
         max_pixels=RESPONSE_PIXELS,
+        colorbar=False,
     )
     learned = figures.labelled_grid(
-        filters.filter_responses(torch.from_numpy(_weights), x),
+        filters.filter_responses(_weights, x),
         [f"filter {m.filter}" for m in matches],
-        title=f"{layer} filters on the image",
-        subtitle="stride 1, bias left out · each map scaled by its max |response|",
+        title=f"{source[2]} filters",
+        subtitle="bias left out · each map scaled by its max |response|",
         value_name="response",
-        max_side=SIDE,
+        max_side=RESPONSE_SIDE[1],
         max_pixels=RESPONSE_PIXELS,
     )
     return classic, learned, matches
+
+
+def thumbnail(pixels: torch.Tensor) -> np.ndarray:
+    """(C, H, W) uint8 → (H·k, W·k[, 3]) with square pixels, k so it is about THUMBNAIL wide."""
+    k = max(1, THUMBNAIL // pixels.shape[-1])
+    image = pixels.permute(1, 2, 0).numpy()
+    image = image.repeat(k, axis=0).repeat(k, axis=1)
+    return image[..., 0] if image.shape[-1] == 1 else image
 
 
 try:
@@ -99,7 +111,7 @@ if view.untrained:
     st.warning(
         "**untrained — random weights.** These filters are where training starts; train the "
         "model (or pick a checkpoint) to see what it learns.",
-        icon="🎲",
+        icon=":material/casino:",
     )
 
 layers = filters.conv_layer_list(model)
@@ -130,14 +142,14 @@ scale = controls[1].radio(
 channel: int | None = None
 with controls[2]:
     if layer.in_channels > 1:
-        source = st.radio(
+        channels_from = st.radio(
             "Input channels",
             [MEAN_SOURCE, ONE_SOURCE],
             key=SOURCE_KEY,
             horizontal=True,
             help="Each filter has one kernel per input channel: their mean, or one of them.",
         )
-        if source == ONE_SOURCE:
+        if channels_from == ONE_SOURCE:
             st.session_state[CHANNEL_KEY] = min(
                 st.session_state.get(CHANNEL_KEY, 0), layer.in_channels - 1
             )
@@ -163,6 +175,8 @@ elif history:
         f"Per-epoch history was saved for {', '.join(saved)} only; this layer shows its final "
         "weights."
     )
+elif view.untrained:
+    st.caption("No per-epoch history: this model has not been trained.")
 else:
     st.caption("No per-epoch history saved with this checkpoint: the weights as they are now.")
 
@@ -171,36 +185,34 @@ weights = weights_of(model, history, selection.model_key, mtime, name, epoch)
 source = (selection.model_key, mtime, name, epoch)
 when = "" if epoch is None else (" · before training" if epoch == 0 else f" · epoch {epoch}")
 
+# Row 1: the filters, and beside them the classic kernels (first layer) or their histogram.
 main = st.columns([3, 2], gap="large")
 with main[0]:
-    st.plotly_chart(grid_figure(weights, source, scale, channel, f"{name}{when}"), theme=None)
-with main[1]:
-    if first:
-        st.plotly_chart(classic_figure(), theme=None)
-    else:
-        figure, stats = histogram(weights, source, f"{name} weights{when}")
-        st.plotly_chart(figure, theme=None)
-
+    st.plotly_chart(
+        grid_figure(weights, source, scale, channel, f"{name}{when}"), theme=None, width="content"
+    )
+histogram_place, stats_place = main[1], main[1]
 if first:
+    with main[1]:
+        st.plotly_chart(classic_figure(), theme=None, width="content")
     lower = st.columns([3, 2], gap="large")
-    with lower[0]:
-        if layer.in_channels == 3:
-            st.plotly_chart(
-                rgb_figure(weights, source, f"{name} as colour images{when}"), theme=None
-            )
-        figure, stats = histogram(weights, source, f"{name} weights{when}")
-        st.plotly_chart(figure, theme=None)
+    histogram_place = lower[0]
     stats_place = lower[1]
-else:
-    stats_place = main[1]
-
+    if layer.in_channels == 3:
+        with lower[0]:
+            title = f"{name} as colour images{when}"
+            st.plotly_chart(rgb_figure(weights, source, title), theme=None, width="content")
+        histogram_place = lower[1]
+with histogram_place:
+    figure, stats = histogram(weights, source, f"{name} weights{when}")
+    st.plotly_chart(figure, theme=None, width="stretch")
 with stats_place:
-    cells = st.columns(4)
+    cells = st.columns(2)
     cells[0].metric("Mean", f"{stats.mean:.3g}")
     cells[1].metric("Std", f"{stats.std:.3g}")
-    cells[2].metric("Min", f"{stats.min:.3g}")
-    cells[3].metric("Max", f"{stats.max:.3g}")
-    if epochs and len(epochs) > 1:
+    cells[0].metric("Min", f"{stats.min:.3g}")
+    cells[1].metric("Max", f"{stats.max:.3g}")
+    if len(epochs) > 1:
         moved = filters.drift(history, name)
         st.metric(
             f"Change since epoch {epochs[0]}",
@@ -214,7 +226,7 @@ if not first:
     )
     st.stop()
 
-st.subheader("Edge detectors: classic kernels vs the learned first layer")
+st.subheader("Which learned filters are edge detectors?")
 try:
     split = ui.load_data(selection, view)
 except LensError as err:
@@ -224,48 +236,52 @@ if layer.groups != 1 or layer.in_channels != split.images.shape[1]:
     st.info(f"{name} does not take {split.info.title} images directly.")
     st.stop()
 
-pick = st.columns([1, 3], vertical_alignment="bottom")
+pick = st.columns([1.2, 1, 4], vertical_alignment="center", gap="medium")
 index = pick[0].number_input(
-    f"Test image (0–{len(split.labels) - 1:,})",
-    0,
-    len(split.labels) - 1,
-    key=IMAGE_KEY,
-    step=1,
+    f"Test image (0–{len(split.labels) - 1:,})", 0, len(split.labels) - 1, key=IMAGE_KEY
 )
 pixels = split.images[int(index)]  # (C, H, W) uint8
+classes = view.classes or split.info.classes
+label = classes[int(split.labels[int(index)])]
+pick[1].image(thumbnail(pixels), caption=f"{split.info.title} #{int(index):,}: {label}")
+pick[2].caption(
+    "Each map below is what a kernel computes at every position of this image (red = positive, "
+    "blue = negative). A learned filter whose map looks like a classic one's acts as an edge "
+    "detector; the table under the maps names the closest classic kernel of each filter."
+)
 mean, std = filters.normalization(view.card, split.info)
 image = data.normalize(pixels, mean, std).numpy()
-label = int(split.labels[int(index)])
-classes = view.classes or split.info.classes
-pick[1].caption(
-    f"{split.info.title} test image {int(index):,}: **{classes[label]}**. The maps are what each "
-    "kernel computes at every position (red = positive, blue = negative); a filter whose map "
-    "looks like a classic one's acts as an edge detector."
-)
-classic_maps, learned_maps, matches = responses(weights, source, image, name)
-columns = st.columns([1, 2, 3], gap="medium")
+image_key = (selection.dataset, "test", int(index), tuple(mean), tuple(std))
+classic_maps, learned_maps, matches = responses(weights, source, image, image_key)
+columns = st.columns([2, 3], gap="large")
 with columns[0]:
-    st.plotly_chart(figures.image_figure(pixels.numpy(), title="The image"), theme=None)
+    st.plotly_chart(classic_maps, theme=None, width="content")
 with columns[1]:
-    st.plotly_chart(classic_maps, theme=None)
-with columns[2]:
-    st.plotly_chart(learned_maps, theme=None)
+    st.plotly_chart(learned_maps, theme=None, width="content")
 
 st.markdown("**Nearest classic kernel of each learned filter**")
 st.caption(
     "Cosine similarity between the filter as it acts on a gray image (its kernels summed over "
-    "input channels) and each classic kernel resized to the same size; −1 is the same edge with "
-    "the opposite sign. |cosine| ≥ 0.8 is a close match."
+    "input channels) and each classic kernel resized to the filter's size; a negative cosine is "
+    "the same edge with the opposite sign. |cosine| ≥ 0.8 is a close match."
 )
 st.dataframe(
     [
-        {"Filter": m.filter, "Nearest classic kernel": m.kernel, "Cosine": round(m.cosine, 3)}
+        {
+            "Filter": m.filter,
+            "Nearest classic kernel": m.kernel,
+            "Cosine": round(m.cosine, 3),
+            "Likeness": abs(m.cosine),
+        }
         for m in sorted(matches, key=lambda m: -abs(m.cosine))
     ],
     hide_index=True,
     width="content",
     height=min(38 + 35 * len(matches), 420),
     column_config={
-        "Cosine": st.column_config.ProgressColumn(min_value=-1, max_value=1, format="%.3f")
+        "Cosine": st.column_config.NumberColumn(format="%.3f"),
+        "Likeness": st.column_config.ProgressColumn(
+            "|cosine|", min_value=0.0, max_value=1.0, format="%.2f"
+        ),
     },
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import math
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +195,55 @@ def test_classic_kernels_are_the_textbook_matrices() -> None:
         assert all(int(m.sum()) == 0 for m in k.values())
 
 
+def test_labelled_grid_names_each_map_and_keeps_zero_white() -> None:
+    kernels = figures.classic_kernels()
+    maps = np.stack(list(kernels.values())).astype(np.float64)  # (8, 3, 3)
+    fig = figures.labelled_grid(maps, list(kernels), scale="shared", values=True, title="K")
+    (heat,) = heatmaps(fig)
+    z = np.asarray(heat.z, dtype=np.float64)
+    pad = int(np.isnan(z[:, 0]).argmin())  # the label band above the first row
+    assert pad >= 1
+    mosaic, layout = figures.tile(maps, pad=pad)
+    np.testing.assert_array_equal(z[pad:], mosaic)
+    assert (heat.zmin, heat.zmax) == (-2.0, 2.0)  # symmetric: 0 is the scale's white middle
+    labels = trace(fig, "labels")
+    assert list(labels.text) == list(kernels)
+    for k in range(8):  # each name is centred over its own tile, just above it
+        y0, x0 = layout.origin(k)
+        assert labels.x[k] == x0 + 1.0
+        assert y0 + pad - 1 < labels.y[k] < y0 + pad
+    text = np.asarray(heat.text)
+    y0, x0 = layout.origin(4)  # Sobel x, written into its cells
+    assert text[pad + y0 : pad + y0 + 3, x0 : x0 + 3].tolist() == [
+        ["-1", "0", "1"], ["-2", "0", "2"], ["-1", "0", "1"],
+    ]  # fmt: skip
+
+
+def test_labelled_grid_per_map_scale_thinning_and_hover(digits: torch.Tensor) -> None:
+    sobel = torch.tensor(figures.classic_kernels()["Sobel x"], dtype=torch.float32)
+    responses = F.conv2d(digits[:40], sobel[None, None], padding=1)[:, 0].numpy()  # (40, 28, 28)
+    names = [f"digit {i}" for i in range(40)]
+    fig = figures.labelled_grid(responses, names, max_pixels=10_000, colorbar=False)
+    (heat,) = heatmaps(fig)
+    assert heat.showscale is False
+    stride = math.ceil(math.sqrt(40 * 28 * 28 / 10_000))  # 2: every other pixel
+    z = np.asarray(heat.z, dtype=np.float64)
+    custom = np.asarray(heat.customdata, dtype=np.float64)
+    pad = int(np.isnan(z[:, 0]).argmin())
+    layout = figures.tile(responses[:, ::stride, ::stride], pad=pad)[1]
+    for k in (0, 17, 39):
+        y0, x0 = layout.origin(k)
+        tile_z = z[pad + y0 : pad + y0 + layout.tile_h, x0 : x0 + layout.tile_w]
+        shown = responses[k, ::stride, ::stride].astype(np.float64)
+        np.testing.assert_allclose(tile_z, shown / np.abs(shown).max(), rtol=1e-12)
+        record = custom[pad + y0 + 3, x0 + 5]  # map, true y, true x, true value
+        assert record[:3].tolist() == [k, 3 * stride, 5 * stride]
+        assert record[3] == pytest.approx(responses[k, 3 * stride, 5 * stride], rel=1e-6)
+    assert fig.layout.title.subtitle.text == "shown at 1/2 resolution"
+    with pytest.raises(ShapeError, match="labels"):
+        figures.labelled_grid(responses, names[:3])
+
+
 # ---------------------------------------------------------------------------------------------
 # Activations and images
 
@@ -321,6 +371,14 @@ def test_probability_bars_sorted_with_prediction_highlighted() -> None:
     assert list(top2.y) == ["dog", "fish", "cat  ✓ true"]  # true class always shown
     (right,) = figures.probability_bars(p, classes, true_class=1, top=None).data
     assert right.marker.color[0] == figures.CORRECT
+
+
+def test_probability_bars_keep_digit_class_names_as_categories() -> None:
+    """MNIST's classes are "0"…"9": plotly would read them as numbers and drop "7  ✓ true"."""
+    digits = [str(d) for d in range(10)]
+    fig = figures.probability_bars(np.eye(10)[7] * 0.9 + 0.01, digits, true_class=7)
+    assert fig.layout.yaxis.type == "category"
+    assert fig.data[0].y[0] == "7  ✓ true"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -49,7 +49,11 @@ def hand_grad_cam(model: nn.Module, x: torch.Tensor, layer: str, target: int) ->
 def test_captum_equals_the_formula_by_hand(model: nn.Module, mnist_test: data.Split) -> None:
     flow = probe.shape_flow(model, (1, 28, 28))
     assert gradcam.default_layer(flow) == "features.conv2"
-    assert gradcam.spatial_layers(flow)[:3] == ["features.conv1", "features.relu1", "features.pool1"]
+    assert gradcam.spatial_layers(flow)[:3] == [
+        "features.conv1",
+        "features.relu1",
+        "features.pool1",
+    ]
     checked = 0
     for index in (0, 1, 2, 3):
         x = image(mnist_test, index)

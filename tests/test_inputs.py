@@ -52,7 +52,8 @@ def one_line_error(raw: bytes, info: data.DatasetInfo = MNIST, name: str = "x.pn
     with pytest.raises(LensError) as caught:
         inputs.prepare_upload(raw, info, digits=True, name=name)
     message = str(caught.value)
-    assert message and "\n" not in message
+    assert message
+    assert "\n" not in message
     return message
 
 
@@ -68,7 +69,8 @@ def test_mnist_centring_of_shifted_and_padded_real_digits(mnist_test: data.Split
         assert centred.shape == (28, 28)
         assert centred.dtype == np.uint8
         cy, cx = centre_of_mass(centred)
-        assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1, (index, cy, cx)
+        assert abs(cy - 14) <= 1, (index, cy)
+        assert abs(cx - 14) <= 1, (index, cx)
         assert max(ink_box(centred)) <= 20
         # MNIST's own digits were made this way: re-centring gives the digit back
         assert correlation(centred, digit) > 0.9, index
@@ -81,7 +83,8 @@ def test_mnist_centring_of_an_enlarged_digit(mnist_test: data.Split) -> None:
     canvas[20 : 20 + 168, 40 : 40 + 168] = big.numpy()
     centred = inputs.mnist_center(canvas)
     cy, cx = centre_of_mass(centred)
-    assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1
+    assert abs(cy - 14) <= 1
+    assert abs(cx - 14) <= 1
     assert max(ink_box(centred)) == 20  # the longer side of the ink fills the 20-pixel box
     assert correlation(centred, digit.numpy()) > 0.9
 
@@ -101,7 +104,8 @@ def test_canvas_drawing_of_a_real_digit(mnist_test: data.Split) -> None:
     drawn = inputs.canvas_digit(rgba)
     assert drawn is not None
     cy, cx = centre_of_mass(drawn)
-    assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1
+    assert abs(cy - 14) <= 1
+    assert abs(cx - 14) <= 1
     assert correlation(drawn, digit.numpy()) > 0.9
     black = rgba.copy()  # the same strokes painted over an opaque black background
     black[..., :3] = (rgba[..., 3:] > 0) * rgba[..., 3:]
@@ -169,8 +173,10 @@ def test_jpeg_larger_than_the_model_is_resized() -> None:
     rgb[:, 200:] = (10, 10, 250)
     prepared = inputs.prepare_upload(encode(PIL.Image.fromarray(rgb), "JPEG", quality=95), CIFAR)
     left, right = prepared.pixels[:, :, :12], prepared.pixels[:, :, 20:]
-    assert left[0].mean() > 200 and left[2].mean() < 40
-    assert right[2].mean() > 200 and right[0].mean() < 40
+    assert left[0].mean() > 200
+    assert left[2].mean() < 40
+    assert right[2].mean() > 200
+    assert right[0].mean() < 40
     assert "resized from 400×300 to 32×32" in prepared.notes[-1]
 
 
@@ -190,7 +196,8 @@ def test_16_bit_png_is_rescaled_not_clamped() -> None:
     raw = encode(PIL.Image.fromarray(gradient), "PNG")
     assert PIL.Image.open(io.BytesIO(raw)).mode == "I;16"
     gray = inputs.decode_image(raw)[..., 0]
-    assert gray.min() == 0 and gray.max() == 255
+    assert gray.min() == 0
+    assert gray.max() == 255
     expected = np.rint(gradient / 65535 * 255).astype(np.uint8)
     assert np.array_equal(gray, expected)
     assert len(np.unique(gray)) == 256  # a clamp would have left two values, 0..255 saturated
@@ -222,7 +229,8 @@ def test_palette_image_with_transparency() -> None:
     raw = encode(image, "PNG", transparency=0)
     assert PIL.Image.open(io.BytesIO(raw)).mode == "P"
     rgba = inputs.decode_image(raw)
-    assert rgba[0, 0, 3] == 0 and rgba[5, 5].tolist() == [255, 255, 255, 255]
+    assert rgba[0, 0, 3] == 0
+    assert rgba[5, 5].tolist() == [255, 255, 255, 255]
     prepared = inputs.prepare_upload(raw, data.dataset_info("fashion-mnist"))
     assert prepared.pixels[0, 0, 0] == 0  # transparent → black background
     assert prepared.pixels[0, 14, 14] == 255
@@ -233,7 +241,9 @@ def test_cmyk_jpeg() -> None:
     raw = encode(PIL.Image.new("CMYK", (16, 16), (0, 255, 255, 0)), "JPEG", quality=95)
     prepared = inputs.prepare_upload(raw, CIFAR)
     red, green, blue = (prepared.pixels[c].astype(int) for c in range(3))
-    assert red.min() > 240 and green.max() < 15 and blue.max() < 15
+    assert red.min() > 240
+    assert green.max() < 15
+    assert blue.max() < 15
 
 
 def test_exif_rotated_jpeg_is_turned_upright() -> None:
@@ -245,7 +255,8 @@ def test_exif_rotated_jpeg_is_turned_upright() -> None:
     rgba = inputs.decode_image(raw)
     assert rgba.shape[:2] == (40, 20)  # now 20 wide, 40 tall
     top, bottom = rgba[:20, :, 0].mean(), rgba[20:, :, 0].mean()
-    assert top > 240 and bottom < 15  # the left edge became the top
+    assert top > 240
+    assert bottom < 15
 
 
 def test_one_pixel_image() -> None:
@@ -297,7 +308,8 @@ def test_ten_thousand_pixel_jpeg_is_decoded_at_reduced_scale() -> None:
     rgba = inputs.decode_image(raw, "huge.jpg")
     assert max(rgba.shape[:2]) == inputs.WORK_SIDE
     prepared = inputs.prepare_upload(raw, CIFAR)
-    assert prepared.pixels[0, :, :14].mean() > 200 and prepared.pixels[0, :, 18:].mean() < 40
+    assert prepared.pixels[0, :, :14].mean() > 200
+    assert prepared.pixels[0, :, 18:].mean() < 40
 
 
 # --------------------------------------------------------------------------- test-set picks
@@ -377,13 +389,36 @@ def test_after_activation_applied_before_pooling_matches_the_model(
     torch.manual_seed(0)
     model = models.build_model("course-net").eval()
     flow = probe.shape_flow(model, (1, 28, 28))
-    x = inputs.model_input(mnist_test.images[0].numpy(), mnist_test.info)
+    x = data.normalize(mnist_test.images[:4], MNIST.mean, MNIST.std)
     acts = probe.activations(model, x)
     partner = inputs.activation_partner(flow, "features.conv1")
-    after = inputs.after_activation(
-        model, partner, acts["features.conv1"][0], acts["features.relu1"][0].numpy()
-    )
-    assert np.array_equal(after, torch.relu(acts["features.conv1"][0]).numpy())
-    pooled = F.max_pool2d(torch.from_numpy(after)[None], 2)[0]
-    assert torch.equal(pooled, acts["features.relu1"][0])  # the model's own relu1 output
+    after = inputs.after_activation(model, partner, acts["features.conv1"])
+    assert torch.equal(after, torch.relu(acts["features.conv1"]))
+    pooled = F.max_pool2d(after, 2)
+    assert torch.equal(pooled, acts["features.relu1"])  # the model's own relu1 output
     assert torch.equal(acts["features.conv1"], probe.activations(model, x)["features.conv1"])
+
+
+def test_which_layer_says_dead() -> None:
+    lenet = probe.shape_flow(models.build_model("lenet5"), (1, 28, 28))
+    assert inputs.dead_layer(lenet, "features.conv1") == "features.relu1"
+    assert inputs.dead_layer(lenet, "features.relu1") == "features.relu1"
+    assert inputs.dead_layer(lenet, "features.pool1") == "features.pool1"  # pooled ReLU
+    assert inputs.dead_layer(lenet, "classifier.fc3") is None  # logits are never "dead"
+    course = probe.shape_flow(models.build_model("course-net"), (1, 28, 28))
+    assert inputs.dead_layer(course, "features.conv1") == "features.relu1"
+
+
+def test_batch_channel_stats_in_chunks_equal_one_batch(mnist_test: data.Split) -> None:
+    torch.manual_seed(3)
+    model = models.build_model("lenet5").eval()
+    for layer in ("features.relu1", "classifier.relu2"):
+        chunked = inputs.batch_channel_stats(model, mnist_test, layer, 100, chunk=32)
+        x = data.normalize(mnist_test.images[:100], MNIST.mean, MNIST.std)
+        whole = probe.channel_stats(probe.activations(model, x, [layer])[layer])
+        assert [s.channel for s in chunked] == [s.channel for s in whole]
+        for a, b in zip(chunked, whole, strict=True):
+            assert a.mean == pytest.approx(b.mean, rel=1e-9, abs=1e-12)
+            assert a.max == b.max
+            assert a.zero_fraction == pytest.approx(b.zero_fraction, rel=1e-12)
+            assert a.dead == b.dead

@@ -1,0 +1,494 @@
+"""Train: every option of fit() and of the model; the run trains in a background thread while a
+fragment redraws its progress and live curves; Stop, save under a name, compare runs."""
+
+import uuid
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import ui
+from dashboard.errors import LensError
+
+ui.setup_page("Train", icon="🏋️")
+selection = ui.sidebar()
+
+from dashboard import checkpoints, data, figures, models, paths, runs, training  # noqa: E402
+
+RUNS_KEY = "train_runs"  # this session's TrainingRuns, oldest first (per browser session)
+OWNER_KEY = "train_owner"  # who owns a run: one active run per browser session
+DRAWN_ACTIVE_KEY = "train_drawn_active"  # the last full run drew an active run
+FOLLOWS_KEY = "train_follows"  # the sidebar choice the architecture default came from
+NAMED_KEY = "train_named"  # the run the save box's default name was made for
+SEEN_KEY = "train_compare_seen"  # session runs already offered to the comparison
+FLASH_KEY = "train_flash"
+W = "train_w_"  # prefix of every value widget's key: kept when the user visits another page
+REFRESH_S = 0.5  # the live panel redraws this often while a run trains
+KEEP_RUNS = 8  # runs (their curves) a session keeps for comparing
+MAX_INPUT_SIZE = 64  # resizing keeps the whole split in memory: 60,000 × 3 × 64² bytes at most
+DEFAULTS = training.TrainConfig()
+AUGMENT_CHOICES = ("dataset default", "on", "off")
+
+# Streamlit drops a widget's value when its page is left; writing it back keeps it.
+for _key in [k for k in st.session_state if isinstance(k, str) and k.startswith(W)]:
+    st.session_state[_key] = st.session_state[_key]
+
+
+def session_runs() -> list[runs.TrainingRun]:
+    return st.session_state.setdefault(RUNS_KEY, [])
+
+
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f} %"
+
+
+def clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    return (
+        f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+        if minutes >= 60
+        else f"{minutes}:{secs:02d}"
+    )
+
+
+def default(key: str, value) -> None:
+    st.session_state.setdefault(W + key, value)
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+def selected_view():
+    """The sidebar's model and its view, or (None, None) when it cannot load."""
+    try:
+        return ui.load_model(selection)
+    except LensError:
+        return None, None
+
+
+def follow_sidebar(names: list[str], view) -> None:
+    """Architecture and options default to the sidebar's model, until the sidebar changes."""
+    if st.session_state.get(FOLLOWS_KEY) == selection.model_key:
+        return
+    st.session_state[FOLLOWS_KEY] = selection.model_key
+    architecture = view.architecture if view is not None else "lenet5"
+    st.session_state[W + "arch"] = architecture if architecture in names else "lenet5"
+    card = getattr(view, "card", None)
+    if card is not None and card.architecture in names:
+        for option, value in (card.model_args.get("options") or {}).items():
+            st.session_state[f"{W}opt_{card.architecture}_{option}"] = value
+    st.session_state[W + "from_weights"] = False
+
+
+def model_settings(view) -> tuple[str, dict, bool]:
+    names = models.model_names() + [models.TV_PREFIX + n for n in models.torchvision_names()]
+    follow_sidebar(names, view)
+    st.subheader("Model")
+    left, right = st.columns([1, 2])
+    architecture = left.selectbox(
+        "Architecture",
+        names,
+        key=W + "arch",
+        help="Defaults to the sidebar's model; tv:NAME models are torchvision's.",
+    )
+    info = models.model_info(architecture)
+    right.caption(f"{info.description}  \n{info.origin}")
+    options = {}
+    if info.options:
+        columns = right.columns(len(info.options))
+        for column, (option, allowed) in zip(columns, info.options.items(), strict=True):
+            key = f"{W}opt_{architecture}_{option}"
+            if st.session_state.get(key) not in allowed:
+                st.session_state[key] = allowed[0]
+            label = option.replace("_", " ")
+            if isinstance(allowed[0], bool):
+                options[option] = column.checkbox(label, key=key)
+            else:
+                options[option] = column.selectbox(label, allowed, key=key)
+    has_weights = view is not None and not view.untrained
+    from_weights = st.checkbox(
+        f"Start from the weights of {view.label}"
+        if has_weights
+        else "Start from the sidebar model's weights (none: it is untrained)",
+        key=W + "from_weights",
+        disabled=not has_weights,
+        help="Fine-tune: every tensor of the sidebar's model whose name and shape fit is copied "
+        "into a new model (the shared one is never trained); the rest start random.",
+    )
+    return architecture, options, bool(from_weights and has_weights)
+
+
+def config_settings() -> tuple[training.TrainConfig, int | None, int | None, int | None]:
+    st.subheader("Training")
+    default("epochs", DEFAULTS.epochs)
+    default("batch", DEFAULTS.batch_size)
+    default("limit", 0)
+    default("limit_test", 0)
+    default("lr", DEFAULTS.lr)
+    default("optimizer", DEFAULTS.optimizer)
+    default("schedule", DEFAULTS.schedule)
+    default("wd", DEFAULTS.weight_decay)
+    default("smoothing", DEFAULTS.label_smoothing)
+    default("augment", AUGMENT_CHOICES[0])
+    default("seed", DEFAULTS.seed)
+    default("device", DEFAULTS.device)
+    default("input_size", 0)
+    default("eval_every", DEFAULTS.eval_every_epoch)
+    default("snapshots", DEFAULTS.snapshot_layers)
+    default("log_every", DEFAULTS.log_every)
+    top, middle, bottom = st.columns(4), st.columns(4), st.columns(4)
+    epochs = top[0].number_input("Epochs", min_value=1, max_value=500, step=1, key=W + "epochs")
+    batch = top[1].number_input("Batch size", min_value=1, max_value=8192, step=16, key=W + "batch")
+    lr = top[2].number_input(
+        "Learning rate",
+        min_value=0.0,
+        max_value=10.0,
+        step=1e-4,
+        format="%.5f",
+        key=W + "lr",
+        help="Peak learning rate: 1e-3 suits adam; plain sgd wants about 0.05.",
+    )
+    optimizer = top[3].selectbox(
+        "Optimizer",
+        training.OPTIMIZERS,
+        key=W + "optimizer",
+        help="momentum and nesterov: SGD with momentum 0.9.",
+    )
+    schedule = middle[0].selectbox(
+        "Schedule",
+        training.SCHEDULES,
+        key=W + "schedule",
+        help="step: ×0.1 every third of the epochs; cosine and onecycle: over the whole run.",
+    )
+    wd = middle[1].number_input(
+        "Weight decay", min_value=0.0, max_value=1.0, step=1e-4, format="%.5f", key=W + "wd"
+    )
+    smoothing = middle[2].number_input(
+        "Label smoothing", min_value=0.0, max_value=0.99, step=0.05, key=W + "smoothing"
+    )
+    augment = middle[3].selectbox(
+        "Augmentation",
+        AUGMENT_CHOICES,
+        key=W + "augment",
+        help="Random crops and flips; the dataset's default is on for CIFAR, off for digits.",
+    )
+    limit = bottom[0].number_input(
+        "Training images (0 = all)",
+        min_value=0,
+        step=500,
+        key=W + "limit",
+        help="Train on the first N training images only: a quick run.",
+    )
+    limit_test = bottom[1].number_input(
+        "Test images (0 = all)",
+        min_value=0,
+        step=500,
+        key=W + "limit_test",
+        help="Test on the first N test images only: quicker epochs and a quicker Stop.",
+    )
+    seed = bottom[2].number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key=W + "seed")
+    device = bottom[3].selectbox("Device", training.DEVICES, key=W + "device")
+    with st.expander("More settings"):
+        more = st.columns(4)
+        eval_every = more[0].checkbox(
+            "Test after every epoch (else at the end)", key=W + "eval_every"
+        )
+        snapshots = more[1].number_input(
+            "Filter snapshots of the first N conv layers",
+            min_value=0,
+            max_value=8,
+            key=W + "snapshots",
+        )
+        log_every = more[2].number_input(
+            "Live update every N steps", min_value=1, max_value=1000, key=W + "log_every"
+        )
+        size = more[3].number_input(
+            "Resize images to (0 = as stored)",
+            min_value=0,
+            max_value=MAX_INPUT_SIZE,
+            step=4,
+            key=W + "input_size",
+            help=f"At most {MAX_INPUT_SIZE}: the resized split is kept in memory.",
+        )
+    config = training.TrainConfig(
+        epochs=int(epochs),
+        batch_size=int(batch),
+        lr=float(lr),
+        optimizer=optimizer,
+        schedule=schedule,
+        weight_decay=float(wd),
+        seed=int(seed),
+        device=device,
+        augment=None if augment == AUGMENT_CHOICES[0] else augment == "on",
+        label_smoothing=float(smoothing),
+        eval_every_epoch=bool(eval_every),
+        snapshot_layers=int(snapshots),
+        log_every=int(log_every),
+    )
+    return config, int(limit) or None, int(limit_test) or None, int(size) or None
+
+
+def run_label(architecture: str, options: dict, config: training.TrainConfig) -> str:
+    shown = ", ".join(f"{k}={v}" for k, v in options.items())
+    model = f"{architecture} ({shown})" if shown else architecture
+    return f"{model} · {config.optimizer} lr {config.lr:g} · batch {config.batch_size}"
+
+
+def start(spec: runs.RunSpec, initial, label: str) -> None:
+    try:
+        with st.spinner("Loading the dataset…"):
+            train = ui.dataset_split(spec.dataset, "train", spec.input_size)
+            test = ui.dataset_split(spec.dataset, "test", spec.input_size)
+        run = runs.start_run(
+            spec,
+            train,
+            test,
+            initial=initial,
+            label=label,
+            owner=st.session_state.setdefault(OWNER_KEY, uuid.uuid4().hex),
+            alive=ui.session_alive_check(),
+        )
+    except LensError as err:
+        ui.show_error(err)
+        return
+    kept = session_runs()
+    for old in kept:
+        old.release()  # only the newest run's weights can be saved: keep memory bounded
+    kept.append(run)
+    del kept[:-KEEP_RUNS]
+    st.rerun()  # redraw the page with Start disabled and the live panel ticking
+
+
+# --- the live run --------------------------------------------------------------------------------
+
+
+def status_box(run: runs.TrainingRun) -> None:
+    box = {
+        runs.RUNNING: st.info,
+        runs.STOPPING: st.info,
+        runs.FINISHED: st.success,
+        runs.STOPPED: st.warning,
+    }.get(run.status, st.error)
+    box(f"Run {run.id} {run.reason}" if run.status == runs.RUNNING else run.reason)
+
+
+def curve_charts(run: runs.TrainingRun) -> None:
+    events = run.events_since(0)
+    if not events:
+        return
+    columns = st.columns(2)
+    for column, metric in zip(columns, ("accuracy", "loss"), strict=True):
+        fig = figures.training_curves(
+            [runs.live_curve(events, f"run {run.id}", metric)],
+            metric=metric,
+            title=f"Run {run.id}: {metric}",
+        )
+        fig.update_layout(height=360, showlegend=False)
+        column.plotly_chart(fig, width="stretch", theme=None, key=f"train_live_{metric}")
+
+
+def draw_run(run: runs.TrainingRun) -> None:
+    active = not run.done
+    head, stop = st.columns([5, 1])
+    head.markdown(f"**Run {run.id}** — {run.label} — {selection.dataset}")
+    stop.button(
+        "Stop",
+        key=f"train_stop_{run.id}",
+        on_click=run.stop,
+        disabled=not active or run.status == runs.STOPPING,
+        width="stretch",
+    )
+    status_box(run)
+    p = run.progress()
+    where = (
+        f"epoch {p.epoch}/{p.epochs}, step {p.step}/{p.steps_per_epoch}"
+        if p.steps_per_epoch
+        else "preparing…"
+    )
+    st.progress(p.fraction, text=f"{where} — {p.fraction:.0%}")
+    cols = st.columns(6)
+    cols[0].metric("Images / s", f"{p.images_per_second:,.0f}")
+    cols[1].metric("Elapsed", clock(p.elapsed))
+    cols[2].metric("ETA", clock(p.eta) if active else "—")
+    cols[3].metric("Train loss", "—" if p.train_loss is None else f"{p.train_loss:.4f}")
+    cols[4].metric("Train accuracy", percent(p.train_accuracy))
+    cols[5].metric("Test accuracy", percent(p.test_accuracy))
+    curve_charts(run)
+    if run.result is not None:
+        for note in run.notes + run.result.notes:
+            st.caption(note)
+
+
+def live_panel() -> None:
+    kept = session_runs()
+    if not kept:
+        return
+    run = kept[-1]
+    run.heartbeat()  # this tab still shows the run (see dashboard/runs.py)
+    if run.done and st.session_state.get(DRAWN_ACTIVE_KEY):
+        st.session_state[DRAWN_ACTIVE_KEY] = False
+        st.rerun()  # the whole page: the save box appears and the redraws stop
+    draw_run(run)
+
+
+# --- saving --------------------------------------------------------------------------------------
+
+
+def shown_path(path) -> str:
+    try:
+        return str(path.resolve().relative_to(paths.REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def save_panel(run: runs.TrainingRun) -> None:
+    if run.saved_as is not None:
+        st.success(f"Saved as {shown_path(run.saved_as)}; it is the selected model on every page.")
+        return
+    if run.result is None or run.status == runs.DIVERGED:
+        if run.status == runs.DIVERGED:
+            st.caption("A diverged run is not saved: lower the learning rate and start again.")
+        return
+    st.subheader("Save this run")
+    if st.session_state.get(NAMED_KEY) != run.id:
+        st.session_state[NAMED_KEY] = run.id
+        st.session_state[W + "save_name"] = runs.default_name(run)
+        st.session_state[W + "overwrite"] = False
+    left, right = st.columns([2, 1])
+    name = left.text_input(
+        "Name",
+        key=W + "save_name",
+        help=f"Letters, digits, '-', '_' and '.'; saved in {shown_path(paths.RUNS_DIR)}/ as "
+        "NAME.safetensors with its card NAME.json.",
+    )
+    try:
+        target = runs.saved_path(name)
+    except LensError as err:
+        ui.show_error(err)
+        return
+    overwrite = False
+    if runs.exists(target):
+        st.warning(f"A run named {target.stem!r} already exists in {shown_path(target.parent)}.")
+        overwrite = right.checkbox("overwrite the existing run", key=W + "overwrite")
+    if not st.button("Save", type="primary", key="train_save"):
+        return
+    try:
+        saved = runs.save_run(run, name, overwrite=overwrite)
+    except LensError as err:
+        ui.show_error(err)
+        return
+    key = ui.checkpoint_key(saved)
+    ui.add_model_choice(key)
+    ui.select_model(key)
+    st.session_state[FOLLOWS_KEY] = key  # the saved model's settings are the ones shown
+    st.rerun()
+
+
+# --- comparing -----------------------------------------------------------------------------------
+
+
+def compare_panel() -> None:
+    st.header("Compare runs")
+    kept = [run for run in session_runs() if run.history]
+    cards = [
+        card
+        for folder in (paths.TRAINED_DIR, paths.RUNS_DIR)
+        for card in checkpoints.list_checkpoints(folder)
+        if card.history
+    ]
+    entries = {f"run:{run.id}": run for run in kept}
+    entries |= {f"card:{card.path}": card for card in cards}
+    if not entries:
+        st.info("Curves of this session's runs and of saved checkpoints with a history show here.")
+        return
+
+    def label(key: str) -> str:
+        item = entries[key]
+        if isinstance(item, runs.TrainingRun):
+            return f"run {item.id} (this session): {item.label}"
+        return f"{shown_path(item.path.parent)}/{item.name}"
+
+    chosen_key = W + "compare"
+    seen = st.session_state.setdefault(SEEN_KEY, set())
+    chosen = [k for k in st.session_state.get(chosen_key, []) if k in entries]
+    chosen += [f"run:{run.id}" for run in kept if run.id not in seen]  # new runs join in
+    seen.update(run.id for run in kept)
+    st.session_state[chosen_key] = chosen
+    picked = st.multiselect(
+        "Runs to overlay",
+        list(entries),
+        key=chosen_key,
+        format_func=label,
+        placeholder="this session's runs and saved checkpoints (e.g. trained/study-lenet5-*)",
+    )
+    default("metric", "accuracy")
+    metric = st.radio("Metric", ("accuracy", "loss"), horizontal=True, key=W + "metric")
+    if not picked:
+        return
+    curves, rows = [], []
+    for key in picked:
+        item = entries[key]
+        if isinstance(item, runs.TrainingRun):
+            records = [runs.epoch_record(e) for e in item.history]
+            curves.append(runs.history_curve(records, f"run {item.id}", metric))
+            rows.append(runs.run_row(item) | {"Run": f"run {item.id}"})
+        else:
+            curves.append(runs.history_curve(item.history, item.name, metric))
+            rows.append(runs.card_row(item))
+    left, right = st.columns([3, 2])
+    fig = figures.training_curves(curves, metric=metric, title=f"Test and train {metric} per epoch")
+    fig.update_layout(height=460)
+    left.plotly_chart(fig, width="stretch", theme=None, key="train_compare_chart")
+    table = pd.DataFrame(rows).set_index("Run").T.astype(str).replace({"None": "—", "nan": "—"})
+    right.dataframe(table, width="stretch", height=460)
+
+
+# --- the page ------------------------------------------------------------------------------------
+
+st.title("Train")
+st.caption(
+    "Train a model on the sidebar's dataset in the background: the curves update live, Stop ends "
+    "the run within a second, and a saved run becomes the selected model on every page."
+)
+flash = st.session_state.pop(FLASH_KEY, None)
+if flash:
+    st.success(flash)
+
+_, view = selected_view()
+architecture, options, from_weights = model_settings(view)
+try:
+    info = data.dataset_info(selection.dataset, data_root=ui.data_root())
+    st.caption(f"Dataset (from the sidebar): **{info.title}** — {info.description}")
+except LensError as err:
+    ui.show_error(err)
+config, limit, limit_test, input_size = config_settings()
+
+kept = session_runs()
+current = kept[-1] if kept else None
+active = current is not None and not current.done
+if st.button("Start training", type="primary", disabled=active, key="train_start"):
+    spec = runs.RunSpec(
+        architecture=architecture,
+        dataset=selection.dataset,
+        config=config,
+        options=options,
+        limit_train=limit,
+        limit_test=limit_test,
+        input_size=input_size,
+        initial_weights=view.label if from_weights else "",
+    )
+    initial = ui.load_model(selection)[0] if from_weights else None
+    start(spec, initial, run_label(architecture, options, config))
+st.caption(
+    f"Runs training on this server now: {len(runs.active_runs())} of {runs.MAX_ACTIVE_RUNS}."
+)
+
+st.session_state[DRAWN_ACTIVE_KEY] = active
+st.fragment(run_every=REFRESH_S if active else None)(live_panel)()
+if current is not None and current.done:
+    save_panel(current)
+
+compare_panel()

@@ -1,0 +1,663 @@
+"""Activations: what every layer of the selected model makes of one image — its feature maps
+before and after the activation function, which channels never fire, the prediction, and
+where the model looked (Grad-CAM).
+
+Other pages open an image here by setting `st.session_state[inputs.IMAGE_INDEX_KEY]` (and
+`inputs.SOURCE_KEY` to `inputs.SOURCE_TEST`) before switching to this page, or by a link with
+`?image=INDEX`. The chosen layer and neuron are kept under `inputs.LAYER_KEY` and
+`inputs.NEURON_KEY` for the convolution lab.
+"""
+
+from functools import partial
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from dashboard import figures, gradcam, inputs, probe, ui
+from dashboard.errors import LensError
+
+ui.setup_page("Activations")
+selection = ui.sidebar()
+
+MODE_KEY, COMPARE_KEY = "lens_image_mode", "lens_compare_index"
+BY_INDEX, BY_CLASS, MISTAKES = "by index", "by class", "misclassified"
+AFTER_KEY, SCALE_KEY, SORT_KEY = "act_after", "act_scale", "act_sort"
+ALL_KEY, TWO_KEY, CAM_LAYER_KEY, CAM_CLASS_KEY = "act_all", "act_two", "act_cam_layer", "act_cam"
+BATCH_IMAGES = 256  # dead channels are judged over this many test images …
+BATCH_MULT_ADDS = 4e10  # … or fewer, so big models spend at most a few seconds on it
+MAX_LISTED = 2000  # misclassified images listed at once (an untrained model gets ~9,000)
+SHOWN_IN_ALL = ("Conv", "MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool")
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
+
+
+# --------------------------------------------------------------------------- cached work
+# Keyed by strings (model key, modification time, a hash of the input's pixels); the model,
+# the input tensor and the split ride along unhashed.
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def forward(model_key: str, mtime: float, input_key: str, _model, _x: torch.Tensor) -> dict:
+    """One forward pass: logits, softmax, every leaf layer's maps, and their global range."""
+    logits, acts = probe.forward_with_activations(_model, _x)
+    maps = {key: tensor[0].float().numpy() for key, tensor in acts.items()}
+    spatial = [m for m in maps.values() if m.ndim == 3] or list(maps.values())
+    low = min(float(m.min()) for m in spatial)
+    high = max(float(m.max()) for m in spatial)
+    return {
+        "logits": logits[0].float().numpy(),
+        "probabilities": torch.softmax(logits[0].float(), dim=0).numpy(),
+        "maps": maps,
+        "range": (low, high),
+    }
+
+
+@st.cache_data(max_entries=64, show_spinner="Measuring which channels fire over test images…")
+def dead_stats(
+    model_key: str, mtime: float, dataset: str, layer: str, count: int, _model, _split
+) -> list[probe.ChannelStats]:
+    return inputs.batch_channel_stats(_model, _split, layer, count)
+
+
+@st.cache_data(max_entries=64, show_spinner="Computing Grad-CAM…")
+def grad_cam(
+    model_key: str, mtime: float, input_key: str, layer: str, target: int, _model, _x
+) -> gradcam.GradCam:
+    return gradcam.grad_cam(_model, _x, layer, target)
+
+
+@st.cache_resource(max_entries=96, show_spinner=False)
+def cached_figure(kind: str, key: tuple, _build):
+    """A figure built once per `key` (everything it depends on) and shared read-only:
+    plotly spends tens of milliseconds laying out each figure, which would blow the rerun
+    budget when a widget changes only one of them."""
+    return _build()
+
+
+@st.cache_data(max_entries=16, show_spinner="Reading the image…")
+def uploaded(file_id: str, dataset: str, size: int, digits: bool, _raw: bytes, _info, name: str):
+    return inputs.prepare_upload(_raw, _info, digits=digits, name=name)
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def keep(permanent: str, default):
+    """A widget key holding the permanent value (widget keys vanish when the page is left)."""
+    widget = "_" + permanent
+    st.session_state[widget] = st.session_state.get(permanent, default)
+    return widget
+
+
+def store(permanent: str) -> None:
+    st.session_state[permanent] = st.session_state["_" + permanent]
+
+
+def set_index(index: int) -> None:
+    st.session_state[inputs.IMAGE_INDEX_KEY] = int(index)
+
+
+def pixels_for_display(pixels: np.ndarray) -> np.ndarray:
+    """(C, H, W) uint8 → (H, W) or (H, W, 3) for figures."""
+    return pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
+
+
+def window_figure(image: np.ndarray, box: tuple[int, int, int, int]):
+    """The input with one receptive window outlined in red."""
+    top, left, bottom, right = box
+    window = figures.image_figure(image, title="Receptive window on the input")
+    window.add_shape(
+        type="rect",
+        x0=left - 0.5,
+        x1=right + 0.5,
+        y0=top - 0.5,
+        y1=bottom + 0.5,
+        line={"color": figures.WRONG, "width": 3},
+    )
+    return window
+
+
+def layer_label(record: probe.LayerRecord) -> str:
+    return f"{inputs.layer_key(record)} · {record.type} · {'×'.join(map(str, record.output_shape))}"
+
+
+def verdict(probabilities: np.ndarray, label: int | None) -> str:
+    top = int(np.argmax(probabilities))
+    text = f"predicted **{classes[top]}** ({probabilities[top]:.1%})"
+    if label is not None:
+        text += f" · true **{classes[label]}** " + ("✓" if top == label else "✗")
+    return text
+
+
+def bars(probabilities: np.ndarray, label: int | None, title: str):
+    return figures.probability_bars(
+        probabilities, classes, true_class=label, top=10, title=title or "Prediction"
+    )
+
+
+# --------------------------------------------------------------------------- model and data
+
+try:
+    model, view = ui.load_model(selection)
+    split = ui.load_data(selection, view)
+    mtime = ui.mtime_of(selection.model_key)
+    flow = ui.shape_flow(selection.model_key, view.input_shape, mtime)
+except LensError as err:
+    st.title("Activations")
+    ui.show_error(err)
+    st.stop()
+
+info = split.info
+classes = view.classes if len(view.classes) == info.num_classes else info.classes
+digits = info.name == "mnist"
+st.title("Activations")
+st.caption(
+    f"**{view.label}** on {info.title} — what each layer makes of one image: its feature maps, "
+    "the channels that never fire, the prediction and where the model looked."
+)
+if view.untrained:
+    st.warning(
+        "**Untrained — random weights.** These maps come from a model that has learned "
+        "nothing yet: the patterns are the random filters' responses, and the prediction is "
+        "a guess. Train the model or pick a checkpoint to see learned features.",
+        icon="🎲",
+    )
+if flow.broken is not None:
+    st.error(f"{view.label} cannot take {info.title} images: {flow.broken.reason}", icon="⚠️")
+    st.stop()
+
+# An image opened by a link (?image=123) on first arrival, or by another page's session state.
+if inputs.IMAGE_INDEX_KEY not in st.session_state:
+    linked = inputs.parse_index(st.query_params.get(inputs.IMAGE_QUERY), len(split))
+    st.session_state[inputs.IMAGE_INDEX_KEY] = linked if linked is not None else 0
+    if linked is not None:
+        st.session_state[inputs.SOURCE_KEY] = inputs.SOURCE_TEST
+        st.session_state[MODE_KEY] = BY_INDEX
+index = inputs.parse_index(st.session_state[inputs.IMAGE_INDEX_KEY], len(split)) or 0
+set_index(index)
+
+# --------------------------------------------------------------------------- the input
+
+sources = inputs.SOURCES if info.channels == 1 else (inputs.SOURCE_TEST, inputs.SOURCE_UPLOAD)
+if st.session_state.get(inputs.SOURCE_KEY) not in sources:
+    st.session_state[inputs.SOURCE_KEY] = inputs.SOURCE_TEST
+top = st.columns([1.05, 1, 1.25], gap="medium")
+with top[0]:
+    st.subheader("Input")
+    source = st.radio(
+        "Where the image comes from",
+        sources,
+        key=keep(inputs.SOURCE_KEY, inputs.SOURCE_TEST),
+        on_change=store,
+        args=(inputs.SOURCE_KEY,),
+        horizontal=True,
+        format_func=lambda s: {"draw": "draw a digit"}.get(s, s),
+    )
+    prepared: inputs.Prepared | None = None
+    if source == inputs.SOURCE_TEST:
+        mode = st.radio(
+            "Pick a test image",
+            (BY_INDEX, BY_CLASS, MISTAKES),
+            key=keep(MODE_KEY, BY_INDEX),
+            on_change=store,
+            args=(MODE_KEY,),
+            horizontal=True,
+        )
+        labels = split.labels.numpy()
+        if mode == BY_INDEX:
+            st.number_input(
+                f"Test image (0 – {len(split) - 1:,})",
+                0,
+                len(split) - 1,
+                key=keep(inputs.IMAGE_INDEX_KEY, index),
+                on_change=store,
+                args=(inputs.IMAGE_INDEX_KEY,),
+                step=1,
+            )
+        elif mode == BY_CLASS:
+            current = int(labels[index])
+            members = inputs.class_indices(labels, current)
+            st.session_state["_act_class"] = current
+            st.selectbox(
+                "Class",
+                range(len(classes)),
+                key="_act_class",
+                format_func=lambda k: f"{k}: {classes[k]}" if classes[k] != str(k) else str(k),
+                on_change=lambda: set_index(
+                    inputs.class_indices(labels, st.session_state["_act_class"])[0]
+                ),
+            )
+            st.session_state["_act_which"] = int(np.searchsorted(members, index))
+            st.number_input(
+                f"Which one of the {len(members):,} {classes[current]!r} images",
+                0,
+                len(members) - 1,
+                key="_act_which",
+                on_change=lambda: set_index(members[st.session_state["_act_which"]]),
+                step=1,
+            )
+            st.caption(f"test image {index:,}")
+        else:
+            try:
+                predictions = ui.predictions(selection)
+            except LensError as err:
+                ui.show_error(err)
+                st.stop()
+            wrong = inputs.mistakes(predictions)
+            only = st.selectbox(
+                "True class",
+                [None, *range(len(classes))],
+                format_func=lambda k: "any" if k is None else classes[k],
+                key="_act_mistake_class",
+            )
+            listed = wrong if only is None else [m for m in wrong if m.true == only]
+            if not listed:
+                st.info("The model gets every one of these right.")
+            else:
+                by_index = {m.index: m for m in listed[:MAX_LISTED]}
+                if index not in by_index:
+                    index = next(iter(by_index))
+                    set_index(index)
+                st.session_state["_act_mistake"] = index
+                st.selectbox(
+                    "Misclassified image (true → predicted, confidence)",
+                    list(by_index),
+                    key="_act_mistake",
+                    format_func=lambda i: by_index[i].label(classes),
+                    on_change=lambda: set_index(st.session_state["_act_mistake"]),
+                )
+                shown = f", first {MAX_LISTED:,} listed" if len(listed) > MAX_LISTED else ""
+                st.caption(
+                    f"{len(wrong):,} of {len(predictions.labels):,} test images misclassified "
+                    f"(accuracy {predictions.accuracy:.2%}){shown}"
+                )
+        prepared = inputs.test_image(split, index)
+    elif source == inputs.SOURCE_UPLOAD:
+        file = st.file_uploader(
+            "An image file (PNG, JPEG, GIF, BMP, WebP, TIFF; any size)",
+            type=UPLOAD_TYPES,
+            key="_act_upload",
+        )
+        if file is None:
+            st.info("Upload an image to see what the model makes of it.")
+            st.stop()
+        try:
+            prepared = uploaded(
+                file.file_id, info.name, info.size, digits, file.getvalue(), info, file.name
+            )
+        except LensError as err:
+            ui.show_error(err)
+            st.stop()
+    else:
+        from streamlit_drawable_canvas import st_canvas
+
+        canvas = st_canvas(
+            fill_color="#000000",
+            stroke_width=18,
+            stroke_color="#FFFFFF",
+            background_color="#000000",
+            height=280,
+            width=280,
+            drawing_mode="freedraw",
+            return_image_data=True,
+            key="act_canvas",
+        )
+        st.caption("Draw one digit, large, in the middle of the box (white on black).")
+        try:
+            prepared = inputs.prepare_drawing(canvas.image_data, info)
+        except LensError as err:
+            ui.show_error(err)
+            st.stop()
+        if prepared is None:
+            st.info("The canvas is empty: draw a digit (white on black) to classify it.")
+            st.stop()
+    for note in prepared.notes:
+        st.caption(f"· {note}")
+
+x = inputs.model_input(prepared.pixels, info)
+try:
+    result = forward(selection.model_key, mtime, prepared.key, model, x)
+except LensError as err:
+    ui.show_error(err)
+    st.stop()
+probabilities = result["probabilities"]
+predicted = int(np.argmax(probabilities))
+
+model_id = (selection.model_key, mtime)
+with top[1]:
+    shown_image = pixels_for_display(prepared.pixels)
+    if source == inputs.SOURCE_TEST:
+        title = f"Test image {index:,}"
+        images = [(title, shown_image, ("test", prepared.key, title))]
+    else:
+        seen = f"What the model sees ({'×'.join(map(str, x.shape[1:]))})"
+        images = [
+            (
+                f"Original — {prepared.name}",
+                prepared.original,
+                ("original", inputs.input_key(prepared.original), prepared.name),
+            ),
+            (seen, shown_image, ("seen", prepared.key, seen)),
+        ]
+    for title, image, key in images:
+        build = partial(figures.image_figure, image, title=title)
+        st.plotly_chart(cached_figure("image", key, build), theme=None, width="content")
+with top[2]:
+    st.plotly_chart(
+        cached_figure(
+            "bars",
+            (*model_id, prepared.key, prepared.label, "Prediction"),
+            lambda: bars(probabilities, prepared.label, ""),
+        ),
+        theme=None,
+        width="content",
+    )
+    st.markdown(verdict(probabilities, prepared.label))
+
+# --------------------------------------------------------------------------- layer controls
+
+st.divider()
+layers = inputs.viewable_layers(flow)
+keys = [inputs.layer_key(r) for r in layers]
+records = dict(zip(keys, layers, strict=True))
+if st.session_state.get(inputs.LAYER_KEY) not in records:
+    st.session_state[inputs.LAYER_KEY] = inputs.default_layer(flow)
+controls = st.columns([2.4, 1.5, 2.1], gap="medium", vertical_alignment="top")
+layer = controls[0].selectbox(
+    "Layer",
+    keys,
+    key=keep(inputs.LAYER_KEY, keys[0]),
+    on_change=store,
+    args=(inputs.LAYER_KEY,),
+    format_func=lambda k: layer_label(records[k]),
+    help="Every layer of the forward pass, in order; the first conv layer is the default.",
+)
+record = records[layer]
+partner = inputs.activation_partner(flow, layer)
+with controls[1]:
+    if partner is not None:
+        after = (
+            st.radio(
+                "Maps",
+                ("before", "after"),
+                key=keep(AFTER_KEY, "before"),
+                on_change=store,
+                args=(AFTER_KEY,),
+                horizontal=True,
+                format_func=lambda v: f"{v} {partner.type}",
+                help=(
+                    f"After = the output of {partner.key}"
+                    + (f" (past {', '.join(partner.between)})" if partner.between else "")
+                    if partner.direct
+                    else f"After = {partner.type} applied to this layer's output (in the "
+                    f"model {partner.key} comes after {', '.join(partner.between)})"
+                ),
+            )
+            == "after"
+        )
+    else:
+        after = False
+        why = (
+            "already an activation's output"
+            if inputs.is_activation(record)
+            else "no activation follows before the next conv/linear layer"
+        )
+        st.caption(f"Maps: {why}")
+scale = controls[2].radio(
+    "Colour scale",
+    figures.SCALE_MODES,
+    key=keep(SCALE_KEY, "per layer"),
+    on_change=store,
+    args=(SCALE_KEY,),
+    horizontal=True,
+    help="per map: each channel its own range · per layer: one range for the layer · "
+    "global: one range for every feature map of this input",
+)
+options = st.columns([1.3, 1.3, 1.9, 1.6], gap="medium", vertical_alignment="center")
+sort = options[0].toggle(
+    "Sort channels by mean",
+    key=keep(SORT_KEY, False),
+    on_change=store,
+    args=(SORT_KEY,),
+    help="Highest mean activation first",
+)
+show_all = options[1].toggle(
+    "Show all layers", key=keep(ALL_KEY, False), on_change=store, args=(ALL_KEY,)
+)
+compare = options[2].toggle(
+    "Compare with a second input", key=keep(TWO_KEY, False), on_change=store, args=(TWO_KEY,)
+)
+
+
+dead_from = inputs.dead_layer(flow, layer)
+dead_count = int(min(BATCH_IMAGES, len(split), max(8, BATCH_MULT_ADDS // max(flow.mult_adds, 1))))
+batch = (
+    dead_stats(selection.model_key, mtime, selection.dataset, dead_from, dead_count, model, split)
+    if dead_from is not None
+    else None
+)
+dead = np.array([s.dead for s in batch]) if batch is not None else None
+what = f"{layer} after {partner.type}" if after else layer
+
+
+def maps_of(result: dict) -> np.ndarray:
+    """This input's maps of the chosen layer, before or after its activation."""
+    own = result["maps"][layer]
+    if not after or partner is None:
+        return own
+    if partner.direct:
+        return result["maps"][partner.key]
+    return inputs.after_activation(model, partner, torch.from_numpy(own)[None])[0].numpy()
+
+
+def order_of(maps: np.ndarray) -> np.ndarray | None:
+    """Channels by decreasing mean activation when sorting, else None (their own order)."""
+    if not sort:
+        return None
+    return np.argsort(-maps.reshape(len(maps), -1).mean(axis=1), kind="stable")
+
+
+def maps_figure(result: dict, item: inputs.Prepared):
+    maps = maps_of(result)
+    key = (*model_id, item.key, layer, after, scale, sort, dead_from, dead_count, item.name)
+    build = partial(
+        figures.activation_grid,
+        maps,
+        scale=scale,
+        order=order_of(maps),
+        dead=dead,
+        title=f"{what} — {item.name}",
+        global_range=result["range"],
+    )
+    return maps, cached_figure("maps", key, build)
+
+
+# --------------------------------------------------------------------------- the maps
+
+maps, maps_chart = maps_figure(result, prepared)
+order = order_of(maps)
+if compare:
+    if inputs.parse_index(st.session_state.get(COMPARE_KEY), len(split)) is None:
+        st.session_state[COMPARE_KEY] = (index + 1) % len(split)
+    second_at = options[3].number_input(
+        "Second input: test image",
+        0,
+        len(split) - 1,
+        key=keep(COMPARE_KEY, (index + 1) % len(split)),
+        on_change=store,
+        args=(COMPARE_KEY,),
+        step=1,
+    )
+    second = inputs.test_image(split, int(second_at))
+    second_x = inputs.model_input(second.pixels, info)
+    second_result = forward(selection.model_key, mtime, second.key, model, second_x)
+    sides = st.columns(2, gap="medium")
+    pairs = (
+        (sides[0], prepared, result, maps_chart),
+        (sides[1], second, second_result, maps_figure(second_result, second)[1]),
+    )
+    for column, item, res, chart in pairs:
+        with column:
+            st.markdown(f"**{item.name}** — {verdict(res['probabilities'], item.label)}")
+            title = f"Prediction — {item.name}"
+            build = partial(bars, res["probabilities"], item.label, title)
+            st.plotly_chart(
+                cached_figure("bars", (*model_id, item.key, item.label, title), build),
+                theme=None,
+                width="content",
+            )
+            st.plotly_chart(chart, theme=None, width="stretch")
+else:
+    st.plotly_chart(maps_chart, theme=None, width="content")
+if dead is not None:
+    st.caption(
+        f"Dead = never above zero after the activation ({dead_from}) on any of the first "
+        f"{dead_count:,} test images: {int(dead.sum())} of {len(dead)} channels."
+    )
+
+# --------------------------------------------------------------------------- statistics
+
+stats = probe.channel_stats(torch.from_numpy(maps)[None])
+rows = order if order is not None else range(len(stats))
+unit = "Channel" if maps.ndim == 3 else "Unit"
+table = pd.DataFrame(
+    {
+        unit: [stats[c].channel for c in rows],
+        "Mean": [stats[c].mean for c in rows],
+        "Max": [stats[c].max for c in rows],
+        "Zero or below (%)": [100 * stats[c].zero_fraction for c in rows],
+        f"Dead over {dead_count} test images": [bool(dead[c]) for c in rows]
+        if dead is not None
+        else ["—"] * len(stats),
+    }
+)
+with st.expander(f"Per-channel statistics of {what} for this input", expanded=False):
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "Mean": st.column_config.NumberColumn(format="%.4g"),
+            "Max": st.column_config.NumberColumn(format="%.4g"),
+            "Zero or below (%)": st.column_config.NumberColumn(format="%.1f"),
+        },
+    )
+
+with st.expander("One neuron: its value and the input pixels it sees", expanded=False):
+    cells = st.columns(3)
+    for key, size in zip(
+        ("act_neuron_c", "act_neuron_y", "act_neuron_x"), maps.shape, strict=False
+    ):
+        st.session_state[key] = min(int(st.session_state.get(key, 0)), size - 1)  # a new layer
+    channel = cells[0].number_input(f"{unit}", 0, len(maps) - 1, key="act_neuron_c", step=1)
+    y = x_pos = 0
+    if maps.ndim == 3:
+        y = cells[1].number_input("Row y", 0, maps.shape[1] - 1, key="act_neuron_y", step=1)
+        x_pos = cells[2].number_input("Column x", 0, maps.shape[2] - 1, key="act_neuron_x")
+    st.session_state[inputs.NEURON_KEY] = {
+        "layer": layer,
+        "channel": int(channel),
+        "y": int(y),
+        "x": int(x_pos),
+    }
+    value = float(maps[channel, y, x_pos]) if maps.ndim == 3 else float(maps[channel])
+    text = f"**{what}**, {unit.lower()} {channel}" + (
+        f" at (y {y}, x {x_pos})" if maps.ndim == 3 else ""
+    )
+    if maps.ndim == 3 and len(flow.input_shape) == 3:
+        name, _, call = layer.partition("#")
+        top_, left, bottom, right = probe.receptive_window(
+            flow, name, int(y), int(x_pos), call_index=int(call or 0)
+        )
+        st.markdown(
+            f"{text} = `{value:.6g}` · it sees input rows {top_}–{bottom}, "
+            f"columns {left}–{right} ({bottom - top_ + 1}×{right - left + 1} pixels)"
+        )
+        box = (top_, left, bottom, right)
+        build = partial(window_figure, shown_image, box)
+        st.plotly_chart(
+            cached_figure("window", (prepared.key, box), build), theme=None, width="content"
+        )
+    else:
+        st.markdown(f"{text} = `{value:.6g}`")
+
+# --------------------------------------------------------------------------- Grad-CAM
+
+cam_layers = gradcam.spatial_layers(flow)
+cam_default = gradcam.default_layer(flow)
+if cam_layers and cam_default is not None:
+    st.divider()
+    st.subheader("Where the model looked (Grad-CAM)")
+    cam_columns = st.columns([1, 1.6], gap="medium")
+    with cam_columns[0]:
+        if st.session_state.get(CAM_LAYER_KEY) not in cam_layers:
+            st.session_state[CAM_LAYER_KEY] = cam_default
+        cam_layer = st.selectbox(
+            "Layer",
+            cam_layers,
+            key=CAM_LAYER_KEY,
+            help="The last conv layer (the default) balances detail and meaning.",
+        )
+        if st.session_state.get("_act_cam_for") != prepared.key:
+            st.session_state["_act_cam_for"] = prepared.key  # a new input: explain its answer
+            st.session_state[CAM_CLASS_KEY] = predicted
+        target = st.selectbox(
+            "Class to explain",
+            range(len(classes)),
+            key=CAM_CLASS_KEY,
+            format_func=lambda k: (
+                f"{classes[k]} ({probabilities[k]:.1%})"
+                + (" — predicted" if k == predicted else "")
+            ),
+        )
+        st.caption(
+            "Grad-CAM (captum's LayerGradCam): the layer's maps weighted by how much the "
+            "class score grows with each map on average, summed, negative parts cut."
+        )
+    try:
+        cam = grad_cam(selection.model_key, mtime, prepared.key, cam_layer, int(target), model, x)
+    except LensError as err:
+        cam_columns[1].error(str(err), icon="⚠️")
+    else:
+        with cam_columns[1]:
+            if cam.empty:
+                st.info(
+                    f"Nothing in this image speaks for {classes[target]} at {cam_layer}: "
+                    "every weighted map sums to zero or less."
+                )
+            title = f"Grad-CAM for {classes[target]!r} at {cam_layer}"
+            build = partial(figures.gradcam_overlay, shown_image, cam.heatmap, title=title)
+            key = (*model_id, prepared.key, cam_layer, int(target))
+            st.plotly_chart(cached_figure("cam", key, build), theme=None, width="content")
+
+# --------------------------------------------------------------------------- every layer
+
+if show_all:
+    st.divider()
+    st.subheader("Every layer")
+    st.caption(
+        "Each conv, pooling and activation layer's own output for this input, in forward order, "
+        f"with the {scale} colour scale."
+    )
+    for r in layers:
+        key = inputs.layer_key(r)
+        if len(r.output_shape) != 3 or not (
+            r.type.startswith(SHOWN_IN_ALL) or inputs.is_activation(r)
+        ):
+            continue
+        own = result["maps"][key]
+        build = partial(
+            figures.activation_grid,
+            own,
+            scale=scale,
+            order=order_of(own),
+            title=f"{key} ({r.type})",
+            global_range=result["range"],
+        )
+        st.plotly_chart(
+            cached_figure("all", (*model_id, prepared.key, key, scale, sort), build),
+            theme=None,
+            width="content",
+            key=f"all_{key}",
+        )

@@ -1,0 +1,411 @@
+"""Confusion matrix: scikit-learn's matrix and per-class report for the selected model on a
+split of the selected dataset; click a cell to see exactly its images, click an image to open
+it on the Activations page; CIFAR-100 read as fine classes or superclasses; a second checkpoint
+compared cell by cell.
+
+Clicks: a plotly heatmap's own click selection comes back empty in Streamlit (streamlit#8760),
+so `figures.confusion_heatmap` lays an invisible marker over every cell centre; its customdata
+is rewritten here to the cell's (true, predicted) class indices, whatever the class order.
+Other pages may set `COMPARE_KEY` to a model key to preselect the second model.
+"""
+
+import functools
+
+import numpy as np
+import streamlit as st
+
+from dashboard import confusion, data, figures, inputs, metrics, ui
+from dashboard.errors import LensError
+
+ui.setup_page("Confusion matrix")
+selection = ui.sidebar()
+
+SPLIT_KEY, SHOW_KEY, ORDER_KEY, LEVEL_KEY = "cm_split", "cm_show", "cm_order", "cm_level"
+CELL_KEY, PAGE_KEY, CHART_KEY = "cm_cell", "cm_page", "cm_chart"
+COMPARE_KEY = "lens_compare_model"  # a model key; other pages (comparison) may set it
+ACTIVATIONS = "pages/5_Activations.py"
+ACTIVATIONS_MODE_KEY = "lens_image_mode"  # the Activations page's "pick a test image" radio
+SPLITS = ("test", "train")
+SHOW = {"counts": "counts", "row": "row %", "column": "column %", "all": "overall %"}
+LABELLED, COARSE = "labelled", "coarse"  # the classes as the dataset labels them / superclasses
+PER_PAGE, GALLERY_COLUMNS, THUMB_SIDE = 40, 8, 112
+TOP_CONFUSIONS = 8
+CIFAR100 = ("cifar100", "cifar100-coarse")
+
+
+# --------------------------------------------------------------------------- cached work
+
+
+@st.cache_data(max_entries=32, show_spinner="Counting…")
+def counted(
+    model_key: str, mtime: float, dataset: str, split: str, level: str, root: str, _pred
+) -> tuple[np.ndarray, dict]:
+    """(confusion matrix, classification report) of one model, split and class level."""
+    return metrics.confusion(_pred), metrics.report(_pred)
+
+
+def levels(pred: metrics.Predictions, dataset: str) -> list[str]:
+    """The class levels this model and dataset can be read at."""
+    outputs, K = pred.probabilities.shape[1], len(pred.classes)
+    found = [LABELLED] if outputs == K else []
+    if dataset in CIFAR100 and 100 in (outputs, K) and {outputs, K} <= {20, 100}:
+        found.append(COARSE)
+    return found
+
+
+def answers(sel: ui.Selection, split: str, level: str) -> metrics.Predictions:
+    """A model's predictions (cached per checkpoint and split), at the requested class level."""
+    pred = ui.predictions(sel, split)
+    if level == COARSE:
+        coarse = data.dataset_info("cifar100-coarse").classes
+        return confusion.coarse_predictions(pred, data.cifar100_fine_to_coarse(), coarse)
+    confusion.check_outputs(pred)
+    return pred
+
+
+def matrix_of(sel: ui.Selection, split: str, level: str, pred) -> tuple[np.ndarray, dict]:
+    mtime = ui.mtime_of(sel.model_key)
+    return counted(sel.model_key, mtime, sel.dataset, split, level, ui.data_root(), pred)
+
+
+# --------------------------------------------------------------------------- state
+
+
+def open_cell(context: str, true: int, predicted: int) -> None:
+    st.session_state[CELL_KEY] = {"for": context, "cell": (int(true), int(predicted))}
+    st.session_state.pop(PAGE_KEY, None)  # back to the first page
+
+
+def cell_clicked(context: str) -> None:
+    """The chart's selection changed: the clicked marker's customdata is (true, predicted)."""
+    points = st.session_state[CHART_KEY]["selection"]["points"]
+    for point in points:
+        custom = point.get("customdata")
+        if isinstance(custom, dict):  # a typed array's row
+            custom = [custom[k] for k in sorted(custom, key=int)]
+        if custom is not None and len(custom) == 2:
+            open_cell(context, int(custom[0]), int(custom[1]))
+            return
+
+
+def fit_to_column(fig, K: int) -> None:
+    """The matrix stretches to its column at a fixed height (plotly keeps the cells square);
+    large matrices can be zoomed by dragging."""
+    height = 600 if K <= 20 else 880
+    fig.update_layout(width=None, height=height, yaxis={"constraintoward": "top"})
+    fig.data[1].marker.size = max(4.0, (height - 220) / K)  # roughly one cell
+    if K > 20:
+        fig.update_layout(dragmode="zoom")  # drag to zoom in, double-click to zoom out
+    else:  # nothing to zoom into: a drag must not pan the matrix away
+        fig.update_layout(xaxis={"fixedrange": True}, yaxis={"fixedrange": True})
+
+
+def close_cell() -> None:
+    st.session_state.pop(CELL_KEY, None)
+
+
+def current_cell(context: str, K: int) -> tuple[int, int] | None:
+    chosen = st.session_state.get(CELL_KEY)
+    if not chosen or chosen.get("for") != context:
+        return None
+    true, predicted = chosen["cell"]
+    return (true, predicted) if 0 <= true < K and 0 <= predicted < K else None
+
+
+def open_in_activations(index: int) -> None:
+    st.session_state[inputs.IMAGE_INDEX_KEY] = int(index)
+    st.session_state["lens_image_split"] = "test"
+    st.session_state[inputs.SOURCE_KEY] = inputs.SOURCE_TEST
+    st.session_state[ACTIVATIONS_MODE_KEY] = "by index"
+    st.switch_page(ACTIVATIONS, query_params={inputs.IMAGE_QUERY: str(index)})
+
+
+# --------------------------------------------------------------------------- page
+
+try:
+    model, view = ui.load_model(selection)
+    dataset_title = data.dataset_info(selection.dataset, data_root=ui.data_root()).title
+except LensError as err:
+    st.title("Confusion matrix")
+    ui.show_error(err)
+    st.stop()
+
+st.title("Confusion matrix")
+model_name = view.label.split(" — ")[0]
+st.caption(
+    f"**{model_name}** on {dataset_title} — which classes the model mixes up. Rows are the "
+    "true class, columns the prediction; click a cell to see its images."
+)
+if view.untrained:
+    st.warning(
+        "**Untrained — random weights.** This matrix shows what a model that has learned "
+        "nothing guesses. Train the model or pick a checkpoint.",
+        icon="🎲",
+    )
+
+
+def choice(column, label: str, options, key: str, default, **kwargs):
+    """A one-of-several control that keeps its value across pages."""
+    return column.segmented_control(
+        label,
+        options,
+        key=key,
+        default=default,
+        required=True,
+        persist_state="session",
+        **kwargs,
+    )
+
+
+bar = st.container(horizontal=True, gap="large")
+split = choice(bar, "Split", SPLITS, SPLIT_KEY, "test")
+show = choice(
+    bar,
+    "Show",
+    list(SHOW),
+    SHOW_KEY,
+    "counts",
+    format_func=SHOW.get,
+    help="Counts, or each cell as a share of its row (true class), column (prediction) or "
+    "of all images.",
+)
+order_how = choice(
+    bar,
+    "Class order",
+    confusion.ORDERS,
+    ORDER_KEY,
+    confusion.AS_IS,
+    help="By recall puts the worst-recognised classes first; clustered puts classes the "
+    "model mixes up next to each other.",
+)
+
+try:
+    raw = ui.predictions(selection, split)
+    available = levels(raw, selection.dataset)
+    if not available:
+        confusion.check_outputs(raw)
+    if st.session_state.get(LEVEL_KEY) not in available:
+        st.session_state[LEVEL_KEY] = available[0]
+    if len(available) > 1:
+        fine_count = len(raw.classes)
+        choice(
+            bar,
+            "Classes",
+            available,
+            LEVEL_KEY,
+            available[0],
+            format_func=lambda v: f"fine ({fine_count})" if v == LABELLED else "superclasses (20)",
+        )
+    level = st.session_state[LEVEL_KEY]
+    pred = answers(selection, split, level)
+    cm, report = matrix_of(selection, split, level, pred)
+except LensError as err:
+    ui.show_error(err)
+    st.stop()
+
+classes = pred.classes
+K = len(classes)
+order = confusion.class_order(cm, classes, order_how)
+context = f"{selection.model_key}|{selection.dataset}|{split}|{level}"
+
+wrong = int(cm.sum() - np.trace(cm))
+numbers = st.columns(4)
+numbers[0].metric("Accuracy", f"{report['accuracy']:.2%}", border=True)
+numbers[1].metric("Images", f"{int(cm.sum()):,}", border=True)
+numbers[2].metric("Misclassified", f"{wrong:,}", border=True)
+numbers[3].metric("Macro F1", f"{report['macro avg']['f1-score']:.3f}", border=True)
+
+left, right = st.columns([2.1, 1], gap="large")
+with left:
+    names = [classes[k] for k in order]
+    title = f"{split.capitalize()} split · {int(cm.sum()):,} images"
+    fig = figures.confusion_heatmap(
+        confusion.reorder(cm, order), names, normalize=show, title=title
+    )
+    fit_to_column(fig, K)
+    cells = fig.data[1]
+    # Positions → class indices, as plain lists: a NumPy array travels as a typed array and
+    # comes back from a click as {"0": i, "1": j}.
+    cells.customdata = order[np.asarray(cells.customdata)].tolist()
+    st.plotly_chart(
+        fig,
+        key=CHART_KEY,
+        on_select=functools.partial(cell_clicked, context),
+        selection_mode=("points",),
+        theme=None,
+        width="stretch",
+        config={"displaylogo": False},
+    )
+    if K > 20:
+        st.caption("Drag over the matrix to zoom in, double-click to zoom out; hover for names.")
+
+with right:
+    st.subheader("Per class")
+    table = confusion.report_table(report, classes, order=order)
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        height=min(38 + 35 * K, 420),
+        column_config={
+            "Precision": st.column_config.NumberColumn(
+                format="%.3f", help="Of the images predicted as this class, the share right"
+            ),
+            "Recall": st.column_config.ProgressColumn(
+                min_value=0.0,
+                max_value=1.0,
+                format="%.3f",
+                help="Of the images of this class, the share found",
+            ),
+            "F1": st.column_config.NumberColumn(format="%.3f"),
+            "Support": st.column_config.NumberColumn("Images", format="localized"),
+        },
+    )
+    st.caption("scikit-learn's classification report, in the matrix's class order.")
+    st.subheader("Top confusions")
+    top = confusion.top_cells(cm, TOP_CONFUSIONS)
+    if not top:
+        st.success("No mistakes on this split.")
+    for cell in top:
+        st.button(
+            cell.label(classes),
+            key=f"cm_top_{cell.true}_{cell.predicted}",
+            on_click=open_cell,
+            args=(context, cell.true, cell.predicted),
+            width="stretch",
+        )
+    stem = f"{model_name}-{selection.dataset.replace('/', '_')}-{split}"
+    downloads = st.columns(2)
+    downloads[0].download_button(
+        "Matrix (CSV)",
+        confusion.matrix_csv(cm, classes),
+        file_name=f"confusion-{stem}.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        on_click="ignore",
+        width="stretch",
+    )
+    downloads[1].download_button(
+        "Report (CSV)",
+        confusion.report_csv(report, classes),
+        file_name=f"report-{stem}.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        on_click="ignore",
+        width="stretch",
+    )
+
+# --------------------------------------------------------------------------- the gallery
+
+chosen = current_cell(context, K)
+if chosen is not None:
+    true, predicted = chosen
+    items = confusion.gallery(pred, true, predicted)
+    st.divider()
+    head = st.columns([5, 1], vertical_alignment="center")
+    what = "correct" if true == predicted else f"predicted **{classes[predicted]}**"
+    count = f"{len(items):,} image{'s' if len(items) != 1 else ''}"
+    head[0].subheader(f"True {classes[true]} → predicted {classes[predicted]}: {count}")
+    head[1].button(
+        "Close", key="cm_close", on_click=close_cell, icon=":material/close:", width="stretch"
+    )
+    if not items:
+        st.info(f"No {classes[true]} image was {what.replace('**', '')} on this split.")
+    else:
+        pages = confusion.page_count(len(items), PER_PAGE)
+        page = st.pagination(pages, key=PAGE_KEY) if pages > 1 else 1
+        shown = confusion.page_of(items, page - 1, PER_PAGE)
+        first = (page - 1) * PER_PAGE
+        st.caption(
+            f"Images {first + 1:,}–{first + len(shown):,} of {len(items):,} · p = the "
+            "probability the model gave its answer (and the true class) · click an image's "
+            "number to open it on the Activations page."
+            + ("" if split == "test" else " Activations opens test images: switch to test.")
+        )
+        images = ui.load_data(selection, view, split).images
+        for start in range(0, len(shown), GALLERY_COLUMNS):
+            row = st.columns(GALLERY_COLUMNS)
+            for column, item in zip(row, shown[start : start + GALLERY_COLUMNS], strict=False):
+                with column:
+                    st.image(confusion.thumbnail(images[item.index].numpy(), THUMB_SIDE))
+                    st.caption(item.caption(classes))
+                    if st.button(
+                        f"#{item.index}",
+                        key=f"cm_open_{item.index}",
+                        icon=":material/open_in_new:",
+                        disabled=split != "test",
+                        help=f"Open test image {item.index} on the Activations page",
+                    ):
+                        open_in_activations(item.index)
+
+# --------------------------------------------------------------------------- comparison
+
+st.divider()
+st.subheader("Compare with another checkpoint")
+choices = [k for k in ui.model_choices() if k.startswith(ui.CKPT_PREFIX)]
+preset = st.session_state.get(COMPARE_KEY)
+if preset and preset not in choices:
+    choices.append(preset)
+choices = [k for k in choices if k != selection.model_key]
+if st.session_state.get(COMPARE_KEY) not in ["", *choices]:
+    st.session_state[COMPARE_KEY] = ""
+other_key = st.selectbox(
+    "Second model (B), on the same images",
+    ["", *choices],
+    key=COMPARE_KEY,
+    format_func=lambda k: "— none —" if not k else ui.model_label(k),
+)
+if other_key:
+    other = ui.Selection(other_key, selection.dataset)
+    try:
+        _, other_view = ui.load_model(other)
+        pred_b = answers(other, split, level)
+        cm_b, report_b = matrix_of(other, split, level, pred_b)
+        changes = confusion.recall_changes(cm, cm_b, classes)
+    except LensError as err:
+        ui.show_error(err)
+        st.stop()
+    st.markdown(f"**A** = {view.label} · **B** = {other_view.label}")
+    scores = st.columns(3)
+    scores[0].metric("Accuracy A", f"{report['accuracy']:.2%}", border=True)
+    delta = report_b["accuracy"] - report["accuracy"]
+    scores[1].metric(
+        "Accuracy B", f"{report_b['accuracy']:.2%}", f"{100 * delta:+.2f} points", border=True
+    )
+    scores[2].metric(
+        "Classes better / worse",
+        f"{len(confusion.improved(changes))} / {len(confusion.got_worse(changes))}",
+        border=True,
+    )
+    pair = st.columns(2)
+    for column, name, counts in zip(pair, ("A", "B"), (cm, cm_b), strict=True):
+        side = figures.confusion_heatmap(
+            confusion.reorder(counts, order), names, normalize=show, title=f"Model {name}"
+        )
+        fit_to_column(side, K)
+        column.plotly_chart(side, key=f"cm_side_{name}", theme=None, width="stretch")
+    spread = st.columns([1.3, 1], gap="large")
+    with spread[0]:
+        diff_fig = figures.confusion_difference(
+            confusion.reorder(cm, order), confusion.reorder(cm_b, order), names
+        )
+        st.plotly_chart(diff_fig, key="cm_difference", theme=None, width="content")
+    with spread[1]:
+        points = st.column_config.NumberColumn(format="%+.1f")
+        ratio = st.column_config.NumberColumn(format="%.3f")
+        config = {"Recall A": ratio, "Recall B": ratio, "Δ recall (points)": points}
+        for heading, subset in (
+            ("Improved in B", confusion.improved(changes)),
+            ("Worse in B", confusion.got_worse(changes)),
+        ):
+            st.markdown(f"**{heading}** ({len(subset)})")
+            if subset:
+                st.dataframe(
+                    confusion.changes_table(subset),
+                    hide_index=True,
+                    width="stretch",
+                    height=min(38 + 35 * len(subset), 320),
+                    column_config=config,
+                )
+            else:
+                st.caption("none")

@@ -1,0 +1,108 @@
+"""The Activations page in Debian's Chromium: change the layer, pick a test image by class, draw a
+digit on the canvas with the mouse, and watch the prediction follow."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.browser import (
+    assert_no_exception,
+    chromium_page,
+    require_chromium,
+    screenshot,
+    streamlit_server,
+    wait_for_app,
+)
+
+pytestmark = pytest.mark.browser
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def app_url(lenet5_mnist_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The app with the fixture's LeNet-5 among the saved runs (shipped models stay first)."""
+    require_chromium()
+    runs = tmp_path_factory.mktemp("runs")
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(lenet5_mnist_checkpoint.with_suffix(suffix), runs)
+    with streamlit_server(env={"CNN_LENS_RUNS": str(runs)}) as url:
+        yield url
+
+
+def settle(page) -> None:
+    """Wait until Streamlit has finished the rerun a widget started."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT_MS
+    )
+
+
+def choose(page, scope, label: str, option: str | re.Pattern) -> None:
+    """Pick `option` in the selectbox labelled `label` inside `scope`."""
+    box = scope.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
+    box.click()
+    page.get_by_role("option", name=option).first.click()
+    settle(page)
+
+
+def verdict(page, expected: str) -> str:
+    """The line under the probability bars, once it matches `expected` (a regex)."""
+    from playwright.sync_api import expect
+
+    markdown = page.locator('[data-testid="stMarkdownContainer"]')
+    line = markdown.filter(has_text=re.compile(r"^predicted ")).first
+    expect(line).to_have_text(re.compile(expected), timeout=TIMEOUT_MS)
+    return line.inner_text()
+
+
+def test_layer_class_pick_and_drawn_digit(app_url: str) -> None:
+    with chromium_page(viewport=(1500, 2400)) as page:
+        page.goto(f"{app_url}/Activations")
+        wait_for_app(page, "Where the image comes from", TIMEOUT_MS)
+        choose(page, page.locator('[data-testid="stSidebar"]'), "Model", re.compile("lenet5-test"))
+        wait_for_app(page, "features.conv1 — test image 0", TIMEOUT_MS)
+        assert_no_exception(page)
+        verdict(page, r"true 7")  # MNIST's first test image is a 7
+
+        choose(page, page, "Layer", re.compile(r"^features\.conv2 · Conv2d"))
+        page.get_by_text("features.conv2 — test image 0").first.wait_for(timeout=TIMEOUT_MS)
+        page.get_by_text("after ReLU").first.click()
+        settle(page)
+        page.get_by_text("features.conv2 after ReLU — test image 0").first.wait_for()
+        assert_no_exception(page)
+
+        page.get_by_text("by class", exact=True).click()
+        settle(page)
+        choose(page, page, "Class", "3")
+        verdict(page, r"true 3")
+        page.get_by_text("Grad-CAM for '3' at features.conv2").first.wait_for(timeout=TIMEOUT_MS)
+        settle(page)
+        assert_no_exception(page)
+        screenshot(page, "activations-by-class")
+
+        page.get_by_text("draw a digit", exact=True).click()
+        settle(page)
+        page.get_by_text("The canvas is empty").wait_for(timeout=TIMEOUT_MS)
+        canvas = page.locator("canvas.upper-canvas").first
+        canvas.wait_for()
+        box = canvas.bounding_box()
+        assert box is not None
+        left, top = box["x"], box["y"]
+        # One straight down-stroke in the middle: a "1" as MNIST writes it.
+        page.mouse.move(left + 140, top + 45)
+        page.mouse.down()
+        for step in range(1, 21):
+            page.mouse.move(left + 140 + step * 0.4, top + 45 + step * 10)
+        page.mouse.up()
+        page.get_by_text("What the model sees").first.wait_for(timeout=TIMEOUT_MS)
+        page.get_by_text("after ReLU — your drawing").first.wait_for(timeout=TIMEOUT_MS)
+        settle(page)
+        assert_no_exception(page)
+        drawn = verdict(page, r"^predicted \d \(")
+        assert "true" not in drawn  # a drawing has no label
+        assert drawn.startswith("predicted 1 "), drawn
+        screenshot(page, "activations-drawn")

@@ -1,0 +1,141 @@
+"""The Train and Model pages in Debian's Chromium: a run's live progress, Stop, Save (the new
+model selected on every page), and a .pt state dict uploaded on the Model page."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dashboard import checkpoints, models
+from tests.browser import (
+    assert_no_exception,
+    chromium_page,
+    require_chromium,
+    screenshot,
+    streamlit_server,
+    wait_for_app,
+)
+
+pytestmark = pytest.mark.browser
+
+PROGRESS = '[data-testid="stProgress"]'
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    """The app with saved runs and uploads in temporary folders (never the repository's)."""
+    require_chromium()
+    runs_dir = tmp_path_factory.mktemp("runs")
+    cache = tmp_path_factory.mktemp("cache")
+    with streamlit_server(
+        env={"CNN_LENS_RUNS": str(runs_dir), "CNN_LENS_CACHE": str(cache)}
+    ) as url:
+        yield url, runs_dir
+
+
+def set_number(page, label: str, value: int) -> None:
+    field = page.get_by_label(label, exact=True)
+    field.fill(str(value))
+    field.press("Enter")
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000
+    )
+
+
+def choose(page, label: str, option: str) -> None:
+    page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def progress_text(page) -> str:
+    return page.locator(PROGRESS).first.inner_text()
+
+
+def test_train_live_stop_save_then_upload_on_the_model_page(server, tmp_path: Path) -> None:
+    url, runs_dir = server
+    with chromium_page(viewport=(1400, 1600)) as page:
+        page.goto(f"{url}/Train")
+        wait_for_app(page, "Start training", timeout_ms=120_000)
+        assert_no_exception(page)
+        choose(page, "Architecture", "course-net")
+        set_number(page, "Epochs", 40)
+        set_number(page, "Training images (0 = all)", 3000)
+        set_number(page, "Test images (0 = all)", 1000)
+        page.get_by_role("button", name="Start training").click()
+
+        # The fragment redraws the progress while the run trains in the background.
+        page.locator(PROGRESS).get_by_text(re.compile(r"epoch \d+/40, step")).wait_for(
+            timeout=60_000
+        )
+        first = progress_text(page)
+        page.wait_for_function(
+            f"() => document.querySelector('{PROGRESS}').innerText !== {first!r}", timeout=30_000
+        )
+        page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=30_000)
+        assert page.get_by_role("button", name="Start training").is_disabled()
+        assert_no_exception(page)
+        screenshot(page, "train-running")
+
+        clicked = time.monotonic()
+        page.get_by_role("button", name="Stop").click()
+        page.get_by_text(re.compile(r"^stopped by user at epoch \d+, step \d+")).wait_for(
+            timeout=30_000
+        )
+        print(f"Stop → 'stopped' shown in the browser: {time.monotonic() - clicked:.2f} s")
+        name_box = page.get_by_label("Name", exact=True)
+        name_box.wait_for()
+        name_box.fill("browser-run")
+        name_box.press("Enter")
+        page.get_by_role("button", name="Save", exact=True).click()
+        page.get_by_text("it is the selected model on every page").wait_for(timeout=30_000)
+        assert (runs_dir / "browser-run.safetensors").is_file()
+        card = checkpoints.read_card(runs_dir / "browser-run.safetensors")
+        assert card.architecture == "course-net"
+        assert card.notes.startswith("partial run: stopped by user at epoch")
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        assert sidebar.get_by_text("browser-run").count() == 1  # the sidebar's selection
+        assert_no_exception(page)
+        screenshot(page, "train-saved")
+
+        # Same browser session: the Model page follows the new selection.
+        sidebar.get_by_role("link", name="Model").click()
+        wait_for_app(page, "Choose a model from")
+        page.get_by_role("heading", name=re.compile("^browser-run")).wait_for()
+        assert page.get_by_text("Made by").count() == 1
+        assert_no_exception(page)
+        screenshot(page, "model-saved-run")
+
+        torch.manual_seed(0)
+        weights = tmp_path / "my-lenet.pt"
+        torch.save(models.build_model("lenet5").state_dict(), weights)
+        page.get_by_text("Upload a state dict", exact=True).click()
+        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(weights)
+        page.get_by_text("my-lenet.pt").wait_for()
+        choose(page, "Its architecture", "lenet5")
+        page.get_by_role("button", name="Load and select").click()
+        page.get_by_text("my-lenet.pt loaded as lenet5: now selected on every page").wait_for(
+            timeout=60_000
+        )
+        assert sidebar.get_by_text("my-lenet (lenet5, uploaded)").count() == 1
+        page.get_by_role("heading", name="my-lenet (lenet5, uploaded)").wait_for()
+        assert_no_exception(page)
+        screenshot(page, "model-upload")
+
+
+def test_the_model_page_shows_a_shipped_card(server) -> None:
+    url, _ = server
+    shipped = checkpoints.list_checkpoints()
+    if not shipped:
+        pytest.skip("no shipped checkpoints in trained/ yet")
+    with chromium_page(viewport=(1400, 1700)) as page:
+        page.goto(f"{url}/Model")
+        wait_for_app(page, "Choose a model from", timeout_ms=120_000)
+        page.get_by_text("Made by").wait_for(timeout=60_000)  # the default: the best shipped one
+        assert page.get_by_text(shipped[0].command).count() >= 1
+        page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
+        assert_no_exception(page)
+        screenshot(page, "model")

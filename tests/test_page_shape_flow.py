@@ -1,0 +1,244 @@
+"""The Shape flow page under AppTest, and the grouping helpers behind it (summary.py).
+
+The table must equal `summary.display_rows` of the probe, and the probe's numbers are checked
+against two independent sources: torchinfo's per-layer statistics and shapes captured by plain
+forward hooks on a real forward pass."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+import torch
+import torchinfo
+from streamlit.testing.v1 import AppTest
+from torch import nn
+
+from dashboard import models, probe, summary
+from tests.conftest import REPO_ROOT
+
+TIMEOUT = 120
+PAGE = str(REPO_ROOT / "pages" / "3_Shape_flow.py")
+
+
+def open_page(model_key: str, **state) -> AppTest:
+    app = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    app.session_state["lens_model"] = model_key
+    app.session_state["lens_extra_models"] = [model_key]
+    for key, value in state.items():
+        app.session_state[key] = value
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def table(app: AppTest) -> list[dict]:
+    return app.dataframe[0].value.to_dict("records")
+
+
+def metrics(app: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in app.metric}
+
+
+def leaf_shapes(model: nn.Module, shape: tuple[int, ...]) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, output shape) of every leaf call, from plain forward hooks: the oracle."""
+    seen: list[tuple[str, tuple[int, ...]]] = []
+    handles = [
+        module.register_forward_hook(
+            lambda _m, _i, out, name=name: seen.append((name, tuple(out.shape[1:])))
+        )
+        for name, module in model.named_modules()
+        if name and next(module.children(), None) is None
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+@pytest.fixture(scope="module")
+def resnet18() -> nn.Module:
+    return models.build_model("resnet18")
+
+
+def test_course_net_table_and_totals() -> None:
+    app = open_page("arch:course-net")
+    model = models.build_model("course-net")
+    flow = probe.shape_flow(model, (1, 28, 28))
+    assert table(app) == summary.display_rows(flow)
+    # independent: plain hooks on a real forward pass, and torchinfo's per-layer counts
+    assert [(r["Layer"], r["Output"]) for r in table(app)] == [
+        (name, summary.shape_text(shape)) for name, shape in leaf_shapes(model, (1, 28, 28))
+    ]
+    info = torchinfo.summary(model, input_size=(1, 1, 28, 28), verbose=0)
+    conv_and_linear = [i for i in info.summary_list if i.class_name in ("Conv2d", "Linear")]
+    rows = [r for r in table(app) if r["Type"] in ("Conv2d", "Linear")]
+    assert (
+        [r["Params"] for r in rows] == [i.num_params for i in conv_and_linear] == [260, 5020, 3210]
+    )
+    assert [r["Mult-adds"] for r in rows] == [144_000, 320_000, 3_200]
+    shown = metrics(app)
+    assert shown["Parameters"] == f"{sum(p.numel() for p in model.parameters()):,}" == "8,490"
+    assert shown["Input"] == "1×28×28"
+    assert shown["Output"] == "10"
+    assert shown["Multiply-adds per image"] == "467,200"
+    assert not app.error
+
+
+def test_input_size_that_breaks_names_the_layer_and_why() -> None:
+    app = open_page("arch:course-net")
+    app.number_input(key="shape_h").set_value(32)
+    app.number_input(key="shape_w").set_value(32).run()
+    assert not app.exception
+    (error,) = app.error
+    assert "classifier.fc" in error.value
+    assert "Linear" in error.value
+    assert "expects 320 features, gets 500" in error.value
+    model = models.build_model("course-net")
+    with pytest.raises(RuntimeError, match="500"):  # the real forward pass agrees
+        model(torch.zeros(1, 1, 32, 32))
+    rows = table(app)
+    expected = summary.display_rows(probe.shape_flow(model, (1, 32, 32)))
+    assert rows[:-1] == expected
+    assert rows[-1]["Layer"] == "classifier.fc"
+    assert rows[-1]["Output"] == summary.BROKEN_OUTPUT
+    assert rows[-1]["Params"] == 3210
+    assert "expects 320 features, gets 500" in rows[-1]["Flag"]
+    assert metrics(app)["Output"] == "—"
+    # the reset button brings back the size the model was built for
+    app.button[0].click().run()
+    assert not app.error
+    assert metrics(app)["Input"] == "1×28×28"
+
+
+def test_a_division_that_is_not_exact_is_flagged() -> None:
+    app = open_page("arch:course-net", shape_h=29, shape_w=29)
+    assert not app.error  # 29 → 25 → 12 (one row lost) → 8 → 4: still 320 features
+    (warning,) = app.warning
+    assert "features.pool1" in warning.value
+    assert "not exact" in warning.value
+    flagged = {r["Layer"]: r["Flag"] for r in table(app) if r["Flag"]}
+    assert list(flagged) == ["features.pool1"]
+    assert (
+        flagged["features.pool1"]
+        == "not exact: (25 − 2 + 2·0) / 2 = 11 r 1, last 1 row/column ignored"
+    )
+
+
+def test_resnet18_table_totals_and_collapsing(resnet18: nn.Module) -> None:
+    app = open_page("arch:resnet18")
+    flow = probe.shape_flow(resnet18, (3, 224, 224))
+    rows = table(app)
+    assert rows == summary.display_rows(flow)
+    assert [(r["Layer"], r["Output"]) for r in rows] == [
+        (n, summary.shape_text(s)) for n, s in leaf_shapes(resnet18, (3, 224, 224))
+    ]
+    info = torchinfo.summary(resnet18, input_size=(1, 3, 224, 224), verbose=0, depth=10)
+    convs = [i for i in info.summary_list if i.class_name == "Conv2d"]
+    assert [r["Mult-adds"] for r in rows if r["Type"] == "Conv2d"] == [i.macs for i in convs]
+    assert metrics(app)["Parameters"] == f"{sum(p.numel() for p in resnet18.parameters()):,}"
+    assert metrics(app)["Parameters"] == f"{info.total_params:,}" == "11,689,512"
+    assert metrics(app)["Multiply-adds per image"] == "1.81 G"
+
+    # Fold layer3 by name: one row carrying everything inside it
+    app.multiselect(key="shape_fold").select("layer3").run()
+    assert not app.exception
+    folded = table(app)
+    layer3 = next(r for r in folded if r["Layer"] == "layer3")
+    assert layer3["Params"] == sum(p.numel() for p in resnet18.layer3.parameters()) == 2_099_712
+    inside = [r for r in rows if r["Layer"].startswith("layer3.")]
+    assert layer3["Mult-adds"] == sum(r["Mult-adds"] for r in inside)
+    assert (layer3["Input"], layer3["Output"]) == ("128×28×28", "256×14×14")
+    assert layer3["Type"] == f"Sequential ({len(inside)} layers)"
+    assert not any(r["Layer"].startswith("layer3.") for r in folded)
+    assert len(folded) == len(rows) - len(inside) + 1
+
+    # Detail "top level": the four stages as rows; parameter totals unchanged
+    app.multiselect(key="shape_fold").unselect("layer3")
+    app.select_slider(key="shape_detail").set_value(0).run()
+    assert not app.exception
+    top = table(app)
+    assert [r["Layer"] for r in top] == [
+        "conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4",
+        "avgpool", "flatten", "fc",
+    ]  # fmt: skip
+    assert sum(r["Params"] for r in top) == sum(p.numel() for p in resnet18.parameters())
+    assert sum(r["Mult-adds"] for r in top) == flow.mult_adds
+
+
+def test_every_registry_model_and_a_torchvision_model_render() -> None:
+    names = [*models.model_names(), "tv:mobilenet_v3_small"]
+    app = open_page("arch:course-net")
+    app.session_state["lens_extra_models"] = ["arch:tv:mobilenet_v3_small"]
+    for name in names:
+        app.session_state["lens_model"] = f"arch:{name}"
+        app.run()
+        assert not app.exception, (name, app.exception)
+        assert not app.error, name
+        shape = models.model_info(name).input_shape
+        assert metrics(app)["Input"] == summary.shape_text(shape), name
+        assert app.session_state["lens_model"] == f"arch:{name}"
+        built = models.build_model(name)
+        assert metrics(app)["Parameters"] == f"{sum(p.numel() for p in built.parameters()):,}"
+        assert app.get("plotly_chart"), name
+
+
+# ---------------------------------------------------------------------------------------------
+# The pure helpers
+
+
+def test_collapsed_rows_without_folding_are_the_display_rows(resnet18: nn.Module) -> None:
+    flow = probe.shape_flow(resnet18, (3, 224, 224))
+    assert summary.collapsed_rows(flow) == summary.display_rows(flow)
+    assert summary.visible_records(flow) == flow.leaves
+    blocks = summary.collapsed_rows(flow, depth=1)
+    assert [r["Layer"] for r in blocks if r["Type"].startswith("BasicBlock")] == [
+        f"layer{s}.{b}" for s in range(1, 5) for b in (0, 1)
+    ]
+    # a folded block keeps the flags raised inside it
+    layer2_0 = next(r for r in blocks if r["Layer"] == "layer2.0")
+    assert (
+        layer2_0["Flag"] == "downsample.0: stride 2 > kernel 1: 1 row/column in every 2 never read"
+    )
+    for depth in range(summary.max_depth(flow) + 1):
+        rows = summary.collapsed_rows(flow, depth=depth)
+        assert sum(r["Params"] for r in rows) == flow.params_total, depth
+        assert sum(r["Mult-adds"] for r in rows) == flow.mult_adds, depth
+
+
+def test_diagram_draws_blocks_for_resnet_and_every_conv_for_vgg(resnet18: nn.Module) -> None:
+    plan = summary.diagram_layers(probe.shape_flow(resnet18, (3, 224, 224)))
+    assert [name for name, _ in plan.layers] == [
+        "input", "conv1", "maxpool", "layer1.0", "layer1.1", "layer2.0", "layer2.1",
+        "layer3.0", "layer3.1", "layer4.0", "layer4.1", "avgpool", "flatten", "fc",
+    ]  # fmt: skip
+    assert plan.layers[-4] == ("layer4.1", (512, 7, 7))
+    vgg = models.build_model("vgg13")
+    plan = summary.diagram_layers(probe.shape_flow(vgg, (3, 224, 224)))
+    convs = [name for name, m in vgg.named_modules() if isinstance(m, nn.Conv2d)]
+    drawn = [name for name, _ in plan.layers]
+    assert all(name in drawn for name in convs)
+    assert len(plan.layers) <= 24
+    assert not any("ReLU" in type(dict(vgg.named_modules())[n]).__name__ for n in drawn[1:])
+    # a tight budget folds one level more: the top-level stages
+    plan = summary.diagram_layers(probe.shape_flow(resnet18, (3, 224, 224)), max_blocks=12)
+    assert plan.depth == 0
+    assert [name for name, _ in plan.layers][3:7] == ["layer1", "layer2", "layer3", "layer4"]
+
+
+def test_rows_csv_round_trips_and_counts_read_short() -> None:
+    flow = probe.shape_flow(models.build_model("course-net"), (1, 28, 28))
+    rows = summary.display_rows(flow)
+    back = list(csv.DictReader(io.StringIO(summary.rows_csv(rows))))
+    assert [r["Layer"] for r in back] == [r["Layer"] for r in rows]
+    assert [int(r["Params"]) for r in back] == [r["Params"] for r in rows]
+    assert back[0]["Formula"] == rows[0]["Formula"] == "⌊(28 − 5 + 2·0) / 1⌋ + 1 = 24"
+    assert summary.count_text(467_200) == "467,200"
+    assert summary.count_text(1_814_073_344) == "1.81 G"
+    assert summary.count_text(133_047_848) == "133.0 M"
+    assert json.loads(json.dumps(rows)) == rows  # plain values only: ready for any export
