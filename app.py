@@ -13,6 +13,7 @@ st.caption(
     "Train or load a convolutional network and look inside it: filters, activation maps, "
     "the shape of every feature map, and where it gets confused."
 )
+ui.page_overview()
 
 try:
     input_shape = ui.input_shape_for(selection)

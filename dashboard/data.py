@@ -400,8 +400,15 @@ def _channel_constants(
     return m, s
 
 
-def _normalize(images: torch.Tensor, m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    return images.to(torch.float32).div_(255).sub_(m).div_(s)  # in place on the fresh copy
+def _normalize(
+    images: torch.Tensor,
+    m: torch.Tensor,
+    s: torch.Tensor,
+    memory_format: torch.memory_format = torch.preserve_format,
+) -> torch.Tensor:
+    # The float copy is made in the layout the model wants, so no second copy is needed.
+    x = images.to(torch.float32, memory_format=memory_format)
+    return x.div_(255).sub_(m).div_(s)  # in place on the fresh copy
 
 
 def augment_batch(
@@ -434,9 +441,11 @@ def iterate_batches(
     generator: torch.Generator | None = None,
     augment: bool = False,
     device: str | torch.device = "cpu",
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Normalized float batches `(B, C, H, W)` and labels `(B,)` on `device`; every index once
-    per pass, the last batch possibly smaller."""
+    per pass, the last batch possibly smaller. `memory_format=torch.channels_last` lays the
+    batches out channels-last, for a model converted to it."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     n = len(split)
@@ -452,7 +461,7 @@ def iterate_batches(
         x = x.to(device, non_blocking=True)
         if augment:
             x = augment_batch(x, generator)
-        yield _normalize(x, m, s), y.to(device, non_blocking=True)
+        yield _normalize(x, m, s, memory_format), y.to(device, non_blocking=True)
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

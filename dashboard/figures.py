@@ -380,7 +380,7 @@ def labelled_grid(
     custom = _hover_records(np.arange(N), ys, xs, a, layout)  # map, y, x, true value
     custom_band = np.full((pad, layout.width, custom.shape[-1]), np.nan, dtype=custom.dtype)
     heat = go.Heatmap(
-        z=np.vstack([band, mosaic]),
+        z=np.vstack([band, mosaic]).astype(np.float32),  # half the payload of float64
         zmin=-limit,
         zmax=limit,
         colorscale=DIVERGING,
@@ -453,8 +453,12 @@ def activation_grid(
     title: str = "",
     colorscale: str = "Viridis",
     global_range: tuple[float, float] | None = None,
+    max_pixels: int = MAX_MOSAIC_PIXELS,
 ) -> go.Figure:
-    """One image's activations (C, H, W) as one tiled heatmap; (C,) or (C, 1, 1) as bars."""
+    """One image's activations (C, H, W) as one tiled heatmap; (C,) or (C, 1, 1) as bars.
+
+    Mosaics over `max_pixels` are thinned (every k-th row and column of each map): a page
+    stacking many layers passes a smaller budget to keep what it sends the browser small."""
     a = _numpy(maps).astype(np.float32)
     if a.ndim == 3 and a.shape[1:] == (1, 1):
         a = a[:, 0, 0]  # after global pooling each channel is one number
@@ -492,7 +496,7 @@ def activation_grid(
         raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALE_MODES)}")
     # Big layers (64×112×112) are thinned to about the screen's resolution: keeps the payload
     # to the browser bounded; hover still reports each shown pixel's true position and value.
-    stride = max(1, math.ceil(math.sqrt(n * H * W / MAX_MOSAIC_PIXELS)))
+    stride = max(1, math.ceil(math.sqrt(n * H * W / max_pixels)))
     z, values = z[:, ::stride, ::stride], shown[:, ::stride, ::stride]
     ys, xs = np.indices((H, W))[:, ::stride, ::stride]
     pad = max(1, values.shape[1] // 16)  # a 1-pixel gap vanishes between large maps
@@ -584,6 +588,112 @@ def _activation_bars(
         bargap=0.1 if len(shown) <= 64 else 0,
         width=min(1000, max(480, 200 + 6 * len(shown))),
         height=360,
+        showlegend=False,
+    )
+    return fig
+
+
+def activation_stack(
+    layers: Sequence[tuple[str, np.ndarray]],
+    *,
+    scale: str = "per layer",
+    global_range: tuple[float, float] | None = None,
+    max_pixels: int = MAX_MOSAIC_PIXELS,
+    width: int = 760,
+    title: str = "",
+    colorscale: str = "Viridis",
+) -> go.Figure:
+    """Several layers' maps (name, (C, H, W)) as ONE figure: each layer's mosaic drawn `width`
+    pixels wide under the previous one, with its name above it. One chart however deep the
+    model: a page showing every layer sends one figure, not dozens.
+
+    Colours: "per layer" and "per map" scale each layer (each map) to its own range, so one
+    colour bar reads "min … max"; "global" draws raw values on `global_range`. The layers
+    share `max_pixels`; a layer over its share is thinned. Hover gives the true values.
+    """
+    if not layers:
+        raise ShapeError("no layers to draw")
+    if scale not in SCALE_MODES:
+        raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALE_MODES)}")
+    if scale == "global" and global_range is None:
+        raise ValueError('scale "global" needs global_range=(low, high)')
+    share = max_pixels / len(layers)
+    traces: list[go.Heatmap] = []
+    labels: list[dict[str, Any]] = []
+    top = 0.0
+    label_gap = 34.0  # pixels above each mosaic for its name
+    for name, maps in layers:
+        a = _numpy(maps).astype(np.float32)
+        if a.ndim != 3 or a.shape[0] == 0:
+            raise ShapeError(f"layer {name}: maps must be (C, H, W), got {a.shape}")
+        C, H, W = a.shape
+        stride = max(1, math.ceil(math.sqrt(C * H * W / share)))
+        values = a[:, ::stride, ::stride]
+        z = values if scale == "global" else scale_maps(values, scale).astype(np.float32)
+        mosaic, layout = tile(z, pad=max(1, values.shape[1] // 16))
+        ys, xs = np.indices((H, W))[:, ::stride, ::stride]
+        custom = _hover_records(np.arange(C), ys, xs, values, layout)
+        unit = width / layout.width  # figure pixels per mosaic pixel
+        top += label_gap
+        traces.append(
+            go.Heatmap(
+                z=mosaic,
+                x0=unit / 2,
+                dx=unit,
+                y0=top + unit / 2,
+                dy=unit,
+                customdata=custom,
+                coloraxis="coloraxis",
+                hoverongaps=False,
+                hovertemplate=f"<b>{name}</b><br>channel %{{customdata[0]}}"
+                "<br>y %{customdata[1]}, x %{customdata[2]}"
+                "<br>activation %{customdata[3]:.4~g}<extra></extra>",
+                name=name,
+            )
+        )
+        shown = f" · 1/{stride} resolution" if stride > 1 else ""
+        labels.append(
+            {
+                "text": f"<b>{name}</b> · {C} × {H}×{W}{shown}",
+                "x": 0,
+                "y": top - 6,
+                "xref": "x",
+                "yref": "y",
+                "xanchor": "left",
+                "yanchor": "bottom",
+                "showarrow": False,
+                "font": {"size": 13, "color": INK},
+            }
+        )
+        top += layout.height * unit
+    if scale == "global":
+        low, high = float(global_range[0]), float(global_range[1])
+        colorbar: dict[str, Any] = {"title": {"text": "activation"}}
+    else:
+        low, high = 0.0, 1.0
+        what = "map" if scale == "per map" else "layer"
+        colorbar = {
+            "title": {"text": f"per-{what}<br>scale"},
+            "tickvals": [0, 1],
+            "ticktext": [f"{what} min", f"{what} max"],
+        }
+    fig = go.Figure(traces)
+    axis = {"visible": False, "showgrid": False, "zeroline": False}
+    fig.update_layout(
+        template=LENS_TEMPLATE,
+        title=_title(title or "Every layer", f"{len(layers)} layers · {scale} scale"),
+        coloraxis={
+            "colorscale": colorscale,
+            "cmin": low,
+            "cmax": high if high > low else low + 1.0,
+            "colorbar": {"thickness": 14, "outlinewidth": 0, "len": 0.5, "y": 1, **colorbar},
+        },
+        xaxis={**axis, "range": [0, width]},
+        yaxis={**axis, "range": [top + 4, 0], "scaleanchor": "x"},
+        annotations=labels,
+        width=width + 170,
+        height=int(top + 130),
+        margin={"l": 20, "r": 20, "t": 90, "b": 20},
         showlegend=False,
     )
     return fig

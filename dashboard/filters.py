@@ -7,7 +7,6 @@ Pure functions of a model, a weight tensor or an image: no Streamlit, nothing ca
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,12 +14,21 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 from torch import nn
 
 from dashboard import figures, probe
 from dashboard.errors import ShapeError, UnknownNameError
 
 FilterHistory = Mapping[int, Mapping[str, torch.Tensor]]  # epoch → layer → (O, I, kh, kw)
+
+
+def _tensor(x: Any, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """A CPU tensor copy of a tensor or an array (read-only cached arrays included)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", dtype)
+    numpy_dtype = {torch.float64: np.float64, torch.float32: np.float32}[dtype]
+    return torch.from_numpy(np.array(x, dtype=numpy_dtype))
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,7 @@ class WeightStats:
 
 
 def weight_stats(weights: Any) -> WeightStats:
-    w = torch.as_tensor(weights).detach().cpu().double().ravel()
+    w = _tensor(weights).ravel()
     if w.numel() == 0:
         raise ShapeError("no weights")
     return WeightStats(
@@ -115,7 +123,7 @@ def classic_kernels(size: tuple[int, int] = (3, 3)) -> dict[str, np.ndarray]:
 def gray_kernels(weights: Any) -> np.ndarray:
     """(O, I, kh, kw) → (O, kh, kw): what each filter does to a gray image, whose channels are
     all equal, is the sum of its per-channel kernels."""
-    w = torch.as_tensor(weights).detach().cpu().double()
+    w = _tensor(weights)
     if w.dim() != 4:
         raise ShapeError(f"filter weights must be (O, I, kh, kw), got {tuple(w.shape)}")
     return w.sum(dim=1).numpy()
@@ -157,8 +165,7 @@ def filter_responses(weights: Any, image: torch.Tensor) -> np.ndarray:
     (O, H, W), stride 1, no bias. The border is padded by repeating the edge pixels (zero
     padding would draw a false edge around a normalized image), so each map lines up with the
     image pixel for pixel."""
-    w = torch.as_tensor(weights).detach().cpu().float()
-    x = image.detach().cpu().float()
+    w, x = _tensor(weights, torch.float32), _tensor(image, torch.float32)
     if w.dim() != 4 or x.dim() != 3 or w.shape[1] != x.shape[0]:
         raise ShapeError(
             f"filters {tuple(w.shape)} cannot be applied to an image of shape {tuple(x.shape)}"
@@ -175,14 +182,17 @@ def classic_responses(image: torch.Tensor) -> np.ndarray:
     return filter_responses(bank, to_gray(image))
 
 
+def sized_image(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """One uint8 image (C, H, W) at size × size, resized as `data.load_split` resizes a whole
+    split (antialiased bilinear): the Filters page needs one image, not a resized split."""
+    if pixels.shape[-2:] == (size, size):
+        return pixels
+    return TF.resize(pixels, [size, size], antialias=True)
+
+
 def normalization(card: Any, info: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) the model expects: its card's when it has one, else the dataset's."""
     saved = getattr(card, "normalization", None) or {}
     if saved.get("mean") and saved.get("std"):
         return tuple(saved["mean"]), tuple(saved["std"])
     return tuple(info.mean), tuple(info.std)
-
-
-def grid_columns(count: int, height: int, width: int) -> int:
-    """Columns of a near-square mosaic of `count` tiles (what `figures.tile` chooses)."""
-    return max(1, min(count, math.ceil(math.sqrt(count * (height + 1) / (width + 1)))))

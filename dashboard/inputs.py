@@ -535,20 +535,38 @@ def dead_layer(flow: probe.ShapeFlow, key: str) -> str | None:
 
 
 def batch_channel_stats(
-    model: nn.Module, split: data.Split, layer: str, count: int, *, chunk: int = 32
-) -> list[probe.ChannelStats]:
-    """probe.channel_stats of `layer` over the split's first `count` images, in chunks so the
-    memory stays that of one chunk; means and zero fractions are weighted by chunk size."""
+    model: nn.Module,
+    split: data.Split,
+    layers: Sequence[str],
+    count: int,
+    *,
+    chunk: int = 32,
+    max_values: int = 8_000_000,
+) -> dict[str, list[probe.ChannelStats]]:
+    """probe.channel_stats of each layer over the split's first `count` images, all layers from
+    the same forward passes. Images go through in chunks holding at most `max_values` captured
+    numbers (the first image alone tells how many one image makes), so memory stays bounded for
+    big models; means and zero fractions are weighted by chunk size."""
     count = min(count, len(split))
-    if count < 1:
-        raise LensError("no images to measure dead channels on")
-    parts: list[tuple[int, list[probe.ChannelStats]]] = []
-    for start in range(0, count, chunk):
-        pixels = split.images[start : min(start + chunk, count)]
+    if count < 1 or not layers:
+        raise LensError("no images or no layers to measure dead channels on")
+    parts: list[tuple[int, dict[str, list[probe.ChannelStats]]]] = []
+    start, step = 0, 1
+    while start < count:
+        pixels = split.images[start : min(start + step, count)]
         x = data.normalize(pixels, split.info.mean, split.info.std)
-        acts = probe.activations(model, x, [layer])[layer]
-        parts.append((len(pixels), probe.channel_stats(acts)))
-    channels = len(parts[0][1])
+        acts = probe.activations(model, x, list(layers))
+        parts.append((len(pixels), {k: probe.channel_stats(t) for k, t in acts.items()}))
+        if start == 0:  # one image's worth of captured values sets the chunk size
+            per_image = sum(t[0].numel() for t in acts.values())
+            step = max(1, min(chunk, max_values // max(per_image, 1)))
+        start += len(pixels)
+    return {key: _combined([(n, stats[key]) for n, stats in parts], count) for key in acts}
+
+
+def _combined(
+    parts: list[tuple[int, list[probe.ChannelStats]]], count: int
+) -> list[probe.ChannelStats]:
     return [
         probe.ChannelStats(
             channel=c,
@@ -557,5 +575,5 @@ def batch_channel_stats(
             zero_fraction=sum(n * stats[c].zero_fraction for n, stats in parts) / count,
             dead=all(stats[c].dead for _, stats in parts),
         )
-        for c in range(channels)
+        for c in range(len(parts[0][1]))
     ]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -77,6 +77,8 @@ def _thousands(n: int) -> str:
 _CHANNEL_SPLIT = re.compile(r"\|\s*|\n[ \t]*\n\s*")
 _ROW_SPLIT = re.compile(r"[\n/;]")
 _VALUE_SPLIT = re.compile(r"[\s,]+")
+_SEPARATORS = re.compile(r"[\s,/;]+")
+_LARGEST = 10**15  # whole numbers beyond this would overflow int64 once multiplied and summed
 
 
 def _number(token: str) -> int | float:
@@ -90,14 +92,12 @@ def _number(token: str) -> int | float:
 def parse_matrix(text: str) -> np.ndarray:
     """Numbers typed or pasted as rows → (H, W), or (C, H, W) for several channels.
 
-    Rows are separated by new lines or "/", values by spaces, commas or tabs; channels by a
-    blank line or "|". All whole numbers give an int64 array, otherwise float64. Ragged rows,
+    Rows are separated by new lines, "/" or ";", values by spaces, commas or tabs; channels by
+    a blank line or "|". All whole numbers give an int64 array, otherwise float64. Ragged rows,
     something that is not a number, or channels of different sizes raise LensError naming the
     row and column at fault.
     """
-    blocks = [
-        b for b in _CHANNEL_SPLIT.split(text.strip()) if _VALUE_SPLIT.sub("", b.replace("/", ""))
-    ]
+    blocks = [b for b in _CHANNEL_SPLIT.split(text.strip()) if _SEPARATORS.sub("", b)]
     if not blocks:
         raise LensError("no numbers: type rows of numbers, e.g. 1 2 3 / 4 5 6")
     channels: list[list[list[int | float]]] = []
@@ -116,9 +116,9 @@ def parse_matrix(text: str) -> np.ndarray:
                     raise LensError(
                         f"{where}row {len(rows) + 1}, column {col}: {token!r} is not a number"
                     ) from None
-                if isinstance(number, float) and not math.isfinite(number):
+                if not math.isfinite(number) or abs(number) >= _LARGEST:
                     raise LensError(
-                        f"{where}row {len(rows) + 1}, column {col}: {token!r} is not finite"
+                        f"{where}row {len(rows) + 1}, column {col}: {token!r} is too large"
                     )
                 row.append(number)
             if rows and len(row) != len(rows[0]):
@@ -232,23 +232,20 @@ class AxisSize:
             )
         if not self.uncovered:
             return "; ".join(parts)
-        listed = ", ".join(map(str, self.uncovered))
-        lost = self.lost
-        if lost:
-            real = ", ".join(map(str, lost))
-            parts.append(
-                f"padded {unit}{'s' if len(self.uncovered) > 1 else ''} {listed} "
-                f"{'are' if len(self.uncovered) > 1 else 'is'} never covered: input "
-                f"{unit}{'s' if len(lost) > 1 else ''} {real} never reach the output"
-            )
+        many = len(self.uncovered) > 1
+        skipped = f"padded {_listing(unit, self.uncovered)} {'are' if many else 'is'} never covered"
+        if self.lost:
+            reach = "never reach" if len(self.lost) > 1 else "never reaches"
+            parts.append(f"{skipped}: input {_listing(unit, self.lost)} {reach} the output")
         else:
-            parts.append(
-                f"padded {unit}{'s' if len(self.uncovered) > 1 else ''} {listed} "
-                f"{'are' if len(self.uncovered) > 1 else 'is'} never covered, but "
-                f"{'they are' if len(self.uncovered) > 1 else 'it is'} padding: "
-                "no input value is lost"
-            )
+            padding = "they are padding" if many else "it is padding"
+            parts.append(f"{skipped}, but {padding}: no input value is lost")
         return "; ".join(parts)
+
+
+def _listing(unit: str, items: Sequence[int]) -> str:
+    """Units and indices: "row 5", or "rows 3, 4"."""
+    return f"{unit}{'s' if len(items) > 1 else ''} {', '.join(map(str, items))}"
 
 
 def _count(n: int, unit: str) -> str:
@@ -270,10 +267,10 @@ def axis_size(
     covered = {i * stride + j * dilation for i in range(max(out, 0)) for j in range(kernel)}
     uncovered = tuple(i for i in range(size + 2 * padding) if i not in covered)
     remainder = span % stride if span >= 0 else 0
+    exact = remainder == 0
     return AxisSize(
-        axis, size, kernel, padding, stride, dilation, out, formula, remainder == 0, remainder,
-        uncovered,
-    )  # fmt: skip
+        axis, size, kernel, padding, stride, dilation, out, formula, exact, remainder, uncovered
+    )
 
 
 def _sizes(
@@ -306,6 +303,10 @@ def _empty_message(sizes: tuple[AxisSize, AxisSize], what: str) -> str:
 
 
 def _problems(sizes: tuple[AxisSize, AxisSize]) -> list[str]:
+    """One note per axis that loses something; one for both when the axes are alike."""
+    h, w = sizes
+    if h.note and replace(h, axis="columns") == w:
+        return [h.note.replace("rows:", "rows (and columns alike):", 1)]
     return [s.note for s in sizes if s.note]
 
 
@@ -412,28 +413,24 @@ class Step:
     text: str  # "0·1 + 0·2 + … + 4·9 = 91"
 
 
-def multiply_add(values: np.ndarray, weights: np.ndarray, bias: Any = 0, digits: int = 6) -> str:
-    """ "a·w + a·w + … [+ bias] = total", input first, in row-major order."""
-    a, w = np.asarray(values).ravel(), np.asarray(weights).ravel()
-    terms = [
-        f"{term(v, digits)}·{term(k, digits)}" for v, k in zip(a.tolist(), w.tolist(), strict=True)
-    ]
-    total = sum(v * k for v, k in zip(a.tolist(), w.tolist(), strict=True))
+def _written(terms: list[str], total: Any, bias: Any, digits: int) -> str:
     if bias:
-        terms.append(term(bias, digits))
+        terms = [*terms, term(bias, digits)]
         total += bias
     return " + ".join(terms) + f" = {fmt(total, digits)}"
+
+
+def multiply_add(values: Any, weights: Any, bias: Any = 0, digits: int = 6) -> str:
+    """The written dot product "a·w + a·w + … [+ bias] = total", input first, row-major."""
+    pairs = list(zip(np.ravel(values).tolist(), np.ravel(weights).tolist(), strict=True))
+    terms = [f"{term(v, digits)}·{term(k, digits)}" for v, k in pairs]
+    return _written(terms, sum(v * k for v, k in pairs), bias, digits)
 
 
 def written_sum(values: Any, bias: Any = 0, digits: int = 6) -> str:
     """The written sum "v₀ + v₁ + … [+ bias] = total" (the bias last, when nonzero)."""
     parts = np.ravel(values).tolist()
-    terms = [term(v, digits) for v in parts]
-    total = sum(parts)
-    if bias:
-        terms.append(term(bias, digits))
-        total += bias
-    return " + ".join(terms) + f" = {fmt(total, digits)}"
+    return _written([term(v, digits) for v in parts], sum(parts), bias, digits)
 
 
 def _window_indices(start: int, kernel: int, dilation: int) -> tuple[int, ...]:
@@ -496,12 +493,8 @@ class MultiChannelConv:
         return range(group * per_group_in, (group + 1) * per_group_in)
 
     def sum_text(self, out_channel: int, y: int, x: int) -> str:
-        """ "partial₀ + partial₁ + … [+ bias] = output" at one position."""
-        parts = [term(v) for v in self.partials[out_channel, :, y, x].tolist()]
-        bias = self.bias[out_channel].item()
-        if bias:
-            parts.append(term(bias))
-        return " + ".join(parts) + f" = {fmt(self.output[out_channel, y, x])}"
+        """The partial results at (y, x) plus the bias, written out."""
+        return written_sum(self.partials[out_channel, :, y, x], self.bias[out_channel].item())
 
 
 def multichannel_worked(

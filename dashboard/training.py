@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -53,6 +53,9 @@ class TrainConfig:
     snapshot_layers: int = 2  # first N conv layers' filters kept per epoch for the filter slider
     log_every: int = 20  # steps between StepEvents: a smooth live curve, cheap to draw
     threads: int | None = None  # CPU threads for this run; None leaves torch's (the caller's)
+    # CPU conv nets train in the channels-last layout: 15-30 % less time per step (bench/), the
+    # same maths, but other rounding (Adam amplifies it in weights whose gradient is ~0).
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -197,18 +200,29 @@ def _all_sum(values: list[float], world: World, device: torch.device) -> list[fl
 # Optimizers and schedules
 
 
+def _fused(params: list[nn.Parameter]) -> dict[str, bool]:
+    """One fused kernel per step instead of ~10 small ops per tensor (the same update rule):
+    on CPU and CUDA, for floating-point parameters; elsewhere torch's default path."""
+    ok = bool(params) and all(
+        p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params
+    )
+    return {"fused": True} if ok else {}
+
+
 def make_optimizer(params: Iterator[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
     name, lr, wd = config.optimizer, config.lr, config.weight_decay
+    plist = list(params)
+    fused = _fused(plist)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=wd)
+        return torch.optim.SGD(plist, lr=lr, weight_decay=wd, **fused)
     if name in ("momentum", "nesterov"):
         return torch.optim.SGD(
-            params, lr=lr, momentum=MOMENTUM, nesterov=name == "nesterov", weight_decay=wd
+            plist, lr=lr, momentum=MOMENTUM, nesterov=name == "nesterov", weight_decay=wd, **fused
         )
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+        return torch.optim.Adam(plist, lr=lr, weight_decay=wd, **fused)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        return torch.optim.AdamW(plist, lr=lr, weight_decay=wd, **fused)
     raise UnknownNameError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
 
 
@@ -348,7 +362,32 @@ def _first_convs(model: nn.Module, n: int) -> list[tuple[str, nn.Conv2d]]:
 
 
 def _snapshot(convs: list[tuple[str, nn.Conv2d]]) -> dict[str, torch.Tensor]:
-    return {name: conv.weight.detach().cpu().clone() for name, conv in convs}
+    # Contiguous copies whatever the training layout: safetensors stores only contiguous tensors.
+    contiguous = torch.contiguous_format
+    return {
+        name: conv.weight.detach().to("cpu", memory_format=contiguous, copy=True)
+        for name, conv in convs
+    }
+
+
+@contextmanager
+def _channels_last_on_cpu(model: nn.Module, device: torch.device) -> Iterator[torch.memory_format]:
+    """Train a CPU conv net channels-last (N, H, W, C in memory), yielding the batches' layout.
+
+    oneDNN's convolutions, batch norm and max-pooling are vectorised over channels in that
+    layout (max-pool forward ~8× faster for bn-cnn); the maths is unchanged. The model is laid
+    out contiguously again on the way out, also after an error, so checkpoints can be saved.
+    A model already in another layout, or on a GPU, is left as it is.
+    """
+    kernels = [p for p in model.parameters() if p.ndim == 4]
+    if device.type != "cpu" or not kernels or not all(p.is_contiguous() for p in kernels):
+        yield torch.contiguous_format
+        return
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield torch.channels_last
+    finally:
+        model.to(memory_format=torch.contiguous_format)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,14 +457,27 @@ def fit(
     torch.distributed each process takes its share of every global batch and only the sums
     travel between processes; every process returns the same history.
     """
-    if config.threads is None:
-        return _fit(model, train, test, config, on_event, should_stop)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
+    layout = (
+        _channels_last_on_cpu(model, resolve_device(config.device))
+        if config.channels_last
+        else nullcontext(torch.contiguous_format)
+    )
+    with _cpu_threads(config.threads), layout as memory_format:
+        return _fit(model, train, test, config, on_event, should_stop, memory_format)
+
+
+@contextmanager
+def _cpu_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads for the block (None: leave the caller's), restored after."""
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
-        return _fit(model, train, test, config, on_event, should_stop)
+        yield
     finally:
-        torch.set_num_threads(previous_threads)
+        torch.set_num_threads(previous)
 
 
 def _fit(
@@ -435,6 +487,7 @@ def _fit(
     config: TrainConfig,
     on_event: Callable[[Event], None] | None,
     should_stop: Callable[[], bool] | threading.Event | None,
+    memory_format: torch.memory_format,
 ) -> FitResult:
     notes = check_config(config)
     if len(train.labels) == 0:
@@ -505,7 +558,13 @@ def _fit(
         step = 0
         lr = optimizer.param_groups[0]["lr"]
         batches = iterate_batches(
-            mine, per_process, shuffle=False, generator=augment_rng, augment=augment, device=device
+            mine,
+            per_process,
+            shuffle=False,
+            generator=augment_rng,
+            augment=augment,
+            device=device,
+            memory_format=memory_format,
         )
         for x, y in batches:
             lr = optimizer.param_groups[0]["lr"]

@@ -141,10 +141,80 @@ def _persistent_selectbox(
     return st.session_state[permanent]
 
 
+# The app's pages in reading order; drawn by `sidebar()` (Streamlit's own list would call the
+# home page "app", after its file name).
+PAGES = (
+    ("app.py", "Home", ":material/home:", "this overview and the selected model's layers"),
+    (
+        "pages/1_Model.py",
+        "Model",
+        ":material/deployed_code:",
+        "pick a shipped checkpoint, upload yours, or take one from torchvision's zoo",
+    ),
+    (
+        "pages/2_Train.py",
+        "Train",
+        ":material/model_training:",
+        "train with live curves, stop any time, save, compare runs",
+    ),
+    (
+        "pages/3_Shape_flow.py",
+        "Shape flow",
+        ":material/account_tree:",
+        "every layer's shape, parameters, multiply-adds, receptive field and formula",
+    ),
+    (
+        "pages/4_Filters.py",
+        "Filters",
+        ":material/grid_on:",
+        "the learned kernels of every conv layer, across epochs, beside Sobel and Prewitt",
+    ),
+    (
+        "pages/5_Activations.py",
+        "Activations",
+        ":material/layers:",
+        "what each layer sees of an image you pick, upload or draw; Grad-CAM",
+    ),
+    (
+        "pages/6_Confusion_matrix.py",
+        "Confusion matrix",
+        ":material/grid_view:",
+        "where the model gets confused: click a cell to see its images",
+    ),
+    (
+        "pages/8_Convolution_lab.py",
+        "Convolution lab",
+        ":material/calculate:",
+        "convolution and pooling by hand, then any neuron of the model",
+    ),
+)
+
+
+def _existing_pages() -> list[tuple[str, str, str, str]]:
+    return [page for page in PAGES if (paths.REPO_ROOT / page[0]).exists()]
+
+
+def navigation() -> None:
+    """Links to every page that exists, with readable names."""
+    st.markdown("## :material/center_focus_strong: CNN Lens")
+    for script, label, icon, _ in _existing_pages():
+        st.page_link(script, label=label, icon=icon)
+    st.divider()
+
+
+def page_overview() -> None:
+    """The home page's map of the app: one link and one line per page."""
+    columns = st.columns(3)
+    for i, (script, label, icon, what) in enumerate(_existing_pages()[1:]):
+        with columns[i % 3].container(border=True):
+            st.page_link(script, label=f"**{label}**", icon=icon)
+            st.caption(what)
+
+
 def sidebar() -> Selection:
-    """Draw the shared sidebar (model, dataset) and return the current selection."""
+    """Draw the shared sidebar (pages, model, dataset) and return the current selection."""
     with st.sidebar:
-        st.markdown("### CNN Lens")
+        navigation()
         model_key = _persistent_selectbox(
             "Model",
             model_choices(),

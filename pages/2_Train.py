@@ -1,6 +1,7 @@
 """Train: every option of fit() and of the model; the run trains in a background thread while a
 fragment redraws its progress and live curves; Stop, save under a name, compare runs."""
 
+import os
 import uuid
 
 import pandas as pd
@@ -139,6 +140,7 @@ def config_settings() -> tuple[training.TrainConfig, int | None, int | None, int
     default("eval_every", DEFAULTS.eval_every_epoch)
     default("snapshots", DEFAULTS.snapshot_layers)
     default("log_every", DEFAULTS.log_every)
+    default("threads", 1)
     top, middle, bottom = st.columns(4), st.columns(4), st.columns(4)
     epochs = top[0].number_input("Epochs", min_value=1, max_value=500, step=1, key=W + "epochs")
     batch = top[1].number_input("Batch size", min_value=1, max_value=8192, step=16, key=W + "batch")
@@ -192,7 +194,7 @@ def config_settings() -> tuple[training.TrainConfig, int | None, int | None, int
     seed = bottom[2].number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key=W + "seed")
     device = bottom[3].selectbox("Device", training.DEVICES, key=W + "device")
     with st.expander("More settings"):
-        more = st.columns(4)
+        more = st.columns(5)
         eval_every = more[0].checkbox(
             "Test after every epoch (else at the end)", key=W + "eval_every"
         )
@@ -213,6 +215,14 @@ def config_settings() -> tuple[training.TrainConfig, int | None, int | None, int
             key=W + "input_size",
             help=f"At most {MAX_INPUT_SIZE}: the resized split is kept in memory.",
         )
+        threads = more[4].number_input(
+            "CPU threads",
+            min_value=1,
+            max_value=os.cpu_count() or 1,
+            key=W + "threads",
+            help="For this run. One is fastest on a shared server: with more, the run's "
+            "threads and the page's fight for the cores (measured 10× slower on 2 busy cores).",
+        )
     config = training.TrainConfig(
         epochs=int(epochs),
         batch_size=int(batch),
@@ -227,6 +237,7 @@ def config_settings() -> tuple[training.TrainConfig, int | None, int | None, int
         eval_every_epoch=bool(eval_every),
         snapshot_layers=int(snapshots),
         log_every=int(log_every),
+        threads=int(threads),
     )
     return config, int(limit) or None, int(limit_test) or None, int(size) or None
 

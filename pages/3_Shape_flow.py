@@ -1,6 +1,7 @@
 """Shape flow: every layer's input and output shape, its parameters and multiply-adds, the
 output-size formula with its numbers, and what breaks when the input size changes."""
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import figures, summary, ui
@@ -15,6 +16,7 @@ DETAIL_KEY, FOLD_KEY = "shape_detail", "shape_fold"
 EVERY_LAYER = "every layer"
 MAX_SIDE = 512  # larger inputs make the probing forward pass slow on a CPU
 FLAG_LINES = 6
+DIAGRAM_WIDTH = 900  # pixels: the main column of a wide page on a laptop screen
 
 
 def reset_input_shape(shape: tuple[int, int, int]) -> None:
@@ -22,7 +24,7 @@ def reset_input_shape(shape: tuple[int, int, int]) -> None:
         st.session_state[key] = int(value)
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+@st.cache_resource(max_entries=32, show_spinner=False)  # shared, read only: no unpickling
 def diagram(
     model_key: str, shape: tuple[int, int, int], mtime: float, depth: int | None, folded: tuple
 ):
@@ -32,12 +34,11 @@ def diagram(
     title = f"Feature-map flow at {summary.shape_text(shape)}"
     if flow.broken is not None:
         title += f" — stops before {flow.broken.layer}"
-    return figures.shape_flow_diagram(plan.layers, title=title), plan
+    return figures.shape_flow_diagram(plan.layers, title=title, max_width=DIAGRAM_WIDTH), plan
 
 
 def highlight(rows: list[dict]):
     """The table as a pandas Styler: the breaking layer red, layers with a flag amber."""
-    import pandas as pd
 
     def colour(row: pd.Series) -> list[str]:
         if row["Output"] == summary.BROKEN_OUTPUT:
@@ -110,14 +111,14 @@ if flow.broken is not None:
     st.error(
         f"**{flow.broken.layer or 'The model'}** ({flow.broken.type}) breaks at input "
         f"{summary.shape_text(shape)}: {flow.broken.reason}. The model was built for {default}.",
-        icon="⛔",
+        icon=":material/block:",
     )
 flagged = [r for r in flow.leaves if r.flag]
 if flagged:
     lines = [f"- **{r.name}**: {r.flag}" for r in flagged[:FLAG_LINES]]
     if len(flagged) > FLAG_LINES:
         lines.append(f"- … and {len(flagged) - FLAG_LINES} more (the Flag column)")
-    st.warning("Divisions that are not exact (highlighted in the table):\n" + "\n".join(lines))
+    st.warning("**Flagged layers** (highlighted in the table):\n" + "\n".join(lines))
 
 deepest = summary.max_depth(flow)
 depth: int | None = None
@@ -173,9 +174,9 @@ st.dataframe(
         "K/S/P": st.column_config.TextColumn(help="kernel / stride / padding"),
         "RF": st.column_config.TextColumn(help="receptive field on the input"),
         "Formula": st.column_config.TextColumn(
-            width="large", help="output size = ⌊(n − k + 2p) / s⌋ + 1 with this layer's numbers"
+            help="output size = ⌊(n − k + 2p) / s⌋ + 1 with this layer's numbers"
         ),
-        "Flag": st.column_config.TextColumn(width="large"),
+        "Flag": st.column_config.TextColumn(help="what does not fit: shown in colour"),
     },
 )
 st.download_button(

@@ -12,43 +12,47 @@ ui.setup_page("Filters")
 selection = ui.sidebar()
 
 # Session-state keys: stable names, so a later URL binding can seed them.
-LAYER_KEY, SCALE_KEY, SOURCE_KEY = "filters_layer", "filters_scale", "filters_source"
+LAYER_KEY, SCALE_KEY, CHANNELS_KEY = "filters_layer", "filters_scale", "filters_channels"
 CHANNEL_KEY, EPOCH_KEY, IMAGE_KEY = "filters_channel", "filters_epoch", "filters_image"
-MEAN_SOURCE, ONE_SOURCE = "mean of all input channels", "one input channel"
-RESPONSE_PIXELS = 100_000  # response mosaics are thinned beyond this: keeps reruns fast
+ALL_CHANNELS, ONE_CHANNEL = "mean of all input channels", "one input channel"
+RESPONSE_PIXELS = 40_000  # response mosaics are thinned beyond this: keeps reruns fast
 GRID_SIDE, KERNEL_SIDE = 440, 250  # pixel budgets, so the figures fit their columns
 RESPONSE_SIDE = (260, 380)  # classic, learned
 THUMBNAIL = 140  # pixels of the input image shown beside the responses
 
 # The caches take weights and images unhashed (`_weights`, `_image`) and are keyed by `source`
 # (model key, modification time, layer, epoch) and the image's place: no megabytes hashed.
+# cache_resource hands back the same read-only objects: st.cache_data would unpickle each
+# figure on every rerun, and unpickling a plotly Figure validates it all over again.
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@st.cache_resource(max_entries=64, show_spinner=False)
 def weights_of(_model, _history, model_key: str, mtime: float, layer: str, epoch) -> np.ndarray:
-    """The layer's weights, now (epoch None) or at a saved epoch of training."""
-    return filters.layer_weights(_model, layer, _history, epoch).numpy()
+    """The layer's weights, now (epoch None) or at a saved epoch of training (read only)."""
+    weights = filters.layer_weights(_model, layer, _history, epoch).numpy()
+    weights.setflags(write=False)
+    return weights
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@st.cache_resource(max_entries=64, show_spinner=False)
 def grid_figure(_weights: np.ndarray, source: tuple, scale: str, channel: int | None, title: str):
     return figures.filter_grid(
         _weights, scale=scale, channel=channel, title=title, max_side=GRID_SIDE
     )
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+@st.cache_resource(max_entries=32, show_spinner=False)
 def histogram(_weights: np.ndarray, source: tuple, title: str):
     figure = figures.weight_histogram(_weights, title=title)
     return figure, filters.weight_stats(_weights)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@st.cache_resource(max_entries=16, show_spinner=False)
 def rgb_figure(_weights: np.ndarray, source: tuple, title: str):
     return figures.rgb_filters(_weights, title=title, max_side=GRID_SIDE)
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_resource(show_spinner=False)
 def classic_figure():
     kernels = filters.classic_kernels()
     return figures.labelled_grid(
@@ -63,7 +67,7 @@ def classic_figure():
     )
 
 
-@st.cache_data(max_entries=16, show_spinner="Applying the filters to the image…")
+@st.cache_resource(max_entries=16, show_spinner="Applying the filters to the image…")
 def responses(_weights: np.ndarray, source: tuple, _image: np.ndarray, image_key: tuple):
     """Figures of the classic kernels' and the learned filters' responses, and the matches."""
     x = torch.from_numpy(_image)  # (C, H, W) normalized
@@ -90,12 +94,15 @@ def responses(_weights: np.ndarray, source: tuple, _image: np.ndarray, image_key
     return classic, learned, matches
 
 
-def thumbnail(pixels: torch.Tensor) -> np.ndarray:
-    """(C, H, W) uint8 → (H·k, W·k[, 3]) with square pixels, k so it is about THUMBNAIL wide."""
-    k = max(1, THUMBNAIL // pixels.shape[-1])
-    image = pixels.permute(1, 2, 0).numpy()
-    image = image.repeat(k, axis=0).repeat(k, axis=1)
-    return image[..., 0] if image.shape[-1] == 1 else image
+@st.cache_resource(max_entries=16, show_spinner=False)
+def sample_image(_split, dataset: str, index: int, size: int, mean: tuple, std: tuple):
+    """(thumbnail, normalized image): test image `index` at the model's size, as the model
+    sees it, and enlarged with square pixels to about THUMBNAIL wide for display."""
+    pixels = filters.sized_image(_split.images[index], size)  # (C, H, W) uint8
+    k = max(1, THUMBNAIL // size)
+    shown = pixels.permute(1, 2, 0).numpy().repeat(k, axis=0).repeat(k, axis=1)
+    normalized = data.normalize(pixels, mean, std).numpy()
+    return (shown[..., 0] if shown.shape[-1] == 1 else shown), normalized
 
 
 try:
@@ -144,12 +151,12 @@ with controls[2]:
     if layer.in_channels > 1:
         channels_from = st.radio(
             "Input channels",
-            [MEAN_SOURCE, ONE_SOURCE],
-            key=SOURCE_KEY,
+            [ALL_CHANNELS, ONE_CHANNEL],
+            key=CHANNELS_KEY,
             horizontal=True,
             help="Each filter has one kernel per input channel: their mean, or one of them.",
         )
-        if channels_from == ONE_SOURCE:
+        if channels_from == ONE_CHANNEL:
             st.session_state[CHANNEL_KEY] = min(
                 st.session_state.get(CHANNEL_KEY, 0), layer.in_channels - 1
             )
@@ -175,10 +182,12 @@ elif history:
         f"Per-epoch history was saved for {', '.join(saved)} only; this layer shows its final "
         "weights."
     )
+elif selection.is_checkpoint:
+    st.caption("No per-epoch history saved with this checkpoint: the weights as they are now.")
 elif view.untrained:
     st.caption("No per-epoch history: this model has not been trained.")
 else:
-    st.caption("No per-epoch history saved with this checkpoint: the weights as they are now.")
+    st.caption("No per-epoch history: pretrained weights, as they were published.")
 
 mtime = ui.mtime_of(selection.model_key)
 weights = weights_of(model, history, selection.model_key, mtime, name, epoch)
@@ -227,31 +236,35 @@ if not first:
     st.stop()
 
 st.subheader("Which learned filters are edge detectors?")
-try:
-    split = ui.load_data(selection, view)
+try:  # at its own size: one image is resized below, not the whole split
+    split = ui.dataset_split(selection.dataset, "test")
 except LensError as err:
     st.info(f"No test image to apply the filters to: {err}")
     st.stop()
-if layer.groups != 1 or layer.in_channels != split.images.shape[1]:
-    st.info(f"{name} does not take {split.info.title} images directly.")
+if layer.groups != 1 or layer.in_channels != split.info.channels:
+    st.info(
+        f"No test image to apply the filters to: {name} takes {layer.in_channels}-channel "
+        f"images but {split.info.title} has {split.info.channels}; pick a dataset with "
+        f"{layer.in_channels}-channel images."
+    )
     st.stop()
 
 pick = st.columns([1.2, 1, 4], vertical_alignment="center", gap="medium")
 index = pick[0].number_input(
     f"Test image (0–{len(split.labels) - 1:,})", 0, len(split.labels) - 1, key=IMAGE_KEY
 )
-pixels = split.images[int(index)]  # (C, H, W) uint8
 classes = view.classes or split.info.classes
 label = classes[int(split.labels[int(index)])]
-pick[1].image(thumbnail(pixels), caption=f"{split.info.title} #{int(index):,}: {label}")
+mean, std = filters.normalization(view.card, split.info)
+size = view.input_shape[-1]
+shown, image = sample_image(split, selection.dataset, int(index), size, mean, std)
+pick[1].image(shown, caption=f"{split.info.title} #{int(index):,}: {label}")
 pick[2].caption(
     "Each map below is what a kernel computes at every position of this image (red = positive, "
     "blue = negative). A learned filter whose map looks like a classic one's acts as an edge "
     "detector; the table under the maps names the closest classic kernel of each filter."
 )
-mean, std = filters.normalization(view.card, split.info)
-image = data.normalize(pixels, mean, std).numpy()
-image_key = (selection.dataset, "test", int(index), tuple(mean), tuple(std))
+image_key = (selection.dataset, int(index), size, mean, std)
 classic_maps, learned_maps, matches = responses(weights, source, image, image_key)
 columns = st.columns([2, 3], gap="large")
 with columns[0]:

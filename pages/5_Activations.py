@@ -28,6 +28,7 @@ ALL_KEY, TWO_KEY, CAM_LAYER_KEY, CAM_CLASS_KEY = "act_all", "act_two", "act_cam_
 BATCH_IMAGES = 256  # dead channels are judged over this many test images …
 BATCH_MULT_ADDS = 4e10  # … or fewer, so big models spend at most a few seconds on it
 MAX_LISTED = 2000  # misclassified images listed at once (an untrained model gets ~9,000)
+ALL_PIXELS = 200_000  # shared by every layer of "show all layers": one light chart
 SHOWN_IN_ALL = ("Conv", "MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool")
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
 
@@ -53,11 +54,12 @@ def forward(model_key: str, mtime: float, input_key: str, _model, _x: torch.Tens
     }
 
 
-@st.cache_data(max_entries=64, show_spinner="Measuring which channels fire over test images…")
+@st.cache_data(max_entries=16, show_spinner="Measuring which channels fire over test images…")
 def dead_stats(
-    model_key: str, mtime: float, dataset: str, layer: str, count: int, _model, _split
-) -> list[probe.ChannelStats]:
-    return inputs.batch_channel_stats(_model, _split, layer, count)
+    model_key: str, mtime: float, dataset: str, layers: tuple[str, ...], count: int, _model, _split
+) -> dict[str, list[probe.ChannelStats]]:
+    """Every activation layer's channel statistics over the first test images, in one pass."""
+    return inputs.batch_channel_stats(_model, _split, layers, count)
 
 
 @st.cache_data(max_entries=64, show_spinner="Computing Grad-CAM…")
@@ -292,6 +294,7 @@ with top[0]:
     else:
         from streamlit_drawable_canvas import st_canvas
 
+        st.caption("Draw one digit, white on black:")
         canvas = st_canvas(
             fill_color="#000000",
             stroke_width=18,
@@ -303,7 +306,7 @@ with top[0]:
             return_image_data=True,
             key="act_canvas",
         )
-        st.caption("Draw one digit, large, in the middle of the box (white on black).")
+        st.caption("Large and in the middle works best; the bin icon clears the box.")
         try:
             prepared = inputs.prepare_drawing(canvas.image_data, info)
         except LensError as err:
@@ -332,14 +335,11 @@ with top[1]:
         images = [(title, shown_image, ("test", prepared.key, title))]
     else:
         seen = f"What the model sees ({'×'.join(map(str, x.shape[1:]))})"
-        images = [
-            (
-                f"Original — {prepared.name}",
-                prepared.original,
-                ("original", inputs.input_key(prepared.original), prepared.name),
-            ),
-            (seen, shown_image, ("seen", prepared.key, seen)),
-        ]
+        images = [(seen, shown_image, ("seen", prepared.key, seen))]
+        if source == inputs.SOURCE_UPLOAD:  # a drawing's original is the canvas beside it
+            original = f"Original — {prepared.name}"
+            key = ("original", inputs.input_key(prepared.original), original)
+            images.insert(0, (original, prepared.original, key))
     for title, image, key in images:
         build = partial(figures.image_figure, image, title=title)
         st.plotly_chart(cached_figure("image", key, build), theme=None, width="content")
@@ -432,12 +432,13 @@ compare = options[2].toggle(
 
 dead_from = inputs.dead_layer(flow, layer)
 dead_count = int(min(BATCH_IMAGES, len(split), max(8, BATCH_MULT_ADDS // max(flow.mult_adds, 1))))
-batch = (
-    dead_stats(selection.model_key, mtime, selection.dataset, dead_from, dead_count, model, split)
-    if dead_from is not None
-    else None
-)
-dead = np.array([s.dead for s in batch]) if batch is not None else None
+dead = None
+if dead_from is not None:  # every layer's answer at once: a layer change then costs nothing
+    judged = tuple(dict.fromkeys(d for k in keys if (d := inputs.dead_layer(flow, k))))
+    batch = dead_stats(
+        selection.model_key, mtime, selection.dataset, judged, dead_count, model, split
+    )[dead_from]
+    dead = np.array([s.dead for s in batch])
 what = f"{layer} after {partner.type}" if after else layer
 
 
@@ -637,27 +638,27 @@ if show_all:
     st.divider()
     st.subheader("Every layer")
     st.caption(
-        "Each conv, pooling and activation layer's own output for this input, in forward order, "
-        f"with the {scale} colour scale."
+        "Each conv, pooling and activation layer's own output for this input, in forward order "
+        f"and channel order, with the {scale} colour scale; hover for the values."
     )
-    for r in layers:
-        key = inputs.layer_key(r)
-        if len(r.output_shape) != 3 or not (
-            r.type.startswith(SHOWN_IN_ALL) or inputs.is_activation(r)
-        ):
-            continue
-        own = result["maps"][key]
+    stacked = [
+        (inputs.layer_key(r), result["maps"][inputs.layer_key(r)])
+        for r in layers
+        if len(r.output_shape) == 3 and (r.type.startswith(SHOWN_IN_ALL) or inputs.is_activation(r))
+    ]
+    if stacked:
         build = partial(
-            figures.activation_grid,
-            own,
+            figures.activation_stack,
+            stacked,
             scale=scale,
-            order=order_of(own),
-            title=f"{key} ({r.type})",
             global_range=result["range"],
+            max_pixels=ALL_PIXELS,
+            title=f"Every layer — {prepared.name}",
         )
         st.plotly_chart(
-            cached_figure("all", (*model_id, prepared.key, key, scale, sort), build),
+            cached_figure("all", (*model_id, prepared.key, scale, prepared.name), build),
             theme=None,
             width="content",
-            key=f"all_{key}",
         )
+    else:
+        st.info("This model has no layer with spatial maps to stack.")

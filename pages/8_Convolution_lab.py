@@ -251,7 +251,7 @@ def learned_figures(model_key: str, mtime: float, dataset: str, index: int, _mod
     return weights, responses, table, learned.weights
 
 
-def test_image_picker(split) -> int:
+def image_picker(split) -> int:
     """The test image shared with the Activations page."""
     return int(
         kept(
@@ -451,7 +451,8 @@ def worked_tab() -> None:
             [worked.padded.shape[1] + 1, kw + 1, worked.output.shape[1] + 1], gap="medium"
         )
         with left:
-            st.markdown(f"**Padded input** {worked.padded.shape[0]}×{worked.padded.shape[1]}")
+            name = "Padded input" if any(worked.padding) else "Input"
+            st.markdown(f"**{name}** {worked.padded.shape[0]}×{worked.padded.shape[1]}")
             st.table(grid(worked.padded, css))
         with middle:
             st.markdown("**Kernel**")
@@ -740,9 +741,11 @@ def pooling_tab() -> None:
             )
         include = kept(
             st.checkbox,
-            "Average counts padded zeros (count_include_pad, PyTorch's default)",
+            "Average: padding counts in the divisor",
             "lab_pool_include",
             True,
+            help="count_include_pad, PyTorch's default (True): a window that hangs over the "
+            "edge divides by k·k; without it, by the number of real cells.",
         )
     with results:
         try:
@@ -759,19 +762,15 @@ def pooling_tab() -> None:
             ui.show_error(err)
             return
         worked = pools[kind]
+        if kind == "max":
+            edge = "Padding counts as −∞: it never wins."
+        elif include:
+            edge = "Padding counts as 0, and in the divisor (k·k)."
+        else:
+            edge = "Padding counts as 0; the divisor counts only real cells."
         st.markdown(
             f"**{'Max' if kind == 'max' else 'Average'} pooling**, {window}×{window} window, "
-            f"stride {stride}, padding {padding}: each channel on its own, no weights. "
-            + (
-                "Padding counts as −∞ for max (it never wins)."
-                if kind == "max"
-                else "Padding counts as 0 in the average"
-                + (
-                    " and in the divisor."
-                    if include
-                    else ", and the divisor counts only real cells."
-                )
-            )
+            f"stride {stride}, padding {padding}: each channel on its own, no weights. {edge}"
         )
         st.markdown("**Output size** ⌊(n + 2·p − k) / s⌋ + 1, with your numbers:")
         st.code(worked.formula, language=None)
@@ -955,7 +954,7 @@ def neuron_tab() -> None:
         st.session_state[NEURON_LAYER] = keys[0]
     cells = st.columns([1, 2.2, 0.8, 0.8, 0.8])
     with cells[0]:
-        index = test_image_picker(split)
+        index = image_picker(split)
     with cells[1]:
         layer = kept(
             st.selectbox,
@@ -981,10 +980,22 @@ def neuron_tab() -> None:
     y = x_pos = 0
     if len(shape) == 3:
         with cells[3]:
-            y = kept(st.number_input, "Row y", NEURON_Y, 0, min_value=0, max_value=shape[1] - 1)
+            y = kept(
+                st.number_input,
+                "Row y",
+                NEURON_Y,
+                shape[1] // 2,
+                min_value=0,
+                max_value=shape[1] - 1,
+            )
         with cells[4]:
             x_pos = kept(
-                st.number_input, "Column x", NEURON_X, 0, min_value=0, max_value=shape[2] - 1
+                st.number_input,
+                "Column x",
+                NEURON_X,
+                shape[2] // 2,
+                min_value=0,
+                max_value=shape[2] - 1,
             )
     pixels = split.images[index].numpy()
     x = inputs.model_input(pixels, split.info)
@@ -1158,15 +1169,12 @@ def pool_neuron(a: lab.NeuronArithmetic) -> None:
         st.markdown(f"**Window** of input channel {a.channel}")
         st.table(grid(a.window, css, [str(r) for r in a.rows], [str(c) for c in a.cols]))
     with text:
-        values = ", ".join(lab.fmt(v, 4) for v in a.window.ravel().tolist())
+        shown = [lab.fmt(v, 4) for v in a.window.ravel().tolist()]
         if a.kind == "max pool":
-            rule = f"max({values})"
+            rule, what = f"max({', '.join(shown)})", "largest value (red) passes on"
         else:
-            rule = f"({' + '.join(lab.fmt(v, 4) for v in a.window.ravel().tolist())}) / {a.count}"
-        st.markdown(
-            "Pooling has no weights: the window's "
-            + ("largest value (red) passes on." if a.kind == "max pool" else "mean passes on.")
-        )
+            rule, what = f"({' + '.join(shown)}) / {a.count}", "mean passes on"
+        st.markdown(f"Pooling has no weights: the window's {what}.")
         st.code(f"{rule} = {lab.fmt(a.computed, 6)}", language=None, wrap_lines=True)
 
 
@@ -1181,7 +1189,7 @@ def classic_tab() -> None:
         return
     cells = st.columns([1, 3])
     with cells[0]:
-        index = test_image_picker(split)
+        index = image_picker(split)
         pixels = split.images[index].numpy()
         st.plotly_chart(
             figures.image_figure(display_pixels(pixels), title=f"Test image {index}"),

@@ -76,8 +76,9 @@ def test_layer_class_pick_and_drawn_digit(app_url: str) -> None:
         assert_no_exception(page)
 
         page.get_by_text("by class", exact=True).click()
+        page.get_by_text(re.compile(r"^Which one of the")).wait_for(timeout=TIMEOUT_MS)
         settle(page)
-        choose(page, page, "Class", "3")
+        choose(page, page, "Class", re.compile(r"^3$"))
         verdict(page, r"true 3")
         page.get_by_text("Grad-CAM for '3' at features.conv2").first.wait_for(timeout=TIMEOUT_MS)
         settle(page)

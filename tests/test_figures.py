@@ -235,7 +235,7 @@ def test_labelled_grid_per_map_scale_thinning_and_hover(digits: torch.Tensor) ->
         y0, x0 = layout.origin(k)
         tile_z = z[pad + y0 : pad + y0 + layout.tile_h, x0 : x0 + layout.tile_w]
         shown = responses[k, ::stride, ::stride].astype(np.float64)
-        np.testing.assert_allclose(tile_z, shown / np.abs(shown).max(), rtol=1e-12)
+        np.testing.assert_allclose(tile_z, shown / np.abs(shown).max(), rtol=1e-6)
         record = custom[pad + y0 + 3, x0 + 5]  # map, true y, true x, true value
         assert record[:3].tolist() == [k, 3 * stride, 5 * stride]
         assert record[3] == pytest.approx(responses[k, 3 * stride, 5 * stride], rel=1e-6)
@@ -294,6 +294,54 @@ def test_activation_grid_thins_huge_layers_but_keeps_true_positions() -> None:
     channel, y, x = (custom[inside][:, i].astype(int) for i in range(3))
     np.testing.assert_array_equal(custom[inside][:, 3], acts[channel, y, x])
     assert set(np.unique(y)) == set(range(0, 112, 2))
+
+
+def test_activation_grid_takes_a_smaller_pixel_budget() -> None:
+    acts = np.random.default_rng(5).random((16, 32, 32), dtype=np.float32)
+    (full,) = heatmaps(figures.activation_grid(acts))
+    assert int((~np.isnan(np.asarray(full.z))).sum()) == 16 * 32 * 32  # under the default
+    fig = figures.activation_grid(acts, max_pixels=4_096)
+    (heat,) = heatmaps(fig)
+    inside = ~np.isnan(np.asarray(heat.z))
+    assert int(inside.sum()) == 16 * 16 * 16  # every 2nd row and column of each map
+    np.testing.assert_array_equal(np.asarray(heat.z)[:16, :16], acts[0, ::2, ::2])
+    assert "shown at 1/2 resolution" in fig.layout.title.subtitle.text
+
+
+def test_activation_stack_is_one_figure_with_every_layer(digits: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    conv1, conv2 = torch.nn.Conv2d(1, 6, 5), torch.nn.Conv2d(6, 16, 5)
+    with torch.no_grad():
+        a1 = F.relu(conv1(digits[:1]))  # (1, 6, 24, 24)
+        a2 = F.relu(conv2(F.max_pool2d(a1, 2)))  # (1, 16, 8, 8)
+    layers = [("conv1", a1[0].numpy()), ("conv2", a2[0].numpy())]
+    fig = figures.activation_stack(layers, scale="per layer", width=600, title="All")
+    first, second = heatmaps(fig)
+    assert (first.name, second.name) == ("conv1", "conv2")
+    for heat, (_, maps) in zip((first, second), layers, strict=True):
+        z, custom = np.asarray(heat.z), np.asarray(heat.customdata)
+        inside = ~np.isnan(z)
+        assert inside.sum() == maps.size  # small layers are not thinned
+        channel, y, x = (custom[inside][:, i].astype(int) for i in range(3))
+        np.testing.assert_array_equal(custom[inside][:, 3], maps[channel, y, x])
+        scaled = (maps - maps.min()) / (maps.max() - maps.min())
+        np.testing.assert_allclose(z[inside], scaled[channel, y, x], rtol=1e-6, atol=1e-7)
+        assert z.shape[1] * heat.dx == pytest.approx(600)  # every layer drawn 600 px wide
+    assert first.y0 + first.dy * np.asarray(first.z).shape[0] < second.y0  # one under another
+    assert [a.text.split("</b>")[0] for a in fig.layout.annotations] == ["<b>conv1", "<b>conv2"]
+    assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (0.0, 1.0)
+
+    glob = figures.activation_stack(layers, scale="global", global_range=(-1.0, 9.0))
+    assert (glob.layout.coloraxis.cmin, glob.layout.coloraxis.cmax) == (-1.0, 9.0)
+    raw = np.asarray(heatmaps(glob)[1].z)
+    np.testing.assert_array_equal(raw[:8, :8], layers[1][1][0])  # raw values, first tile
+    thin = figures.activation_stack(layers, max_pixels=2_000)
+    for heat in heatmaps(thin):
+        assert (~np.isnan(np.asarray(heat.z))).sum() <= 1_000  # the layers share the budget
+    with pytest.raises(ValueError, match="global_range"):
+        figures.activation_stack(layers, scale="global")
+    with pytest.raises(ShapeError):
+        figures.activation_stack([("fc", np.zeros(10))])
 
 
 def test_activation_vectors_are_bars_in_display_order() -> None:

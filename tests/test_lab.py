@@ -133,10 +133,15 @@ def test_inexact_division_lists_the_rows_never_covered() -> None:
     assert rows.formula == "⌊(5 + 2·0 − 1·(3 − 1) − 1) / 3⌋ + 1 = 1"
     assert (rows.exact, rows.remainder, rows.uncovered, rows.lost) == (False, 2, (3, 4), (3, 4))
     assert worked.output.tolist() == loop_conv(PRESET_X, PRESET_K, stride=3) == [[211]]
-    assert len(worked.problems) == 2
-    assert "2 / 3 = 0 remainder 2" in worked.problems[0]
-    assert "input rows 3, 4 never reach the output" in worked.problems[0]
-    assert "input columns 3, 4 never reach the output" in worked.problems[1]
+    assert worked.problems == [
+        "rows (and columns alike): 2 / 3 = 0 remainder 2 is not whole, so the size is rounded "
+        "down and the last window stops 2 rows short of the padded edge; padded rows 3, 4 are "
+        "never covered: input rows 3, 4 never reach the output"
+    ]
+    tall = lab.conv2d_worked(np.ones((6, 5), int), np.array(PRESET_K), stride=3)
+    assert len(tall.problems) == 1  # 6 rows: (6 − 3) / 3 is exact; 5 columns are not
+    assert tall.problems[0].startswith("columns: 2 / 3 = 0 remainder 2")
+    assert "input columns 3, 4 never reach the output" in tall.problems[0]
 
     # exact division, but a 1×1 kernel with stride 2 skips every other row
     skipping = lab.conv2d_worked(np.array(PRESET_X), [[1]], stride=2)
@@ -218,8 +223,9 @@ def test_random_multichannel_convolutions_equal_conv2d_exactly() -> None:
         assert np.array_equal(worked.output, expected), c
         # the partial results add up to the output, channel by channel
         assert np.array_equal(worked.partials.sum(axis=1) + c["bias"][:, None, None], expected)
-        assert np.allclose(lab.torch_conv2d(c["x"], c["kernels"], c["bias"], **conv_kwargs(c)),
-                           expected)  # fmt: skip
+        assert np.allclose(
+            lab.torch_conv2d(c["x"], c["kernels"], c["bias"], **conv_kwargs(c)), expected
+        )
 
 
 def test_random_float_single_channel_convolutions_equal_conv2d() -> None:
@@ -242,8 +248,9 @@ def test_partial_sums_of_the_channel_example() -> None:
     kernels = np.array([[PRESET_K, [[1, 0, -1]] * 3]])
     worked = lab.multichannel_worked(x, kernels, [2], padding=1)
     assert worked.partials[0, 0].tolist() == PRESET_OUT
-    assert worked.partials[0, 1].tolist() == loop_conv(np.eye(5, dtype=int).tolist(),
-                                                       [[1, 0, -1]] * 3, padding=1)  # fmt: skip
+    assert worked.partials[0, 1].tolist() == loop_conv(
+        np.eye(5, dtype=int).tolist(), [[1, 0, -1]] * 3, padding=1
+    )
     partial_1 = worked.partials[0, 1, 0, 0]
     assert worked.sum_text(0, 0, 0) == f"91 + {lab.term(partial_1)} + 2 = {91 + partial_1 + 2}"
     assert list(worked.input_channels(0)) == [0, 1]
@@ -261,8 +268,9 @@ def test_pointwise_mixing_is_a_matrix_times_each_pixel_vector() -> None:
     assert mixing.mixed.tolist() == (w @ x[:, 2, 3] + b).tolist()
     expected = torch_conv(x, w[:, :, None, None], bias=torch.tensor(b, dtype=torch.float64))
     assert np.array_equal(mixing.output, expected)
-    terms = " + ".join(f"{lab.term(v)}·{lab.term(k)}" for v, k in zip(x[:, 2, 3], w[0],
-                                                                         strict=True))  # fmt: skip
+    terms = " + ".join(
+        f"{lab.term(v)}·{lab.term(k)}" for v, k in zip(x[:, 2, 3], w[0], strict=True)
+    )
     assert mixing.lines[0] == f"out[0] = {terms} + 1 = {lab.fmt(w[0] @ x[:, 2, 3] + 1)}"
 
 
@@ -352,8 +360,9 @@ def test_im2col_equals_unfold_and_its_product_equals_conv2d() -> None:
     rng = np.random.default_rng(5)
     for _ in range(30):
         c = random_conv_config(rng)
-        kernels = rng.integers(-5, 6, size=(c["kernels"].shape[0], *c["x"].shape[:1],
-                                            *c["kernels"].shape[2:]))  # fmt: skip
+        kernels = rng.integers(
+            -5, 6, size=(c["kernels"].shape[0], *c["x"].shape[:1], *c["kernels"].shape[2:])
+        )
         kh, kw = kernels.shape[2:]
         kwargs = {key: c[key] for key in ("padding", "stride", "dilation")}
         columns = lab.im2col(c["x"], kh, kw, **kwargs)
@@ -436,7 +445,7 @@ def test_neuron_arithmetic_equals_the_models_activation(
         channels = out.shape[0]
         if out.dim() == 3:
             h, w = out.shape[1:]
-            positions = [(0, 0, 0), (channels - 1, h - 1, w - 1), (channels // 2, h // 2, 0)]
+            positions = [(0, 0, 0), (channels - 1, h - 1, w - 1)]  # corners: padding
         else:
             positions = [(0, 0, 0), (channels - 1, 0, 0)]
         for c, y, x_pos in positions:
@@ -584,7 +593,8 @@ def test_parse_matrix_accepts_what_people_type_and_paste() -> None:
         ("1 2 x\n4 5 6", "row 1, column 3: 'x' is not a number"),
         ("1 2\n3 4\n\n1 2 3", "channel 2 is 1×3 but channel 1 is 2×2"),
         ("1 2 | 3 y", "channel 2, row 1, column 2: 'y' is not a number"),
-        ("1 inf", "row 1, column 2: 'inf' is not finite"),
+        ("1 inf", "row 1, column 2: 'inf' is too large"),
+        ("1 99999999999999999999", "row 1, column 2: '99999999999999999999' is too large"),
     ],
 )
 def test_parse_matrix_names_the_row_and_column_at_fault(text: str, message: str) -> None:

@@ -229,7 +229,9 @@ def test_an_image_opened_by_link_or_by_another_page(model_key: str) -> None:
     assert chart_titled(other, r"^features\.conv1 — test image 77$")
 
 
-def test_compare_all_layers_and_grad_cam(model_key: str, model: torch.nn.Module) -> None:
+def test_compare_all_layers_and_grad_cam(
+    model_key: str, model: torch.nn.Module, mnist_test: data.Split
+) -> None:
     app = open_page(lens_model=model_key, lens_image_index=2)
     app.toggle(key="_act_two").set_value(True).run()
     app.number_input(key="_lens_compare_index").set_value(11).run()
@@ -240,16 +242,23 @@ def test_compare_all_layers_and_grad_cam(model_key: str, model: torch.nn.Module)
 
     app.toggle(key="_act_all").set_value(True).run()
     assert not app.exception, app.exception
-    titles = [c["layout"]["title"]["text"] for c in charts(app)]
-    every = [t for t in titles if t.endswith(")") and t.startswith("features.")]
-    assert every == [
-        "features.conv1 (Conv2d)",
-        "features.relu1 (ReLU)",
-        "features.pool1 (MaxPool2d)",
-        "features.conv2 (Conv2d)",
-        "features.relu2 (ReLU)",
-        "features.pool2 (MaxPool2d)",
+    stack = chart_titled(app, r"^Every layer — test image 2$")
+    names = [t["name"] for t in stack["data"]]
+    assert names == [
+        "features.conv1",
+        "features.relu1",
+        "features.pool1",
+        "features.conv2",
+        "features.relu2",
+        "features.pool2",
     ]
+    with torch.no_grad():
+        pool2 = model.features(image_tensor(mnist_test, 2))[0].numpy()  # (16, 5, 5)
+    custom = array(stack["data"][-1]["customdata"])
+    inside = ~np.isnan(array(stack["data"][-1]["z"]))
+    channel, y, x = (custom[inside][:, i].astype(int) for i in range(3))
+    np.testing.assert_allclose(custom[inside][:, 3], pool2[channel, y, x], atol=1e-5)
+    assert inside.sum() == pool2.size
     predicted = int(
         next(m.value for m in app.markdown if m.value.startswith("predicted")).split("**")[1]
     )

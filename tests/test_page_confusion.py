@@ -5,9 +5,8 @@ checkpoint's own predictions, computed here independently of the page's caches."
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +15,12 @@ import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, recall_score
 from streamlit.testing.v1 import AppTest
 
-from dashboard import checkpoints, confusion, data, metrics, models
+from dashboard import checkpoints, confusion, data, metrics, models, training
 from tests.conftest import REPO_ROOT
 from tests.test_confusion import write_cifar100
 
-PAGE = str(REPO_ROOT / "pages" / "6_Confusion_matrix.py")
+APP = str(REPO_ROOT / "app.py")  # the entry point, so st.switch_page finds the other pages
+PAGE = "pages/6_Confusion_matrix.py"
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -31,15 +31,34 @@ def model_key(lenet5_mnist_checkpoint: Path) -> str:
     return f"ckpt:{lenet5_mnist_checkpoint}"
 
 
+def save(model: torch.nn.Module, folder: Path, architecture: str, dataset: str) -> str:
+    """A checkpoint (weights and card) of a model built for `dataset`; → its model key."""
+    info = data.dataset_info(dataset)
+    name = f"{architecture}-{dataset}"
+    card = checkpoints.Card(
+        name=name,
+        architecture=architecture,
+        model_args={
+            "in_channels": info.channels,
+            "num_classes": info.num_classes,
+            "input_size": info.size,
+        },
+        dataset=dataset,
+        classes=list(info.classes),
+        normalization={"mean": list(info.mean), "std": list(info.std)},
+    )
+    return f"ckpt:{checkpoints.save_checkpoint(model, card, folder / name)}"
+
+
 @pytest.fixture(scope="module")
 def second_key(shared_datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A weaker real model for the comparison: course-net after 2,000 digits, by the CLI."""
-    out = tmp_path_factory.mktemp("second") / "course-net-mnist"
-    command = [sys.executable, "-m", "dashboard", "train", "--model", "course-net"]
-    command += ["--dataset", "mnist", "--epochs", "1", "--limit-train", "2000", "--seed", "1"]
-    command += ["--data-root", str(shared_datasets), "--out", str(out)]
-    subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True, timeout=300)
-    return f"ckpt:{out.with_suffix('.safetensors')}"
+    """A weaker real model for the comparison: course-net after 1,500 digits."""
+    train = data.load_split("mnist", "train", data_root=shared_datasets)
+    subset = dataclasses.replace(train, images=train.images[:1500], labels=train.labels[:1500])
+    torch.manual_seed(1)
+    model = models.build_model("course-net", in_channels=1, num_classes=10, input_size=28)
+    training.fit(model, subset, None, training.TrainConfig(epochs=1, seed=1, threads=1))
+    return save(model, tmp_path_factory.mktemp("second"), "course-net", "mnist")
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +81,7 @@ def pred(model_key: str, mnist_test: data.Split) -> metrics.Predictions:
 
 
 def open_page(**state) -> AppTest:
-    app = AppTest.from_file(PAGE, default_timeout=120)
+    app = AppTest.from_file(APP, default_timeout=120).switch_page(PAGE)
     extra = [v for k, v in state.items() if k in ("lens_model", "lens_compare_model")]
     app.session_state["lens_extra_models"] = [v for v in extra if v.startswith("ckpt:")]
     for key, value in state.items():
@@ -158,7 +177,7 @@ def test_a_cell_opens_exactly_its_images(model_key: str, pred: metrics.Predictio
     inside = metrics.cell_indices(pred, worst.true, worst.predicted)
     assert len(inside) == worst.count
     assert gallery_buttons(app) == inside[:40].tolist()  # the first page
-    assert len(app.get("imgs")) == min(40, worst.count)
+    assert len(app.get("image")) == min(40, worst.count)
     assert any(
         h.value
         == f"True {worst.true} → predicted {worst.predicted}: {worst.count} image"
@@ -190,7 +209,7 @@ def test_an_image_opens_on_the_activations_page(model_key: str, pred: metrics.Pr
     app = open_page(lens_model=model_key)
     worst = confusion.top_cells(metrics.confusion(pred), 1)[0]
     app.button(key=f"cm_top_{worst.true}_{worst.predicted}").click().run()
-    index = int(metrics.cell_indices(pred, worst.true, worst.predicted)[-1])
+    index = int(metrics.cell_indices(pred, worst.true, worst.predicted)[1])
     app.button(key=f"cm_open_{index}").click().run()
     assert not app.exception, app.exception
     assert app.session_state["lens_image_index"] == index
@@ -238,17 +257,7 @@ def cifar100_case(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     write_cifar100(root, per_class=3)
     torch.manual_seed(0)
     model = models.build_model("simple-convnet", in_channels=3, num_classes=100, input_size=32)
-    info = data.dataset_info("cifar100")
-    card = checkpoints.Card(
-        name="simple-convnet-c100",
-        architecture="simple-convnet",
-        model_args={"in_channels": 3, "num_classes": 100, "input_size": 32},
-        dataset="cifar100",
-        classes=list(info.classes),
-        normalization={"mean": list(info.mean), "std": list(info.std)},
-    )
-    path = checkpoints.save_checkpoint(model, card, tmp_path_factory.mktemp("c100") / "c100")
-    return root, f"ckpt:{path}"
+    return root, save(model, tmp_path_factory.mktemp("c100"), "simple-convnet", "cifar100")
 
 
 def test_cifar100_fine_and_superclass_views(cifar100_case: tuple[Path, str]) -> None:

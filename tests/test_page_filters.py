@@ -125,7 +125,7 @@ def test_input_channel_picker_mean_or_one_channel(trained: Path) -> None:
     w = load_file(str(trained))["features.conv2.weight"].double().numpy()  # (20, 10, 5, 5)
     z = heatmap_z(charts(app)["features.conv2 · epoch 2"])
     np.testing.assert_allclose(z, figures.tile(w.mean(axis=1), pad=1)[0], rtol=1e-12)
-    app.radio(key="filters_source").set_value("one input channel").run()
+    app.radio(key="filters_channels").set_value("one input channel").run()
     app.slider(key="filters_channel").set_value(3).run()
     assert not app.exception
     z = heatmap_z(charts(app)["features.conv2 · epoch 2"])

@@ -1,0 +1,140 @@
+"""The Confusion matrix page in Debian's Chromium: click a cell of the heatmap (the invisible
+marker over its centre, located through plotly's own axes), see exactly that cell's images,
+click one, and land on the Activations page with that image selected."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from dashboard import checkpoints, confusion, data, metrics
+from tests.browser import (
+    SCREENSHOTS,
+    assert_no_exception,
+    chromium_page,
+    require_chromium,
+    screenshot,
+    streamlit_server,
+    wait_for_app,
+)
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.browser
+TIMEOUT_MS = 120_000
+GALLERY_BUTTONS = '[class*="st-key-cm_open_"] button'
+
+
+@pytest.fixture(scope="module")
+def app_url(lenet5_mnist_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The app with the fixture's LeNet-5 among the saved runs (shipped models stay first)."""
+    require_chromium()
+    runs = tmp_path_factory.mktemp("runs")
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(lenet5_mnist_checkpoint.with_suffix(suffix), runs)
+    with streamlit_server(env={"CNN_LENS_RUNS": str(runs)}) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def pred(lenet5_mnist_checkpoint: Path, shared_datasets: Path) -> metrics.Predictions:
+    """The fixture model's answers on the MNIST test split, computed here (the oracle)."""
+    model = checkpoints.load_checkpoint(lenet5_mnist_checkpoint).model
+    return metrics.predict(model, data.load_split("mnist", "test", data_root=shared_datasets))
+
+
+def settle(page) -> None:
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT_MS
+    )
+
+
+def choose(page, scope, label: str, option: str | re.Pattern) -> None:
+    """Pick `option` in the selectbox labelled `label` inside `scope`."""
+    box = scope.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
+    box.click()
+    page.get_by_role("option", name=option).first.click()
+    settle(page)
+
+
+def cell_centre(page, true: int, predicted: int) -> tuple[float, float]:
+    """Page coordinates of a cell's centre, from the clickable chart's plotly axes."""
+    page.wait_for_function(
+        "() => document.querySelector('.st-key-cm_chart .js-plotly-plot')?._fullLayout"
+    )
+    x, y = page.evaluate(
+        """([row, col]) => {
+            const gd = document.querySelector('.st-key-cm_chart .js-plotly-plot');
+            const L = gd._fullLayout, box = gd.getBoundingClientRect();
+            return [box.left + L.xaxis._offset + L.xaxis.l2p(col),
+                    box.top + L.yaxis._offset + L.yaxis.l2p(row)];
+        }""",
+        [true, predicted],
+    )
+    return x, y
+
+
+def test_click_a_cell_see_its_images_open_one(app_url: str, pred: metrics.Predictions) -> None:
+    cm = metrics.confusion(pred)
+    worst = confusion.top_cells(cm, 1)[0]
+    inside = metrics.cell_indices(pred, worst.true, worst.predicted)
+    with chromium_page(viewport=(1500, 2000)) as page:
+        page.goto(f"{app_url}/Confusion_matrix")
+        wait_for_app(page, "Top confusions", TIMEOUT_MS)
+        choose(page, page.locator('[data-testid="stSidebar"]'), "Model", re.compile("lenet5-test"))
+        page.get_by_text(f"{pred.accuracy:.2%}", exact=True).wait_for(timeout=TIMEOUT_MS)
+        assert_no_exception(page)
+
+        page.mouse.click(*cell_centre(page, worst.true, worst.predicted))
+        started = time.perf_counter()
+        heading = f"True {worst.true} → predicted {worst.predicted}: {worst.count} images"
+        page.get_by_text(heading).wait_for(timeout=TIMEOUT_MS)
+        shown_after = time.perf_counter() - started
+        settle(page)
+        shown = min(40, worst.count)  # the first page
+        page.wait_for_function(  # stale elements of the previous run gone
+            f"() => document.querySelectorAll('{GALLERY_BUTTONS}').length === {shown}"
+        )
+        buttons = page.locator(GALLERY_BUTTONS)
+        labels = [int(re.search(r"#(\d+)", t)[1]) for t in buttons.all_inner_texts()]
+        assert labels == inside[:40].tolist()
+        page.wait_for_function(
+            """() => { const im = [...document.querySelectorAll('[data-testid="stImage"] img')];
+                       return im.length > 0 && im.every(i => i.complete && i.naturalWidth > 0); }"""
+        )
+        assert page.locator('[data-testid="stImage"] img').count() == shown
+        assert_no_exception(page)
+        page.mouse.move(5, 5)  # no hover label over the matrix in the screenshot
+        page.wait_for_timeout(300)
+        shot = screenshot(page, "confusion")
+        shutil.copy(shot, REPO_ROOT / "docs" / "screenshots" / "confusion.png")
+        print(f"gallery of {worst.count} images shown {shown_after * 1000:.0f} ms after the click")
+
+        index = int(inside[0])
+        page.locator(f".st-key-cm_open_{index} button").click()
+        wait_for_app(page, "Where the image comes from", TIMEOUT_MS)
+        page.wait_for_url(re.compile(rf"/Activations\?image={index}$"), timeout=TIMEOUT_MS)
+        field = page.locator('[data-testid="stNumberInputField"]').first
+        assert field.input_value() == str(index)
+        named = re.compile(rf"[Tt]est image ({index}|{index:,})\b")
+        page.get_by_text(named).first.wait_for(timeout=TIMEOUT_MS)
+        assert_no_exception(page)
+        screenshot(page, "confusion_to_activations")
+
+
+def test_compare_two_checkpoints(app_url: str) -> None:
+    with chromium_page(viewport=(1500, 2600)) as page:
+        page.goto(f"{app_url}/Confusion_matrix")
+        wait_for_app(page, "Top confusions", TIMEOUT_MS)
+        choose(page, page.locator('[data-testid="stSidebar"]'), "Model", re.compile("lenet5-test"))
+        choose(page, page, "Second model", re.compile("course-net"))
+        page.get_by_text("Improved in B").first.wait_for(timeout=TIMEOUT_MS)
+        assert page.locator(".st-key-cm_difference .js-plotly-plot").count() == 1
+        assert_no_exception(page)
+        page.locator(".st-key-cm_difference").scroll_into_view_if_needed()
+        screenshot(page, "confusion_compare")
+    assert (SCREENSHOTS / "confusion_compare.png").exists()
