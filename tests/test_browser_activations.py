@@ -83,7 +83,11 @@ def test_layer_class_pick_and_drawn_digit(app_url: str) -> None:
         page.get_by_text("Grad-CAM for '3' at features.conv2").first.wait_for(timeout=TIMEOUT_MS)
         settle(page)
         assert_no_exception(page)
+        page.evaluate("document.activeElement && document.activeElement.blur()")
+        page.set_viewport_size({"width": 1500, "height": 2800})  # down to the Grad-CAM
+        page.wait_for_timeout(500)
         screenshot(page, "activations-by-class")
+        page.set_viewport_size({"width": 1500, "height": 2400})
 
         page.get_by_text("draw a digit", exact=True).click()
         settle(page)
@@ -107,3 +111,43 @@ def test_layer_class_pick_and_drawn_digit(app_url: str) -> None:
         assert "true" not in drawn  # a drawing has no label
         assert drawn.startswith("predicted 1 "), drawn
         screenshot(page, "activations-drawn")
+
+
+def test_uploads_a_photo_of_a_digit_and_refuses_a_fake(app_url: str, shared_datasets: Path) -> None:
+    import io
+
+    import numpy as np
+    import PIL.Image
+
+    from dashboard import data
+
+    split = data.load_split("mnist", "test", data_root=shared_datasets)
+    digit = split.images[1, 0].numpy()  # a 2
+    paper = np.full((160, 120), 230, dtype=np.uint8)  # dark ink on light paper, off centre
+    paper[20:76, 50:106] = 230 - np.kron(digit, np.ones((2, 2), dtype=np.uint8)) * 0.85
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(paper).save(buffer, format="PNG")
+    with chromium_page(viewport=(1500, 1600)) as page:
+        page.goto(f"{app_url}/Activations")
+        wait_for_app(page, "Where the image comes from", TIMEOUT_MS)
+        choose(page, page.locator('[data-testid="stSidebar"]'), "Model", re.compile("lenet5-test"))
+        page.get_by_text("upload", exact=True).click()
+        uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+        uploader.wait_for(state="attached", timeout=TIMEOUT_MS)
+
+        fake = {"name": "notes.png", "mimeType": "image/png", "buffer": b"not an image\n" * 40}
+        uploader.set_input_files(files=[fake])
+        error = page.locator('[data-testid="stAlertContentError"]')
+        error.first.wait_for(timeout=TIMEOUT_MS)
+        lines = [line for line in error.first.inner_text().splitlines() if line.strip()]
+        assert lines[-1] == "notes.png is not an image Pillow can read"  # after the ⚠️ icon
+        assert_no_exception(page)
+
+        photo = {"name": "two.png", "mimeType": "image/png", "buffer": buffer.getvalue()}
+        uploader.set_input_files(files=[photo])
+        page.get_by_text("Original — two.png").first.wait_for(timeout=TIMEOUT_MS)
+        page.get_by_text(re.compile("inverted to light on black")).first.wait_for()
+        settle(page)
+        assert_no_exception(page)
+        assert "true" not in verdict(page, r"^predicted \d \(")  # an upload has no label
+        screenshot(page, "activations-upload")

@@ -25,7 +25,7 @@ from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.browser
 TIMEOUT_MS = 120_000
-GALLERY_BUTTONS = '[class*="st-key-cm_open_"] button'
+GALLERY_BUTTONS = '[class*="st-key-cm_open_"]'  # one element container per image button
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +87,9 @@ def test_click_a_cell_see_its_images_open_one(app_url: str, pred: metrics.Predic
         wait_for_app(page, "Top confusions", TIMEOUT_MS)
         choose(page, page.locator('[data-testid="stSidebar"]'), "Model", re.compile("lenet5-test"))
         page.get_by_text(f"{pred.accuracy:.2%}", exact=True).wait_for(timeout=TIMEOUT_MS)
+        # drawn after the matrix: the new model's chart is in place once this button is
+        page.get_by_role("button", name=worst.label(pred.classes)).wait_for(timeout=TIMEOUT_MS)
+        settle(page)
         assert_no_exception(page)
 
         page.mouse.click(*cell_centre(page, worst.true, worst.predicted))
@@ -115,7 +118,7 @@ def test_click_a_cell_see_its_images_open_one(app_url: str, pred: metrics.Predic
         print(f"gallery of {worst.count} images shown {shown_after * 1000:.0f} ms after the click")
 
         index = int(inside[0])
-        page.locator(f".st-key-cm_open_{index} button").click()
+        page.locator(f".st-key-cm_open_{index}").get_by_role("button", name=f"#{index}").click()
         wait_for_app(page, "Where the image comes from", TIMEOUT_MS)
         page.wait_for_url(re.compile(rf"/Activations\?image={index}$"), timeout=TIMEOUT_MS)
         field = page.locator('[data-testid="stNumberInputField"]').first

@@ -57,7 +57,7 @@ def progress_text(page) -> str:
 
 def test_train_live_stop_save_then_upload_on_the_model_page(server, tmp_path: Path) -> None:
     url, runs_dir = server
-    with chromium_page(viewport=(1400, 1600)) as page:
+    with chromium_page(viewport=(1400, 1900)) as page:
         page.goto(f"{url}/Train")
         wait_for_app(page, "Start training", timeout_ms=120_000)
         assert_no_exception(page)
@@ -92,14 +92,29 @@ def test_train_live_stop_save_then_upload_on_the_model_page(server, tmp_path: Pa
         name_box.press("Enter")
         page.get_by_role("button", name="Save", exact=True).click()
         page.get_by_text("it is the selected model on every page").wait_for(timeout=30_000)
+        wait_for_app(page, "it is the selected model on every page")
+        screenshot(page, "train-saved")
+        shipped = checkpoints.list_checkpoints()
+        if shipped:  # overlay a shipped card's curves on this session's run
+            page.locator('[data-testid="stMultiSelect"]').click()
+            page.get_by_role("option", name=f"trained/{shipped[0].name}").click()
+            page.keyboard.press("Escape")
+            wait_for_app(page, "Compare runs")
+            chart = page.locator('[data-testid="stPlotlyChart"]').last
+            chart.get_by_text(shipped[0].name).first.wait_for()  # its legend group
+            page.get_by_text("Runs to overlay").scroll_into_view_if_needed()
+            page.mouse.wheel(0, 700)  # the compare section at the top of the window
+            page.wait_for_timeout(500)
+            assert_no_exception(page)
+            screenshot(page, "train-compare")
         assert (runs_dir / "browser-run.safetensors").is_file()
         card = checkpoints.read_card(runs_dir / "browser-run.safetensors")
         assert card.architecture == "course-net"
         assert card.notes.startswith("partial run: stopped by user at epoch")
         sidebar = page.locator('[data-testid="stSidebar"]')
-        assert sidebar.get_by_text("browser-run").count() == 1  # the sidebar's selection
+        model_box = sidebar.get_by_role("combobox", name="Model")
+        assert model_box.input_value().startswith("browser-run — ")  # selected everywhere
         assert_no_exception(page)
-        screenshot(page, "train-saved")
 
         # Same browser session: the Model page follows the new selection.
         sidebar.get_by_role("link", name="Model").click()
@@ -120,7 +135,7 @@ def test_train_live_stop_save_then_upload_on_the_model_page(server, tmp_path: Pa
         page.get_by_text("my-lenet.pt loaded as lenet5: now selected on every page").wait_for(
             timeout=60_000
         )
-        assert sidebar.get_by_text("my-lenet (lenet5, uploaded)").count() == 1
+        assert model_box.input_value() == "my-lenet (lenet5, uploaded)"
         page.get_by_role("heading", name="my-lenet (lenet5, uploaded)").wait_for()
         assert_no_exception(page)
         screenshot(page, "model-upload")
@@ -139,3 +154,29 @@ def test_the_model_page_shows_a_shipped_card(server) -> None:
         page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
         assert_no_exception(page)
         screenshot(page, "model")
+
+
+def test_closing_the_tab_stops_its_run(server) -> None:
+    url, _ = server
+    with chromium_page() as page:
+        page.goto(f"{url}/Train")
+        wait_for_app(page, "Start training", timeout_ms=120_000)
+        choose(page, "Architecture", "course-net")
+        set_number(page, "Epochs", 500)
+        set_number(page, "Training images (0 = all)", 2000)
+        set_number(page, "Test images (0 = all)", 500)
+        page.get_by_role("button", name="Start training").click()
+        page.locator(PROGRESS).get_by_text(re.compile(r"epoch \d+/500, step")).wait_for(
+            timeout=60_000
+        )
+    closed = time.monotonic()  # the browser is gone: so is the session's websocket
+    with chromium_page() as page:
+        while True:
+            page.goto(f"{url}/Train")
+            wait_for_app(page, "Runs training on this server now")
+            if page.get_by_text("Runs training on this server now: 0 of 2.").count():
+                break
+            assert time.monotonic() - closed < 40, "the run outlived its closed tab"
+            time.sleep(2)
+        print(f"tab closed → its run ended within {time.monotonic() - closed:.1f} s")
+        assert_no_exception(page)

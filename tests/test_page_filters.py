@@ -23,7 +23,8 @@ from dashboard.errors import ShapeError, UnknownNameError
 from tests.conftest import REPO_ROOT
 
 TIMEOUT = 120
-PAGE = str(REPO_ROOT / "pages" / "4_Filters.py")
+APP = str(REPO_ROOT / "app.py")  # the entry point: the sidebar links resolve against it
+PAGE = "pages/4_Filters.py"
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def trained(shared_datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def open_page(model_key: str, dataset: str = "mnist", **state) -> AppTest:
-    app = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT).switch_page(PAGE)
     app.session_state["lens_model"] = model_key
     app.session_state["lens_dataset"] = dataset
     app.session_state["lens_extra_models"] = [model_key]

@@ -20,11 +20,12 @@ from dashboard import models, probe, summary
 from tests.conftest import REPO_ROOT
 
 TIMEOUT = 120
-PAGE = str(REPO_ROOT / "pages" / "3_Shape_flow.py")
+APP = str(REPO_ROOT / "app.py")  # the entry point: the sidebar links resolve against it
+PAGE = "pages/3_Shape_flow.py"
 
 
 def open_page(model_key: str, **state) -> AppTest:
-    app = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT).switch_page(PAGE)
     app.session_state["lens_model"] = model_key
     app.session_state["lens_extra_models"] = [model_key]
     for key, value in state.items():

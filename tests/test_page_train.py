@@ -15,6 +15,8 @@ from dashboard import checkpoints, paths, runs, ui
 from tests.conftest import REPO_ROOT
 
 TIMEOUT = 120
+APP = str(REPO_ROOT / "app.py")  # the entry point: the sidebar's page links resolve against it
+PAGE = "pages/2_Train.py"
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +28,7 @@ def runs_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def train_page(model_key: str = "arch:lenet5", extra: bool = False) -> AppTest:
-    app = AppTest.from_file(str(REPO_ROOT / "pages/2_Train.py"), default_timeout=TIMEOUT)
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT).switch_page(PAGE)
     app.session_state["lens_model"] = model_key
     if extra:
         app.session_state["lens_extra_models"] = [model_key]
