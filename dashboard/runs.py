@@ -558,7 +558,8 @@ def hyperparameter_row(
 
 
 def run_row(run: TrainingRun) -> dict[str, Any]:
-    accuracy = next((e.test_accuracy for e in reversed(run.history) if e.test_accuracy), None)
+    tested = [e.test_accuracy for e in run.history if e.test_accuracy is not None]
+    accuracy = tested[-1] if tested else None
     return hyperparameter_row(
         run.label, run.spec.architecture, run.spec.options, run.info.name,
         training_record(run), accuracy,

@@ -24,6 +24,7 @@ SEEN_KEY = "train_compare_seen"  # session runs already offered to the compariso
 FLASH_KEY = "train_flash"
 W = "train_w_"  # prefix of every value widget's key: kept when the user visits another page
 REFRESH_S = 0.5  # the live panel redraws this often while a run trains
+STOP_WAIT_S = 1.0  # Stop waits this long for the run to end before the page redraws
 KEEP_RUNS = 8  # runs (their curves) a session keeps for comparing
 MAX_INPUT_SIZE = 64  # resizing keeps the whole split in memory: 60,000 × 3 × 64² bytes at most
 DEFAULTS = training.TrainConfig()
@@ -298,7 +299,13 @@ def curve_charts(run: runs.TrainingRun) -> None:
             title=f"Run {run.id}: {metric}",
         )
         fig.update_layout(height=360, showlegend=False)
-        column.plotly_chart(fig, width="stretch", theme=None, key=f"train_live_{metric}")
+        column.plotly_chart(fig, width="stretch", theme=None)
+
+
+def stop_run(run: runs.TrainingRun) -> None:
+    """Stop, and wait a moment: a run that ends at once is drawn stopped by this very rerun."""
+    run.stop()
+    run.join(STOP_WAIT_S)
 
 
 def draw_run(run: runs.TrainingRun) -> None:
@@ -308,7 +315,8 @@ def draw_run(run: runs.TrainingRun) -> None:
     stop.button(
         "Stop",
         key=f"train_stop_{run.id}",
-        on_click=run.stop,
+        on_click=stop_run,
+        args=(run,),
         disabled=not active or run.status == runs.STOPPING,
         width="stretch",
     )
@@ -452,9 +460,9 @@ def compare_panel() -> None:
     left, right = st.columns([3, 2])
     fig = figures.training_curves(curves, metric=metric, title=f"Test and train {metric} per epoch")
     fig.update_layout(height=460)
-    left.plotly_chart(fig, width="stretch", theme=None, key="train_compare_chart")
+    left.plotly_chart(fig, width="stretch", theme=None)
     table = pd.DataFrame(rows).set_index("Run").T.astype(str).replace({"None": "—", "nan": "—"})
-    right.dataframe(table, width="stretch")
+    right.dataframe(table, width="stretch", height=35 * (len(table) + 1) + 3)  # no scrolling
 
 
 # --- the page ------------------------------------------------------------------------------------

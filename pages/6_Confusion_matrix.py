@@ -88,17 +88,34 @@ def cell_clicked() -> None:
             return
 
 
-def fit_to_column(fig, K: int) -> None:
-    """The matrix stretches to its column at a fixed height (plotly keeps the cells square);
-    large matrices can be zoomed by dragging."""
-    height = 600 if K <= 20 else 880
-    fig.update_layout(width=None, height=height, yaxis={"constraintoward": "top"})
+def is_wide(classes) -> bool:
+    """Many classes or long names: the matrix gets the page's full width."""
+    return len(classes) > 12 or max(len(str(c)) for c in classes) > 12
+
+
+def size_matrix(fig, names, *, wide: bool) -> str:
+    """Size a matrix figure for its place; → the `width` for st.plotly_chart.
+
+    Beside the per-class table it stretches to its column at a fixed height (plotly keeps the
+    cells square). On its own row it gets a fixed size from its class count and label lengths,
+    so 100 classes get 8-pixel cells and long names their margins. Large matrices zoom by
+    dragging; small ones stay put."""
+    K = len(names)
+    if wide:
+        cell = min(48, max(8, 760 // K))
+        label = 7 * max(len(str(n)) for n in names)  # pixels of the longest tick label
+        fig.update_layout(width=K * cell + label + 230, height=int(K * cell + 0.75 * label + 200))
+    else:
+        cell = (600 - 220) / K
+        fig.update_layout(width=None, height=600)
+    fig.update_layout(yaxis={"constraintoward": "top"})  # spare room goes below, not above
     for trace in fig.data[1:]:  # the click targets over the cells
-        trace.marker.size = max(4.0, (height - 220) / K)  # roughly one cell
+        trace.marker.size = max(4.0, cell)
     if K > 20:
         fig.update_layout(dragmode="zoom")  # drag to zoom in, double-click to zoom out
     else:  # nothing to zoom into: a drag must not pan the matrix away
         fig.update_layout(xaxis={"fixedrange": True}, yaxis={"fixedrange": True})
+    return "content" if wide else "stretch"
 
 
 def close_cell() -> None:
@@ -161,7 +178,7 @@ def choice(column, label: str, options, key: str, default, **kwargs):
     )
 
 
-bar = st.container(horizontal=True, gap="large")
+bar = st.container(horizontal=True, gap="medium")
 split = choice(bar, "Split", SPLITS, SPLIT_KEY, "test")
 show = choice(
     bar,
@@ -188,11 +205,12 @@ try:
     available = levels(raw, selection.dataset)
     if not available:
         confusion.check_outputs(raw)
-    if st.session_state.get(LEVEL_KEY) not in available:
-        st.session_state[LEVEL_KEY] = available[0]
+    level = available[0]
     if len(available) > 1:
+        if st.session_state.get(LEVEL_KEY) not in available:
+            st.session_state.pop(LEVEL_KEY, None)  # left from another dataset: the default
         fine_count = len(raw.classes)
-        choice(
+        level = choice(
             bar,
             "Classes",
             available,
@@ -200,7 +218,6 @@ try:
             available[0],
             format_func=lambda v: f"fine ({fine_count})" if v == LABELLED else "superclasses (20)",
         )
-    level = st.session_state[LEVEL_KEY]
     pred = answers(selection, split, level)
     cm, report = matrix_of(selection, split, level, pred)
 except LensError as err:
@@ -219,14 +236,20 @@ numbers[1].metric("Images", f"{int(cm.sum()):,}", border=True)
 numbers[2].metric("Misclassified", f"{wrong:,}", border=True)
 numbers[3].metric("Macro F1", f"{report['macro avg']['f1-score']:.3f}", border=True)
 
-left, right = st.columns([2.1, 1], gap="large")
-with left:
-    names = [classes[k] for k in order]
+wide = is_wide(classes)
+names = [classes[k] for k in order]
+if wide:  # the matrix on its own row, the tables below it
+    chart_area = st.container()
+    table_area, top_area = st.columns([1.4, 1], gap="large")
+else:
+    chart_area, table_area = st.columns([2.1, 1], gap="large")
+    top_area = table_area
+with chart_area:
     title = f"{split.capitalize()} split · {int(cm.sum()):,} images"
     fig = figures.confusion_heatmap(
         confusion.reorder(cm, order), names, normalize=show, title=title
     )
-    fit_to_column(fig, K)
+    width = size_matrix(fig, names, wide=wide)
     cells = fig.data[1]
     # Positions → class indices, as plain lists: a NumPy array travels as a typed array and
     # comes back from a click as {"0": i, "1": j}.
@@ -237,13 +260,13 @@ with left:
         on_select=cell_clicked,
         selection_mode=("points",),
         theme=None,
-        width="stretch",
+        width=width,
         config={"displaylogo": False},
     )
     if K > 20:
         st.caption("Drag over the matrix to zoom in, double-click to zoom out; hover for names.")
 
-with right:
+with table_area:
     st.subheader("Per class")
     table = confusion.report_table(report, classes, order=order)
     st.dataframe(
@@ -270,6 +293,8 @@ with right:
         },
     )
     st.caption("scikit-learn's classification report, in the matrix's class order.")
+
+with top_area:
     st.subheader("Top confusions")
     top = confusion.top_cells(cm, TOP_CONFUSIONS)
     if not top:
@@ -390,24 +415,30 @@ if other_key:
         side = figures.confusion_heatmap(
             confusion.reorder(counts, order), names, normalize=show, title=f"Model {name}"
         )
-        fit_to_column(side, K)
+        size_matrix(side, names, wide=False)
         side.update_layout(title_subtitle_text="images per cell · rows = true class")
         column.plotly_chart(side, key=f"cm_side_{name}", theme=None, width="stretch")
-    spread = st.columns([1.3, 1], gap="large")
-    with spread[0]:
-        diff_fig = figures.confusion_difference(
-            confusion.reorder(cm, order), confusion.reorder(cm_b, order), names
-        )
-        fit_to_column(diff_fig, K)
-        st.plotly_chart(diff_fig, key="cm_difference", theme=None, width="stretch")
-    with spread[1]:
-        points = st.column_config.NumberColumn(format="%+.1f")
-        ratio = st.column_config.NumberColumn(format="%.3f")
-        config = {"Recall A": ratio, "Recall B": ratio, "Δ recall (points)": points}
-        for heading, subset in (
-            ("Improved in B", confusion.improved(changes)),
-            ("Worse in B", confusion.got_worse(changes)),
-        ):
+    diff_fig = figures.confusion_difference(
+        confusion.reorder(cm, order), confusion.reorder(cm_b, order), names
+    )
+    diff_width = size_matrix(diff_fig, names, wide=wide)
+    if wide:  # the difference on its own row, the two lists below it
+        diff_area = st.container()
+        places = st.columns(2, gap="large")
+    else:
+        diff_area, beside = st.columns([1.3, 1], gap="large")
+        places = [beside, beside]
+    with diff_area:
+        st.plotly_chart(diff_fig, key="cm_difference", theme=None, width=diff_width)
+    points = st.column_config.NumberColumn(format="%+.1f")
+    ratio = st.column_config.NumberColumn(format="%.3f")
+    config = {"Recall A": ratio, "Recall B": ratio, "Δ recall (points)": points}
+    lists = (
+        ("Improved in B", confusion.improved(changes)),
+        ("Worse in B", confusion.got_worse(changes)),
+    )
+    for place, (heading, subset) in zip(places, lists, strict=True):
+        with place:
             st.markdown(f"**{heading}** ({len(subset)})")
             if subset:
                 st.dataframe(
