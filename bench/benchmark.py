@@ -1279,26 +1279,27 @@ def section_f(ctx: Context, rep: Report) -> None:
             }
         )
     raw["new_model"] = switches
-    good = [s["seconds"] for s in switches if not s["error"]]
-    if good:
+    for switch in switches:
+        name = switch["model"].removeprefix("ckpt:trained/").removesuffix(".safetensors")
+        what = f"(f) confusion page: matrix for a newly picked {name}"
+        if switch["error"]:
+            rep.row(what, "–", "≤ 1 s", "error", "the page raised")
+            continue
         rep.row(
-            "(f) confusion page: matrix for a newly picked shipped model",
-            f"{median(good):.2f} s",
+            what,
+            f"{switch['seconds']:.2f} s",
             "≤ 1 s",
-            verdict(median(good) <= 1.0),
-            "rerun after picking it in the sidebar, predictions not cached; "
-            + ", ".join(
-                f"{s['model'].split('/')[-1]} {s['seconds']:.2f} s ({s['cpu_seconds']:.2f} CPU s)"
-                for s in switches
-            ),
+            verdict(switch["seconds"] <= 1.0),
+            f"rerun after picking it in the sidebar, predictions not cached; "
+            f"{switch['cpu_seconds']:.2f} CPU s",
         )
-    else:
+    if not switches:
         rep.row(
             "(f) confusion page: matrix for a newly picked model",
             "–",
             "≤ 1 s",
             "error",
-            "no shipped small model to switch to" if not switches else "page raised",
+            "no other shipped small model to switch to",
         )
     # A cell's gallery: the top-confusion buttons open the same gallery as a click on the cell.
     gallery, gallery_cpu = [], []
@@ -1415,7 +1416,7 @@ def render(meta: dict[str, Any], sections: list[Section]) -> str:
         "# CNN Lens — benchmark results",
         "",
         f"Written by `{meta['command']}` on {meta['written']}. "
-        "Re-run: `python bench/benchmark.py` (all, ~30 min under load), "
+        "Re-run: `python bench/benchmark.py` (all, 15–40 min depending on the load), "
         "`--only e,f` to refresh some sections, `--quick` for a small trial run.",
         "",
         "## Machine",
@@ -1429,8 +1430,9 @@ def render(meta: dict[str, Any], sections: list[Section]) -> str:
         f"oneDNN (mkldnn) {'on' if m['mkldnn'] else 'off'}; commit {m['commit']}",
         f"- torch threads: {m['torch_threads']} — {m['threads_why']}; interop threads "
         f"{m['interop_threads']}; OMP_WAIT_POLICY {m['omp_wait_policy']}",
-        f"- Load average (1, 5, 15 min) at the start: {meta['load_start']}; at the end: "
-        f"{meta['load_end']}",
+        f"- Load average (1, 5, 15 min) at the start of this invocation: {meta['load_start']}; "
+        f"at its end: {meta['load_end']} (every section below gives its own, and when it was "
+        "measured)",
         "",
         under_load(sections, m["physical_cores"]),
         "",
@@ -1500,8 +1502,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
     out = Path(args.out) if args.out else (QUICK_RESULTS if args.quick else RESULTS)
     meta = {
-        "command": "python bench/benchmark.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(
+            ["python bench/benchmark.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "written": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "load_start": load(),
         "machine": machine(threads, why),

@@ -100,7 +100,7 @@ def _model_option(text: str) -> tuple[str, Any]:
         return key.strip(), value.strip()
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     """A model or dataset name as part of a file name: 'tv:resnet18' → 'tv-resnet18',
     'folder:/home/me/pets' → 'folder-pets'."""
     if text.startswith("folder:"):
@@ -122,7 +122,7 @@ def _train_out(args: argparse.Namespace) -> Path:
         out = checkpoints.validate_name(args.name, paths.RUNS_DIR).with_suffix("")
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = paths.RUNS_DIR / f"{_slug(args.model)}-{_slug(args.dataset)}-{stamp}"
+        out = paths.RUNS_DIR / f"{slug(args.model)}-{slug(args.dataset)}-{stamp}"
     if args.name:
         checkpoints.validate_name(args.name, out.parent)
     existing = [p for p in (Path(f"{out}.safetensors"), Path(f"{out}.json")) if p.exists()]
@@ -135,7 +135,7 @@ def _train_out(args: argparse.Namespace) -> Path:
     return out
 
 
-def _train_command(args: argparse.Namespace, out: Path, processes: int) -> str:
+def train_command(args: argparse.Namespace, out: Path, processes: int) -> str:
     """The command line that reproduces the run, every hyper-parameter spelled out (defaults may
     change between versions); the data root is left out because it depends on the machine."""
     launcher = ["python", "-m", "dashboard", "train"]
@@ -171,18 +171,6 @@ def _train_command(args: argparse.Namespace, out: Path, processes: int) -> str:
         words += ["--option", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
     words += ["--out", str(out)]
     return shlex.join(words)
-
-
-def _first(split: Split, limit: int | None) -> Split:
-    """The first `limit` images of a split (file order, so a slice is reproducible)."""
-    if limit is None or limit >= len(split):
-        return split
-    return dataclasses.replace(
-        split,
-        images=split.images[:limit],
-        labels=split.labels[:limit],
-        source=f"{split.source}, first {limit:,} used",
-    )
 
 
 class _TrainProgress:
@@ -276,7 +264,7 @@ def _load_train_test(args: argparse.Namespace, world: World) -> tuple[Split, Spl
             download=args.download,
             input_size=args.input_size,
         )
-        return _first(loaded, limit)
+        return data.take_first(loaded, limit)
 
     # Under torchrun rank 0 loads (and downloads) first; the others then find the files.
     if world.size > 1 and not world.is_main:
@@ -389,7 +377,7 @@ def _train(args: argparse.Namespace) -> int:
                 "test_accuracy": result.final_test_accuracy,
                 "test_loss": result.final_test_loss,
             },
-            command=_train_command(args, out, world.size),
+            command=train_command(args, out, world.size),
             notes="; ".join(
                 [*([f"partial run: {result.stopped}"] if result.stopped else []), *result.notes]
             ),
@@ -441,7 +429,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         download=args.download,
         input_size=shape[1] if shape else None,
     )
-    split = _first(split, args.limit)
+    split = data.take_first(split, args.limit)
     if shape and split.info.channels != shape[0]:
         raise LensError(
             f"{loaded.path.name} takes {shape[0]}-channel images but {dataset} has "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -1044,3 +1045,15 @@ def _load_cifar10_jpeg(folder: Path, split: str) -> _Loaded:
     part = _folder_part(layout, split, 32)
     source = _part_source("CIFAR-10 (JPEG copy)", folder / split, split, part.stats)
     return _Loaded(_to_channels(part.images, 3), part.labels, source, skipped=part.stats.skipped)
+
+
+def take_first(split: Split, limit: int | None) -> Split:
+    """The first `limit` images of a split (file order, so a slice is reproducible)."""
+    if limit is None or limit >= len(split):
+        return split
+    return dataclasses.replace(
+        split,
+        images=split.images[:limit],
+        labels=split.labels[:limit],
+        source=f"{split.source}, first {limit:,} used",
+    )

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from dashboard import checkpoints, cli, figures, models, paths, training
+from dashboard import checkpoints, cli, data, figures, models, paths, training
 from dashboard.data import DatasetInfo, Split
 from dashboard.errors import LensError
 from dashboard.training import EpochEvent, Event, FitResult, StepEvent, TrainConfig
@@ -406,8 +406,8 @@ def start_run(
         spec = dataclasses.replace(spec, config=dataclasses.replace(spec.config, threads=1))
     training.check_config(spec.config)
     training.resolve_device(spec.config.device)
-    train = cli._first(train, spec.limit_train)
-    test = cli._first(test, spec.limit_test) if test is not None else None
+    train = data.take_first(train, spec.limit_train)
+    test = data.take_first(test, spec.limit_test) if test is not None else None
     model, note = build_run_model(spec, train.info, initial)
     run = TrainingRun(
         spec,
@@ -602,7 +602,7 @@ def equivalent_command(spec: RunSpec, out: Path) -> str:
         name=None,
         option=list(spec.options.items()),
     )
-    return cli._train_command(args, target, 1)
+    return cli.train_command(args, target, 1)
 
 
 def run_card(run: TrainingRun, name: str, out: Path) -> checkpoints.Card:
@@ -639,7 +639,7 @@ def run_card(run: TrainingRun, name: str, out: Path) -> checkpoints.Card:
 
 def default_name(run: TrainingRun) -> str:
     """A valid, readable name for the save box: model, dataset, run number."""
-    return f"{cli._slug(run.spec.architecture)}-{cli._slug(run.info.name)}-run{run.id}"
+    return f"{cli.slug(run.spec.architecture)}-{cli.slug(run.info.name)}-run{run.id}"
 
 
 def saved_path(name: str, folder: Path | None = None) -> Path:

@@ -15,7 +15,7 @@ import pytest
 import torch
 from sklearn.metrics import classification_report, confusion_matrix, recall_score
 
-from dashboard import confusion, data, metrics, models, training
+from dashboard import confusion, data, figures, metrics, models, training
 from dashboard.errors import ShapeError
 from tests.test_data import _write_py2_pickle
 
@@ -266,6 +266,13 @@ def test_difference_and_recall_changes_of_two_real_models(
     assert [c.delta for c in down] == sorted(c.delta for c in down)  # largest loss first
     assert pred_b.accuracy > pred_a.accuracy
     assert len(up) > 0
+
+    fig = figures.confusion_difference(cm_a, cm_b, pred_a.classes)
+    heat = fig.data[0]
+    np.testing.assert_array_equal(heat.z, better)  # blue where B is better, red where worse
+    assert heat.zmid == 0
+    assert heat.zmax == -heat.zmin == np.abs(better).max()
+    assert heat.text[3][3] == ("" if diff[3, 3] == 0 else f"{diff[3, 3]:+d}".replace("-", "−"))
 
     table = confusion.changes_table(up)
     assert list(table["Class"]) == [c.name for c in up]
