@@ -7,11 +7,9 @@ PY=${PYTHON:-.venv/bin/python}
 DATA=${DATA:-../shared/datasets}
 train() { "$PY" -m dashboard train --data-root "$DATA" --seed 0 ${THREADS:+--threads "$THREADS"} "$@"; }
 
+# THREADS=1 keeps a busy 2-core machine from thrashing (torch's two threads wait on each other).
 case "${1:-mnist}" in
 mnist)
-  train --model bn-cnn --dataset mnist --epochs 10 --optimizer adam --lr 0.001 --schedule onecycle --batch-size 64 --out trained/bn-cnn-mnist
-  ;;
-mnist-all)
   train --model course-net --dataset mnist --epochs 8 --optimizer adam --lr 0.002 --schedule onecycle --batch-size 64 --out trained/course-net-mnist
   train --model simple-convnet --dataset mnist --epochs 6 --optimizer adam --lr 0.001 --schedule onecycle --batch-size 64 --out trained/simple-convnet-mnist
   train --model lenet5 --dataset mnist --epochs 8 --optimizer adam --lr 0.002 --schedule onecycle --batch-size 64 --out trained/lenet5-mnist
