@@ -21,7 +21,6 @@ from tests.browser import (
     streamlit_server,
     wait_for_app,
 )
-from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.browser
 TIMEOUT_MS = 120_000
@@ -113,8 +112,7 @@ def test_click_a_cell_see_its_images_open_one(app_url: str, pred: metrics.Predic
         assert_no_exception(page)
         page.mouse.move(5, 5)  # no hover label over the matrix in the screenshot
         page.wait_for_timeout(300)
-        shot = screenshot(page, "confusion")
-        shutil.copy(shot, REPO_ROOT / "docs" / "screenshots" / "confusion.png")
+        screenshot(page, "confusion")
         print(f"gallery of {worst.count} images shown {shown_after * 1000:.0f} ms after the click")
 
         index = int(inside[0])
