@@ -26,8 +26,8 @@ study)
   train "${base[@]}" --optimizer nesterov --batch-size 128 --out trained/study-lenet5-batch128
   ;;
 cifar)
-  train --model resnet18-small --dataset cifar10 --epochs "${EPOCHS:-30}" --optimizer nesterov --lr 0.1 --weight-decay 5e-4 --schedule onecycle --batch-size 128 --out trained/resnet18-small-cifar10
-  train --model vgg13-small --dataset cifar10 --epochs "${EPOCHS:-30}" --optimizer nesterov --lr 0.05 --weight-decay 5e-4 --schedule onecycle --batch-size 128 --out trained/vgg13-small-cifar10
-  train --model alexnet-small --dataset cifar10 --epochs "${EPOCHS:-30}" --optimizer nesterov --lr 0.02 --weight-decay 5e-4 --schedule onecycle --batch-size 128 --out trained/alexnet-small-cifar10
+  train --model resnet18-small --dataset cifar10 --epochs "${EPOCHS:-8}" --optimizer nesterov --lr 0.1 --weight-decay 5e-4 --schedule onecycle --batch-size 128 --out trained/resnet18-small-cifar10
+  train --model vgg13-small --dataset cifar10 --epochs "${EPOCHS:-8}" --optimizer nesterov --lr 0.05 --weight-decay 5e-4 --schedule onecycle --batch-size 128 --out trained/vgg13-small-cifar10
+  train --model alexnet-small --dataset cifar10 --epochs "${EPOCHS:-8}" --optimizer nesterov --lr 0.02 --weight-decay 5e-4 --schedule onecycle --batch-size 128 --out trained/alexnet-small-cifar10
   ;;
 esac
