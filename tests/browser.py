@@ -75,11 +75,14 @@ def streamlit_server(env: dict[str, str] | None = None, timeout: float = 60.0) -
             env={**os.environ, **(env or {})},
         )
         url = f"http://127.0.0.1:{port}"
+        # A private opener with no proxy: urllib's global one keeps the proxy settings of the
+        # moment it was first used (some tests route downloads through a refused proxy).
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
             deadline = time.monotonic() + timeout
             while True:
                 try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                    with direct.open(f"{url}/_stcore/health", timeout=2) as answer:
                         if answer.status == 200:
                             break
                 except OSError:
