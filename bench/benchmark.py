@@ -933,24 +933,10 @@ def streamlit_app(root: Path) -> Iterator[tuple[str, subprocess.Popen, float]]:
     (url, process, seconds from start to /_stcore/health answering)."""
     import urllib.request
 
-    from tests.browser import free_port
+    from tests.browser import free_port, streamlit_command
 
     port = free_port()
-    command = [
-        str(Path(sys.executable).parent / "streamlit"),
-        "run",
-        "app.py",
-        "--server.headless",
-        "true",
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--browser.gatherUsageStats",
-        "false",
-        "--server.fileWatcherType",
-        "none",
-    ]
+    command = streamlit_command(port)
     start = time.perf_counter()
     process = subprocess.Popen(
         command,

@@ -45,11 +45,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@contextmanager
-def streamlit_server(env: dict[str, str] | None = None, timeout: float = 60.0) -> Iterator[str]:
-    """`streamlit run app.py` headless on a free port; yields its base URL once healthy."""
-    port = free_port()
-    command = [
+def streamlit_command(port: int) -> list[str]:
+    """`streamlit run app.py` headless on 127.0.0.1:port (tests and benchmark alike)."""
+    return [
         str(Path(sys.executable).parent / "streamlit"),
         "run",
         "app.py",
@@ -64,6 +62,13 @@ def streamlit_server(env: dict[str, str] | None = None, timeout: float = 60.0) -
         "--server.fileWatcherType",
         "none",
     ]
+
+
+@contextmanager
+def streamlit_server(env: dict[str, str] | None = None, timeout: float = 60.0) -> Iterator[str]:
+    """`streamlit run app.py` headless on a free port; yields its base URL once healthy."""
+    port = free_port()
+    command = streamlit_command(port)
     log = (REPO_ROOT / "artifacts").joinpath("streamlit-server.log")
     log.parent.mkdir(exist_ok=True)
     with log.open("w") as sink:

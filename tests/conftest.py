@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The real datasets lie in ../shared/datasets beside the repository (CI clones it there too).
@@ -42,3 +44,12 @@ def lenet5_mnist_checkpoint(
     command += ["--data-root", str(shared_datasets), "--out", str(out)]
     subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True, timeout=300)
     return out.with_suffix(".safetensors")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for a module of tiny-model tests (restored after)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

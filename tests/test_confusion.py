@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,28 +29,24 @@ PUBLISHED_COARSE = [
 ]  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def first(split: data.Split, n: int) -> data.Split:
-    return dataclasses.replace(split, images=split.images[:n], labels=split.labels[:n])
+# Tiny models: on 2 shared, busy cores a second torch thread mostly waits at barriers.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def mnist_test(shared_datasets: Path) -> data.Split:
-    return first(data.load_split("mnist", "test", data_root=shared_datasets, download=False), 2000)
+    return data.take_first(
+        data.load_split("mnist", "test", data_root=shared_datasets, download=False), 2000
+    )
 
 
 def _trained(shared_datasets: Path, images: int, seed: int) -> torch.nn.Module:
     train = data.load_split("mnist", "train", data_root=shared_datasets, download=False)
     torch.manual_seed(seed)
     model = models.build_model("course-net", in_channels=1, num_classes=10, input_size=28)
-    training.fit(model, first(train, images), None, training.TrainConfig(epochs=1, seed=seed))
+    training.fit(
+        model, data.take_first(train, images), None, training.TrainConfig(epochs=1, seed=seed)
+    )
     return model
 
 

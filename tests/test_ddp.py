@@ -3,7 +3,6 @@ as one process does, because they see the same global batches."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -16,10 +15,6 @@ from dashboard import checkpoints, data, models, training
 from tests.conftest import REPO_ROOT
 
 SETTINGS = {"epochs": 1, "batch_size": 64, "lr": 0.05, "optimizer": "sgd", "seed": 0}
-
-
-def first(split: data.Split, n: int) -> data.Split:
-    return dataclasses.replace(split, images=split.images[:n], labels=split.labels[:n])
 
 
 def test_two_gloo_processes_match_one_process(shared_datasets: Path, tmp_path: Path) -> None:
@@ -46,7 +41,10 @@ def test_two_gloo_processes_match_one_process(shared_datasets: Path, tmp_path: P
     torch.manual_seed(0)
     model = models.build_model("course-net", in_channels=1, num_classes=10, input_size=28)
     single = training.fit(
-        model, first(train, 2000), first(test, 500), training.TrainConfig(**SETTINGS)
+        model,
+        data.take_first(train, 2000),
+        data.take_first(test, 500),
+        training.TrainConfig(**SETTINGS),
     )
     # SGD without momentum: the only difference is the order of float additions.
     distributed = checkpoints.load_checkpoint(out).model.state_dict()

@@ -3,9 +3,7 @@ checked against scikit-learn and against counts made by hand."""
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,22 +17,14 @@ from dashboard import data, metrics, models, training
 FIRST_1000_TEST_COUNTS = [85, 126, 116, 107, 110, 87, 87, 99, 89, 94]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def first(split: data.Split, n: int) -> data.Split:
-    return dataclasses.replace(split, images=split.images[:n], labels=split.labels[:n])
+# Tiny models: on 2 shared, busy cores a second torch thread mostly waits at barriers.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def mnist_test(shared_datasets: Path) -> data.Split:
     split = data.load_split("mnist", "test", data_root=shared_datasets, download=False)
-    return first(split, 1000)
+    return data.take_first(split, 1000)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +33,7 @@ def trained(shared_datasets: Path) -> torch.nn.Module:
     train = data.load_split("mnist", "train", data_root=shared_datasets, download=False)
     torch.manual_seed(0)
     model = models.build_model("course-net", in_channels=1, num_classes=10, input_size=28)
-    training.fit(model, first(train, 2000), None, training.TrainConfig(epochs=1))
+    training.fit(model, data.take_first(train, 2000), None, training.TrainConfig(epochs=1))
     return model
 
 

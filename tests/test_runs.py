@@ -60,10 +60,6 @@ def wait_for_first_event(run: runs.TrainingRun, timeout: float = 60) -> None:
         time.sleep(0.01)
 
 
-def first(split: data.Split, n: int) -> data.Split:
-    return dataclasses.replace(split, images=split.images[:n], labels=split.labels[:n])
-
-
 def test_a_run_trains_in_the_background_and_sends_every_event(mnist_train, mnist_test):
     run = finish(start(mnist_train, mnist_test, spec(epochs=2)))
     assert run.status == runs.FINISHED
@@ -82,7 +78,9 @@ def test_a_run_trains_in_the_background_and_sends_every_event(mnist_train, mnist
     assert run.events_since(4) == events[4:]
     assert run.history == [e for e in events if isinstance(e, EpochEvent)]
     # The reported test accuracy is the trained model's on the 1,000 test images (oracle).
-    loss, accuracy = training.evaluate_model(run.result.model, first(mnist_test, TEST_IMAGES))
+    loss, accuracy = training.evaluate_model(
+        run.result.model, data.take_first(mnist_test, TEST_IMAGES)
+    )
     assert run.history[-1].test_accuracy == accuracy
     assert run.history[-1].test_loss == pytest.approx(loss, rel=1e-6)
     progress = run.progress()
@@ -254,7 +252,7 @@ def test_a_saved_run_has_its_card_and_the_command_that_repeats_it(
     assert "first 2,000 used" in card.dataset_source
     assert set(loaded.filter_history) == {0, 1}
     # The weights on disk give the card's accuracy (oracle: evaluate the loaded model).
-    _, accuracy = training.evaluate_model(loaded.model, first(mnist_test, TEST_IMAGES))
+    _, accuracy = training.evaluate_model(loaded.model, data.take_first(mnist_test, TEST_IMAGES))
     assert accuracy == card.metrics["test_accuracy"]
     # The command parses with the real command line into the run's own settings.
     words = shlex.split(card.command)

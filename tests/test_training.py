@@ -6,7 +6,6 @@ import dataclasses
 import math
 import re
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,30 +16,20 @@ from dashboard import data, models, training
 from dashboard.errors import LensError, UnknownNameError
 from dashboard.training import EpochEvent, StepEvent, TrainConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # These models are tiny: on 2 shared, busy cores a second thread mostly waits at barriers.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def first(split: data.Split, n: int) -> data.Split:
-    return dataclasses.replace(split, images=split.images[:n], labels=split.labels[:n])
+# Tiny models: on 2 shared, busy cores a second torch thread mostly waits at barriers.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def mnist_train(shared_datasets: Path) -> data.Split:
     split = data.load_split("mnist", "train", data_root=shared_datasets, download=False)
-    return first(split, 2000)
+    return data.take_first(split, 2000)
 
 
 @pytest.fixture(scope="module")
 def mnist_test(shared_datasets: Path) -> data.Split:
     split = data.load_split("mnist", "test", data_root=shared_datasets, download=False)
-    return first(split, 1000)
+    return data.take_first(split, 1000)
 
 
 def course_net(seed: int = 0) -> torch.nn.Module:
@@ -87,7 +76,7 @@ def test_one_epoch_learns_and_reports_the_test_accuracy_it_reached(mnist_train, 
 
 def test_same_seed_gives_the_same_run_and_another_seed_does_not(mnist_train, mnist_test):
     config = TrainConfig(epochs=1, batch_size=100, seed=3, log_every=5)
-    train = first(mnist_train, 1000)
+    train = data.take_first(mnist_train, 1000)
     runs = [training.fit(course_net(3), train, mnist_test, config) for _ in range(2)]
     other = training.fit(course_net(3), train, mnist_test, dataclasses.replace(config, seed=4))
 
@@ -217,7 +206,7 @@ def test_every_optimizer_trains_a_short_epoch(mnist_train, optimizer):
     lr = 0.05 if optimizer in ("sgd", "momentum", "nesterov") else 1e-3
     result = training.fit(
         model,
-        first(mnist_train, 640),
+        data.take_first(mnist_train, 640),
         None,
         TrainConfig(epochs=1, lr=lr, optimizer=optimizer, weight_decay=1e-4),
     )
@@ -250,7 +239,7 @@ def _lrs(mnist_train: data.Split, schedule: str, epochs: int = 3) -> list[float]
     steps: list[float] = []
     training.fit(
         course_net(),
-        first(mnist_train, 256),  # 4 steps of 64 per epoch
+        data.take_first(mnist_train, 256),  # 4 steps of 64 per epoch
         None,
         TrainConfig(epochs=epochs, lr=0.1, optimizer="momentum", schedule=schedule, log_every=1),
         on_event=lambda e: steps.append(e.lr) if isinstance(e, StepEvent) else None,
@@ -301,7 +290,7 @@ def test_learning_rate_schedules_follow_torch_and_their_formulas(mnist_train):
 def test_filter_snapshots_cover_every_epoch_from_the_initial_weights(mnist_train):
     model = course_net()
     initial = model.features.conv1.weight.detach().clone()
-    result = training.fit(model, first(mnist_train, 256), None, TrainConfig(epochs=3))
+    result = training.fit(model, data.take_first(mnist_train, 256), None, TrainConfig(epochs=3))
     history = result.filter_history
     assert sorted(history) == [0, 1, 2, 3]
     shapes = {name: tuple(t.shape) for name, t in history[2].items()}
@@ -312,13 +301,18 @@ def test_filter_snapshots_cover_every_epoch_from_the_initial_weights(mnist_train
     assert history[3]["features.conv1"].device.type == "cpu"
     assert history[3]["features.conv1"].data_ptr() != model.features.conv1.weight.data_ptr()
 
-    one = training.fit(course_net(), first(mnist_train, 64), None, TrainConfig(snapshot_layers=1))
+    one = training.fit(
+        course_net(), data.take_first(mnist_train, 64), None, TrainConfig(snapshot_layers=1)
+    )
     assert [list(layers) for layers in one.filter_history.values()] == [["features.conv1"]] * 6
 
 
 def test_a_batch_larger_than_the_data_shrinks_to_it_and_says_so(mnist_train):
     result = training.fit(
-        course_net(), first(mnist_train, 300), None, TrainConfig(batch_size=5000, epochs=1)
+        course_net(),
+        data.take_first(mnist_train, 300),
+        None,
+        TrainConfig(batch_size=5000, epochs=1),
     )
     assert (result.batch_size, result.history[0].steps_per_epoch) == (300, 1)
     assert result.notes == ["batch size 5000 is larger than the 300 training images; using 300"]
@@ -335,7 +329,9 @@ def test_batch_plans_share_every_epoch_evenly_between_processes() -> None:
 
 def test_bad_settings_are_refused_in_one_line(mnist_train):
     def fit(**changes) -> training.FitResult:
-        return training.fit(course_net(), first(mnist_train, 64), None, TrainConfig(**changes))
+        return training.fit(
+            course_net(), data.take_first(mnist_train, 64), None, TrainConfig(**changes)
+        )
 
     with pytest.raises(LensError, match="epochs must be at least 1"):
         fit(epochs=0)
@@ -346,11 +342,13 @@ def test_bad_settings_are_refused_in_one_line(mnist_train):
     with pytest.raises(UnknownNameError, match="constant, step, cosine, onecycle"):
         fit(schedule="linear")
     with pytest.raises(LensError, match="the training split is empty"):
-        training.fit(course_net(), first(mnist_train, 0), None, TrainConfig())
+        training.fit(course_net(), data.take_first(mnist_train, 0), None, TrainConfig())
     # lr 0 runs (a baseline) but says the weights will not move, and they do not.
     model = course_net()
     start = model.features.conv1.weight.detach().clone()
-    result = training.fit(model, first(mnist_train, 64), None, TrainConfig(lr=0.0, epochs=1))
+    result = training.fit(
+        model, data.take_first(mnist_train, 64), None, TrainConfig(lr=0.0, epochs=1)
+    )
     assert result.notes == ["learning rate is 0: the weights will not change"]
     assert torch.equal(model.features.conv1.weight, start)
 
@@ -358,10 +356,10 @@ def test_bad_settings_are_refused_in_one_line(mnist_train):
 def test_a_model_that_does_not_fit_the_data_is_one_clear_error(mnist_train):
     cifar_model = models.build_model("course-net", in_channels=3, num_classes=10, input_size=32)
     with pytest.raises(LensError, match=r"does not take this dataset's \(1, 28, 28\) images"):
-        training.fit(cifar_model, first(mnist_train, 64), None, TrainConfig())
+        training.fit(cifar_model, data.take_first(mnist_train, 64), None, TrainConfig())
     five_classes = models.build_model("course-net", in_channels=1, num_classes=5, input_size=28)
     with pytest.raises(LensError, match="the dataset has 10 classes"):
-        training.fit(five_classes, first(mnist_train, 64), None, TrainConfig())
+        training.fit(five_classes, data.take_first(mnist_train, 64), None, TrainConfig())
 
 
 def test_evaluate_model_restores_the_mode_and_matches_the_oracle(mnist_test):
@@ -390,7 +388,9 @@ def test_devices_resolve_to_what_this_machine_has() -> None:
 def test_augmented_runs_are_seeded_too_and_differ_from_plain_ones(mnist_train):
     def weights(**changes) -> torch.Tensor:
         model = course_net()
-        training.fit(model, first(mnist_train, 256), None, TrainConfig(epochs=1, **changes))
+        training.fit(
+            model, data.take_first(mnist_train, 256), None, TrainConfig(epochs=1, **changes)
+        )
         return model.features.conv1.weight.detach()
 
     augmented = weights(augment=True)
@@ -404,7 +404,7 @@ def test_threads_apply_during_the_run_and_are_restored(mnist_train):
     torch.set_num_threads(1)
     training.fit(
         course_net(),
-        first(mnist_train, 64),
+        data.take_first(mnist_train, 64),
         None,
         TrainConfig(threads=2),
         on_event=lambda event: seen.append(torch.get_num_threads()),
