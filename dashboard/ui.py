@@ -9,6 +9,8 @@ Loaders are cached by strings (path + modification time), never by objects.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,8 +50,18 @@ class Selection:
 
 
 def setup_page(title: str, icon: str = "🔎") -> None:
-    """The first Streamlit call of every page."""
-    st.set_page_config(page_title=f"{title} · CNN Lens", page_icon=icon, layout="wide")
+    """The first Streamlit call of every page; a link with ?present=1 opens in presentation
+    mode, with the sidebar folded away."""
+    if PRESENT_QUERY in st.query_params and PRESENT_KEY not in st.session_state:
+        st.session_state[PRESENT_KEY] = st.query_params[PRESENT_QUERY] == "1"
+    st.set_page_config(
+        page_title=f"{title} · CNN Lens",
+        page_icon=icon,
+        layout="wide",
+        initial_sidebar_state="collapsed" if presenting() else "auto",
+    )
+    if presenting():
+        st.html(PRESENTATION_CSS)
 
 
 def checkpoint_key(path: Path) -> str:
@@ -182,6 +194,12 @@ PAGES = (
         "where the model gets confused: click a cell to see its images",
     ),
     (
+        "pages/7_Compare.py",
+        "Compare",
+        ":material/compare:",
+        "runs' curves overlaid; two checkpoints' weights, filters and activations side by side",
+    ),
+    (
         "pages/8_Convolution_lab.py",
         "Convolution lab",
         ":material/calculate:",
@@ -226,15 +244,18 @@ def sidebar() -> Selection:
     """Draw the shared sidebar (pages, model, dataset) and return the current selection."""
     with st.sidebar:
         navigation()
+        choices = model_choices()
+        url_bound("model", MODEL_KEY, _model_from_url(choices), _model_for_url)
+        datasets = [*REGISTRY_DATASETS, FOLDER_CHOICE]
+        url_bound("dataset", DATASET_KEY, one_of(REGISTRY_DATASETS))
         model_key = _persistent_selectbox(
             "Model",
-            model_choices(),
+            choices,
             MODEL_KEY,
             on_change=_model_changed,
             format_func=model_label,
             help="A shipped checkpoint from trained/, or an architecture with random weights.",
         )
-        datasets = [*REGISTRY_DATASETS, FOLDER_CHOICE]
         dataset = _persistent_selectbox("Dataset", datasets, DATASET_KEY)
         if dataset == FOLDER_CHOICE:
             widget = "_" + FOLDER_KEY
@@ -247,7 +268,31 @@ def sidebar() -> Selection:
                 placeholder="/path/to/images (one subfolder per class)",
             )
             dataset = "folder:" + st.session_state.get(FOLDER_KEY, "")
+        share_controls()
     return Selection(model_key=model_key, dataset=dataset)
+
+
+SHIPPED_PREFIX = CKPT_PREFIX + "trained/"  # shipped checkpoints go in links by their bare name
+
+
+def _model_for_url(model_key: object) -> str:
+    key = str(model_key)
+    if key.startswith(SHIPPED_PREFIX) and key.endswith(".safetensors"):
+        return key.removeprefix(SHIPPED_PREFIX).removesuffix(".safetensors")
+    return key
+
+
+def _model_from_url(choices: list[str]) -> Callable[[str], str | None]:
+    """A link's model: a shipped checkpoint's name or any key the sidebar offers."""
+
+    def parse(text: str) -> str | None:
+        for key in (text, f"{SHIPPED_PREFIX}{text}.safetensors"):
+            if key in choices:
+                select_model(key)  # brings the card's dataset, unless the link names one
+                return key
+        return None
+
+    return parse
 
 
 @dataclass(frozen=True)
@@ -398,6 +443,158 @@ def predictions(selection: Selection, split: str = "test") -> metrics.Prediction
     return _predictions(selection.model_key, mtime, selection.dataset, split, size, data_root())
 
 
+# --------------------------------------------------------------------------- presenting, sharing
+
+PRESENT_KEY, PRESENT_QUERY = "lens_present", "present"
+IMAGE_FORMAT_KEY = "lens_image_format"  # what plotly's camera button saves: png or svg
+URL_ADOPTED_KEY = "_lens_url_adopted"  # (page, parameter) pairs already read from the URL
+PRESENT_SCALE = 1.3  # figures with a fixed size grow by this much when presenting
+# Presentation mode: larger type, less chrome, the widgets' labels still readable.
+PRESENTATION_CSS = """<style>
+html { font-size: 19px; }
+.stMainBlockContainer, .block-container { padding-top: 2.2rem; max-width: 100%; }
+header[data-testid="stHeader"] { background: transparent; }
+h1 { font-size: 2.6rem !important; }
+</style>"""
+
+
+def presenting() -> bool:
+    """Presentation mode: controls folded away, larger figures and type."""
+    return bool(st.session_state.get(PRESENT_KEY, False))
+
+
+def controls(label: str = "Controls", icon: str = ":material/tune:"):
+    """Where a page puts its controls: folded into an expander when presenting."""
+    if presenting():
+        return st.expander(label, expanded=False, icon=icon)
+    return st.container()
+
+
+def _page_id() -> str:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx(suppress_warning=True)
+    return getattr(ctx, "page_script_hash", "") if ctx else ""
+
+
+def url_bound(
+    param: str,
+    key: str,
+    parse: Callable[[str], object | None] = str,
+    show: Callable[[object], str] = str,
+) -> None:
+    """Keep session-state `key` in the URL as ?param=, so a link reopens the same view.
+
+    Call before the widget that owns `key` is drawn. On this page's first run in a session a
+    value in the URL is adopted (when `parse` accepts it: it returns None for anything invalid);
+    after that the current value is written back on every run."""
+    adopted = st.session_state.setdefault(URL_ADOPTED_KEY, set())
+    if (_page_id(), param) not in adopted:
+        adopted.add((_page_id(), param))
+        raw = st.query_params.get(param)
+        value = parse(raw) if raw is not None else None
+        if value is not None:
+            st.session_state[key] = value
+        elif raw is not None:
+            del st.query_params[param]  # nonsense in a link: the page's default instead
+    if st.session_state.get(key) is not None:
+        st.query_params[param] = show(st.session_state[key])
+
+
+def one_of(options: Sequence[object]) -> Callable[[str], object | None]:
+    """A `url_bound` parser accepting only the given options (matched by their text)."""
+    by_text = {str(option): option for option in options}
+    return by_text.get
+
+
+def index_below(count: int) -> Callable[[str], int | None]:
+    """A `url_bound` parser accepting a whole number in [0, count)."""
+
+    def parse(text: str) -> int | None:
+        return int(text) if text.isdigit() and int(text) < count else None
+
+    return parse
+
+
+def _present_figure(fig) -> dict:
+    """A presentation-sized copy of a figure (cached figures are shared: never modified)."""
+    spec = fig.to_dict()
+    layout = spec.setdefault("layout", {})
+    for side in ("width", "height"):
+        if layout.get(side):
+            layout[side] = round(layout[side] * PRESENT_SCALE)
+    font = layout.setdefault("font", {})
+    font["size"] = round(font.get("size", 12) * 1.25)
+    return spec
+
+
+def figure(fig, name: str, *, key: str | None = None, width: str = "stretch", **kwargs):
+    """Draw a plotly figure with the downloads every figure offers: PNG or SVG from plotly's
+    camera button (the sidebar picks which) and a self-contained HTML file. → the chart's
+    selection event when `on_select` is given."""
+    name = re.sub(r"[^\w.-]+", "-", name).strip("-") or "figure"  # a safe file name
+    image_format = st.session_state.get(IMAGE_FORMAT_KEY, "png")
+    config = {
+        "displaylogo": False,
+        "toImageButtonOptions": {"format": image_format, "filename": name, "scale": 2},
+    }
+    shown = _present_figure(fig) if presenting() and "on_select" not in kwargs else fig
+    event = st.plotly_chart(shown, theme=None, width=width, key=key, config=config, **kwargs)
+    st.download_button(
+        "HTML",
+        # Built only when clicked: plotly.js is inlined, so the file opens offline.
+        data=lambda: fig.to_html(include_plotlyjs=True, full_html=True),
+        file_name=f"{name}.html",
+        mime="text/html",
+        on_click="ignore",
+        icon=":material/download:",
+        type="tertiary",
+        key=f"html_{key or name}",
+        help="Download this figure as an interactive HTML file (opens offline)",
+    )
+    return event
+
+
+def share_controls() -> None:
+    """The sidebar's presenting and sharing switches."""
+    with st.expander("Present & share", icon=":material/co_present:"):
+        _persistent(PRESENT_KEY, False)
+        st.toggle(
+            "Presentation mode",
+            key="_" + PRESENT_KEY,
+            on_change=_present_changed,
+            help="Folds the controls away and enlarges figures and type. Also ?present=1.",
+        )
+        _persistent(IMAGE_FORMAT_KEY, "png")
+        st.radio(
+            "Figure downloads (camera button)",
+            ("png", "svg"),
+            key="_" + IMAGE_FORMAT_KEY,
+            on_change=_persist,
+            args=(IMAGE_FORMAT_KEY, "_" + IMAGE_FORMAT_KEY),
+            horizontal=True,
+            format_func=str.upper,
+        )
+        st.caption(
+            "The address bar holds this view (page, model, dataset, layer, image, scale): "
+            "copy it to reopen exactly this. Tables: the download icon above each table "
+            "saves CSV."
+        )
+
+
+def _persistent(permanent: str, default: object) -> None:
+    """Seed a widget drawn on every page from its permanent key (see the module docstring)."""
+    st.session_state["_" + permanent] = st.session_state.setdefault(permanent, default)
+
+
+def _present_changed() -> None:
+    _persist(PRESENT_KEY, "_" + PRESENT_KEY)
+    if st.session_state.get(PRESENT_KEY):
+        st.query_params[PRESENT_QUERY] = "1"
+    else:
+        st.query_params.pop(PRESENT_QUERY, None)
+
+
 def layer_table(rows: list[dict]) -> None:
     """The shape-flow table with counts shown with thousands separators (still sortable)."""
     counts = st.column_config.NumberColumn(format="localized")
@@ -412,3 +609,59 @@ def layer_table(rows: list[dict]) -> None:
 def show_error(err: Exception) -> None:
     """A user-facing failure, in one line, where the content would have been."""
     st.error(str(err), icon="⚠️")
+
+
+# --------------------------------------------------------------------------- the HTML report
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _report_html(
+    model_key: str, mtime: float, dataset: str, input_size: int | None, root: str
+) -> str:
+    """The selected model's report; cached by checkpoint, its mtime, dataset and data root."""
+    from dashboard import report
+
+    model, view, _ = _load(model_key, mtime)
+    split = _split(dataset, "test", input_size, root)
+    pred = _predictions(model_key, mtime, dataset, "test", input_size, root)
+    flow = shape_flow(model_key, tuple(split.images.shape[1:]), mtime)
+    facts = report.ModelFacts(view.label, view.architecture, view.untrained, view.card)
+    return report.build_report(model, facts, split, pred, flow=flow)
+
+
+def report_button(selection: Selection) -> None:
+    """'Build HTML report': one click builds the selected model's report (card, shape flow,
+    curves, filters, activations, confusion matrix, per-class report) and downloads it."""
+    from dashboard import report
+
+    try:  # mismatches show here; the build itself runs on Streamlit's download thread
+        _, view = load_model(selection)
+        size = _input_size(selection, view)
+    except LensError as err:
+        show_error(err)
+        return
+    key, mtime, root = selection.model_key, mtime_of(selection.model_key), data_root()
+    facts = report.ModelFacts(view.label, view.architecture, view.untrained, view.card)
+
+    def build() -> str:  # called on click, outside the script run: no session state here
+        try:
+            return _report_html(key, mtime, selection.dataset, size, root)
+        except LensError as err:
+            return report.error_page(view.label, str(err))
+
+    left, right = st.columns([1, 3], vertical_alignment="center")
+    left.download_button(
+        "Build HTML report",
+        data=build,
+        file_name=report.file_name(facts),
+        mime="text/html",
+        on_click="ignore",
+        icon=":material/description:",
+        key="lens_report",
+        help="One self-contained file to send or open offline",
+    )
+    right.caption(
+        f"{view.label} on the {selection.dataset} test split as one HTML file (about 6 MB, opens "
+        "offline): card, shape flow, training curves, first-layer filters, activations, "
+        "confusion matrix and per-class report. The first build classifies every test image."
+    )

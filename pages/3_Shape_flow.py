@@ -150,7 +150,7 @@ if deepest > 0:
     )
 
 figure, plan = diagram(selection.model_key, shape, mtime, depth, tuple(folded))
-st.plotly_chart(figure, theme=None, width="content")
+ui.figure(figure, "shape-flow", width="content")
 if not plan.deepest:
     st.caption(
         f"The diagram folds blocks deeper than depth {plan.depth} so it stays readable; "

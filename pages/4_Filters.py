@@ -14,6 +14,7 @@ selection = ui.sidebar()
 # Session-state keys: stable names, so a later URL binding can seed them.
 LAYER_KEY, SCALE_KEY, CHANNELS_KEY = "filters_layer", "filters_scale", "filters_channels"
 CHANNEL_KEY, EPOCH_KEY, IMAGE_KEY = "filters_channel", "filters_epoch", "filters_image"
+SCALES = ("shared", "per filter")
 ALL_CHANNELS, ONE_CHANNEL = "mean of all input channels", "one input channel"
 RESPONSE_PIXELS = 40_000  # response mosaics are thinned beyond this: keeps reruns fast
 GRID_SIDE, KERNEL_SIDE = 440, 250  # pixel budgets, so the figures fit their columns
@@ -128,8 +129,10 @@ if not layers:
 by_name = {layer.name: layer for layer in layers}
 if st.session_state.get(LAYER_KEY) not in by_name:
     st.session_state[LAYER_KEY] = layers[0].name
+ui.url_bound("layer", LAYER_KEY, ui.one_of(by_name))
+ui.url_bound("scale", SCALE_KEY, ui.one_of(SCALES))
 
-controls = st.columns([3, 1.3, 2.2], gap="medium")
+controls = ui.controls().columns([3, 1.3, 2.2], gap="medium")  # folded away when presenting
 name = controls[0].selectbox(
     "Conv layer",
     list(by_name),
@@ -141,7 +144,7 @@ layer = by_name[name]
 first = name == layers[0].name
 scale = controls[1].radio(
     "Colour scale",
-    ["shared", "per filter"],
+    SCALES,
     key=SCALE_KEY,
     help="Shared: one symmetric scale for the whole layer, so strong and weak filters compare. "
     "Per filter: each filter scaled by its own max |w|, so faint patterns show.",
@@ -197,24 +200,26 @@ when = "" if epoch is None else (" · before training" if epoch == 0 else f" · 
 # Row 1: the filters, and beside them the classic kernels (first layer) or their histogram.
 main = st.columns([3, 2], gap="large")
 with main[0]:
-    st.plotly_chart(
-        grid_figure(weights, source, scale, channel, f"{name}{when}"), theme=None, width="content"
+    ui.figure(
+        grid_figure(weights, source, scale, channel, f"{name}{when}"),
+        f"filters-{name}",
+        width="content",
     )
 histogram_place, stats_place = main[1], main[1]
 if first:
     with main[1]:
-        st.plotly_chart(classic_figure(), theme=None, width="content")
+        ui.figure(classic_figure(), "classic-kernels", width="content")
     lower = st.columns([3, 2], gap="large")
     histogram_place = lower[0]
     stats_place = lower[1]
     if layer.in_channels == 3:
         with lower[0]:
             title = f"{name} as colour images{when}"
-            st.plotly_chart(rgb_figure(weights, source, title), theme=None, width="content")
+            ui.figure(rgb_figure(weights, source, title), f"filters-rgb-{name}", width="content")
         histogram_place = lower[1]
 with histogram_place:
     figure, stats = histogram(weights, source, f"{name} weights{when}")
-    st.plotly_chart(figure, theme=None, width="stretch")
+    ui.figure(figure, f"weights-{name}")
 with stats_place:
     cells = st.columns(2)
     cells[0].metric("Mean", f"{stats.mean:.3g}")
@@ -249,6 +254,7 @@ if layer.groups != 1 or layer.in_channels != split.info.channels:
     )
     st.stop()
 
+ui.url_bound("image", IMAGE_KEY, ui.index_below(len(split.labels)))
 pick = st.columns([1.2, 1, 4], vertical_alignment="center", gap="medium")
 index = pick[0].number_input(
     f"Test image (0–{len(split.labels) - 1:,})", 0, len(split.labels) - 1, key=IMAGE_KEY
@@ -268,9 +274,9 @@ image_key = (selection.dataset, int(index), size, mean, std)
 classic_maps, learned_maps, matches = responses(weights, source, image, image_key)
 columns = st.columns([2, 3], gap="large")
 with columns[0]:
-    st.plotly_chart(classic_maps, theme=None, width="content")
+    ui.figure(classic_maps, "classic-responses", width="content")
 with columns[1]:
-    st.plotly_chart(learned_maps, theme=None, width="content")
+    ui.figure(learned_maps, f"responses-{name}", width="content")
 
 st.markdown("**Nearest classic kernel of each learned filter**")
 st.caption(

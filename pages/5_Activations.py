@@ -168,6 +168,14 @@ if view.untrained:
 if flow.broken is not None:
     st.error(f"{view.label} cannot take {info.title} images: {flow.broken.reason}", icon="⚠️")
     st.stop()
+outputs = flow.output_shape[-1] if flow.output_shape else len(classes)
+if outputs != len(classes):  # e.g. a 100-class checkpoint on MNIST: no class for most outputs
+    st.error(
+        f"{view.label} has {outputs} outputs but {info.title} has {len(classes)} classes: pick "
+        f"a dataset with {outputs} classes or a model trained on this one",
+        icon="⚠️",
+    )
+    st.stop()
 
 # An image opened by a link (?image=123) on first arrival, or by another page's session state.
 if inputs.IMAGE_INDEX_KEY not in st.session_state:
@@ -178,6 +186,7 @@ if inputs.IMAGE_INDEX_KEY not in st.session_state:
         st.session_state[MODE_KEY] = BY_INDEX
 index = inputs.parse_index(st.session_state[inputs.IMAGE_INDEX_KEY], len(split)) or 0
 set_index(index)
+st.query_params[inputs.IMAGE_QUERY] = str(index)  # the link reopens this image
 
 # --------------------------------------------------------------------------- the input
 
@@ -343,15 +352,15 @@ with top[1]:
             images.insert(0, (original, prepared.original, key))
     for title, image, key in images:
         build = partial(figures.image_figure, image, title=title)
-        st.plotly_chart(cached_figure("image", key, build), theme=None, width="content")
+        ui.figure(cached_figure("image", key, build), f"image-{key[0]}", width="content")
 with top[2]:
-    st.plotly_chart(
+    ui.figure(
         cached_figure(
             "bars",
             (*model_id, prepared.key, prepared.label, "Prediction"),
             lambda: bars(probabilities, prepared.label, ""),
         ),
-        theme=None,
+        "prediction",
         width="content",
     )
     st.markdown(verdict(probabilities, prepared.label))
@@ -364,7 +373,11 @@ keys = [inputs.layer_key(r) for r in layers]
 records = dict(zip(keys, layers, strict=True))
 if st.session_state.get(inputs.LAYER_KEY) not in records:
     st.session_state[inputs.LAYER_KEY] = inputs.default_layer(flow)
-controls = st.columns([2.4, 1.5, 2.1], gap="medium", vertical_alignment="top")
+ui.url_bound("layer", inputs.LAYER_KEY, ui.one_of(keys))
+ui.url_bound("maps", AFTER_KEY, ui.one_of(("before", "after")))
+ui.url_bound("scale", SCALE_KEY, ui.one_of(figures.SCALE_MODES))
+panel = ui.controls()  # folded away when presenting
+controls = panel.columns([2.4, 1.5, 2.1], gap="medium", vertical_alignment="top")
 layer = controls[0].selectbox(
     "Layer",
     keys,
@@ -415,7 +428,7 @@ scale = controls[2].radio(
     help="per map: each channel its own range · per layer: one range for the layer · "
     "global: one range for every feature map of this input",
 )
-options = st.columns([1.3, 1.3, 1.9, 1.6], gap="medium", vertical_alignment="center")
+options = panel.columns([1.3, 1.3, 1.9, 1.6], gap="medium", vertical_alignment="center")
 sort = options[0].toggle(
     "Sort channels by mean",
     key=keep(SORT_KEY, False),
@@ -505,14 +518,14 @@ if compare:
             st.markdown(f"**{item.name}** — {verdict(res['probabilities'], item.label)}")
             title = f"Prediction — {item.name}"
             build = partial(bars, res["probabilities"], item.label, title)
-            st.plotly_chart(
+            ui.figure(
                 cached_figure("bars", (*model_id, item.key, item.label, title), build),
-                theme=None,
+                f"prediction-{item.name}",
                 width="content",
             )
-            st.plotly_chart(chart, theme=None, width="stretch")
+            ui.figure(chart, f"maps-{item.name}")
 else:
-    st.plotly_chart(maps_chart, theme=None, width="content")
+    ui.figure(maps_chart, "maps", width="content")
 if dead is not None:
     st.caption(
         f"Dead = never above zero after the activation ({dead_from}) on any of the first "
@@ -579,8 +592,8 @@ with st.expander("One neuron: its value and the input pixels it sees", expanded=
         )
         box = (top_, left, bottom, right)
         build = partial(window_figure, shown_image, box)
-        st.plotly_chart(
-            cached_figure("window", (prepared.key, box), build), theme=None, width="content"
+        ui.figure(
+            cached_figure("window", (prepared.key, box), build), "receptive-window", width="content"
         )
     else:
         st.markdown(f"{text} = `{value:.6g}`")
@@ -636,7 +649,7 @@ if cam_layers and cam_default is not None:
             title = f"Grad-CAM for {classes[target]!r} at {cam_layer}"
             build = partial(figures.gradcam_overlay, shown_image, cam.heatmap, title=title)
             key = (*model_id, prepared.key, cam_layer, int(target))
-            st.plotly_chart(cached_figure("cam", key, build), theme=None, width="content")
+            ui.figure(cached_figure("cam", key, build), "gradcam", width="content")
 
 # --------------------------------------------------------------------------- every layer
 
@@ -661,9 +674,9 @@ if show_all:
             max_pixels=ALL_PIXELS,
             title=f"Every layer — {prepared.name}",
         )
-        st.plotly_chart(
+        ui.figure(
             cached_figure("all", (*model_id, prepared.key, scale, prepared.name), build),
-            theme=None,
+            "every-layer",
             width="content",
         )
     else:

@@ -166,19 +166,20 @@ if view.untrained:
 
 
 def choice(column, label: str, options, key: str, default, **kwargs):
-    """A one-of-several control that keeps its value across pages."""
+    """A one-of-several control that keeps its value across pages and lives in the URL."""
+    ui.url_bound(key.removeprefix("cm_"), key, ui.one_of(options))
     return column.segmented_control(
         label,
         options,
         key=key,
-        default=default,
+        default=None if key in st.session_state else default,
         required=True,
         persist_state="session",
         **kwargs,
     )
 
 
-bar = st.container(horizontal=True, gap="medium")
+bar = ui.controls().container(horizontal=True, gap="medium")
 split = choice(bar, "Split", SPLITS, SPLIT_KEY, "test")
 show = choice(
     bar,
@@ -254,14 +255,13 @@ with chart_area:
     # Positions → class indices, as plain lists: a NumPy array travels as a typed array and
     # comes back from a click as {"0": i, "1": j}.
     cells.customdata = order[np.asarray(cells.customdata)].tolist()
-    st.plotly_chart(
+    ui.figure(
         fig,
+        "confusion-matrix",
         key=CHART_KEY,
         on_select=cell_clicked,
         selection_mode=("points",),
-        theme=None,
         width=width,
-        config={"displaylogo": False},
     )
     if K > 20:
         st.caption("Drag over the matrix to zoom in, double-click to zoom out; hover for names.")
@@ -417,7 +417,8 @@ if other_key:
         )
         size_matrix(side, names, wide=False)
         side.update_layout(title_subtitle_text="images per cell · rows = true class")
-        column.plotly_chart(side, key=f"cm_side_{name}", theme=None, width="stretch")
+        with column:
+            ui.figure(side, f"confusion-{name}", key=f"cm_side_{name}")
     diff_fig = figures.confusion_difference(
         confusion.reorder(cm, order), confusion.reorder(cm_b, order), names
     )
@@ -429,7 +430,7 @@ if other_key:
         diff_area, beside = st.columns([1.3, 1], gap="large")
         places = [beside, beside]
     with diff_area:
-        st.plotly_chart(diff_fig, key="cm_difference", theme=None, width=diff_width)
+        ui.figure(diff_fig, "confusion-difference", key="cm_difference", width=diff_width)
     points = st.column_config.NumberColumn(format="%+.1f")
     ratio = st.column_config.NumberColumn(format="%.3f")
     config = {"Recall A": ratio, "Recall B": ratio, "Δ recall (points)": points}
