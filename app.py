@@ -32,3 +32,6 @@ totals[3].metric("Multiply-adds per image", f"{flow.mult_adds:,}")
 ui.layer_table(summary.display_rows(flow))
 if flow.broken is not None:
     st.error(f"{flow.broken.layer} breaks: {flow.broken.reason}")
+
+st.subheader("Report")
+ui.report_button(selection)

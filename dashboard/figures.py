@@ -192,8 +192,11 @@ def filter_grid(
     channel: int | None = None,
     title: str = "",
     max_side: float = 760,
+    limit: float | None = None,
 ) -> go.Figure:
-    """Conv filters (C_out, C_in, kh, kw) as one diverging mosaic; channel None = input mean."""
+    """Conv filters (C_out, C_in, kh, kw) as one diverging mosaic; channel None = input mean.
+    `limit` fixes the shared scale at ±limit (two models' grids on one scale); None: the
+    layer's own max |w|."""
     w = _numpy(weights).astype(np.float64)
     if w.ndim != 4:
         raise ShapeError(f"filter weights must be (C_out, C_in, kh, kw), got {w.shape}")
@@ -208,8 +211,9 @@ def filter_grid(
     else:
         raise ShapeError(f"input channel {channel} out of range: the layer has {c_in}")
     if scale == "shared":
-        limit = float(np.abs(maps).max()) or 1.0
-        shown, bar_title, note = maps, "weight", "one symmetric scale for the layer"
+        note = "one symmetric scale for the layer" if limit is None else f"scale ±{limit:.3g}"
+        limit = limit or float(np.abs(maps).max()) or 1.0
+        shown, bar_title = maps, "weight"
     elif scale == "per filter":
         peak = np.abs(maps).reshape(c_out, -1).max(axis=1)
         shown = maps / np.where(peak > 0, peak, 1.0)[:, None, None]
@@ -454,6 +458,7 @@ def activation_grid(
     colorscale: str = "Viridis",
     global_range: tuple[float, float] | None = None,
     max_pixels: int = MAX_MOSAIC_PIXELS,
+    max_side: float = 760,
 ) -> go.Figure:
     """One image's activations (C, H, W) as one tiled heatmap; (C,) or (C, 1, 1) as bars.
 
@@ -525,7 +530,10 @@ def activation_grid(
         parts.append(f"shown at 1/{stride} resolution")
     if dead_shown.size:
         parts.append(f"{dead_shown.size} dead (outlined red)")
-    _image_layout(fig, layout.height, layout.width, title or "Activations", " · ".join(parts))
+    subtitle = " · ".join(parts)
+    _image_layout(
+        fig, layout.height, layout.width, title or "Activations", subtitle, max_side=max_side
+    )
     fig.update_layout(showlegend=False)
     return fig
 
@@ -695,6 +703,29 @@ def activation_stack(
         height=int(top + 130),
         margin={"l": 20, "r": 20, "t": 90, "b": 20},
         showlegend=False,
+    )
+    return fig
+
+
+def boxed_image(
+    image: np.ndarray,
+    box: tuple[int, int, int, int],
+    *,
+    title: str = "",
+    caption: str = "",
+    color: str = "#f59e0b",
+) -> go.Figure:
+    """An input image with a frame around `box` (top, left, bottom, right), inclusive: the
+    pixels a neuron or a kernel window sees."""
+    fig = image_figure(image, title=title, caption=caption)
+    top, left, bottom, right = box
+    fig.add_shape(
+        type="rect",
+        x0=left - 0.5,
+        x1=right + 0.5,
+        y0=top - 0.5,
+        y1=bottom + 0.5,
+        line={"color": color, "width": 3},
     )
     return fig
 

@@ -15,12 +15,14 @@ hold it against `F.conv2d`, `F.max_pool2d`, `F.avg_pool2d` and the model's own a
 
 Convolution here is cross-correlation, as in PyTorch: the kernel is not flipped. Integer inputs
 stay integers (int64) so the preset examples come out exact; anything else is float64.
+
+The lab's data flow: `lab_inputs` (typed numbers and presets → arrays) → this module (the
+arithmetic) → `lab_display` (styled grids, tables, sentences and figures, no Streamlit).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -34,12 +36,6 @@ from dashboard import probe
 from dashboard.errors import LensError, ShapeError
 
 Pair = tuple[int, int]
-
-# The example of the seed tutorials: the first thing the lab shows.
-PRESET_INPUT = "3 4 6 5 7 / 2 4 6 8 2 / 1 6 7 8 4 / 9 7 4 6 2 / 3 7 5 4 1"
-PRESET_KERNEL = "1 2 3 / 4 5 6 / 7 8 9"
-PRESET_PADDING = 1
-PRESET_POOL = "3 4 6 5 / 2 4 6 8 / 1 6 7 8 / 9 7 4 6"
 
 MINUS = "−"
 
@@ -69,104 +65,6 @@ def term(value: Any, digits: int = 6) -> str:
 
 def _thousands(n: int) -> str:
     return f"{n:,}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Typed and pasted numbers
-
-_CHANNEL_SPLIT = re.compile(r"\|\s*|\n[ \t]*\n\s*")
-_ROW_SPLIT = re.compile(r"[\n/;]")
-_VALUE_SPLIT = re.compile(r"[\s,]+")
-_SEPARATORS = re.compile(r"[\s,/;]+")
-_LARGEST = 10**15  # whole numbers beyond this would overflow int64 once multiplied and summed
-
-
-def _number(token: str) -> int | float:
-    text = token.replace(MINUS, "-")
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)  # raises ValueError for "x", and takes "1e3", "-0.5", "inf"
-
-
-def parse_matrix(text: str) -> np.ndarray:
-    """Numbers typed or pasted as rows → (H, W), or (C, H, W) for several channels.
-
-    Rows are separated by new lines, "/" or ";", values by spaces, commas or tabs; channels by
-    a blank line or "|". All whole numbers give an int64 array, otherwise float64. Ragged rows,
-    something that is not a number, or channels of different sizes raise LensError naming the
-    row and column at fault.
-    """
-    blocks = [b for b in _CHANNEL_SPLIT.split(text.strip()) if _SEPARATORS.sub("", b)]
-    if not blocks:
-        raise LensError("no numbers: type rows of numbers, e.g. 1 2 3 / 4 5 6")
-    channels: list[list[list[int | float]]] = []
-    for c, block in enumerate(blocks, start=1):
-        where = f"channel {c}, " if len(blocks) > 1 else ""
-        rows: list[list[int | float]] = []
-        for line in _ROW_SPLIT.split(block):
-            tokens = [t for t in _VALUE_SPLIT.split(line.strip()) if t]
-            if not tokens:
-                continue  # a trailing "/" or an empty line inside a block
-            row: list[int | float] = []
-            for col, token in enumerate(tokens, start=1):
-                try:
-                    number = _number(token)
-                except ValueError:
-                    raise LensError(
-                        f"{where}row {len(rows) + 1}, column {col}: {token!r} is not a number"
-                    ) from None
-                if not math.isfinite(number) or abs(number) >= _LARGEST:
-                    raise LensError(
-                        f"{where}row {len(rows) + 1}, column {col}: {token!r} is too large"
-                    )
-                row.append(number)
-            if rows and len(row) != len(rows[0]):
-                raise LensError(
-                    f"{where}row {len(rows) + 1} has {len(row)} values but row 1 has "
-                    f"{len(rows[0])}: every row needs the same number of values"
-                )
-            rows.append(row)
-        channels.append(rows)
-    first = (len(channels[0]), len(channels[0][0]))
-    for c, rows in enumerate(channels[1:], start=2):
-        if (len(rows), len(rows[0])) != first:
-            raise LensError(
-                f"channel {c} is {len(rows)}×{len(rows[0])} but channel 1 is "
-                f"{first[0]}×{first[1]}: channels need the same size"
-            )
-    whole = all(isinstance(v, int) for rows in channels for row in rows for v in row)
-    array = np.array(channels, dtype=np.int64 if whole else np.float64)
-    return array[0] if len(channels) == 1 else array
-
-
-def matrix_text(array: np.ndarray) -> str:
-    """The inverse of `parse_matrix`: rows on lines, channels separated by a blank line."""
-    a = np.asarray(array)
-    planes = a[None] if a.ndim == 2 else a
-    return "\n\n".join(
-        "\n".join(" ".join(fmt(v).replace(MINUS, "-") for v in row) for row in plane)
-        for plane in planes
-    )
-
-
-def image_patch(
-    images: torch.Tensor, index: int, top: int, left: int, size: int = 8, channel: int = 0
-) -> np.ndarray:
-    """A size×size patch of raw 0..255 pixels from a uint8 batch (N, C, H, W), as int64."""
-    n, c, h, w = images.shape
-    if not 0 <= index < n:
-        raise LensError(f"image {index} does not exist: the split has {n:,} images")
-    if not 0 <= channel < c:
-        raise LensError(f"channel {channel} does not exist: the images have {c}")
-    size = min(size, h, w)
-    if not (0 <= top <= h - size and 0 <= left <= w - size):
-        raise LensError(
-            f"a {size}×{size} patch at top {top}, left {left} leaves the {h}×{w} image: "
-            f"top and left go from 0 to {h - size} and {w - size}"
-        )
-    patch = images[index, channel, top : top + size, left : left + size]
-    return patch.numpy().astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------------

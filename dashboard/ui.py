@@ -323,7 +323,7 @@ def mtime_of(model_key: str) -> float:
 
 
 @st.cache_resource(max_entries=6, show_spinner="Loading the model…")
-def _load(model_key: str, _mtime: float) -> tuple[object, ModelView, dict]:
+def _load(model_key: str, mtime: float) -> tuple[object, ModelView, dict]:
     """(model in eval mode, its view, its filter history). Shared by every session: read only."""
     if model_key.startswith(CKPT_PREFIX):
         from dashboard import checkpoints
@@ -372,9 +372,9 @@ def input_shape_for(selection: Selection) -> tuple[int, int, int]:
 
 
 @st.cache_data(max_entries=32, show_spinner="Tracing shapes…")
-def shape_flow(model_key: str, input_shape: tuple[int, int, int], _mtime: float) -> probe.ShapeFlow:
-    """Shape flow for a sidebar choice; `_mtime` invalidates it when a checkpoint changes."""
-    model, _, _ = _load(model_key, _mtime)
+def shape_flow(model_key: str, input_shape: tuple[int, int, int], mtime: float) -> probe.ShapeFlow:
+    """Shape flow for a sidebar choice; `mtime` invalidates it when a checkpoint changes."""
+    model, _, _ = _load(model_key, mtime)
     return probe.shape_flow(model, input_shape)
 
 
@@ -429,9 +429,9 @@ def session_alive_check():  # -> Callable[[], bool] | None
 
 @st.cache_data(max_entries=16, show_spinner="Classifying every image of the split…")
 def _predictions(
-    model_key: str, _mtime: float, dataset: str, split: str, input_size: int | None, root: str
+    model_key: str, mtime: float, dataset: str, split: str, input_size: int | None, root: str
 ) -> metrics.Predictions:
-    model, _, _ = _load(model_key, _mtime)
+    model, _, _ = _load(model_key, mtime)
     return metrics.predict(model, _split(dataset, split, input_size, root))
 
 
@@ -582,9 +582,21 @@ def share_controls() -> None:
         )
 
 
+def keep(permanent: str, default: object) -> str:
+    """→ the key for a widget whose value lives under `permanent` (widget keys vanish when
+    their page is left; see the module docstring). Pair it with `on_change=ui.store`."""
+    widget = "_" + permanent
+    st.session_state[widget] = st.session_state.setdefault(permanent, default)
+    return widget
+
+
+def store(permanent: str) -> None:
+    """on_change of a `keep` widget: copy its value to the permanent key."""
+    st.session_state[permanent] = st.session_state["_" + permanent]
+
+
 def _persistent(permanent: str, default: object) -> None:
-    """Seed a widget drawn on every page from its permanent key (see the module docstring)."""
-    st.session_state["_" + permanent] = st.session_state.setdefault(permanent, default)
+    keep(permanent, default)
 
 
 def _present_changed() -> None:
@@ -661,7 +673,7 @@ def report_button(selection: Selection) -> None:
         help="One self-contained file to send or open offline",
     )
     right.caption(
-        f"{view.label} on the {selection.dataset} test split as one HTML file (about 6 MB, opens "
+        f"This model on the {selection.dataset} test split in one HTML file (about 6 MB, opens "
         "offline): card, shape flow, training curves, first-layer filters, activations, "
         "confusion matrix and per-class report. The first build classifies every test image."
     )

@@ -207,7 +207,8 @@ def small_curves(card) -> None:
             title=f"Training {metric} per epoch",
         )
         fig.update_layout(height=300, showlegend=False)
-        column.plotly_chart(fig, width="stretch", theme=None)
+        with column:
+            ui.figure(fig, f"{card.name}-{metric}", key=f"card_{metric}")
 
 
 HYPER_ORDER = ("optimizer", "lr", "schedule", "weight_decay", "batch_size", "epochs", "seed")
@@ -288,6 +289,7 @@ def model_panel() -> None:
     elif not view.untrained:
         st.caption(models.model_info(view.architecture).description)
     accuracy_panel()
+    ui.report_button(selection)
     classes = list(view.classes)
     where = "the checkpoint's"
     if not classes:

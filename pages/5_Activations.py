@@ -85,17 +85,6 @@ def uploaded(file_id: str, dataset: str, size: int, digits: bool, _raw: bytes, _
 # --------------------------------------------------------------------------- small helpers
 
 
-def keep(permanent: str, default):
-    """A widget key holding the permanent value (widget keys vanish when the page is left)."""
-    widget = "_" + permanent
-    st.session_state[widget] = st.session_state.get(permanent, default)
-    return widget
-
-
-def store(permanent: str) -> None:
-    st.session_state[permanent] = st.session_state["_" + permanent]
-
-
 def set_index(index: int) -> None:
     st.session_state[inputs.IMAGE_INDEX_KEY] = int(index)
 
@@ -103,21 +92,6 @@ def set_index(index: int) -> None:
 def pixels_for_display(pixels: np.ndarray) -> np.ndarray:
     """(C, H, W) uint8 → (H, W) or (H, W, 3) for figures."""
     return pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
-
-
-def window_figure(image: np.ndarray, box: tuple[int, int, int, int]):
-    """The input with one receptive window outlined in red."""
-    top, left, bottom, right = box
-    window = figures.image_figure(image, title="Receptive window on the input")
-    window.add_shape(
-        type="rect",
-        x0=left - 0.5,
-        x1=right + 0.5,
-        y0=top - 0.5,
-        y1=bottom + 0.5,
-        line={"color": figures.WRONG, "width": 3},
-    )
-    return window
 
 
 def layer_label(record: probe.LayerRecord) -> str:
@@ -199,8 +173,8 @@ with top[0]:
     source = st.radio(
         "Where the image comes from",
         sources,
-        key=keep(inputs.SOURCE_KEY, inputs.SOURCE_TEST),
-        on_change=store,
+        key=ui.keep(inputs.SOURCE_KEY, inputs.SOURCE_TEST),
+        on_change=ui.store,
         args=(inputs.SOURCE_KEY,),
         horizontal=True,
         format_func=lambda s: {"draw": "draw a digit"}.get(s, s),
@@ -210,8 +184,8 @@ with top[0]:
         mode = st.radio(
             "Pick a test image",
             (BY_INDEX, BY_CLASS, MISTAKES),
-            key=keep(MODE_KEY, BY_INDEX),
-            on_change=store,
+            key=ui.keep(MODE_KEY, BY_INDEX),
+            on_change=ui.store,
             args=(MODE_KEY,),
             horizontal=True,
         )
@@ -221,8 +195,8 @@ with top[0]:
                 f"Test image (0 – {len(split) - 1:,})",
                 0,
                 len(split) - 1,
-                key=keep(inputs.IMAGE_INDEX_KEY, index),
-                on_change=store,
+                key=ui.keep(inputs.IMAGE_INDEX_KEY, index),
+                on_change=ui.store,
                 args=(inputs.IMAGE_INDEX_KEY,),
                 step=1,
             )
@@ -381,8 +355,8 @@ controls = panel.columns([2.4, 1.5, 2.1], gap="medium", vertical_alignment="top"
 layer = controls[0].selectbox(
     "Layer",
     keys,
-    key=keep(inputs.LAYER_KEY, keys[0]),
-    on_change=store,
+    key=ui.keep(inputs.LAYER_KEY, keys[0]),
+    on_change=ui.store,
     args=(inputs.LAYER_KEY,),
     format_func=lambda k: layer_label(records[k]),
     help="Every layer of the forward pass, in order; the first conv layer is the default.",
@@ -395,8 +369,8 @@ with controls[1]:
             st.radio(
                 "Maps",
                 ("before", "after"),
-                key=keep(AFTER_KEY, "before"),
-                on_change=store,
+                key=ui.keep(AFTER_KEY, "before"),
+                on_change=ui.store,
                 args=(AFTER_KEY,),
                 horizontal=True,
                 format_func=lambda v: f"{v} {partner.type}",
@@ -421,8 +395,8 @@ with controls[1]:
 scale = controls[2].radio(
     "Colour scale",
     figures.SCALE_MODES,
-    key=keep(SCALE_KEY, "per layer"),
-    on_change=store,
+    key=ui.keep(SCALE_KEY, "per layer"),
+    on_change=ui.store,
     args=(SCALE_KEY,),
     horizontal=True,
     help="per map: each channel its own range · per layer: one range for the layer · "
@@ -431,16 +405,16 @@ scale = controls[2].radio(
 options = panel.columns([1.3, 1.3, 1.9, 1.6], gap="medium", vertical_alignment="center")
 sort = options[0].toggle(
     "Sort channels by mean",
-    key=keep(SORT_KEY, False),
-    on_change=store,
+    key=ui.keep(SORT_KEY, False),
+    on_change=ui.store,
     args=(SORT_KEY,),
     help="Highest mean activation first",
 )
 show_all = options[1].toggle(
-    "Show all layers", key=keep(ALL_KEY, False), on_change=store, args=(ALL_KEY,)
+    "Show all layers", key=ui.keep(ALL_KEY, False), on_change=ui.store, args=(ALL_KEY,)
 )
 compare = options[2].toggle(
-    "Compare with a second input", key=keep(TWO_KEY, False), on_change=store, args=(TWO_KEY,)
+    "Compare with a second input", key=ui.keep(TWO_KEY, False), on_change=ui.store, args=(TWO_KEY,)
 )
 
 
@@ -500,8 +474,8 @@ if compare:
         "Second input: test image",
         0,
         len(split) - 1,
-        key=keep(COMPARE_KEY, (index + 1) % len(split)),
-        on_change=store,
+        key=ui.keep(COMPARE_KEY, (index + 1) % len(split)),
+        on_change=ui.store,
         args=(COMPARE_KEY,),
         step=1,
     )
@@ -591,7 +565,13 @@ with st.expander("One neuron: its value and the input pixels it sees", expanded=
             f"columns {left}–{right} ({bottom - top_ + 1}×{right - left + 1} pixels)"
         )
         box = (top_, left, bottom, right)
-        build = partial(window_figure, shown_image, box)
+        build = partial(
+            figures.boxed_image,
+            shown_image,
+            box,
+            title="Receptive window on the input",
+            color=figures.WRONG,
+        )
         ui.figure(
             cached_figure("window", (prepared.key, box), build), "receptive-window", width="content"
         )
@@ -612,8 +592,8 @@ if cam_layers and cam_default is not None:
         cam_layer = st.selectbox(
             "Layer",
             cam_layers,
-            key=keep(CAM_LAYER_KEY, cam_default),
-            on_change=store,
+            key=ui.keep(CAM_LAYER_KEY, cam_default),
+            on_change=ui.store,
             args=(CAM_LAYER_KEY,),
             help="The last conv layer (the default) balances detail and meaning.",
         )
@@ -623,8 +603,8 @@ if cam_layers and cam_default is not None:
         target = st.selectbox(
             "Class to explain",
             range(len(classes)),
-            key=keep(CAM_CLASS_KEY, predicted),
-            on_change=store,
+            key=ui.keep(CAM_CLASS_KEY, predicted),
+            on_change=ui.store,
             args=(CAM_CLASS_KEY,),
             format_func=lambda k: (
                 f"{classes[k]} ({probabilities[k]:.1%})"

@@ -6,17 +6,22 @@ permanent session-state key (widget keys vanish with a closed tab or a page swit
 neuron shown in "Any neuron" follows what the Activations page picked: `lens_neuron_layer`,
 `lens_neuron_channel`, `lens_neuron_y`, `lens_neuron_x`, or its `inputs.NEURON_KEY` record, with
 the test image `inputs.IMAGE_INDEX_KEY`. Another page can open a tab by setting `lens_lab_tab`.
+
+Widgets and layout only: `dashboard.lab_inputs` reads the kept inputs, `dashboard.lab` does the
+arithmetic, `dashboard.lab_display` writes the grids, tables, sentences and figures.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 import torch
 
-from dashboard import figures, filters, inputs, lab, ui
+from dashboard import inputs, lab, probe, ui
+from dashboard import lab_display as show
+from dashboard import lab_inputs as typed
 from dashboard.errors import LensError
+from dashboard.lab_inputs import NEURON_CHANNEL, NEURON_LAYER, NEURON_X, NEURON_Y
 
 ui.setup_page("Convolution lab", icon="🧮")
 selection = ui.sidebar()
@@ -30,113 +35,51 @@ TABS = (
     "Classic kernels",
 )
 TAB_KEY, TAB_REQUEST = "lab_tab", "lens_lab_tab"
-NEURON_LAYER, NEURON_CHANNEL = "lens_neuron_layer", "lens_neuron_channel"
-NEURON_Y, NEURON_X, NEURON_SEEN = "lens_neuron_y", "lens_neuron_x", "lab_neuron_seen"
-SOURCE_EXAMPLE, SOURCE_TYPED, SOURCE_PATCH = (
-    "the 5×5 example",
-    "typed or pasted",
-    "a patch of a test image",
-)
-PATCH = 8  # side of an image patch
-MAX_LISTED_FILTERS = 16  # learned filters whose numbers are listed
-WINDOW, SKIPPED, PADDING, CURRENT, WINNER = (
-    "background-color: #fcd34d; font-weight: 700",  # cells the kernel reads
-    "background-color: #fef3c7",  # inside the window's span, skipped by dilation
-    "color: #9ca3af; background-color: #f3f4f6",  # padding
-    "background-color: #93c5fd; font-weight: 700",  # the output cell being computed
-    "background-color: #f87171; color: white; font-weight: 700",  # the max-pool winner
-)
-KERNEL_FILLS: dict[str, np.ndarray] = {
-    "1 … 9 (the example)": lab.parse_matrix(lab.PRESET_KERNEL),
-    "identity": np.array([[0, 0, 0], [0, 1, 0], [0, 0, 0]]),
-    "box blur (all ones)": np.ones((3, 3), dtype=np.int64),
-    **{name: k.astype(np.int64) for name, k in figures.classic_kernels().items()},
-}
-CHANNEL_INPUT = (
-    lab.PRESET_INPUT.replace(" / ", "\n")
-    + "\n\n"
-    + "\n".join(["1 0 0 0 1", "0 1 0 1 0", "0 0 1 0 0", "0 1 0 1 0", "1 0 0 0 1"])
-)
-CHANNEL_KERNELS = (
-    "1 2 3\n4 5 6\n7 8 9\n\n1 0 -1\n1 0 -1\n1 0 -1",
-    "0 0 0\n0 1 0\n0 0 0\n\n1 1 1\n1 1 1\n1 1 1",
-    "1 0 0\n0 1 0\n0 0 1\n\n0 0 0\n0 -1 0\n0 0 0",
-    "0 1 0\n1 1 1\n0 1 0\n\n1 0 1\n0 1 0\n1 0 1",
-)
-MAX_CHANNEL_OUT = len(CHANNEL_KERNELS)
 
 
 # --------------------------------------------------------------------------- state and widgets
 
 
-def store(permanent: str) -> None:
-    st.session_state[permanent] = st.session_state["_" + permanent]
-
-
 def kept(draw: Callable, label: str, permanent: str, default, **kwargs):
     """A widget whose value lives under `permanent` (its own key is "_" + permanent), so it
     survives closed tabs and page switches. Number inputs are clamped to their bounds."""
-    value = st.session_state.get(permanent, default)
-    low, high = kwargs.get("min_value"), kwargs.get("max_value")
-    if low is not None and value < low:
-        value = low
-    if high is not None and value > high:
-        value = high
-    if "options" in kwargs and value not in kwargs["options"]:
-        value = default
+    low, high, options = (kwargs.get(k) for k in ("min_value", "max_value", "options"))
+    value = typed.clamped(st.session_state.get(permanent, default), default, low, high, options)
     st.session_state[permanent] = st.session_state["_" + permanent] = value
-    draw(label, key="_" + permanent, on_change=store, args=(permanent,), **kwargs)
+    draw(label, key="_" + permanent, on_change=ui.store, args=(permanent,), **kwargs)
     return st.session_state[permanent]
 
 
-def whole(value: float) -> int | float:
-    """A typed number as int when it is whole: keeps the arithmetic exact."""
-    return int(value) if float(value).is_integer() else float(value)
+def number(label: str, permanent: str, default, low=0, high=None, step=None, pattern=None):
+    kwargs = {"min_value": low, "max_value": high, "step": step, "format": pattern}
+    return kept(st.number_input, label, permanent, default, **kwargs)
 
 
-def cell_text(value) -> str:
-    return lab.fmt(value, 4).replace(lab.MINUS, "-")
+def number_row(*specs: tuple) -> list:
+    """Number inputs side by side, each spec the arguments of `number`."""
+    values = []
+    for cell, spec in zip(st.columns(len(specs)), specs, strict=True):
+        with cell:
+            values.append(number(*spec))
+    return values
 
 
-def grid(
-    values: np.ndarray,
-    styles: np.ndarray | None = None,
-    rows: list | None = None,
-    cols: list | None = None,
-):
-    """A matrix as a styled table: numbers a reader can copy, cells coloured by `styles`."""
-    a = np.asarray(values)
-    frame = pd.DataFrame(
-        a,
-        index=[str(r) for r in (rows if rows is not None else range(a.shape[0]))],
-        columns=[str(c) for c in (cols if cols is not None else range(a.shape[1]))],
+def text(label: str, permanent: str, default: str, height: int) -> str:
+    return kept(st.text_area, label, permanent, default, height=height)
+
+
+def radio(label: str, permanent: str, labels: dict[str, str], default: str) -> str:
+    """Options side by side, shown by their labels."""
+    options = list(labels)
+    return kept(
+        st.radio,
+        label,
+        permanent,
+        default,
+        options=options,
+        format_func=labels.get,
+        horizontal=True,
     )
-    css = np.full(a.shape, "", dtype=object) if styles is None else styles
-    return frame.style.apply(
-        lambda d: pd.DataFrame(css, index=d.index, columns=d.columns), axis=None
-    ).format(cell_text)
-
-
-def styles_for(shape: tuple[int, int]) -> np.ndarray:
-    return np.full(shape, "", dtype=object)
-
-
-def window_styles(
-    shape: tuple[int, int],
-    rows: tuple[int, ...],
-    cols: tuple[int, ...],
-    pad: tuple[int, int],
-    size: tuple[int, int],
-) -> np.ndarray:
-    """Padding grey, the window's span pale, the cells it reads strong."""
-    css = styles_for(shape)
-    for r in range(shape[0]):
-        for c in range(shape[1]):
-            if not (pad[0] <= r < pad[0] + size[0] and pad[1] <= c < pad[1] + size[1]):
-                css[r, c] = PADDING
-    css[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = SKIPPED
-    css[np.ix_(rows, cols)] = WINDOW
-    return css
 
 
 def position_slider(label: str, permanent: str, shape: tuple[int, int]) -> tuple[int, int]:
@@ -148,7 +91,7 @@ def position_slider(label: str, permanent: str, shape: tuple[int, int]) -> tuple
         permanent,
         0,
         options=list(range(out_h * out_w)),
-        format_func=lambda i: f"({i // out_w}, {i % out_w})",
+        format_func=lambda i: show.position_label(i, out_w),
         help="Output position (row, column), in reading order. Arrow keys step once focused.",
     )
     return divmod(int(index), out_w)
@@ -157,170 +100,104 @@ def position_slider(label: str, permanent: str, shape: tuple[int, int]) -> tuple
 def kernel_filled(permanent: str) -> None:
     choice = st.session_state[f"_{permanent}_fill"]
     if choice is not None:
-        st.session_state[permanent] = lab.matrix_text(KERNEL_FILLS[choice])
+        st.session_state[permanent] = typed.matrix_text(typed.KERNEL_FILLS[choice])
     st.session_state[f"_{permanent}_fill"] = None
 
 
-def show_problems(problems: list[str]) -> None:
-    if problems:
-        st.warning("**What goes wrong:** " + " · ".join(problems), icon=":material/content_cut:")
+def code(text: str, wrap: bool = True) -> None:
+    st.code(text, language=None, wrap_lines=wrap)
 
 
-def formula_block(formula: str) -> None:
-    st.markdown("**Output size** ⌊(n + 2·p − d·(k − 1) − 1) / s⌋ + 1, with your numbers:")
-    st.code(formula, language=None, wrap_lines=True)
+def show_panels(panels: Sequence[show.Panel], columns: Sequence) -> None:
+    """Each panel (its title over its table) in the next column, wrapping around."""
+    for k, panel in enumerate(panels):
+        with columns[k % len(columns)]:
+            if panel.title:
+                st.markdown(panel.title)
+            st.table(panel.grid)
+
+
+def wide_panel(panel: show.Panel) -> None:
+    """A panel too wide for a table: a scrolling grid."""
+    st.markdown(panel.title)
+    st.dataframe(panel.grid, width="stretch")
+
+
+def no_output(message: str) -> bool:
+    """Say why there is no output (a kernel or window larger than the padded input)."""
+    if message:
+        st.error(message, icon=":material/block:")
+    return bool(message)
+
+
+def output_size(heading: str, worked: lab.WorkedConv | lab.WorkedPool, wrap: bool) -> bool:
+    """The output-size formula with the numbers and what it leaves out; False when there is
+    no output."""
+    st.markdown(heading)
+    code(worked.formula, wrap)
+    if no_output(worked.message):
+        return False
+    if worked.problems:
+        text = "**What goes wrong:** " + " · ".join(worked.problems)
+        st.warning(text, icon=":material/content_cut:")
+    return True
+
+
+def split_images() -> torch.Tensor:
+    return ui.dataset_split(selection.dataset, "test").images
 
 
 # --------------------------------------------------------------------------- cached model work
 
 
 def model_and_data():
-    """(model, view, split, flow) of the sidebar's choice; LensError when they don't fit."""
-    model, view = ui.load_model(selection)
-    split = ui.load_data(selection, view)
-    flow = ui.shape_flow(selection.model_key, view.input_shape, ui.mtime_of(selection.model_key))
-    if flow.broken is not None:
-        raise LensError(f"{view.label} cannot take these images: {flow.broken.reason}")
+    """(model, view, split, flow) of the sidebar's choice; None, said why, when they don't fit."""
+    try:
+        model, view = ui.load_model(selection)
+        split = ui.load_data(selection, view)
+        mtime = ui.mtime_of(selection.model_key)
+        flow = ui.shape_flow(selection.model_key, view.input_shape, mtime)
+        if flow.broken is not None:
+            raise LensError(f"{view.label} cannot take these images: {flow.broken.reason}")
+    except LensError as err:
+        ui.show_error(err)
+        return None
     return model, view, split, flow
 
 
+def plot(fig, name: str) -> None:
+    ui.figure(fig, name, width="content")
+
+
 @st.cache_data(max_entries=64, show_spinner="Recomputing the neuron…")
-def neuron(
-    model_key: str,
-    mtime: float,
-    dataset: str,
-    index: int,
-    layer: str,
-    channel: int,
-    y: int,
-    x: int,
-    _model,
-    _x: torch.Tensor,
-    _flow,
-) -> lab.NeuronArithmetic:
+def neuron(key: tuple, _model, _x: torch.Tensor, _flow) -> lab.NeuronArithmetic:
+    """`key`: (model key, mtime, dataset, image index, layer, channel, y, x) — the cache's key."""
+    layer, channel, y, x = key[4:]
     return lab.neuron_arithmetic(_model, _x, layer, channel, y, x, flow=_flow)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def classic_figure(dataset: str, size: int, index: int, _gray: np.ndarray):
-    responses = lab.classic_responses(_gray, filters.classic_kernels())
-    return figures.labelled_grid(
-        np.stack(list(responses.values())),
-        list(responses),
-        title="Classic edge detectors on this image",
-        subtitle="each map on its own scale, red > 0 > blue",
-        max_side=620,
-    )
+    return show.classic_figure(_gray)
 
 
 @st.cache_data(max_entries=16, show_spinner="Filtering the image…")
 def learned_figures(model_key: str, mtime: float, dataset: str, index: int, _model, _x):
     """(the first layer's filters, their responses to the image, closest classic kernels)."""
-    learned = lab.first_layer_responses(_model, _x)
-    title = f"{learned.name} filters"
-    count, channels, kh, kw = learned.weights.shape
-    if channels == 1:  # drawn like the classic kernels
-        weights = figures.labelled_grid(
-            learned.weights[:, 0],
-            [f"filter {k}" for k in range(count)],
-            scale="shared",
-            title=title,
-            subtitle=f"{count} filters of {kh}×{kw} · one scale · red > 0 > blue",
-            value_name="weight",
-            max_side=420,
-        )
-    elif channels == 3:
-        weights = figures.rgb_filters(learned.weights, title=title, max_side=420)
-    else:
-        weights = figures.filter_grid(learned.weights, title=title, max_side=420)
-    responses = figures.labelled_grid(
-        learned.responses,
-        [f"filter {k}" for k in range(len(learned.responses))],
-        title=f"Their responses ({learned.name} output)",
-        subtitle="bias included · each map on its own scale",
-        max_side=560,
-    )
-    matches = filters.classic_matches(learned.weights)
-    table = pd.DataFrame(
-        {
-            "filter": [m.filter for m in matches],
-            "most like": [m.kernel for m in matches],
-            "cosine": [round(m.cosine, 3) for m in matches],
-        }
-    )
-    return weights, responses, table, learned.weights
+    return show.learned_figures(_model, _x)
 
 
 def image_picker(split) -> int:
     """The test image shared with the Activations page."""
-    return int(
-        kept(
-            st.number_input,
-            f"Test image (0 – {len(split) - 1:,})",
-            inputs.IMAGE_INDEX_KEY,
-            0,
-            min_value=0,
-            max_value=len(split) - 1,
-            step=1,
-        )
-    )
+    last = len(split) - 1
+    return int(number(f"Test image (0 – {last:,})", inputs.IMAGE_INDEX_KEY, 0, high=last))
 
 
-def display_pixels(pixels: np.ndarray) -> np.ndarray:
-    """(C, H, W) uint8 → (H, W) or (H, W, 3) for figures."""
-    return pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
-
-
-def boxed_image(pixels: np.ndarray, box, title: str, caption: str = ""):
-    fig = figures.image_figure(display_pixels(pixels), title=title, caption=caption)
-    top, left, bottom, right = box
-    fig.add_shape(
-        type="rect",
-        x0=left - 0.5,
-        x1=right + 0.5,
-        y0=top - 0.5,
-        y1=bottom + 0.5,
-        line={"color": "#f59e0b", "width": 3},
-    )
-    return fig
+def untrained_warning(text: str) -> None:
+    st.warning(text, icon=":material/casino:")
 
 
 # --------------------------------------------------------------------------- tab: worked
-
-
-def worked_input() -> np.ndarray:
-    """The input matrix of the worked tab, from the permanent state its widgets keep."""
-    source = st.session_state.get("lab_source", SOURCE_EXAMPLE)
-    if source == SOURCE_TYPED:
-        return lab.parse_matrix(st.session_state.get("lab_input", lab.PRESET_INPUT))
-    if source == SOURCE_PATCH:
-        split = ui.dataset_split(selection.dataset, "test")
-        return lab.image_patch(
-            split.images,
-            int(st.session_state.get("lab_patch_index", 0)),
-            int(st.session_state.get("lab_patch_top", 10)),
-            int(st.session_state.get("lab_patch_left", 10)),
-            PATCH,
-            int(st.session_state.get("lab_patch_channel", 0)),
-        )
-    return lab.parse_matrix(lab.PRESET_INPUT)
-
-
-def worked_settings() -> dict:
-    return {
-        "padding": int(st.session_state.get("lab_padding", lab.PRESET_PADDING)),
-        "stride": int(st.session_state.get("lab_stride", 1)),
-        "dilation": int(st.session_state.get("lab_dilation", 1)),
-    }
-
-
-def worked_kernel() -> np.ndarray:
-    kernel = lab.parse_matrix(
-        st.session_state.get("lab_kernel", lab.matrix_text(KERNEL_FILLS["1 … 9 (the example)"]))
-    )
-    if kernel.ndim != 2:
-        raise LensError("the kernel is one matrix: no blank lines or | inside it")
-    return kernel
 
 
 def patch_controls() -> None:
@@ -328,19 +205,11 @@ def patch_controls() -> None:
     _, c, h, w = split.images.shape
     cells = st.columns(3 if c == 1 else 4)
     with cells[0]:
-        index = kept(
-            st.number_input,
-            "Test image",
-            "lab_patch_index",
-            0,
-            min_value=0,
-            max_value=len(split) - 1,
-            step=1,
-        )
+        index = number("Test image", "lab_patch_index", 0, high=len(split) - 1)
     with cells[1]:
-        top = kept(st.number_input, "Top", "lab_patch_top", 10, min_value=0, max_value=h - PATCH)
+        top = number("Top", "lab_patch_top", 10, high=h - typed.PATCH)
     with cells[2]:
-        left = kept(st.number_input, "Left", "lab_patch_left", 10, min_value=0, max_value=w - PATCH)
+        left = number("Left", "lab_patch_left", 10, high=w - typed.PATCH)
     if c > 1:
         with cells[3]:
             kept(
@@ -349,195 +218,96 @@ def patch_controls() -> None:
                 "lab_patch_channel",
                 0,
                 options=list(range(c)),
-                format_func=lambda i: "RGB"[i] if c == 3 else str(i),
+                format_func=lambda i: show.channel_name(i, c),
             )
     pixels = split.images[int(index)].numpy()
-    box = (int(top), int(left), int(top) + PATCH - 1, int(left) + PATCH - 1)
-    st.plotly_chart(
-        boxed_image(pixels, box, f"{split.info.title} test image {index}", "raw 0–255 values"),
-        theme=None,
-        width="content",
+    box = typed.patch_box(int(top), int(left))
+    title = f"{split.info.title} test image {index}"
+    plot(show.boxed_image(pixels, box, title, "raw 0–255 values"), f"lab-patch-{index}")
+
+
+def worked_controls() -> bool:
+    """The worked tab's inputs; False when the image patch cannot be read."""
+    st.subheader("Input")
+    source = kept(
+        st.radio, "Numbers from", "lab_source", typed.SOURCE_EXAMPLE, options=list(typed.SOURCES)
     )
+    if source == typed.SOURCE_TYPED:
+        label = "Input rows (new line or / between rows; spaces or commas between values)"
+        text(label, "lab_input", typed.DEFAULT_INPUT_TEXT, 150)
+    elif source == typed.SOURCE_PATCH:
+        try:
+            patch_controls()
+        except LensError as err:
+            ui.show_error(err)
+            return False
+    st.subheader("Kernel")
+    text("Kernel rows", "lab_kernel", typed.DEFAULT_KERNEL_TEXT, 120)
+    st.selectbox(
+        "Fill the kernel with",
+        list(typed.KERNEL_FILLS),
+        index=None,
+        placeholder="a kernel to start from…",
+        key="_lab_kernel_fill",
+        on_change=kernel_filled,
+        args=("lab_kernel",),
+    )
+    number_row(
+        ("Padding", "lab_padding", typed.PRESET_PADDING, 0, 10),
+        ("Stride", "lab_stride", 1, 1, 10),
+        ("Dilation", "lab_dilation", 1, 1, 10),
+        ("Bias", "lab_bias", 0.0, None, None, 1.0, "%g"),
+    )
+    return True
 
 
 def worked_tab() -> None:
     controls, results = st.columns([1, 2.3], gap="large")
     with controls:
-        st.subheader("Input")
-        source = kept(
-            st.radio,
-            "Numbers from",
-            "lab_source",
-            SOURCE_EXAMPLE,
-            options=[SOURCE_EXAMPLE, SOURCE_TYPED, SOURCE_PATCH],
-        )
-        if source == SOURCE_TYPED:
-            kept(
-                st.text_area,
-                "Input rows (new line or / between rows; spaces or commas between values)",
-                "lab_input",
-                lab.matrix_text(lab.parse_matrix(lab.PRESET_INPUT)),
-                height=150,
-            )
-        elif source == SOURCE_PATCH:
-            try:
-                patch_controls()
-            except LensError as err:
-                ui.show_error(err)
-                return
-        st.subheader("Kernel")
-        kept(
-            st.text_area,
-            "Kernel rows",
-            "lab_kernel",
-            lab.matrix_text(KERNEL_FILLS["1 … 9 (the example)"]),
-            height=120,
-        )
-        st.selectbox(
-            "Fill the kernel with",
-            list(KERNEL_FILLS),
-            index=None,
-            placeholder="a kernel to start from…",
-            key="_lab_kernel_fill",
-            on_change=kernel_filled,
-            args=("lab_kernel",),
-        )
-        cells = st.columns(4)
-        with cells[0]:
-            kept(
-                st.number_input,
-                "Padding",
-                "lab_padding",
-                lab.PRESET_PADDING,
-                min_value=0,
-                max_value=10,
-            )
-        with cells[1]:
-            kept(st.number_input, "Stride", "lab_stride", 1, min_value=1, max_value=10)
-        with cells[2]:
-            kept(st.number_input, "Dilation", "lab_dilation", 1, min_value=1, max_value=10)
-        with cells[3]:
-            bias = kept(st.number_input, "Bias", "lab_bias", 0.0, step=1.0, format="%g")
-
+        if not worked_controls():
+            return
     with results:
+        state = st.session_state
         try:
             worked = lab.conv2d_worked(
-                worked_input(), worked_kernel(), bias=whole(bias), **worked_settings()
+                typed.worked_input(state, split_images),
+                typed.worked_kernel(state),
+                bias=typed.whole(state["lab_bias"]),
+                **typed.worked_settings(state),
             )
         except LensError as err:
             ui.show_error(err)
             return
-        h, w = worked.input.shape
-        kh, kw = worked.kernel.shape
-        st.markdown(
-            f"A **{h}×{w}** input, a **{kh}×{kw}** kernel, padding {worked.padding[0]}, "
-            f"stride {worked.stride[0]}, dilation {worked.dilation[0]}"
-            + (f", bias {lab.fmt(worked.bias)}" if worked.bias else "")
-            + ". Cross-correlation, as PyTorch's `Conv2d` computes it: the kernel is laid on "
-            "the input as written, **not flipped**."
-        )
-        formula_block(worked.formula)
-        if worked.message:
-            st.error(worked.message, icon=":material/block:")
+        st.markdown(show.worked_description(worked))
+        if not output_size(show.CONV_SIZE, worked, wrap=True):
             return
-        show_problems(worked.problems)
         y, x = position_slider("Step through the output positions", "lab_step", worked.output.shape)
         step = lab.step_at(worked, y, x)
-        ph, pw = worked.padding
-        css = window_styles(worked.padded.shape, step.rows, step.cols, (ph, pw), (h, w))
-        out_css = styles_for(worked.output.shape)
-        out_css[y, x] = CURRENT
-        left, middle, right = st.columns(
-            [worked.padded.shape[1] + 1, kw + 1, worked.output.shape[1] + 1], gap="medium"
-        )
-        with left:
-            name = "Padded input" if any(worked.padding) else "Input"
-            st.markdown(f"**{name}** {worked.padded.shape[0]}×{worked.padded.shape[1]}")
-            st.table(grid(worked.padded, css))
-        with middle:
-            st.markdown("**Kernel**")
-            st.table(grid(worked.kernel))
-        with right:
-            st.markdown(f"**Output** {worked.output.shape[0]}×{worked.output.shape[1]}")
-            st.table(grid(worked.output, out_css))
-        st.markdown(
-            f"**Output ({y}, {x})** — the window starts at padded row {step.top}, column "
-            f"{step.left} (= {step.y}·{worked.stride[0]}, {step.x}·{worked.stride[1]}); "
-            "each input value times the kernel weight on top of it"
-            + (", plus the bias" if worked.bias else "")
-            + ":"
-        )
-        st.code(step.text, language=None, wrap_lines=True)
-        st.caption(
-            "Yellow: the cells the kernel reads (pale: inside its span but skipped by dilation); "
-            "grey: zero padding; blue: the output being computed. Row and column labels are "
-            "padded coordinates."
-        )
+        widths = [
+            worked.padded.shape[1] + 1,
+            worked.kernel.shape[1] + 1,
+            worked.output.shape[1] + 1,
+        ]
+        show_panels(show.worked_panels(worked, step), st.columns(widths, gap="medium"))
+        st.markdown(show.step_description(worked, step))
+        code(step.text)
+        st.caption(show.WORKED_CAPTION)
 
 
 # --------------------------------------------------------------------------- tab: channels
-
-
-def channel_inputs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(input (C_in, H, W), kernels (C_out, C_in, k, k), bias (C_out,)) of the channels tab."""
-    x = lab.parse_matrix(st.session_state.get("lab_ch_input", CHANNEL_INPUT))
-    x = x[None] if x.ndim == 2 else x
-    c_out = int(st.session_state.get("lab_ch_out", 2))
-    kernels = []
-    for o in range(c_out):
-        k = lab.parse_matrix(st.session_state.get(f"lab_ch_kernel{o}", CHANNEL_KERNELS[o]))
-        k = k[None] if k.ndim == 2 else k
-        if k.shape[0] != x.shape[0]:
-            raise LensError(
-                f"kernel {o} has {k.shape[0]} channel blocks but the input has {x.shape[0]} "
-                "channels: one k×k block per input channel"
-            )
-        if kernels and k.shape != kernels[0].shape:
-            raise LensError(
-                f"kernel {o} is {k.shape[1]}×{k.shape[2]}, kernel 0 is "
-                f"{kernels[0].shape[1]}×{kernels[0].shape[2]}"
-            )
-        kernels.append(k)
-    bias = lab.parse_matrix(st.session_state.get("lab_ch_bias", " ".join(["0"] * c_out)))
-    bias = bias.reshape(-1)
-    if bias.size != c_out:
-        raise LensError(f"{bias.size} biases for {c_out} output channels: one number each")
-    return x, np.stack(kernels), bias
 
 
 def channels_tab() -> None:
     controls, results = st.columns([1, 2.3], gap="large")
     with controls:
         st.subheader("Input channels")
-        kept(
-            st.text_area,
-            "Input (a blank line or | between channels)",
-            "lab_ch_input",
-            CHANNEL_INPUT,
-            height=300,
-        )
-        c_out = kept(
-            st.number_input,
-            "Output channels (kernels)",
-            "lab_ch_out",
-            2,
-            min_value=1,
-            max_value=MAX_CHANNEL_OUT,
-        )
+        text("Input (a blank line or | between channels)", "lab_ch_input", typed.CHANNEL_INPUT, 300)
+        c_out = number("Output channels (kernels)", "lab_ch_out", 2, 1, typed.MAX_CHANNEL_OUT)
         for o in range(int(c_out)):
-            kept(
-                st.text_area,
-                f"Kernel {o}: one block per input channel",
-                f"lab_ch_kernel{o}",
-                CHANNEL_KERNELS[o],
-                height=200,
-            )
+            label = f"Kernel {o}: one block per input channel"
+            text(label, f"lab_ch_kernel{o}", typed.CHANNEL_KERNELS[o], 200)
         kept(st.text_input, "Biases (one per output channel)", "lab_ch_bias", "0 0")
-        cells = st.columns(2)
-        with cells[0]:
-            kept(st.number_input, "Padding", "lab_ch_padding", 1, min_value=0, max_value=10)
-        with cells[1]:
-            kept(st.number_input, "Stride", "lab_ch_stride", 1, min_value=1, max_value=10)
+        number_row(("Padding", "lab_ch_padding", 1, 0, 10), ("Stride", "lab_ch_stride", 1, 1, 10))
     with results:
         x = channel_results()
     st.divider()
@@ -550,404 +320,149 @@ def channels_tab() -> None:
 def channel_results() -> np.ndarray | None:
     """The partial results of the channels tab; returns the input when it parsed."""
     try:
-        x, kernels, bias = channel_inputs()
-        conv = lab.multichannel_worked(
-            x,
-            kernels,
-            bias,
-            padding=int(st.session_state["lab_ch_padding"]),
-            stride=int(st.session_state["lab_ch_stride"]),
-        )
+        x, kernels, bias = typed.channel_arrays(st.session_state)
+        conv = lab.multichannel_worked(x, kernels, bias, **typed.channel_settings(st.session_state))
     except LensError as err:
         ui.show_error(err)
         return None
-    c_in, c_out = x.shape[0], kernels.shape[0]
-    st.markdown(
-        f"**{c_in} input channels × {c_out} kernels of {c_in}×{kernels.shape[2]}×"
-        f"{kernels.shape[3]}.** Each output channel slides its own kernel over *every* input "
-        "channel — kernel slice c on input channel c — and adds the partial results, then "
-        "its bias. Weights: C_out·C_in·k·k = "
-        f"{c_out}·{c_in}·{kernels.shape[2] * kernels.shape[3]} = {kernels.size}, "
-        f"plus {c_out} biases."
-    )
-    st.code(conv.formula, language=None)
-    if conv.message:
-        st.error(conv.message, icon=":material/block:")
+    st.markdown(show.channels_description(kernels))
+    code(conv.formula, wrap=False)
+    if no_output(conv.message):
         return x
-    o = kept(
-        st.radio,
-        "Output channel",
-        "lab_ch_show",
-        0,
-        options=list(range(c_out)),
-        horizontal=True,
-    )
+    options = list(range(kernels.shape[0]))
+    o = kept(st.radio, "Output channel", "lab_ch_show", 0, options=options, horizontal=True)
     y, x_pos = position_slider("Position", "lab_ch_step", conv.output.shape[1:])
-    columns = st.columns(c_in + 1, gap="small")
-    for c in range(c_in):
-        css = styles_for(conv.partials.shape[2:])
-        css[y, x_pos] = CURRENT
-        with columns[c]:
-            st.markdown(f"**Channel {c} ∗ kernel {o}[{c}]**")
-            st.table(grid(conv.partials[o, c], css))
-    css = styles_for(conv.output.shape[1:])
-    css[y, x_pos] = CURRENT
-    with columns[-1]:
-        st.markdown(f"**Sum + bias = output {o}**")
-        st.table(grid(conv.output[o], css))
+    show_panels(show.channel_panels(conv, o, y, x_pos), st.columns(x.shape[0] + 1, gap="small"))
     st.markdown(f"Output channel {o} at ({y}, {x_pos}): the partial results plus the bias")
-    st.code(conv.sum_text(o, y, x_pos), language=None)
+    code(conv.sum_text(o, y, x_pos), wrap=False)
     return x
 
 
 def pointwise_section(x: np.ndarray) -> None:
     st.subheader("1×1 convolution: mixing channels")
     c_in = x.shape[0]
-    default = "\n".join(
-        [" ".join(["1"] * c_in), " ".join(["1"] + ["-1"] * (c_in - 1))] if c_in > 1 else ["1", "2"]
-    )
     left, right = st.columns([1, 2.3], gap="large")
     with left:
-        kept(
-            st.text_area,
-            f"Weights W: one row per output channel, {c_in} columns",
-            f"lab_pw_weights{c_in}",
-            default,
-            height=90,
+        label = f"Weights W: one row per output channel, {c_in} columns"
+        text(label, f"lab_pw_weights{c_in}", typed.pointwise_default(c_in), 90)
+        y, x_pos = number_row(
+            ("Row", "lab_pw_y", 0, 0, x.shape[1] - 1), ("Column", "lab_pw_x", 0, 0, x.shape[2] - 1)
         )
-        cells = st.columns(2)
-        with cells[0]:
-            y = kept(st.number_input, "Row", "lab_pw_y", 0, min_value=0, max_value=x.shape[1] - 1)
-        with cells[1]:
-            x_pos = kept(
-                st.number_input, "Column", "lab_pw_x", 0, min_value=0, max_value=x.shape[2] - 1
-            )
     with right:
         try:
-            weights = lab.parse_matrix(st.session_state[f"lab_pw_weights{c_in}"])
-            weights = weights.reshape(1, -1) if weights.ndim == 1 else weights
+            weights = typed.pointwise_weights(st.session_state[f"lab_pw_weights{c_in}"])
             mixing = lab.pointwise_mixing(x, weights, y=int(y), x_pos=int(x_pos))
         except LensError as err:
             ui.show_error(err)
             return
-        st.markdown(
-            "A 1×1 kernel sees one pixel: across its channels. Every output pixel is the weight "
-            f"matrix times the input's channel vector at that pixel — **out = W · v** — so a 1×1 "
-            f"conv changes the number of channels ({c_in} → {len(mixing.mixed)}) without "
-            "looking at neighbours."
-        )
-        cells = st.columns([1, 2, 1])
-        with cells[0]:
-            st.markdown(f"**v** = input at ({y}, {x_pos})")
-            st.table(grid(mixing.pixel[:, None], rows=[f"c{c}" for c in range(c_in)], cols=["v"]))
-        with cells[1]:
-            st.markdown("**W**")
-            st.table(
-                grid(
-                    mixing.weights,
-                    rows=[f"out {o}" for o in range(len(mixing.mixed))],
-                    cols=[f"c{c}" for c in range(c_in)],
-                )
-            )
-        with cells[2]:
-            st.markdown("**W · v**")
-            st.table(
-                grid(
-                    mixing.mixed[:, None],
-                    rows=[f"out {o}" for o in range(len(mixing.mixed))],
-                    cols=["out"],
-                )
-            )
-        st.code("\n".join(mixing.lines), language=None, wrap_lines=True)
+        st.markdown(show.pointwise_description(mixing))
+        show_panels(show.pointwise_panels(mixing), st.columns([1, 2, 1]))
+        code("\n".join(mixing.lines))
 
 
 def bottleneck_section() -> None:
     st.subheader("The bottleneck: why ResNet-50 squeezes channels first")
-    cells = st.columns(4)
-    with cells[0]:
-        channels = kept(st.number_input, "Channels", "lab_bn_channels", 256, min_value=1)
-    with cells[1]:
-        reduced = kept(st.number_input, "Squeezed to", "lab_bn_reduced", 64, min_value=1)
-    with cells[2]:
-        height = kept(st.number_input, "Feature map H", "lab_bn_h", 56, min_value=1)
-    with cells[3]:
-        width = kept(st.number_input, "Feature map W", "lab_bn_w", 56, min_value=1)
-    b = lab.bottleneck_params(int(channels), int(reduced), int(height), int(width))
-    rows = []
-    for design, costs in (("one 3×3 conv", b.plain), ("bottleneck", b.bottleneck)):
-        for cost in costs:
-            rows.append(
-                {
-                    "Design": design,
-                    "Layer": cost.label,
-                    "Weights = C_in·C_out·k²": cost.weight_formula,
-                    "With biases": cost.bias_formula,
-                    f"Multiply-adds at {height}×{width}": cost.mult_add_formula,
-                }
-            )
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    st.code(
-        "\n".join(
-            [
-                f"one 3×3 conv:  {b.total_formula('plain')} weights",
-                f"bottleneck:    {b.total_formula('bottleneck')} weights",
-                f"with biases:   {b.total_formula('plain', 'with biases')} vs "
-                f"{b.total_formula('bottleneck', 'with biases')}",
-                f"multiply-adds: {b.total_formula('plain', 'mult_adds')} vs "
-                f"{b.total_formula('bottleneck', 'mult_adds')}",
-                f"the bottleneck needs {b.ratio():.2f}× fewer weights "
-                f"({b.total('plain'):,} / {b.total('bottleneck'):,})",
-            ]
-        ),
-        language=None,
-        wrap_lines=True,
+    sizes = number_row(
+        ("Channels", "lab_bn_channels", 256, 1),
+        ("Squeezed to", "lab_bn_reduced", 64, 1),
+        ("Feature map H", "lab_bn_h", 56, 1),
+        ("Feature map W", "lab_bn_w", 56, 1),
     )
+    b = lab.bottleneck_params(*map(int, sizes))
+    st.dataframe(show.bottleneck_frame(b), hide_index=True, width="stretch")
+    code(show.bottleneck_summary(b))
 
 
 # --------------------------------------------------------------------------- tab: pooling
 
 
+def pooling_controls() -> tuple[str, list[int], bool]:
+    """The pooling tab's inputs: (kind shown "max" | "avg", [window, stride, padding],
+    whether padding counts in the average's divisor)."""
+    text("Input rows", "lab_pool_input", typed.DEFAULT_POOL_TEXT, 130)
+    kind = radio("Pooling", "lab_pool_kind", show.POOL_KINDS, "max")
+    sizes = number_row(
+        ("Window", "lab_pool_window", 2, 1, 10),
+        ("Stride", "lab_pool_stride", 2, 1, 10),
+        ("Padding", "lab_pool_padding", 0, 0, 5),
+    )
+    include = kept(
+        st.checkbox,
+        "Average: padding counts in the divisor",
+        "lab_pool_include",
+        True,
+        help="count_include_pad, PyTorch's default (True): a window that hangs over the "
+        "edge divides by k·k; without it, by the number of real cells.",
+    )
+    return kind, [int(v) for v in sizes], bool(include)
+
+
 def pooling_tab() -> None:
     controls, results = st.columns([1, 2.3], gap="large")
     with controls:
-        kept(
-            st.text_area,
-            "Input rows",
-            "lab_pool_input",
-            lab.matrix_text(lab.parse_matrix(lab.PRESET_POOL)),
-            height=130,
-        )
-        kind = kept(
-            st.radio,
-            "Pooling",
-            "lab_pool_kind",
-            "max",
-            options=["max", "avg"],
-            format_func=lambda k: {"max": "max", "avg": "average"}[k],
-            horizontal=True,
-        )
-        cells = st.columns(3)
-        with cells[0]:
-            window = kept(
-                st.number_input, "Window", "lab_pool_window", 2, min_value=1, max_value=10
-            )
-        with cells[1]:
-            stride = kept(
-                st.number_input, "Stride", "lab_pool_stride", 2, min_value=1, max_value=10
-            )
-        with cells[2]:
-            padding = kept(
-                st.number_input, "Padding", "lab_pool_padding", 0, min_value=0, max_value=5
-            )
-        include = kept(
-            st.checkbox,
-            "Average: padding counts in the divisor",
-            "lab_pool_include",
-            True,
-            help="count_include_pad, PyTorch's default (True): a window that hangs over the "
-            "edge divides by k·k; without it, by the number of real cells.",
-        )
+        kind, sizes, include = pooling_controls()
     with results:
         try:
-            x = lab.parse_matrix(st.session_state["lab_pool_input"])
-            if x.ndim != 2:
-                raise LensError("pooling here takes one channel: no blank lines or | inside")
+            x = typed.pool_matrix(st.session_state["lab_pool_input"])
             pools = {
-                k: lab.pool_worked(
-                    x, k, int(window), int(stride), int(padding), count_include_pad=bool(include)
-                )
-                for k in ("max", "avg")
+                k: lab.pool_worked(x, k, *sizes, count_include_pad=include) for k in ("max", "avg")
             }
         except LensError as err:
             ui.show_error(err)
             return
         worked = pools[kind]
-        if kind == "max":
-            edge = "Padding counts as −∞: it never wins."
-        elif include:
-            edge = "Padding counts as 0, and in the divisor (k·k)."
-        else:
-            edge = "Padding counts as 0; the divisor counts only real cells."
-        st.markdown(
-            f"**{'Max' if kind == 'max' else 'Average'} pooling**, {window}×{window} window, "
-            f"stride {stride}, padding {padding}: each channel on its own, no weights. {edge}"
-        )
-        st.markdown("**Output size** ⌊(n + 2·p − k) / s⌋ + 1, with your numbers:")
-        st.code(worked.formula, language=None)
-        if worked.message:
-            st.error(worked.message, icon=":material/block:")
+        st.markdown(show.pool_description(worked))
+        if not output_size(show.POOL_SIZE, worked, wrap=False):
             return
-        show_problems(worked.problems)
         y, x_pos = position_slider(
             "Step through the output positions", "lab_pool_step", worked.output.shape
         )
         step = lab.pool_step_at(worked, y, x_pos)
-        p = worked.padding
-        css = window_styles(worked.padded.shape, step.rows, step.cols, p, x.shape)
-        if step.chosen is not None:
-            css[step.chosen] = WINNER
-        columns = st.columns([worked.padded.shape[1] + 1] + [worked.output.shape[1] + 1] * 2)
-        with columns[0]:
-            st.markdown("**Input**" + (" (padded)" if any(p) else ""))
-            st.table(grid(worked.padded, css))
-        for column, k in zip(columns[1:], ("max", "avg"), strict=True):
-            out_css = styles_for(pools[k].output.shape)
-            if k == kind:
-                out_css[y, x_pos] = CURRENT
-            with column:
-                st.markdown(f"**{'Max' if k == 'max' else 'Average'} pooling**")
-                st.table(grid(pools[k].output, out_css))
-        st.code(step.text, language=None, wrap_lines=True)
-        st.caption(
-            "Yellow: the window; red: the maximum it keeps (the first one in reading order on "
-            "a tie, as PyTorch); blue: the output being computed; grey: padding."
-        )
+        widths = [worked.padded.shape[1] + 1] + [worked.output.shape[1] + 1] * 2
+        show_panels(show.pool_panels(pools, kind, step), st.columns(widths))
+        code(step.text)
+        st.caption(show.POOL_CAPTION)
 
 
 # --------------------------------------------------------------------------- tab: im2col
 
 
 def im2col_tab() -> None:
-    source = kept(
-        st.radio,
-        "Convolve",
-        "lab_im2col_source",
-        "worked",
-        options=["worked", "channels"],
-        format_func=lambda s: {
-            "worked": "the Worked-convolution input and kernel",
-            "channels": "the Channels input and kernels",
-        }[s],
-        horizontal=True,
-    )
+    source = radio("Convolve", "lab_im2col_source", show.IM2COL_SOURCES, "worked")
     try:
-        if source == "worked":
-            x, kernels = worked_input()[None], worked_kernel()[None, None]
-            bias = np.array([whole(st.session_state.get("lab_bias", 0))])
-            settings = worked_settings()
-        else:
-            x, kernels, bias = channel_inputs()
-            settings = {
-                "padding": int(st.session_state.get("lab_ch_padding", 1)),
-                "stride": int(st.session_state.get("lab_ch_stride", 1)),
-                "dilation": 1,
-            }
+        x, kernels, bias, settings = typed.im2col_arrays(st.session_state, source, split_images)
         unrolled = lab.im2col_worked(x, kernels, bias, **settings)
         reference = lab.torch_conv2d(x, kernels, bias, **settings)
     except LensError as err:
         ui.show_error(err)
         return
-    c_out, c_in, kh, kw = kernels.shape
-    out_h, out_w = unrolled.output.shape[1:]
-    length = out_h * out_w
-    st.markdown(
-        f"**im2col** copies every window the kernel visits into one column: {c_in}·{kh}·{kw} = "
-        f"**{unrolled.columns.shape[0]} rows** (channel, kernel row, kernel column) × "
-        f"{out_h}·{out_w} = **{length} columns** (output positions). The kernels, flattened "
-        f"the same way, are the rows of a {c_out}×{unrolled.columns.shape[0]} matrix. One "
-        f"matrix product gives all {c_out}×{length} outputs; a reshape puts them back as "
-        f"{c_out}×{out_h}×{out_w} maps."
-    )
+    st.markdown(show.im2col_description(unrolled, kernels))
     y, x_pos = position_slider(
-        "Highlight the column of output position", "lab_im2col_step", (out_h, out_w)
+        "Highlight the column of output position", "lab_im2col_step", unrolled.output.shape[1:]
     )
-    column = y * out_w + x_pos
-    css = styles_for(unrolled.columns.shape)
-    css[:, column] = WINDOW
-    st.markdown(f"**Unrolled input** ({unrolled.columns.shape[0]}×{length})")
-    st.dataframe(
-        grid(
-            unrolled.columns, css, rows=list(unrolled.row_labels), cols=list(unrolled.column_labels)
-        ),
-        width="stretch",
-    )
+    panels = show.im2col_panels(unrolled, y, x_pos)
+    wide_panel(panels.columns)
     left, right = st.columns([1, 1.4], gap="large")
     with left:
-        st.markdown(f"**Kernel matrix** ({c_out}×{unrolled.columns.shape[0]})")
-        st.dataframe(
-            grid(
-                unrolled.kernel_matrix,
-                rows=[f"kernel {o}" for o in range(c_out)],
-                cols=list(unrolled.row_labels),
-            ),
-            width="stretch",
-        )
-        st.markdown(
-            f"Column ({y}, {x_pos}) times kernel 0's row"
-            + (" plus its bias" if bias[0] else "")
-            + ":"
-        )
-        st.code(
-            lab.multiply_add(unrolled.column(y, x_pos), unrolled.kernel_matrix[0], bias[0].item()),
-            language=None,
-            wrap_lines=True,
-        )
+        wide_panel(panels.kernel_matrix)
+        st.markdown(panels.column_sum)
+        code(panels.column_text)
     with right:
-        st.markdown(f"**Product + bias** ({c_out}×{length})")
-        css = styles_for(unrolled.product.shape)
-        css[:, column] = CURRENT
-        st.dataframe(
-            grid(
-                unrolled.product,
-                css,
-                rows=[f"out {o}" for o in range(c_out)],
-                cols=list(unrolled.column_labels),
-            ),
-            width="stretch",
-        )
-        st.markdown(f"**Reshaped** to {c_out}×{out_h}×{out_w}")
-        maps = st.columns(max(2, min(c_out, 4)))
-        for o in range(c_out):
-            with maps[o % len(maps)]:
-                css = styles_for((out_h, out_w))
-                css[y, x_pos] = CURRENT
-                st.table(grid(unrolled.output[o], css))
-    difference = float(np.abs(unrolled.output - reference).max())
-    if difference < 1e-9:
-        st.success(
-            f"Equal to PyTorch's `F.conv2d` on the same numbers ✓ (largest difference "
-            f"{difference:g})",
-            icon=":material/check_circle:",
-        )
+        wide_panel(panels.product)
+        st.markdown(panels.reshaped)
+        show_panels(panels.maps, st.columns(max(2, min(len(panels.maps), 4))))
+    equal, message = show.conv2d_agreement(unrolled.output, reference)
+    if equal:
+        st.success(message, icon=":material/check_circle:")
     else:
-        st.error(f"differs from F.conv2d by up to {difference:g}")
+        st.error(message)
 
 
 # --------------------------------------------------------------------------- tab: any neuron
 
 
-def adopt_activations_neuron() -> None:
-    """Follow the neuron the Activations page picked last (its NEURON_KEY record)."""
-    record = st.session_state.get(inputs.NEURON_KEY)
-    if isinstance(record, dict) and record != st.session_state.get(NEURON_SEEN):
-        st.session_state[NEURON_SEEN] = dict(record)
-        for key, field in (
-            (NEURON_LAYER, "layer"),
-            (NEURON_CHANNEL, "channel"),
-            (NEURON_Y, "y"),
-            (NEURON_X, "x"),
-        ):
-            if field in record:
-                st.session_state[key] = record[field]
-
-
-def neuron_tab() -> None:
-    try:
-        model, view, split, flow = model_and_data()
-    except LensError as err:
-        ui.show_error(err)
-        return
-    if view.untrained:
-        st.warning(
-            f"**{view.label}: untrained — random weights.** The arithmetic still holds: every "
-            "activation is the same sum of products, only of random weights.",
-            icon=":material/casino:",
-        )
-    adopt_activations_neuron()
-    records = lab.neuron_layers(model, flow)
-    if not records:
-        st.info("This model has no conv, linear or pooling layer to take apart.")
-        return
+def neuron_controls(split, records) -> tuple[int, probe.LayerRecord, str, int, int, int]:
+    """(image index, layer record, its key, channel, y, x) of the neuron, with its widgets."""
     keys = [inputs.layer_key(r) for r in records]
     by_key = dict(zip(keys, records, strict=True))
     if st.session_state.get(NEURON_LAYER) not in by_key:
@@ -962,103 +477,61 @@ def neuron_tab() -> None:
             NEURON_LAYER,
             keys[0],
             options=keys,
-            format_func=lambda k: (
-                f"{k} · {by_key[k].type} · " + "×".join(map(str, by_key[k].output_shape))
-            ),
+            format_func=lambda k: show.layer_option(k, by_key[k]),
         )
-    record = by_key[layer]
-    shape = record.output_shape
+    shape = by_key[layer].output_shape
     with cells[2]:
-        channel = kept(
-            st.number_input,
-            "Channel" if len(shape) == 3 else "Unit",
-            NEURON_CHANNEL,
-            0,
-            min_value=0,
-            max_value=shape[0] - 1,
-        )
-    y = x_pos = 0
+        label = "Channel" if len(shape) == 3 else "Unit"
+        channel = number(label, NEURON_CHANNEL, 0, high=shape[0] - 1)
+    y = x = 0
     if len(shape) == 3:
         with cells[3]:
-            y = kept(
-                st.number_input,
-                "Row y",
-                NEURON_Y,
-                shape[1] // 2,
-                min_value=0,
-                max_value=shape[1] - 1,
-            )
+            y = number("Row y", NEURON_Y, shape[1] // 2, high=shape[1] - 1)
         with cells[4]:
-            x_pos = kept(
-                st.number_input,
-                "Column x",
-                NEURON_X,
-                shape[2] // 2,
-                min_value=0,
-                max_value=shape[2] - 1,
-            )
+            x = number("Column x", NEURON_X, shape[2] // 2, high=shape[2] - 1)
+    return index, by_key[layer], layer, int(channel), int(y), int(x)
+
+
+def neuron_tab() -> None:
+    loaded = model_and_data()
+    if loaded is None:
+        return
+    model, view, split, flow = loaded
+    if view.untrained:
+        untrained_warning(
+            f"**{view.label}: untrained — random weights.** The arithmetic still holds: every "
+            "activation is the same sum of products, only of random weights."
+        )
+    seen = st.session_state.get(typed.NEURON_SEEN)
+    st.session_state.update(typed.adopted_neuron(st.session_state.get(inputs.NEURON_KEY), seen))
+    records = lab.neuron_layers(model, flow)
+    if not records:
+        st.info("This model has no conv, linear or pooling layer to take apart.")
+        return
+    index, record, layer, channel, y, x_pos = neuron_controls(split, records)
     pixels = split.images[index].numpy()
     x = inputs.model_input(pixels, split.info)
     mtime = ui.mtime_of(selection.model_key)
+    key = (selection.model_key, mtime, selection.dataset, index, layer, channel, y, x_pos)
     try:
-        a = neuron(
-            selection.model_key,
-            mtime,
-            selection.dataset,
-            index,
-            layer,
-            int(channel),
-            int(y),
-            int(x_pos),
-            model,
-            x,
-            flow,
-        )
+        a = neuron(key, model, x, flow)
     except LensError as err:
         ui.show_error(err)
         return
-
     first = flow.leaves[0].name == record.name
-    where = "the normalized image" if first else "what the layers before it computed"
-    position = (
-        f"channel {a.channel} at ({a.y}, {a.x})" if a.kind != "linear" else f"unit {a.channel}"
-    )
     picture, summary = st.columns([1, 2.3], gap="large")
     with picture:
-        top, left, bottom, right = a.source_box
-        caption = (
-            f"input rows {top}–{bottom}, columns {left}–{right} "
-            f"({bottom - top + 1}×{right - left + 1} pixels)"
+        figure = show.boxed_image(
+            pixels, a.source_box, "What this neuron sees", show.receptive_caption(a.source_box)
         )
-        st.plotly_chart(
-            boxed_image(pixels, a.source_box, "What this neuron sees", caption),
-            theme=None,
-            width="content",
-        )
+        plot(figure, f"lab-neuron-{layer}-{channel}-{y}-{x_pos}")
     with summary:
-        st.markdown(
-            f"**{layer}** ({a.type}), {position}. Its input is {where}, captured by a hook: "
-            f"{'×'.join(map(str, a.input_shape))}."
-        )
-        verdict = "✓" if a.matches() else "✗"
-        st.code(
-            f"computed by hand    {a.computed:.8g}\n"
-            f"model's activation  {a.model_value:.8g}\n"
-            f"|difference|        {a.difference:.2g}   {verdict}",
-            language=None,
-        )
+        st.markdown(show.neuron_heading(a, first))
+        code(show.neuron_numbers(a), wrap=False)
         if a.matches():
-            st.success(
-                f"= model's activation ✓ — the sum by hand, {lab.fmt(a.computed, 8)}, is the "
-                f"value the model computed, {lab.fmt(a.model_value, 8)}.",
-                icon=":material/check_circle:",
-            )
+            st.success(show.neuron_verdict(a), icon=":material/check_circle:")
         else:
-            st.error(
-                f"≠ model's activation: {lab.fmt(a.computed, 8)} by hand, "
-                f"{lab.fmt(a.model_value, 8)} in the model",
-                icon=":material/error:",
-            )
+            st.error(show.neuron_verdict(a), icon=":material/error:")
         st.markdown(f"**How:** {a.sum_text}.")
     if a.kind == "conv":
         conv_neuron(a)
@@ -1066,12 +539,6 @@ def neuron_tab() -> None:
         linear_neuron(a)
     else:
         pool_neuron(a)
-
-
-def neuron_styles(a: lab.NeuronArithmetic, shape: tuple[int, int]) -> np.ndarray:
-    css = styles_for(shape)
-    css[a.padding.reshape(-1, *shape)[0]] = PADDING
-    return css
 
 
 def conv_neuron(a: lab.NeuronArithmetic) -> None:
@@ -1086,140 +553,59 @@ def conv_neuron(a: lab.NeuronArithmetic) -> None:
             options=list(channels),
             width=260,
         )
-    i = channels.index(shown)
-    kh, kw = a.window.shape[1:]
-    rows = [str(r) for r in a.rows]
-    cols = [str(c) for c in a.cols]
-    css = neuron_styles(a, (kh, kw))
+    panels = show.conv_neuron_panels(a, shown)
     top, bottom = st.columns(2, gap="large"), st.columns(2, gap="large")
-    with top[0]:
-        st.markdown(f"**Input window**, channel {shown} (rows, columns of the layer's input)")
-        st.table(grid(a.window[i], css, rows, cols))
-    with top[1]:
-        st.markdown(f"**Weights** of filter {a.channel}, slice {i}")
-        st.table(grid(a.weights[i]))
-    with bottom[0]:
-        st.markdown("**Products** input · weight")
-        st.table(grid(a.products[i], css, rows, cols))
+    show_panels(panels[:2], top)
+    show_panels(panels[2:], bottom[:1])
     with bottom[1]:
-        st.markdown(f"Channel {shown}: the products, summed")
-        st.code(
-            lab.multiply_add(a.window[i], a.weights[i], digits=4), language=None, wrap_lines=True
-        )
-        partial = a.products.reshape(len(channels), -1).sum(axis=1)
-        many = len(channels) > 1
-        st.markdown(
-            f"The sums of all {len(channels)} input channels, then the bias"
-            if many
-            else "Its sum, then the bias"
-        )
-        st.code(lab.written_sum(partial, a.bias, digits=4), language=None, wrap_lines=True)
+        for title, sums in show.conv_neuron_sums(a, shown):
+            st.markdown(title)
+            code(sums)
     st.caption("Grey cells hang over the edge of the layer's input and read zero padding.")
     with st.expander(f"All {a.products.size:,} products"):
-        c, r, col = np.indices(a.window.shape).reshape(3, -1)
-        st.dataframe(
-            pd.DataFrame(
-                {
-                    "input channel": np.asarray(channels)[c],
-                    "row": np.asarray(a.rows)[r],
-                    "column": np.asarray(a.cols)[col],
-                    "input": a.window.ravel(),
-                    "weight": a.weights.ravel(),
-                    "product": a.products.ravel(),
-                }
-            ),
-            hide_index=True,
-            width="stretch",
-        )
+        st.dataframe(show.conv_products_frame(a), hide_index=True, width="stretch")
 
 
 def linear_neuron(a: lab.NeuronArithmetic) -> None:
-    st.markdown(
-        f"A fully connected unit: the dot product of all **{a.window.size:,}** inputs with its "
-        "weight row, plus the bias. Largest contributions first:"
-    )
-    order = np.argsort(-np.abs(a.products))
-    st.dataframe(
-        pd.DataFrame(
-            {
-                "input feature": order,
-                "input": a.window[order],
-                "weight": a.weights[order],
-                "product": a.products[order],
-            }
-        ),
-        hide_index=True,
-        width="stretch",
-        height=300,
-    )
-    st.code(
-        f"{a.sum_text}\n(the first terms: {lab.multiply_add(a.window[:4], a.weights[:4], digits=4)}"
-        " …)",
-        language=None,
-        wrap_lines=True,
-    )
+    st.markdown(show.linear_description(a))
+    frame = show.linear_products_frame(a)
+    st.dataframe(frame, hide_index=True, width="stretch", height=300)
+    code(show.linear_text(a))
 
 
 def pool_neuron(a: lab.NeuronArithmetic) -> None:
-    css = neuron_styles(a, a.window.shape)
-    if a.chosen is not None:
-        css[a.chosen] = WINNER
-    table, text = st.columns([1, 2], gap="large")
-    with table:
-        st.markdown(f"**Window** of input channel {a.channel}")
-        st.table(grid(a.window, css, [str(r) for r in a.rows], [str(c) for c in a.cols]))
-    with text:
-        shown = [lab.fmt(v, 4) for v in a.window.ravel().tolist()]
-        if a.kind == "max pool":
-            rule, what = f"max({', '.join(shown)})", "largest value (red) passes on"
-        else:
-            rule, what = f"({' + '.join(shown)}) / {a.count}", "mean passes on"
-        st.markdown(f"Pooling has no weights: the window's {what}.")
-        st.code(f"{rule} = {lab.fmt(a.computed, 6)}", language=None, wrap_lines=True)
+    table, words = st.columns([1, 2], gap="large")
+    show_panels([show.pool_neuron_panel(a)], [table])
+    with words:
+        what, rule = show.pool_neuron_text(a)
+        st.markdown(what)
+        code(rule)
 
 
 # --------------------------------------------------------------------------- tab: classic kernels
 
 
 def classic_tab() -> None:
-    try:
-        model, view, split, _ = model_and_data()
-    except LensError as err:
-        ui.show_error(err)
+    loaded = model_and_data()
+    if loaded is None:
         return
+    model, view, split, _ = loaded
     cells = st.columns([1, 3])
     with cells[0]:
         index = image_picker(split)
         pixels = split.images[index].numpy()
-        st.plotly_chart(
-            figures.image_figure(display_pixels(pixels), title=f"Test image {index}"),
-            theme=None,
-            width="content",
-        )
-    gray = pixels.astype(np.float64).mean(axis=0) / 255.0
+        plot(show.image(pixels, f"Test image {index}"), f"test-image-{index}")
+    gray = typed.gray_image(pixels)
     with cells[1]:
-        st.markdown(
-            "**Prewitt and Sobel** kernels slid over the gray image (0–1, zero padding 1, so "
-            "each map has the image's size); the magnitude is √(x² + y²) of the horizontal and "
-            "vertical responses."
-        )
-        st.plotly_chart(
-            classic_figure(selection.dataset, gray.shape[0], index, gray),
-            theme=None,
-            width="content",
-        )
+        st.markdown(show.CLASSIC_INTRO)
+        plot(classic_figure(selection.dataset, gray.shape[0], index, gray), "classic-kernels")
     with st.expander("The kernels' numbers"):
-        columns = st.columns(4)
-        for k, (name, kernel) in enumerate(filters.classic_kernels().items()):
-            with columns[k % 4]:
-                st.markdown(f"**{name}**")
-                st.table(grid(kernel.astype(np.int64)))
+        show_panels(show.classic_kernel_panels(), st.columns(4))
 
     st.subheader(f"What {view.label} learned in its first layer")
     if view.untrained:
-        st.warning(
-            "Untrained — random weights: these filters are noise, not edge detectors.",
-            icon=":material/casino:",
+        untrained_warning(
+            "Untrained — random weights: these filters are noise, not edge detectors."
         )
     x = inputs.model_input(pixels, split.info)
     mtime = ui.mtime_of(selection.model_key)
@@ -1232,20 +618,14 @@ def classic_tab() -> None:
         return
     left, right = st.columns([1.2, 1.5], gap="large")
     with left:
-        st.plotly_chart(weights, theme=None, width="content")
+        plot(weights, "first-layer-filters")
         st.markdown("Each filter's closest classic kernel (cosine of the gray-equivalent kernel):")
         st.dataframe(matches, hide_index=True, height=220)
     with right:
-        st.plotly_chart(responses, theme=None, width="content")
-    shown = min(len(raw), MAX_LISTED_FILTERS)
-    averaged = raw.shape[1] > 1
-    label = f"The learned filters' numbers ({'first ' if shown < len(raw) else ''}{shown})"
-    with st.expander(label + (", mean over the input channels" if averaged else "")):
-        columns = st.columns(4)
-        for k, kernel in enumerate(raw[:shown].mean(axis=1)):
-            with columns[k % 4]:
-                st.markdown(f"**filter {k}**")
-                st.table(grid(kernel))
+        plot(responses, "first-layer-responses")
+    title, panels = show.learned_kernel_panels(raw)
+    with st.expander(title):
+        show_panels(panels, st.columns(4))
 
 
 # --------------------------------------------------------------------------- the page

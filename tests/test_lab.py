@@ -9,6 +9,7 @@ read by a hook registered in the test.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from dashboard import data, figures, lab, models, probe
+from dashboard import data, figures, lab, lab_display, lab_inputs, models, probe
 from dashboard.errors import LensError
 
 PRESET_X = [
@@ -78,7 +79,9 @@ def torch_conv(x, k, **kwargs) -> np.ndarray:
 
 def test_preset_output_is_exact_and_agrees_with_conv2d_and_a_loop() -> None:
     worked = lab.conv2d_worked(
-        lab.parse_matrix(lab.PRESET_INPUT), lab.parse_matrix(lab.PRESET_KERNEL), padding=1
+        lab_inputs.parse_matrix(lab_inputs.PRESET_INPUT),
+        lab_inputs.parse_matrix(lab_inputs.PRESET_KERNEL),
+        padding=1,
     )
     by_torch = torch_conv(PRESET_X, PRESET_K, padding=1)[0]
     by_loop = loop_conv(PRESET_X, PRESET_K, padding=1)
@@ -307,7 +310,7 @@ def test_bottleneck_arithmetic_is_exact() -> None:
 
 
 def test_pooling_preset_outputs() -> None:
-    x = lab.parse_matrix(lab.PRESET_POOL)
+    x = lab_inputs.parse_matrix(lab_inputs.PRESET_POOL)
     max_pool = lab.pool_worked(x, "max", 2)
     avg_pool = lab.pool_worked(x, "avg", 2)
     assert max_pool.output.tolist() == [[4, 8], [9, 8]]
@@ -570,18 +573,18 @@ def test_first_layer_responses_are_the_first_convs_output(cifar_image: torch.Ten
 
 
 def test_parse_matrix_accepts_what_people_type_and_paste() -> None:
-    assert lab.parse_matrix(lab.PRESET_INPUT).tolist() == PRESET_X
-    assert lab.parse_matrix("1, 2, 3\n4\t5\t6\n").tolist() == [[1, 2, 3], [4, 5, 6]]
-    assert lab.parse_matrix("1 2 / 3 4 /").dtype == np.int64
-    floats = lab.parse_matrix("0.5 −1\n2e1 -3")
+    assert lab_inputs.parse_matrix(lab_inputs.PRESET_INPUT).tolist() == PRESET_X
+    assert lab_inputs.parse_matrix("1, 2, 3\n4\t5\t6\n").tolist() == [[1, 2, 3], [4, 5, 6]]
+    assert lab_inputs.parse_matrix("1 2 / 3 4 /").dtype == np.int64
+    floats = lab_inputs.parse_matrix("0.5 −1\n2e1 -3")
     assert floats.dtype == np.float64
     assert floats.tolist() == [[0.5, -1.0], [20.0, -3.0]]
-    two = lab.parse_matrix("1 2\n3 4\n\n5 6\n7 8")
+    two = lab_inputs.parse_matrix("1 2\n3 4\n\n5 6\n7 8")
     assert two.shape == (2, 2, 2)
     assert two[1].tolist() == [[5, 6], [7, 8]]
-    assert np.array_equal(lab.parse_matrix("1 2 / 3 4 | 5 6 / 7 8"), two)
-    assert np.array_equal(lab.parse_matrix(lab.matrix_text(two)), two)
-    assert lab.matrix_text(np.array([[-1, 2]])) == "-1 2"
+    assert np.array_equal(lab_inputs.parse_matrix("1 2 / 3 4 | 5 6 / 7 8"), two)
+    assert np.array_equal(lab_inputs.parse_matrix(lab_inputs.matrix_text(two)), two)
+    assert lab_inputs.matrix_text(np.array([[-1, 2]])) == "-1 2"
 
 
 @pytest.mark.parametrize(
@@ -599,21 +602,21 @@ def test_parse_matrix_accepts_what_people_type_and_paste() -> None:
 )
 def test_parse_matrix_names_the_row_and_column_at_fault(text: str, message: str) -> None:
     with pytest.raises(LensError, match=message):
-        lab.parse_matrix(text)
+        lab_inputs.parse_matrix(text)
 
 
 def test_image_patch_is_raw_pixels(shared_datasets: Path) -> None:
     split = data.load_split("mnist", "test", data_root=shared_datasets)
-    patch = lab.image_patch(split.images, 0, 10, 12)
+    patch = lab_inputs.image_patch(split.images, 0, 10, 12)
     assert patch.shape == (8, 8)
     assert patch.dtype == np.int64
     assert np.array_equal(patch, split.images[0, 0, 10:18, 12:20].numpy())
     assert patch.max() <= 255
     assert patch.max() > 0
     with pytest.raises(LensError, match="top and left go from 0 to 20"):
-        lab.image_patch(split.images, 0, 21, 0)
+        lab_inputs.image_patch(split.images, 0, 21, 0)
     with pytest.raises(LensError, match="image 10000 does not exist"):
-        lab.image_patch(split.images, 10_000, 0, 0)
+        lab_inputs.image_patch(split.images, 10_000, 0, 0)
 
 
 def test_fmt_writes_numbers_as_a_reader_would() -> None:
@@ -622,3 +625,366 @@ def test_fmt_writes_numbers_as_a_reader_would() -> None:
     assert lab.fmt(2.0) == "2"
     assert lab.fmt(0.1234567) == "0.123457"
     assert lab.fmt(-math.inf) == "−∞"
+
+
+# ---------------------------------------------------------------------------------------------
+# The lab's kept inputs (lab_inputs) and what it shows of them (lab_display)
+
+
+def no_images() -> torch.Tensor:
+    raise AssertionError("the test split is read only for an image patch")
+
+
+def hooked_input(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
+    """The layer's input read by a hook of the test's own."""
+    seen: list[torch.Tensor] = []
+    module = dict(model.named_modules())[name]
+    handle = module.register_forward_hook(lambda m, i, o: seen.append(i[0].detach().clone()))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    return seen[0][0].double()
+
+
+def shown(panel: lab_display.Panel) -> np.ndarray:
+    return panel.grid.data.to_numpy()
+
+
+def last_number(text: str) -> float:
+    """The total a written sum ends with ("… = −0.4937")."""
+    return float(text.rsplit("= ", 1)[1].replace(lab.MINUS, "-"))
+
+
+def test_kept_values_are_clamped_and_labels_name_what_they_show() -> None:
+    assert lab_inputs.clamped(12, 1, 0, 10) == 10
+    assert lab_inputs.clamped(-1, 1, 0, 10) == 0
+    assert lab_inputs.clamped(500, 256, 1) == 500
+    assert lab_inputs.clamped("gone", "max", options=["max", "avg"]) == "max"
+    assert lab_inputs.whole(3.0) == 3
+    assert isinstance(lab_inputs.whole(3.0), int)
+    assert lab_inputs.whole(-2.5) == -2.5
+    assert lab_inputs.patch_box(9, 11) == (9, 11, 16, 18)
+    pixels = np.array([[[0, 255]], [[30, 255]], [[60, 0]]], dtype=np.uint8)  # (3, 1, 2)
+    assert lab_inputs.gray_image(pixels).tolist() == [[30 / 255, 170 / 255]]
+    assert lab_display.position_label(7, 5) == "(1, 2)"
+    assert [lab_display.channel_name(i, 3) for i in range(3)] == ["R", "G", "B"]
+    assert lab_display.channel_name(1, 4) == "1"
+    assert [lab_display.cell_text(v) for v in (3, 1.0, -0.424242, -math.inf)] == [
+        "3",
+        "1",
+        "-0.4242",
+        "-∞",
+    ]
+
+
+def test_the_activations_pages_neuron_is_adopted_once() -> None:
+    record = {"layer": "features.conv2", "channel": 3, "y": 1, "x": 2}
+    update = lab_inputs.adopted_neuron(record, None)
+    assert update == {
+        lab_inputs.NEURON_SEEN: record,
+        "lens_neuron_layer": "features.conv2",
+        "lens_neuron_channel": 3,
+        "lens_neuron_y": 1,
+        "lens_neuron_x": 2,
+    }
+    assert lab_inputs.adopted_neuron(record, dict(record)) == {}  # seen: the lab's own choice
+    assert lab_inputs.adopted_neuron(None, None) == {}
+    assert lab_inputs.adopted_neuron({"layer": "fc"}, None)["lens_neuron_layer"] == "fc"
+
+
+def test_worked_inputs_from_the_kept_state_equal_conv2d(shared_datasets: Path) -> None:
+    assert lab_inputs.worked_input({}, no_images).tolist() == PRESET_X
+    assert lab_inputs.worked_kernel({}).tolist() == PRESET_K
+    assert lab_inputs.worked_settings({}) == {"padding": 1, "stride": 1, "dilation": 1}
+    typed = {"lab_source": lab_inputs.SOURCE_TYPED, "lab_input": "1 -2 / 3 4"}
+    assert lab_inputs.worked_input(typed, no_images).tolist() == [[1, -2], [3, 4]]
+
+    split = data.load_split("mnist", "test", data_root=shared_datasets)
+    state = {
+        "lab_source": lab_inputs.SOURCE_PATCH,
+        "lab_patch_index": 4,
+        "lab_patch_top": 6,
+        "lab_patch_left": 9,
+        "lab_kernel": lab_inputs.matrix_text(lab_inputs.KERNEL_FILLS["Sobel y"]),
+        "lab_padding": 0,
+        "lab_stride": 2,
+    }
+    x = lab_inputs.worked_input(state, lambda: split.images)
+    assert np.array_equal(x, split.images[4, 0, 6:14, 9:17].numpy())  # raw 0..255
+    worked = lab.conv2d_worked(
+        x, lab_inputs.worked_kernel(state), **lab_inputs.worked_settings(state)
+    )
+    sobel_y = [[-1, -2, -1], [0, 0, 0], [1, 2, 1]]
+    assert np.array_equal(worked.output, torch_conv(x, sobel_y, stride=2)[0])
+    with pytest.raises(LensError, match="the kernel is one matrix"):
+        lab_inputs.worked_kernel({"lab_kernel": "1 2 | 3 4"})
+
+
+def test_worked_panels_and_sentences_carry_the_steps_numbers() -> None:
+    worked = lab.conv2d_worked(np.array(PRESET_X), np.array(PRESET_K), padding=1, stride=2, bias=-3)
+    step = lab.step_at(worked, 1, 2)
+    padded, kernel, output = lab_display.worked_panels(worked, step)
+    assert (padded.title, kernel.title, output.title) == (
+        "**Padded input** 7×7",
+        "**Kernel**",
+        "**Output** 3×3",
+    )
+    expected = torch_conv(
+        PRESET_X, PRESET_K, padding=1, stride=2, bias=torch.tensor([-3.0], dtype=torch.float64)
+    )
+    assert np.array_equal(shown(output), expected[0])
+    assert np.array_equal(shown(padded), np.pad(PRESET_X, 1))
+    styled = output.grid.to_html()  # only output (1, 2) is coloured: the one computed
+    assert re.findall(r"_row(\d)_col(\d) \{\s*background-color: #93c5fd", styled) == [("1", "2")]
+    assert lab_display.worked_description(worked).startswith(
+        "A **5×5** input, a **3×3** kernel, padding 1, stride 2, dilation 1, bias −3. "
+    )
+    assert lab_display.step_description(worked, step) == (
+        "**Output (1, 2)** — the window starts at padded row 2, column 4 (= 1·2, 2·2); each "
+        "input value times the kernel weight on top of it, plus the bias:"
+    )
+    # dilation 2: the window reads every other cell of its 5×5 span
+    dilated = lab.conv2d_worked(np.array(PRESET_X), np.array(PRESET_K), padding=1, dilation=2)
+    d_step = lab.step_at(dilated, 0, 0)
+    css = lab_display.window_styles(dilated.padded.shape, d_step.rows, d_step.cols, (1, 1), (5, 5))
+    reads = {(r, c) for r in range(7) for c in range(7) if css[r, c] == lab_display.WINDOW}
+    assert reads == {(r, c) for r in (0, 2, 4) for c in (0, 2, 4)}
+    assert css[1, 1] == css[1, 3] == lab_display.SKIPPED
+    assert css[6, 6] == css[5, 0] == lab_display.PADDING
+
+
+def test_channel_inputs_from_the_kept_state_and_their_partial_results() -> None:
+    x, kernels, bias = lab_inputs.channel_arrays({})
+    assert x.shape == (2, 5, 5)
+    assert kernels.shape == (2, 2, 3, 3)
+    assert bias.tolist() == [0, 0]
+    settings = lab_inputs.channel_settings({})
+    assert settings == {"padding": 1, "stride": 1, "dilation": 1}
+    conv = lab.multichannel_worked(x, kernels, bias, padding=1, stride=1)
+    expected = torch_conv(x, kernels, padding=1)
+    assert np.array_equal(conv.output, expected)
+    panels = lab_display.channel_panels(conv, 1, 2, 3)
+    assert [p.title for p in panels] == [
+        "**Channel 0 ∗ kernel 1[0]**",
+        "**Channel 1 ∗ kernel 1[1]**",
+        "**Sum + bias = output 1**",
+    ]
+    for c in range(2):  # each partial result is one channel convolved with one kernel slice
+        assert np.array_equal(shown(panels[c]), torch_conv(x[c], kernels[1, c], padding=1)[0])
+    assert np.array_equal(shown(panels[2]), expected[1])
+    assert "Weights: C_out·C_in·k·k = 2·2·9 = 36, plus 2 biases." in (
+        lab_display.channels_description(kernels)
+    )
+
+    three = {"lab_ch_out": 3, "lab_ch_bias": "1 -1 2"}
+    x3, kernels3, bias3 = lab_inputs.channel_arrays(three)
+    conv3 = lab.multichannel_worked(x3, kernels3, bias3, padding=1)
+    assert np.array_equal(
+        conv3.output,
+        torch_conv(x3, kernels3, padding=1, bias=torch.tensor([1.0, -1, 2], dtype=torch.float64)),
+    )
+    for state, message in [
+        ({"lab_ch_kernel1": "1 2 3\n4 5 6\n7 8 9"}, "kernel 1 has 1 channel blocks but the input"),
+        ({"lab_ch_kernel1": "1 2\n3 4\n\n1 2\n3 4"}, "kernel 1 is 2×2, kernel 0 is 3×3"),
+        ({"lab_ch_bias": "1 2 3"}, "3 biases for 2 output channels"),
+    ]:
+        with pytest.raises(LensError, match=message):
+            lab_inputs.channel_arrays(state)
+
+
+def test_pointwise_panels_are_the_weight_matrix_times_the_pixel() -> None:
+    x, _, _ = lab_inputs.channel_arrays({})
+    weights = lab_inputs.pointwise_weights(lab_inputs.pointwise_default(2))
+    assert weights.tolist() == [[1, 1], [1, -1]]
+    mixing = lab.pointwise_mixing(x, weights, y=2, x_pos=1)
+    v, w, wv = lab_display.pointwise_panels(mixing)
+    assert v.title == "**v** = input at (2, 1)"
+    assert shown(v)[:, 0].tolist() == x[:, 2, 1].tolist()
+    assert shown(w).tolist() == [[1, 1], [1, -1]]
+    assert shown(wv)[:, 0].tolist() == torch_conv(x, weights[:, :, None, None])[:, 2, 1].tolist()
+    assert "(2 → 2)" in lab_display.pointwise_description(mixing)
+    assert lab_inputs.pointwise_weights(lab_inputs.pointwise_default(1)).tolist() == [[1], [2]]
+    assert lab_inputs.pointwise_weights("1 2 3").shape == (1, 3)
+
+
+def test_bottleneck_table_and_summary_show_the_hand_counts() -> None:
+    b = lab.bottleneck_params(128, 32, 28, 14)
+    frame = lab_display.bottleneck_frame(b)
+    assert frame["Design"].tolist() == ["one 3×3 conv"] + ["bottleneck"] * 3
+    assert frame["Weights = C_in·C_out·k²"].tolist() == [
+        "128·128·9 = 147,456",
+        "128·32·1 = 4,096",
+        "32·32·9 = 9,216",
+        "32·128·1 = 4,096",
+    ]
+    assert frame["With biases"].tolist()[0] == "147,456 + 128 = 147,584"
+    assert frame["Multiply-adds at 28×14"].tolist()[0] == "147,456·28·14 = 57,802,752"
+    assert sum(p.numel() for p in nn.Conv2d(128, 128, 3).parameters()) == 147_584
+    summary = lab_display.bottleneck_summary(b).splitlines()
+    assert summary[1] == "bottleneck:    4,096 + 9,216 + 4,096 = 17,408 weights"
+    hand = [w * 28 * 14 for w in (4_096, 9_216, 4_096)]
+    assert hand == [1_605_632, 3_612_672, 1_605_632]
+    assert summary[3] == (
+        "multiply-adds: 57,802,752 vs 1,605,632 + 3,612,672 + 1,605,632 = 6,823,936"
+    )
+    assert sum(hand) == 17_408 * 28 * 14 == 6_823_936
+    assert (
+        summary[4]
+        == f"the bottleneck needs {147_456 / 17_408:.2f}× fewer weights (147,456 / 17,408)"
+    )
+
+
+def test_pool_panels_mark_the_winner_pytorch_picks() -> None:
+    x = lab_inputs.pool_matrix(lab_inputs.PRESET_POOL)
+    pools = {k: lab.pool_worked(x, k, 3, 1, 1, count_include_pad=False) for k in ("max", "avg")}
+    xt = torch.tensor(x, dtype=torch.float64)[None, None]
+    maxed, indices = F.max_pool2d(xt, 3, 1, 1, return_indices=True)
+    step = lab.pool_step_at(pools["max"], 1, 2)
+    padded, max_panel, avg_panel = lab_display.pool_panels(pools, "max", step)
+    assert padded.title == "**Input** (padded)"
+    assert np.array_equal(shown(max_panel), maxed[0, 0].numpy())
+    avg = F.avg_pool2d(xt, 3, 1, 1, count_include_pad=False)[0, 0].numpy()
+    np.testing.assert_allclose(shown(avg_panel), avg, rtol=1e-12)
+    row, col = divmod(indices[0, 0, 1, 2].item(), x.shape[1])
+    css = lab_display.pool_styles(pools["max"], step)
+    assert css[row + 1, col + 1] == lab_display.WINNER  # padded coordinates
+    assert (css == lab_display.WINNER).sum() == 1
+    assert lab_display.pool_description(pools["max"]) == (
+        "**Max pooling**, 3×3 window, stride 1, padding 1: each channel on its own, no weights. "
+        "Padding counts as −∞: it never wins."
+    )
+    assert lab_display.pool_description(pools["avg"]).endswith(
+        "the divisor counts only real cells."
+    )
+    with pytest.raises(LensError, match="pooling here takes one channel"):
+        lab_inputs.pool_matrix("1 2 | 3 4")
+
+
+@pytest.mark.parametrize(
+    ("source", "state"),
+    [
+        ("worked", {"lab_bias": 2.0, "lab_stride": 2}),
+        ("channels", {"lab_ch_out": 3, "lab_ch_bias": "1 -1 0", "lab_ch_stride": 2}),
+    ],
+)
+def test_im2col_of_either_tab_equals_conv2d(source: str, state: dict) -> None:
+    x, kernels, bias, settings = lab_inputs.im2col_arrays(state, source, no_images)
+    unrolled = lab.im2col_worked(x, kernels, bias, **settings)
+    expected = torch_conv(x, kernels, bias=torch.tensor(bias, dtype=torch.float64), **settings)
+    assert np.array_equal(unrolled.output, expected)
+    equal, message = lab_display.conv2d_agreement(
+        unrolled.output, lab.torch_conv2d(x, kernels, bias, **settings)
+    )
+    assert equal
+    assert message.endswith("(largest difference 0)")
+    c_out, out_h, out_w = expected.shape
+    panels = lab_display.im2col_panels(unrolled, 1, 0)
+    unfolded = F.unfold(
+        torch.tensor(x, dtype=torch.float64)[None],
+        kernels.shape[2:],
+        padding=settings["padding"],
+        stride=settings["stride"],
+    )[0].numpy()
+    assert np.array_equal(shown(panels.columns), unfolded)
+    assert np.array_equal(shown(panels.product), expected.reshape(c_out, -1))
+    assert [shown(m).tolist() for m in panels.maps] == expected.tolist()
+    column = unfolded[:, out_w]  # output (1, 0)
+    terms = [
+        f"{lab.term(v)}·{lab.term(k)}" for v, k in zip(column, kernels[0].ravel(), strict=True)
+    ]
+    if bias[0]:
+        terms.append(lab.term(bias[0]))
+    assert panels.column_text == " + ".join(terms) + f" = {lab.fmt(expected[0, 1, 0])}"
+    assert panels.column_sum == "Column (1, 0) times kernel 0's row plus its bias:"
+    assert panels.reshaped == f"**Reshaped** to {c_out}×{out_h}×{out_w}"
+
+
+def test_a_difference_from_conv2d_is_said_with_its_size() -> None:
+    equal, message = lab_display.conv2d_agreement(np.zeros((1, 2, 2)), np.full((1, 2, 2), 0.5))
+    assert not equal
+    assert message == "differs from F.conv2d by up to 0.5"
+
+
+def test_neuron_tables_and_sentences_equal_the_models_activation(mnist_image: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    model = models.build_model("lenet5").eval()
+    conv2 = model.features.conv2
+    a = lab.neuron_arithmetic(model, mnist_image, "features.conv2", 4, 3, 7)
+    expected = hooked_output(model, mnist_image, "features.conv2")[4, 3, 7].item()
+    layer_input = hooked_input(model, mnist_image, "features.conv2")  # (6, 14, 14)
+    frame = lab_display.conv_products_frame(a)
+    assert len(frame) == 6 * 5 * 5
+    c, r, col = (frame[k].to_numpy() for k in ("input channel", "row", "column"))
+    np.testing.assert_array_equal(frame["input"], layer_input.numpy()[c, r, col])
+    weights = conv2.weight[4].detach().double().numpy()
+    np.testing.assert_array_equal(frame["weight"], weights[c, r - 3, col - 7])
+    assert frame["product"].sum() + conv2.bias[4].item() == pytest.approx(expected, abs=1e-5)
+    numbers = lab_display.neuron_numbers(a).splitlines()
+    assert float(numbers[1].split()[-1]) == pytest.approx(expected, rel=1e-7)
+    assert numbers[2].endswith("✓")
+    assert lab_display.neuron_verdict(a).startswith("= model's activation ✓")
+    assert lab_display.neuron_heading(a, first=False) == (
+        "**features.conv2** (Conv2d), channel 4 at (3, 7). Its input is what the layers before "
+        "it computed, captured by a hook: 6×14×14."
+    )
+    # conv1 (5×5, padding 2) then a 2×2 max pool: rows 3–7 of conv2's input come from image rows
+    # 2·3 − 2 … 2·7 + 1 + 2
+    assert lab_display.receptive_caption(a.source_box) == (
+        "input rows 4–17, columns 12–25 (14×14 pixels)"
+    )
+    window, weight, products = lab_display.conv_neuron_panels(a, 2)
+    assert window.title.startswith("**Input window**, channel 2")
+    assert np.array_equal(shown(window), layer_input[2, 3:8, 7:12].numpy())
+    assert np.array_equal(shown(weight), weights[2])
+    assert np.array_equal(shown(products), shown(window) * weights[2])
+    (one, one_sum), (all_title, all_sum) = lab_display.conv_neuron_sums(a, 2)
+    assert one == "Channel 2: the products, summed"
+    assert last_number(one_sum) == pytest.approx((shown(window) * weights[2]).sum(), rel=1e-3)
+    assert all_title == "The sums of all 6 input channels, then the bias"
+    assert last_number(all_sum) == pytest.approx(expected, rel=1e-3)
+
+    logits = hooked_output(model, mnist_image, "classifier.fc3")
+    unit = lab.neuron_arithmetic(model, mnist_image, "classifier.fc3", 7)
+    table = lab_display.linear_products_frame(unit)
+    assert np.all(np.diff(np.abs(table["product"].to_numpy())) <= 0)  # largest first
+    features = hooked_input(model, mnist_image, "classifier.fc3").numpy()
+    np.testing.assert_array_equal(table["input"], features[table["input feature"]])
+    np.testing.assert_allclose(table["product"], table["input"] * table["weight"])
+    fc3 = model.classifier.fc3
+    assert table["product"].sum() + fc3.bias[7].item() == pytest.approx(logits[7].item(), abs=1e-5)
+    assert lab_display.linear_text(unit).startswith(unit.sum_text + "\n(the first terms: ")
+    assert "**84** inputs" in lab_display.linear_description(unit)
+
+    pooled = hooked_output(model, mnist_image, "features.pool1")[2, 5, 9].item()
+    pool = lab.neuron_arithmetic(model, mnist_image, "features.pool1", 2, 5, 9)
+    what, rule = lab_display.pool_neuron_text(pool)
+    assert what == "Pooling has no weights: the window's largest value (red) passes on."
+    window_values = hooked_input(model, mnist_image, "features.pool1")[2, 10:12, 18:20]
+    listed = ", ".join(lab.fmt(v, 4) for v in window_values.ravel().tolist())
+    assert rule == f"max({listed}) = {lab.fmt(pooled, 6)}"
+    assert np.array_equal(shown(lab_display.pool_neuron_panel(pool)), window_values.numpy())
+
+
+def test_learned_kernel_numbers_are_each_filters_mean_over_its_channels(
+    cifar_image: torch.Tensor,
+) -> None:
+    torch.manual_seed(0)
+    model = models.build_model("alexnet-small").eval()
+    _, _, matches, raw = lab_display.learned_figures(model, cifar_image)
+    weight = model.features.conv1.weight.detach().double().numpy()
+    assert np.array_equal(raw, weight)
+    assert matches["filter"].tolist() == list(range(16))
+    assert matches["cosine"].abs().max() <= 1
+    title, panels = lab_display.learned_kernel_panels(raw)
+    assert title == "The learned filters' numbers (16), mean over the input channels"
+    assert [p.title for p in panels] == [f"**filter {k}**" for k in range(16)]
+    for k, panel in enumerate(panels):
+        np.testing.assert_allclose(shown(panel), weight[k].mean(axis=0))
+    title, panels = lab_display.learned_kernel_panels(np.ones((20, 1, 3, 3)))
+    assert title == "The learned filters' numbers (first 16)"
+    assert len(panels) == 16
+    classic = lab_display.classic_kernel_panels()
+    assert [p.title for p in classic] == [f"**{n}**" for n in figures.classic_kernels()]
+    assert shown(classic[4]).tolist() == [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]  # Sobel x
