@@ -1,0 +1,482 @@
+"""Compare: training curves of several runs overlaid beside their hyper-parameters, then two
+checkpoints of one architecture side by side — how far apart each layer's weights are, their
+filters on one colour scale, and what each makes of the same test image.
+
+Model A is the sidebar's; model B is picked here among checkpoints whose tensors have the same
+shapes (another option of the architecture, such as a sigmoid LeNet-5, still qualifies).
+"""
+
+from functools import partial
+from pathlib import Path
+
+import streamlit as st
+
+from dashboard import ui
+from dashboard.errors import LensError
+
+ui.setup_page("Compare", icon="⚖️")
+selection = ui.sidebar()
+
+from dashboard import checkpoints, compare, figures, filters, inputs, paths, probe  # noqa: E402
+
+RUNS_KEY, CURVE_KEY, B_KEY = "compare_runs", "compare_curve", "compare_b"
+FILTER_KEY, CHANNEL_KEY = "compare_filter_layer", "compare_channel"
+IMAGE_KEY, LAYER_KEY = "compare_image", "compare_layer"
+TRAIN_RUNS_KEY = "train_runs"  # the Train page's runs of this session (its RUNS_KEY)
+MEAN = "mean"  # the channel choice: the mean over the layer's input channels
+GRID_SIDE = 360  # pixels: the two filter grids share a row
+MAPS_SIDE = 380  # and so do the two activation mosaics
+THUMBNAIL = 112  # pixels of the test image shown beside its controls
+SHORT = {"Test acc. (%)": "Test %"}  # narrower headers where the table is narrow
+
+
+# --------------------------------------------------------------------------- cached work
+# Keyed by model keys and modification times; models, tensors and builders ride unhashed.
+
+
+@st.cache_resource(max_entries=128, show_spinner=False)
+def cached_figure(key: tuple, _build):
+    """A figure built once per `key` (everything it depends on), shared read-only: plotly
+    spends tens of milliseconds building each, which a widget change should not pay again."""
+    return _build()
+
+
+def checkpoint_path(model_key: str) -> Path:
+    path = Path(model_key.removeprefix(ui.CKPT_PREFIX))
+    return path if path.is_absolute() else paths.REPO_ROOT / path
+
+
+def saved_signature() -> tuple[tuple[str, float], ...]:
+    """Every saved card and its modification time: changes when a run is saved or replaced."""
+    found = []
+    for folder in (paths.TRAINED_DIR, paths.RUNS_DIR):
+        for card in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+            found.append((str(card), card.stat().st_mtime))
+    return tuple(found)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def saved(signature: tuple) -> tuple[list[checkpoints.Card], dict[str, compare.Compared]]:
+    """The saved checkpoints' cards (trained/, then runs/) and their curves: read once per
+    `signature`, shared read-only."""
+    folders = (paths.TRAINED_DIR, paths.RUNS_DIR)
+    cards = [card for folder in folders for card in checkpoints.list_checkpoints(folder)]
+    return cards, compare.entries(cards, [])
+
+
+@st.cache_data(max_entries=16, show_spinner="Finding checkpoints of the same architecture…")
+def pairing(
+    key_a: str, mtime_a: float, architecture: str, candidates: tuple, _model_a
+) -> tuple[compare.Partners, dict[str, str], dict[str, str]]:
+    """Which `candidates` ((key, mtime), …) can stand beside model A, with each candidate's
+    architecture and its label in the sidebar. Only same-architecture files are loaded."""
+    architectures = {}
+    for key, _ in candidates:
+        try:
+            architectures[key] = ui.Selection(key, "").architecture  # from the card
+        except LensError:
+            architectures[key] = ""
+
+    def shapes_of(key: str):
+        return compare.state_shapes(checkpoints.load_checkpoint(checkpoint_path(key)).model)
+
+    found = compare.partners(architecture, compare.state_shapes(_model_a), architectures, shapes_of)
+    return found, architectures, {key: ui.model_label(key) for key in found.comparable}
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def distances(key_a: str, mtime_a: float, key_b: str, mtime_b: float, _a, _b) -> list:
+    return compare.layer_distances(_a, _b)
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def passed(model_key: str, mtime: float, input_key: str, _model, _x) -> compare.Forward:
+    """One image through one model; shared read-only (no copy of the maps on every rerun)."""
+    return compare.forward(_model, _x)
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def remember(permanent: str) -> None:
+    st.session_state[permanent] = st.session_state["_" + permanent]
+
+
+def kept(permanent: str, options, default) -> dict:
+    """Widget arguments keeping its value under `permanent` (a widget's own key is dropped
+    when the page is left); a stored value that is no longer an option falls back."""
+    value = st.session_state.get(permanent, default)
+    if isinstance(value, list):
+        value = [v for v in value if v in options]
+    elif value not in options:
+        value = default
+    st.session_state[permanent] = st.session_state["_" + permanent] = value
+    return {"key": "_" + permanent, "on_change": remember, "args": (permanent,)}
+
+
+def short(view: ui.ModelView) -> str:
+    """A model's name for titles: the checkpoint's name, else the sidebar's label."""
+    card = view.card
+    return getattr(card, "name", "") or view.label
+
+
+def classes_for(view: ui.ModelView, outputs: int, info) -> tuple[str, ...]:
+    """The model's own class names when they fit its outputs, else the dataset's."""
+    return view.classes if len(view.classes) == outputs else tuple(info.classes)
+
+
+# --------------------------------------------------------------------------- training curves
+
+
+def curves_section() -> None:
+    st.header("Training curves", divider="gray")
+    session_runs = st.session_state.get(TRAIN_RUNS_KEY, [])
+    available = {**compare.entries([], session_runs), **saved(saved_signature())[1]}
+    if not available:
+        st.info("Curves of this session's runs and of saved checkpoints with a history show here.")
+        return
+    with ui.controls("Runs to compare"):
+        pick = st.columns([4, 1.2], gap="medium")
+        chosen = pick[0].multiselect(
+            "Runs",
+            list(available),
+            format_func=lambda key: available[key].label,
+            placeholder="this session's runs and saved checkpoints",
+            help="Saved checkpoints (trained/, runs/) and this session's runs from the Train page.",
+            **kept(RUNS_KEY, list(available), compare.default_keys(available)),
+        )
+        curve = pick[1].selectbox(
+            "Curve",
+            list(compare.CURVE_CHOICES),
+            **kept(CURVE_KEY, list(compare.CURVE_CHOICES), "test accuracy"),
+        )
+    if not chosen:
+        st.info("Pick one or more runs to overlay their curves.")
+        return
+    picked = [available[key] for key in chosen]
+    metric = compare.CURVE_CHOICES[curve][0]
+    left, right = st.columns([1, 1], gap="medium")
+    with left:
+
+        def build():
+            runs = [compare.curve(entry, curve) for entry in picked]
+            fig = figures.training_curves(runs, metric=metric, title=curve.capitalize())
+            if len(compare.CURVE_CHOICES[curve][1]) == 1:  # one line per run: name it by the run
+                fig.for_each_trace(lambda t: t.update(name=t.legendgroup, legendgrouptitle=None))
+                fig.update_layout(title_subtitle_text=f"{len(runs)} runs, one line each")
+            fig.update_layout(height=540, legend={"orientation": "h", "y": -0.16})
+            return fig
+
+        key = ("curves", curve, tuple((entry.key, entry.version) for entry in picked))
+        ui.figure(cached_figure(key, build), f"curves-{curve.replace(' ', '-')}", key="curves")
+    with right:
+        table, differing = compare.hyperparameter_table([entry.row for entry in picked])
+        st.dataframe(
+            table,
+            width="stretch",
+            height=min(38 + 35 * len(table), 460),
+            column_config={
+                **{
+                    column: st.column_config.Column(
+                        f"{SHORT.get(column, column)} ≠",
+                        pinned=True,
+                        width="medium" if column == "Model" else "small",
+                        help="differs between the chosen runs",
+                    )
+                    for column in differing
+                },
+            },
+        )
+        if differing:
+            st.caption(
+                f"First, marked ≠ and pinned: what differs between these runs — "
+                f"{', '.join(differing)}. The other columns are the same for all."
+            )
+        else:
+            st.caption("Pick two or more runs: the columns that differ come first, marked ≠.")
+
+
+# --------------------------------------------------------------------------- two checkpoints
+
+
+def pick_b(model_a, view_a) -> tuple[str, compare.Match] | None:
+    """Model B among the checkpoints that fit A's shapes, or None after saying why none does."""
+    key_a = selection.model_key
+    cards = saved(saved_signature())[0]
+    keys = [ui.checkpoint_key(card.path) for card in cards]
+    keys += [k for k in st.session_state.get(ui.EXTRA_MODELS_KEY, []) if k not in keys]
+    keys = [k for k in keys if k.startswith(ui.CKPT_PREFIX) and k != key_a]
+    candidates = tuple((k, ui.mtime_of(k)) for k in keys)
+    found, architectures, labels = pairing(
+        key_a, ui.mtime_of(key_a), view_a.architecture, candidates, model_a
+    )
+    comparable, refused = list(found.comparable), found.refused
+    shown = {k: compare.shown_path(checkpoint_path(k)) for k in keys}
+    by_text = {text: k for k, text in shown.items()}
+    ui.url_bound("b", B_KEY, by_text.get, lambda k: shown.get(k, str(k)))
+    wanted = st.session_state.get(B_KEY)
+    # A B that does not fit: say why, unless A just changed to a model that has no partner
+    # at all (the box below says so).
+    if wanted in refused or (wanted in shown and wanted not in comparable and comparable):
+        why = refused.get(wanted) or (
+            f"it is a {architectures[wanted] or 'model of unknown architecture'}, "
+            f"A is a {view_a.architecture}"
+        )
+        st.warning(f"{shown[wanted]} cannot stand beside {short(view_a)} as B: {why}.", icon="⚠️")
+    if not comparable:
+        reasons = "".join(f"\n- {shown[k]}: {why}" for k, why in refused.items())
+        st.info(
+            f"No other checkpoint is a **{view_a.architecture}** with weights of the same shapes, "
+            f"so nothing can stand beside {short(view_a)}. Pick a LeNet-5 in the sidebar (the "
+            "seed study has six), or train and save another "
+            f"{view_a.architecture} on the Train page." + reasons,
+            icon=":material/compare:",
+        )
+        return None
+    default = compare.default_partner(short(view_a), {k: Path(shown[k]).name for k in comparable})
+    with ui.controls("Model B"):
+        row = st.columns([2, 3], gap="medium", vertical_alignment="bottom")
+        row[0].markdown(f"**A** (the sidebar's model)  \n{view_a.label}")
+        b_key = row[1].selectbox(
+            "**B**",
+            comparable,
+            format_func=labels.get,
+            help=f"Checkpoints of {view_a.architecture} whose tensors have A's shapes "
+            f"({len(comparable)} of them).",
+            **kept(B_KEY, comparable, default),
+        )
+    return b_key, found.matches[b_key]
+
+
+def weights_table(rows: list[compare.LayerDistance], note: str) -> None:
+    st.subheader("Weights, layer by layer")
+    st.dataframe(
+        [
+            {
+                "Layer": r.layer,
+                "Kind": r.kind,
+                "Shape": "×".join(map(str, r.shape)),
+                "‖A‖": r.norm_a,
+                "‖B‖": r.norm_b,
+                "‖B − A‖": r.distance,
+                "Change": 100 * r.relative,
+                "Cosine": r.cosine,
+            }
+            for r in rows
+        ],
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "‖A‖": st.column_config.NumberColumn(format="%.3f"),
+            "‖B‖": st.column_config.NumberColumn(format="%.3f"),
+            "‖B − A‖": st.column_config.NumberColumn(format="%.3f"),
+            "Change": st.column_config.NumberColumn(
+                "‖B − A‖ / ‖A‖", format="%.1f %%", help="How much of A's weights B changes"
+            ),
+            "Cosine": st.column_config.ProgressColumn(
+                "cos(A, B)",
+                min_value=-1.0,
+                max_value=1.0,
+                format="%.3f",
+                help="⟨A, B⟩ / (‖A‖ ‖B‖): 1 = the same direction, 0 = unrelated",
+            ),
+        },
+    )
+    st.caption(f"Each layer's weight tensor (bias left out) as one long vector. {note}")
+
+
+def filters_section(model_a, model_b, names: tuple[str, str], source: tuple, found) -> None:
+    st.subheader("Filters side by side")
+    layers = [
+        layer
+        for layer in filters.conv_layer_list(model_a)
+        if f"{layer.name}.weight" in found.shared_filters
+    ]
+    by_name = {layer.name: layer for layer in layers}
+    ui.url_bound("filters", FILTER_KEY, ui.one_of(by_name))
+    with ui.controls("Filters"):
+        row = st.columns([3, 2], gap="medium")
+        name = row[0].selectbox(
+            "Conv layer",
+            list(by_name),
+            format_func=lambda n: by_name[n].label,
+            **kept(FILTER_KEY, list(by_name), layers[0].name),
+        )
+        layer = by_name[name]
+        channels = [MEAN, *range(layer.in_channels)]
+        choice = row[1].selectbox(
+            "Input channel",
+            channels,
+            format_func=lambda c: "mean of all input channels" if c == MEAN else f"channel {c}",
+            disabled=layer.in_channels == 1,
+            help="Each filter has one kernel per input channel: their mean, or one of them.",
+            **kept(CHANNEL_KEY, channels, MEAN),
+        )
+    channel = None if choice == MEAN else int(choice)
+    weights_a = filters.layer_weights(model_a, name).numpy()
+    weights_b = filters.layer_weights(model_b, name).numpy()
+    limit = compare.shared_limit(weights_a, weights_b, channel)
+    cosines, changes = compare.filter_similarity(weights_a, weights_b)
+    columns = st.columns(2, gap="medium")
+    for column, side, weights, model_name in zip(
+        columns, "AB", (weights_a, weights_b), names, strict=True
+    ):
+        with column:
+            key = ("filters", side, *source, name, channel)
+            build = partial(
+                figures.filter_grid,
+                weights,
+                channel=channel,
+                title=f"{side} · {model_name} · filters of {name}",
+                max_side=GRID_SIDE,
+                limit=limit,
+            )
+            ui.figure(cached_figure(key, build), f"filters-{side}-{name}", key=f"filters_{side}")
+    below = st.columns([1, 1], gap="medium")
+    below[0].dataframe(
+        {"Filter": range(len(cosines)), "cos(A, B)": cosines, "Change": 100 * changes},
+        hide_index=True,
+        width="stretch",
+        height=min(38 + 35 * len(cosines), 320),
+        column_config={
+            "cos(A, B)": st.column_config.ProgressColumn(
+                min_value=-1.0, max_value=1.0, format="%.3f"
+            ),
+            "Change": st.column_config.NumberColumn(
+                "‖B − A‖ / ‖A‖", format="%.0f %%", help="per filter, over all its input channels"
+            ),
+        },
+    )
+    below[1].caption(
+        f"Both grids share one colour scale (±{limit:.3g}): the same colour is the same weight. "
+        "The table pairs filter k of A with filter k of B."
+    )
+
+
+def activations_section(model_a, model_b, view_a, view_b, names: tuple[str, str]) -> None:
+    st.subheader("One test image through both")
+    try:
+        split = ui.load_data(selection, view_a)
+    except LensError as err:
+        ui.show_error(err)
+        return
+    if view_b.input_shape != view_a.input_shape:
+        st.info(
+            f"A takes {'×'.join(map(str, view_a.input_shape))} images, B "
+            f"{'×'.join(map(str, view_b.input_shape))}: one image cannot go through both."
+        )
+        return
+    info = split.info
+    ui.url_bound("image", IMAGE_KEY, ui.index_below(len(split)))
+    with ui.controls("Test image and layer"):
+        row = st.columns([1.2, 0.6, 2.2], gap="medium", vertical_alignment="center")
+        index = row[0].number_input(
+            f"Test image (0 – {len(split) - 1:,})",
+            min_value=0,
+            max_value=len(split) - 1,
+            step=1,
+            **kept(IMAGE_KEY, range(len(split)), 0),
+        )
+    item = inputs.test_image(split, int(index))
+    x = inputs.model_input(item.pixels, info)
+    key_a, key_b = selection.model_key, st.session_state[B_KEY]
+    try:
+        first = passed(key_a, ui.mtime_of(key_a), item.key, model_a, x)
+        second = passed(key_b, ui.mtime_of(key_b), item.key, model_b, x)
+    except LensError as err:
+        ui.show_error(err)
+        return
+    common = compare.common_layers(first, second)
+    if not common:
+        st.info("A and B have no layer with outputs of the same shape to set side by side.")
+        return
+    convs = {name for name, _ in probe.conv_layers(model_a)}
+    default = next((k for k in common if k in convs), common[0])
+    ui.url_bound("layer", LAYER_KEY, ui.one_of(common))
+    layer = row[2].selectbox(
+        "Layer",
+        common,
+        format_func=lambda k: f"{k} · {'×'.join(map(str, first.maps[k].shape))}",
+        help="Layers both models have with outputs of the same shape.",
+        **kept(LAYER_KEY, common, default),
+    )
+    pixels = item.pixels[0] if item.pixels.shape[0] == 1 else item.pixels.transpose(1, 2, 0)
+    k = max(1, THUMBNAIL // pixels.shape[0])
+    label = classes_for(view_a, len(first.probabilities), info)[item.label]
+    row[1].image(pixels.repeat(k, axis=0).repeat(k, axis=1), caption=f"#{int(index):,}: {label}")
+    maps_a, maps_b = first.maps[layer], second.maps[layer]
+    low, high = compare.shared_range(maps_a, maps_b)
+    similarity = compare.cosine(maps_a, maps_b)
+    columns = st.columns(2, gap="large")
+    passes = ((first, view_a, maps_a, key_a), (second, view_b, maps_b, key_b))
+    for column, side, name, (result, view, maps, model_key) in zip(
+        columns, "AB", names, passes, strict=True
+    ):
+        model_id = (model_key, ui.mtime_of(model_key), item.key)
+        classes = classes_for(view, len(result.probabilities), info)
+        with column:
+            bars = partial(
+                figures.probability_bars,
+                result.probabilities,
+                classes,
+                true_class=item.label,
+                top=5,
+                title=f"{side} · {name} · prediction",
+            )
+            ui.figure(
+                cached_figure(("bars", *model_id, tuple(classes)), bars),
+                f"prediction-{side}",
+                key=f"bars_{side}",
+            )
+            grid = partial(
+                figures.activation_grid,
+                maps,
+                scale="global",
+                global_range=(low, high),
+                title=f"{side} · {name} · maps of {layer}",
+                max_side=MAPS_SIDE,
+            )
+            key = ("maps", *model_id, layer, low, high, names)
+            ui.figure(cached_figure(key, grid), f"maps-{side}-{layer}", key=f"maps_{side}")
+    st.caption(
+        f"One colour scale for both ({low:.3g} … {high:.3g}); cosine between A's and B's maps "
+        f"of {layer}: {similarity:.3f}."
+    )
+
+
+def checkpoints_section() -> None:
+    st.header("Two checkpoints", divider="gray")
+    try:
+        model_a, view_a = ui.load_model(selection)
+    except LensError as err:
+        ui.show_error(err)
+        return
+    picked = pick_b(model_a, view_a)
+    if picked is None:
+        return
+    b_key, found = picked
+    try:
+        model_b, view_b = ui.load_model(ui.Selection(b_key, selection.dataset))
+    except LensError as err:
+        ui.show_error(err)
+        return
+    if found.left_out():
+        st.caption(f"Not compared — {found.left_out()}.")
+    key_a = selection.model_key
+    source = (key_a, ui.mtime_of(key_a), b_key, ui.mtime_of(b_key))
+    names = (short(view_a), short(view_b))
+    weights_table(
+        distances(*source, model_a, model_b), compare.start_note(view_a.card, view_b.card)
+    )
+    filters_section(model_a, model_b, names, source, found)
+    activations_section(model_a, model_b, view_a, view_b, names)
+
+
+st.title("Compare")
+st.caption(
+    "Several runs' training curves overlaid with the hyper-parameters that set them apart; then "
+    "two checkpoints of one architecture side by side: weights, filters and what each makes of "
+    "the same image."
+)
+curves_section()
+checkpoints_section()
