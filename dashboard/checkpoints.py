@@ -15,6 +15,7 @@ unsafely. Every bad file becomes a one-line `CheckpointError`.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ import pickle
 import platform
 import re
 import secrets
+import shutil
 import struct
 import warnings
 from collections.abc import Mapping
@@ -37,7 +39,7 @@ from torch import nn
 
 from dashboard import __version__
 from dashboard.errors import CheckpointError, LensError
-from dashboard.paths import TRAINED_DIR
+from dashboard.paths import REPO_ROOT, TRAINED_DIR
 
 __all__ = [
     "FORMAT",
@@ -49,10 +51,12 @@ __all__ = [
     "MismatchReport",
     "compare_state_dicts",
     "current_versions",
+    "ensure_free_space",
     "list_checkpoints",
     "load_checkpoint",
     "read_card",
     "save_checkpoint",
+    "state_bytes",
     "validate_name",
 ]
 
@@ -78,6 +82,8 @@ CANDIDATE_INPUT_SIZES = (28, 32, 64, 96, 128, 224)
 MAX_SEARCH_PARAMETERS = 20_000_000
 BUILD_ARGS = ("in_channels", "num_classes", "input_size")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+# A full disk or an exhausted quota: the user can act on it (free space, then save again).
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
     f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10)
 }
@@ -761,11 +767,46 @@ def save_checkpoint(
         os.replace(temps[1], card_path)
         _fsync_folder(folder)
     except OSError as err:
+        if err.errno in DISK_FULL_ERRNOS:
+            raise CheckpointError(
+                f"disk full while saving {_shown(weights)} ({err.strerror}): "
+                "free some space and save again"
+            ) from err
         raise CheckpointError(f"could not save {weights}: {err.strerror or err}") from err
     finally:
         for temp in temps:
             temp.unlink(missing_ok=True)
     return weights
+
+
+def _shown(path: Path) -> str:
+    """A path as a user reads it: relative to the repository when inside it (runs/x)."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def state_bytes(model: nn.Module) -> int:
+    """The size of a model's tensors: a lower bound for its checkpoint file."""
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def ensure_free_space(folder: Path, needed: int) -> None:
+    """Refuse before a long run when `folder`'s disk cannot hold `needed` bytes (the nearest
+    existing ancestor is measured: the folder itself may not exist yet)."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:  # cannot tell: the save itself will say if it does not fit
+        return
+    if free < needed:
+        raise CheckpointError(
+            f"disk full: the checkpoint needs at least {_size_text(needed)} in {_shown(folder)} "
+            f"but {_size_text(free)} is free; free some space first"
+        )
 
 
 # --- shipped checkpoints and user-typed names --------------------------------------------------

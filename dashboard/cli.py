@@ -279,7 +279,7 @@ def _load_train_test(args: argparse.Namespace, world: World) -> tuple[Split, Spl
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from dashboard import checkpoints, data, models, training
+    from dashboard import checkpoints, data, models, runs, training
 
     # Unknown names and bad settings fail here, before any data is read or downloaded.
     info = data.dataset_info(args.dataset, data_root=args.data_root, input_size=args.input_size)
@@ -308,6 +308,9 @@ def _train(args: argparse.Namespace) -> int:
     training.check_config(config)
     training.resolve_device(args.device)
     out = _train_out(args)
+    # A disk too full for the weights fails now, not after the training (a disk that fills up
+    # during the run still fails the save in one line, leaving no temporary file).
+    checkpoints.ensure_free_space(out.parent, checkpoints.state_bytes(model))
     with training.distributed_from_env(args.device) as device:
         config.device = device
         world = training.current_world()
@@ -329,58 +332,23 @@ def _train(args: argparse.Namespace) -> int:
         for note in result.notes:
             print(f"note: {note}", file=sys.stderr)
         dataset_source = f"train: {train.source}; test: {test.source}"
-        card = checkpoints.Card(
+        card = runs.result_card(
             name=args.name or out.name,
             architecture=args.model,
-            model_args={
-                "in_channels": info.channels,
-                "num_classes": info.num_classes,
-                "input_size": info.size,
-                "options": options,
-            },
-            input_shape=info.input_shape,
-            dataset=info.name,
+            options=options,
+            info=info,
             dataset_source=dataset_source,
-            classes=list(info.classes),
-            normalization={"mean": list(info.mean), "std": list(info.std)},
-            training={
-                "optimizer": args.optimizer,
-                "lr": args.lr,
-                "schedule": args.schedule,
-                "weight_decay": args.weight_decay,
-                "batch_size": result.batch_size,
-                "epochs": args.epochs,
-                "seed": args.seed,
-                "device": result.device,
-                "images_per_second": round(result.images_per_second, 1),
-                "seconds": round(result.seconds, 2),
-                "augment": info.augment if args.augment is None else args.augment,
-                "label_smoothing": args.label_smoothing,
-                "processes": world.size,
-                "train_images": len(train),
-                "test_images": len(test),
-            },
-            history=[
-                {
-                    "epoch": e.epoch,
-                    "train_loss": e.train_loss,
-                    "train_accuracy": e.train_accuracy,
-                    "test_loss": e.test_loss,
-                    "test_accuracy": e.test_accuracy,
-                    "lr": e.lr,
-                    "seconds": round(e.seconds, 3),
-                    "steps": e.steps,
-                }
-                for e in result.history
-            ],
-            metrics={
-                "test_accuracy": result.final_test_accuracy,
-                "test_loss": result.final_test_loss,
-            },
-            command=train_command(args, out, world.size),
-            notes="; ".join(
-                [*([f"partial run: {result.stopped}"] if result.stopped else []), *result.notes]
+            facts=runs.training_facts(
+                config,
+                info,
+                result,
+                processes=world.size,
+                train_images=len(train),
+                test_images=len(test),
             ),
+            result=result,
+            command=train_command(args, out, world.size),
+            notes=result.notes,
         )
         weights = checkpoints.save_checkpoint(
             result.model,
@@ -618,7 +586,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", default=None, help="architecture of a bare state dict")
     evaluate.add_argument("--dataset", default=None, help="default: the card's dataset")
     evaluate.add_argument("--split", choices=("test", "train"), default="test")
-    evaluate.add_argument("--batch-size", type=_positive_int, default=1000)
+    evaluate.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="images per forward pass (default: 256, fewer for big images)",
+    )
     evaluate.add_argument(
         "--limit", type=_positive_int, default=None, help="the first N images of the split only"
     )

@@ -35,11 +35,9 @@ import numpy as np
 import PIL.Image
 import PIL.ImageOps
 import torch
-import torchvision
-import torchvision.transforms.v2.functional as TF
+import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
-from torchvision.io import ImageReadMode
 
 from dashboard import paths
 from dashboard.errors import DatasetUnavailableError, ShapeError, UnknownNameError
@@ -83,13 +81,82 @@ class DatasetInfo:
         return (self.channels, self.size, self.size)
 
 
+class ResizedImages:
+    """(N, C, size, size) uint8 images kept at the size they are stored in and resized when
+    read: CIFAR-10's test split for a 224-px model is 31 MB instead of 1.5 GB.
+
+    Indexing gives pixels like the resized tensor would (an int: one (C, size, size) image; a
+    slice or an index tensor: a (B, C, size, size) batch; then any further indices), resized
+    per read with the same antialiased bilinear filter, so each image is exactly what resizing
+    the whole split up front gave. `select` picks images without resizing them."""
+
+    def __init__(self, stored: torch.Tensor, size: int) -> None:
+        self.stored = stored  # (N, C, H, W) uint8 as stored
+        self.size = size
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((*self.stored.shape[:2], self.size, self.size))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.stored.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.stored.device
+
+    @property
+    def ndim(self) -> int:
+        return 4
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the stored images only."""
+        return self.stored.nbytes
+
+    def dim(self) -> int:
+        return 4
+
+    def __len__(self) -> int:
+        return int(self.stored.shape[0])
+
+    def __repr__(self) -> str:
+        return f"ResizedImages({tuple(self.stored.shape)} stored → {tuple(self.shape)})"
+
+    def __getitem__(self, key: Any) -> torch.Tensor:
+        if isinstance(key, tuple):  # images first, then channels and pixels of the resized ones
+            picked = self[key[0]]
+            rest = key[1:]
+            return picked[rest] if picked.ndim == 3 else picked[(slice(None), *rest)]
+        picked = self.stored[key]
+        if picked.ndim == 3:  # one image
+            return _resize_batch(picked[None], self.size)[0]
+        return _resize_batch(picked, self.size)
+
+    def index_select(self, dim: int, index: torch.Tensor) -> torch.Tensor:
+        if dim != 0:
+            raise ValueError("ResizedImages selects along the image dimension (0) only")
+        return _resize_batch(self.stored.index_select(0, index), self.size)
+
+    def select(self, key: Any) -> ResizedImages:
+        """The images at `key` (a slice or an index tensor), still resized only when read."""
+        return ResizedImages(self.stored[key], self.size)
+
+    def to(self, device: str | torch.device, non_blocking: bool = False) -> ResizedImages:
+        """The stored images on `device`: batches are then resized there."""
+        return ResizedImages(self.stored.to(device, non_blocking=non_blocking), self.size)
+
+
 @dataclass
 class Split:
     """One split of a dataset, decoded into memory."""
 
     info: DatasetInfo
     split: str  # "train" | "test"
-    images: torch.Tensor  # (N, C, H, W) uint8, contiguous
+    # (N, C, H, W) uint8 at info.size: a contiguous tensor, or ResizedImages when the stored
+    # images are another size (a 224-px model on CIFAR): read them by indexing either way.
+    images: torch.Tensor | ResizedImages
     labels: torch.Tensor  # (N,) int64
     source: str  # which files were used, as a sentence a user can check
     is_sample: bool  # True when the bundled sample stands in for the full set
@@ -376,12 +443,11 @@ def load_split(
     loaded = _load_registered(
         reg, split, Path(os.path.abspath(paths.data_root(data_root))), download
     )
-    images = loaded.images
+    images: torch.Tensor | ResizedImages = _to_channels(loaded.images, info.channels)
     source = loaded.source
-    if images.shape[-1] != info.size:
-        images = _resize_batch(images, info.size)
+    if images.shape[-1] != info.size:  # resized per batch when read: memory stays as stored
+        images = ResizedImages(images, info.size)
         source += f", resized to {info.size}×{info.size}"
-    images = _to_channels(images, info.channels)
     return Split(info, split, images, loaded.labels, source, loaded.is_sample, loaded.skipped)
 
 
@@ -490,17 +556,30 @@ def preprocess_pil(image: PIL.Image.Image, info: DatasetInfo) -> torch.Tensor:
     return _to_channels(x[None], info.channels)[0].contiguous()
 
 
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Antialiased bilinear resize of uint8 (N, C, H, W) to size × size: torchvision's resize."""
+    if images.device.type == "cpu":
+        # The very kernel torchvision's resize runs on the CPU (same pixels), without importing
+        # torchvision: 2 s of the app's start-up.
+        return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
+    import torchvision.transforms.v2.functional as TF  # uint8 on other devices goes via float
+
+    return TF.resize(images, [size, size], antialias=True)
+
+
 def _resize_one(image: torch.Tensor, size: int) -> torch.Tensor:
     if image.shape[-2:] == (size, size):
         return image
-    return TF.resize(image, [size, size], antialias=True)
+    return _resize(image[None], size)[0]
 
 
 def _resize_batch(images: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor:
-    """Antialiased bilinear resize of a uint8 batch, in chunks to bound the float temporaries."""
-    out = torch.empty((images.shape[0], images.shape[1], size, size), dtype=torch.uint8)
+    """Antialiased bilinear resize of a uint8 batch, in chunks to bound the temporaries."""
+    out = torch.empty(
+        (images.shape[0], images.shape[1], size, size), dtype=torch.uint8, device=images.device
+    )
     for i in range(0, images.shape[0], chunk):
-        out[i : i + chunk] = TF.resize(images[i : i + chunk], [size, size], antialias=True)
+        out[i : i + chunk] = _resize(images[i : i + chunk], size)
     return out
 
 
@@ -742,6 +821,8 @@ def _download(reg: _Registered, root: Path) -> str:
 
     The dataset object is made without its __init__ so torchvision never unpickles the CIFAR
     files itself: `download()` only fetches, checks md5s and extracts."""
+    import torchvision.datasets  # only to download: importing torchvision takes seconds
+
     cls = getattr(torchvision.datasets, reg.torchvision_class)
     dataset = cls.__new__(cls)
     torchvision.datasets.VisionDataset.__init__(dataset, str(root))
@@ -757,6 +838,8 @@ def _download(reg: _Registered, root: Path) -> str:
 
 
 def _unavailable_message(reg: _Registered, root: Path, missing: list[str], why: str) -> str:
+    import torchvision.datasets
+
     info = reg.info
     cls = getattr(torchvision.datasets, reg.torchvision_class)
     if reg.loader == "idx":  # read at call time: tests point the class at a local server
@@ -863,9 +946,14 @@ def _cache_path(layout: _FolderLayout, split: str, size: int, files: list[_Image
 
 def _decode_file(path: str) -> torch.Tensor | None:
     """(3, H, W) uint8 upright RGB, or None when the file cannot be decoded."""
+    import torchvision.io  # decoding folders only: importing torchvision takes seconds
+    import torchvision.transforms.v2.functional as TF
+
     try:
         image = torchvision.io.decode_image(
-            torchvision.io.read_file(path), mode=ImageReadMode.RGB, apply_exif_orientation=True
+            torchvision.io.read_file(path),
+            mode=torchvision.io.ImageReadMode.RGB,
+            apply_exif_orientation=True,
         )
     except RuntimeError:  # not JPEG/PNG/WEBP/GIF (BMP, TIFF, …) or broken: PIL decides
         try:
@@ -1047,13 +1135,26 @@ def _load_cifar10_jpeg(folder: Path, split: str) -> _Loaded:
     return _Loaded(_to_channels(part.images, 3), part.labels, source, skipped=part.stats.skipped)
 
 
+def _pick(images: torch.Tensor | ResizedImages, key: Any) -> torch.Tensor | ResizedImages:
+    """Some of the images, still resized only when read."""
+    return images.select(key) if isinstance(images, ResizedImages) else images[key]
+
+
+def subset(split: Split, indices: torch.Tensor) -> Split:
+    """The images at `indices`, in that order (a gather of the stored images: resized images
+    stay resized per batch)."""
+    return dataclasses.replace(
+        split, images=_pick(split.images, indices), labels=split.labels[indices]
+    )
+
+
 def take_first(split: Split, limit: int | None) -> Split:
     """The first `limit` images of a split (file order, so a slice is reproducible)."""
     if limit is None or limit >= len(split):
         return split
     return dataclasses.replace(
         split,
-        images=split.images[:limit],
+        images=_pick(split.images, slice(0, limit)),
         labels=split.labels[:limit],
         source=f"{split.source}, first {limit:,} used",
     )

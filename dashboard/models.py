@@ -22,13 +22,16 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torchvision
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
-from torchvision.models import WeightsEnum
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from torchvision.models import WeightsEnum
 
 from dashboard.errors import CheckpointError, LensError, ShapeError, UnknownNameError
 
@@ -640,7 +643,7 @@ def model_names() -> list[str]:
 @functools.cache
 def torchvision_names() -> list[str]:
     """torchvision's classification models, each buildable as `tv:NAME`."""
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    return sorted(_zoo().list_models(module=_zoo()))
 
 
 def model_info(name: str) -> ModelInfo:
@@ -696,7 +699,7 @@ def build_model(
             "models come with ImageNet weights (train this one instead)"
         )
     model = entry.build(3, 1000, input_size)
-    weights = torchvision.models.get_model_weights(entry.imagenet_weights).DEFAULT
+    weights = _zoo().get_model_weights(entry.imagenet_weights).DEFAULT
     model.load_state_dict(_imagenet_state_dict(weights, name))
     _adapt(model, in_channels, num_classes, 1000)
     return model
@@ -742,6 +745,14 @@ def _same_value(value: Any, allowed: Any) -> bool:
 # --- torchvision's zoo ------------------------------------------------------------------------
 
 
+def _zoo() -> ModuleType:
+    """torchvision.models, imported on first use: importing torchvision takes ~2 s (its ops
+    load torch._dynamo), which the app's first page and the registry models never need."""
+    import torchvision.models
+
+    return torchvision.models
+
+
 def _tv_name(name: str) -> str:
     tv_name = name.removeprefix(TV_PREFIX)
     if tv_name not in torchvision_names():
@@ -754,7 +765,7 @@ def _tv_name(name: str) -> str:
 
 @functools.cache
 def _torchvision_info(tv_name: str) -> ModelInfo:
-    weights = torchvision.models.get_model_weights(tv_name).DEFAULT
+    weights = _zoo().get_model_weights(tv_name).DEFAULT
     meta = weights.meta
     title, origin = _builder_doc(tv_name)
     top1 = meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
@@ -763,7 +774,7 @@ def _torchvision_info(tv_name: str) -> ModelInfo:
         description += f", ImageNet top-1 {top1:.3f} %"
     crop = getattr(weights.transforms, "keywords", {}).get("crop_size", 224)
     with _ParametersOnMeta():  # layer names only: no weight memory, no initialisation cost
-        model = torchvision.models.get_model(tv_name, **_tv_kwargs(tv_name))
+        model = _zoo().get_model(tv_name, **_tv_kwargs(tv_name))
     stem = next((n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
     return ModelInfo(
         name=TV_PREFIX + tv_name,
@@ -798,7 +809,7 @@ class _ParametersOnMeta(TorchFunctionMode):
 
 def _builder_doc(tv_name: str) -> tuple[str, str]:
     """("ResNet-18", "Deep Residual Learning … (https://…)") from the builder's docstring."""
-    doc = torchvision.models.get_model_builder(tv_name).__doc__ or ""
+    doc = _zoo().get_model_builder(tv_name).__doc__ or ""
     paragraph = " ".join(doc.strip().split("\n\n")[0].split())
     title = re.sub(r"^Constructs an? ", "", paragraph)
     title = re.split(r" (?:model|architecture|from|as described)\b", title)[0].rstrip(" ,")
@@ -829,14 +840,14 @@ def _build_torchvision(
     kwargs = _tv_kwargs(tv_name)
     if not pretrained:
         kwargs |= _size_kwargs(tv_name, input_size)
-        model = torchvision.models.get_model(tv_name, num_classes=num_classes, **kwargs)
+        model = _zoo().get_model(tv_name, num_classes=num_classes, **kwargs)
         _adapt(model, in_channels, num_classes, num_classes, pretrained_stem=False)
         return model
-    weights = torchvision.models.get_model_weights(tv_name).DEFAULT
+    weights = _zoo().get_model_weights(tv_name).DEFAULT
     _imagenet_state_dict(weights, TV_PREFIX + tv_name)  # cached and safe to unpickle
     # torchvision's builder loads the file from the hub cache and applies its model's quirks
     # (sizes fixed by the weights, Inception's input transform).
-    model = torchvision.models.get_model(tv_name, weights=weights, **kwargs)
+    model = _zoo().get_model(tv_name, weights=weights, **kwargs)
     _adapt(model, in_channels, num_classes, len(weights.meta["categories"]))
     return model
 

@@ -120,6 +120,8 @@ class TrainingRun:
         self.dataset_source = f"train: {train.source}" + (
             f"; test: {test.source}" if test is not None else ""
         )
+        # Unreadable files of an image folder, left out of both splits (the sources count them).
+        self.skipped = train.skipped + (test.skipped if test is not None else 0)
         self.notes = list(notes)
         self.heartbeat_timeout = heartbeat_timeout
         self.saved_as: Path | None = None  # set by save_run
@@ -505,9 +507,18 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def training_record(run: TrainingRun) -> dict[str, Any]:
-    """The hyper-parameters and facts of a run, as the card's `training` stores them."""
-    config, result = run.spec.config, run.result
+def training_facts(
+    config: TrainConfig,
+    info: DatasetInfo,
+    result: FitResult | None,
+    *,
+    processes: int,
+    train_images: int,
+    test_images: int,
+    initial_weights: str | None = None,
+) -> dict[str, Any]:
+    """The hyper-parameters and facts of a training, as a card's `training` stores them (the
+    command line's and the Train page's cards alike)."""
     record: dict[str, Any] = {
         "optimizer": config.optimizer,
         "lr": config.lr,
@@ -517,18 +528,68 @@ def training_record(run: TrainingRun) -> dict[str, Any]:
         "epochs": config.epochs,
         "seed": config.seed,
         "device": result.device if result is not None else config.device,
-        "augment": run.info.augment if config.augment is None else config.augment,
+        "augment": info.augment if config.augment is None else config.augment,
         "label_smoothing": config.label_smoothing,
-        "processes": 1,
-        "train_images": run.train_images,
-        "test_images": run.test_images,
+        "processes": processes,
+        "train_images": train_images,
+        "test_images": test_images,
     }
     if result is not None:
         record["images_per_second"] = round(result.images_per_second, 1)
         record["seconds"] = round(result.seconds, 2)
-    if run.spec.initial_weights:
-        record["initial_weights"] = run.spec.initial_weights
+    if initial_weights:
+        record["initial_weights"] = initial_weights
     return record
+
+
+def training_record(run: TrainingRun) -> dict[str, Any]:
+    """The hyper-parameters and facts of a run, as the card's `training` stores them."""
+    return training_facts(
+        run.spec.config,
+        run.info,
+        run.result,
+        processes=1,
+        train_images=run.train_images,
+        test_images=run.test_images,
+        initial_weights=run.spec.initial_weights,
+    )
+
+
+def result_card(
+    *,
+    name: str,
+    architecture: str,
+    options: Mapping[str, Any],
+    info: DatasetInfo,
+    dataset_source: str,
+    facts: dict[str, Any],
+    result: FitResult,
+    command: str,
+    notes: Sequence[str] = (),
+) -> checkpoints.Card:
+    """The card of a fit() result: one format for `python -m dashboard train` and the Train
+    page. A stopped run's reason leads the notes."""
+    partial = [f"partial run: {result.stopped}"] if result.stopped else []
+    return checkpoints.Card(
+        name=name,
+        architecture=architecture,
+        model_args={
+            "in_channels": info.channels,
+            "num_classes": info.num_classes,
+            "input_size": info.size,
+            "options": dict(options),
+        },
+        input_shape=info.input_shape,
+        dataset=info.name,
+        dataset_source=dataset_source,
+        classes=list(info.classes),
+        normalization={"mean": list(info.mean), "std": list(info.std)},
+        training=facts,
+        history=[epoch_record(e) for e in result.history],
+        metrics={"test_accuracy": result.final_test_accuracy, "test_loss": result.final_test_loss},
+        command=command,
+        notes="; ".join([*partial, *notes]),
+    )
 
 
 def hyperparameter_row(
@@ -610,30 +671,19 @@ def run_card(run: TrainingRun, name: str, out: Path) -> checkpoints.Card:
     result = run.result
     if result is None:
         raise LensError(f"{run.label} has no trained weights to save ({run.reason})")
-    info = run.info
-    notes = [f"partial run: {result.stopped}"] if result.stopped else []
-    notes += [*run.notes, *result.notes]
+    notes = [*run.notes, *result.notes]
     if run.spec.initial_weights:
         notes.append("the command line repeats the run from random weights")
-    return checkpoints.Card(
+    return result_card(
         name=name,
         architecture=run.spec.architecture,
-        model_args={
-            "in_channels": info.channels,
-            "num_classes": info.num_classes,
-            "input_size": info.size,
-            "options": dict(run.spec.options),
-        },
-        input_shape=info.input_shape,
-        dataset=info.name,
+        options=run.spec.options,
+        info=run.info,
         dataset_source=run.dataset_source,
-        classes=list(info.classes),
-        normalization={"mean": list(info.mean), "std": list(info.std)},
-        training=training_record(run),
-        history=[epoch_record(e) for e in result.history],
-        metrics={"test_accuracy": result.final_test_accuracy, "test_loss": result.final_test_loss},
+        facts=training_record(run),
+        result=result,
         command=equivalent_command(run.spec, out),
-        notes="; ".join(notes),
+        notes=notes,
     )
 
 

@@ -62,7 +62,7 @@ def store_upload(data: bytes, filename: str, folder: Path | None = None) -> Path
         raise CheckpointError(f"{safe_stem(filename)}{suffix} is empty")
     if len(data) > checkpoints.MAX_CHECKPOINT_BYTES:
         raise CheckpointError(
-            f"{safe_stem(filename)}{suffix} is {len(data) / 2**20:,.0f} MB; the limit is "
+            f"{safe_stem(filename)}{suffix} is {len(data) / 2**20:,.1f} MB; the limit is "
             f"{checkpoints.MAX_CHECKPOINT_BYTES / 2**20:,.0f} MB"
         )
     digest = hashlib.sha256(data).hexdigest()[:HASH_CHARS]

@@ -299,7 +299,8 @@ def curve_charts(run: runs.TrainingRun) -> None:
             title=f"Run {run.id}: {metric}",
         )
         fig.update_layout(height=360, showlegend=False)
-        column.plotly_chart(fig, width="stretch", theme=None)
+        with column:
+            ui.figure(fig, f"run-{run.id}-{metric}", key=f"live_{metric}")
 
 
 def stop_run(run: runs.TrainingRun) -> None:
@@ -311,7 +312,10 @@ def stop_run(run: runs.TrainingRun) -> None:
 def draw_run(run: runs.TrainingRun) -> None:
     active = not run.done
     head, stop = st.columns([5, 1])
-    head.markdown(f"**Run {run.id}** — {run.label} — {selection.dataset}")
+    # The run's own dataset, not the sidebar's: the sidebar may have changed since it started.
+    head.markdown(f"**Run {run.id}** — {run.label} — {run.spec.dataset}")
+    if run.skipped:  # an image folder's unreadable files: left out, and counted
+        head.caption(f"{run.skipped} unreadable files skipped. Data: {run.dataset_source}")
     stop.button(
         "Stop",
         key=f"train_stop_{run.id}",
@@ -460,7 +464,8 @@ def compare_panel() -> None:
     left, right = st.columns([3, 2])
     fig = figures.training_curves(curves, metric=metric, title=f"Test and train {metric} per epoch")
     fig.update_layout(height=460)
-    left.plotly_chart(fig, width="stretch", theme=None)
+    with left:
+        ui.figure(fig, f"runs-{metric}", key="compare_runs")
     table = pd.DataFrame(rows).set_index("Run").T.astype(str).replace({"None": "—", "nan": "—"})
     right.dataframe(table, width="stretch", height=35 * (len(table) + 1) + 3)  # no scrolling
 

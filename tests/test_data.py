@@ -310,6 +310,54 @@ def test_cifar10_full_jpeg_test_split(shared_datasets: Path) -> None:
         assert label == int(split.labels[i])
 
 
+def test_a_split_for_a_224_px_model_keeps_the_stored_images_and_resizes_when_read(
+    shared_datasets: Path,
+) -> None:
+    stored = data.load_split("cifar10", "test", data_root=shared_datasets, download=False)
+    big = data.load_split(
+        "cifar10", "test", data_root=shared_datasets, download=False, input_size=224
+    )
+    # Memory: the 32-px images (31 MB), not 10,000 × 3 × 224 × 224 (1.5 GB).
+    assert big.images.nbytes == stored.images.nbytes == 10000 * 3 * 32 * 32
+    assert isinstance(big.images, data.ResizedImages)
+    assert big.images.shape == (10000, 3, 224, 224)
+    assert len(big) == 10000
+    assert big.info.input_shape == (3, 224, 224)
+    assert big.source.endswith("resized to 224×224")
+    # Reads equal resizing the whole split up front (the same filter per image).
+    up_front = torchvision.transforms.v2.functional.resize(
+        stored.images[:24], [224, 224], antialias=True
+    )
+    assert torch.equal(big.images[:24], up_front)
+    assert torch.equal(big.images[7], up_front[7])
+    assert torch.equal(big.images[torch.tensor([20, 3])], up_front[[20, 3]])
+    assert torch.equal(big.images[5, 2, 100:110], up_front[5, 2, 100:110])
+    # oracle: PIL's antialiased bilinear resize of the same photo, within rounding
+    pil = PIL.Image.fromarray(stored.images[9].permute(1, 2, 0).numpy()).resize(
+        (224, 224), PIL.Image.BILINEAR
+    )
+    diff = np.asarray(pil, dtype=int).transpose(2, 0, 1) - big.images[9].numpy().astype(int)
+    assert np.abs(diff).max() <= 1
+    # Slices of the split stay small; batches come out resized and normalized.
+    head = data.take_first(big, 24)
+    assert head.images.nbytes == 24 * 3 * 32 * 32
+    assert head.labels.tolist() == stored.labels[:24].tolist()
+    picked = data.subset(big, torch.tensor([20, 3, 11]))
+    assert picked.images.nbytes == 3 * 3 * 32 * 32
+    assert torch.equal(picked.images[:], up_front[[20, 3, 11]])
+    batches = list(data.iterate_batches(head, 10, shuffle=False))
+    assert [tuple(x.shape) for x, _ in batches] == [(10, 3, 224, 224)] * 2 + [(4, 3, 224, 224)]
+    expected = data.normalize(up_front, big.info.mean, big.info.std)
+    torch.testing.assert_close(torch.cat([x for x, _ in batches]), expected, rtol=0, atol=0)
+    order = torch.Generator().manual_seed(0)
+    shuffled = list(data.iterate_batches(head, 8, shuffle=True, generator=order))
+    x = torch.cat([x for x, _ in shuffled])
+    y = torch.cat([y for _, y in shuffled])
+    again = torch.randperm(24, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(x, expected[again], rtol=0, atol=0)
+    assert y.tolist() == head.labels[again].tolist()
+
+
 # --------------------------------------------------------------------------- downloads
 
 

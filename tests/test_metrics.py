@@ -3,12 +3,14 @@ checked against scikit-learn and against counts made by hand."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torchvision
 from sklearn.metrics import classification_report, confusion_matrix
 
 from dashboard import data, metrics, models, training
@@ -143,3 +145,133 @@ def test_predict_does_not_depend_on_batch_size_and_restores_train_mode(trained, 
     assert trained.training
     np.testing.assert_array_equal(again.predicted, pred.predicted)
     np.testing.assert_allclose(again.probabilities, pred.probabilities, rtol=1e-5, atol=1e-7)
+
+
+# --------------------------------------------------------------------------- the inference copy
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED_MNIST = ("course-net", "lenet5", "bn-cnn", "simple-convnet")
+
+
+def _plain_softmax(model: torch.nn.Module, split: data.Split) -> np.ndarray:
+    """The straightforward way: normalize by hand, model(x) in eval mode, softmax."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(split), 500):
+            x = (split.images[start : start + 500].float() / 255 - 0.1307) / 0.3081
+            out.append(torch.softmax(model(x), dim=1))
+    return torch.cat(out).numpy()
+
+
+@pytest.mark.parametrize("name", SHIPPED_MNIST)
+def test_predict_answers_like_a_plain_forward_pass_on_every_mnist_test_image(name, shared_datasets):
+    from dashboard import checkpoints
+
+    loaded = checkpoints.load_checkpoint(REPO / "trained" / f"{name}-mnist.safetensors")
+    model = loaded.model
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    test = data.load_split("mnist", "test", data_root=shared_datasets, download=False)
+    pred = metrics.predict(model, test)
+    expected = _plain_softmax(model, test)
+    np.testing.assert_allclose(pred.probabilities, expected, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(pred.predicted, expected.argmax(axis=1))
+    assert pred.accuracy == loaded.card.test_accuracy  # what training measured on the same images
+    # The shared model is untouched: same weights, same layout, no layer swapped or fused.
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, weights[key]), key
+        assert value.is_contiguous(), key
+    assert not isinstance(model, torch.fx.GraphModule)
+    assert all(not getattr(m, "inplace", False) for m in model.modules())
+
+
+def test_the_inference_copy_folds_batch_norm_and_keeps_the_answers(shared_datasets):
+    from dashboard import checkpoints
+
+    model = checkpoints.load_checkpoint(REPO / "trained" / "bn-cnn-mnist.safetensors").model
+    fast = metrics.inference_copy(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    conv = next(m for m in fast.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    test = data.load_split("mnist", "test", data_root=shared_datasets, download=False)
+    x = data.normalize(test.images[:64], test.info.mean, test.info.std)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=0, atol=1e-4)
+
+
+class _ValueDependent(torch.nn.Module):
+    """A forward fx cannot trace (a branch on the data): predict must still answer right."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.head = torch.nn.Linear(4 * 26 * 26, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.conv(x)))
+        if float(y.mean()) > 1e9:  # never true, but only known at run time
+            y = -y
+        return self.head(y.flatten(1))
+
+
+class _OutOfOrder(torch.nn.Module):
+    """Batch norm listed right after the conv but fed by something else: nothing to fold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU()
+        )
+        self.head = torch.nn.Linear(4 * 28 * 28, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, bn, relu = self.features
+        y = relu(conv(x)) + bn(x.expand(-1, 4, -1, -1))  # the conv's output is read twice
+        return self.head(relu(bn(y)).flatten(1))
+
+
+@pytest.mark.parametrize("kind", [_ValueDependent, _OutOfOrder])
+def test_predict_is_right_for_models_the_fast_copy_cannot_rewrite(kind, mnist_test):
+    torch.manual_seed(0)
+    model = kind()
+    with torch.no_grad():  # batch norm statistics that are not the identity
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    pred = metrics.predict(model, mnist_test)
+    expected = _plain_softmax(model, mnist_test)
+    np.testing.assert_allclose(pred.probabilities, expected, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(pred.predicted, expected.argmax(axis=1))
+
+
+def test_predictions_on_a_split_resized_when_read_equal_resizing_up_front(shared_datasets):
+    stored = data.load_split("cifar10", "test", data_root=shared_datasets, download=False)
+    lazy = data.take_first(
+        data.load_split(
+            "cifar10", "test", data_root=shared_datasets, download=False, input_size=224
+        ),
+        12,
+    )
+    assert isinstance(lazy.images, data.ResizedImages)
+    up_front = torchvision.transforms.v2.functional.resize(
+        stored.images[:12], [224, 224], antialias=True
+    )
+    eager = dataclasses.replace(lazy, images=up_front.contiguous())
+    torch.manual_seed(0)
+    model = models.build_model("resnet18", in_channels=3, num_classes=10, input_size=224)
+    lazily = metrics.predict(model, lazy, batch_size=5)  # batches of 5, 5 and 2 resized
+    eagerly = metrics.predict(model, eager, batch_size=12)
+    np.testing.assert_allclose(lazily.probabilities, eagerly.probabilities, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(lazily.predicted, eagerly.predicted)
+    np.testing.assert_array_equal(lazily.labels, stored.labels[:12].numpy())
+    # and a plain forward pass of the up-front tensor agrees
+    model.eval()
+    with torch.no_grad():
+        x = data.normalize(up_front, lazy.info.mean, lazy.info.std)
+        plain = torch.softmax(model(x), dim=1).numpy()
+    np.testing.assert_allclose(lazily.probabilities, plain, rtol=0, atol=1e-5)
+    assert metrics.default_batch(lazy) == 26  # 4 M input numbers / (3 × 224 × 224)
+    assert metrics.default_batch(stored) == metrics.PREDICT_BATCH

@@ -480,3 +480,27 @@ def test_download_checks_the_hash_in_the_file_name(
     with pytest.raises(ValueError, match="does not match the SHA-256 prefix 00000000"):
         models._download(f"{base}/blob-00000000.pth", cache / "blob-00000000.pth")
     assert sorted(p.name for p in cache.iterdir()) == [good]
+
+
+def test_the_home_pages_modules_leave_torchvision_unimported() -> None:
+    """torchvision (and the torch._dynamo its ops load) costs ~2 s of the app's first page:
+    the registry, the data layer and the home page's modules import it only when they need it
+    (the zoo, downloads, decoding image folders)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import dashboard.ui, dashboard.summary, dashboard.data, dashboard.models\n"
+        "from dashboard import checkpoints, metrics, probe\n"
+        "m = checkpoints.load_checkpoint('trained/lenet5-mnist.safetensors').model\n"
+        "probe.shape_flow(m, (1, 28, 28))\n"
+        "print(sorted(n for n in ('torchvision', 'sklearn', 'captum') if n in sys.modules))\n"
+    )
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert "tv:resnet18" in {f"tv:{n}" for n in torchvision_names()}  # the zoo still there
