@@ -7,6 +7,7 @@ Sections (all by default, in this order):
   s  where a training step's time goes: input pipelines, fused optimizer, channels-last, threads
   b  time from scratch to ≥ 99.0 % MNIST test accuracy with the best recipe
   c  the confusion matrix over the 10,000 MNIST test images for the shipped small models
+     (predictions not cached, and cached as the app keeps them), and a cell's gallery
   d  shape flow and every leaf's activations of resnet18 at 224×224
   e  the app: first page in Chromium after `streamlit run`, and each page's warm rerun (AppTest)
   f  the confusion-matrix page: a newly picked model's matrix, and a cell's gallery

@@ -7,13 +7,14 @@ Pure functions of cards, runs, models and arrays: no Streamlit, nothing cached h
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import torch
 from torch import nn
 
@@ -90,6 +91,22 @@ def entries(
     return {entry.key: entry for entry in found}
 
 
+def saved_folders() -> tuple[Path, Path]:
+    """Where saved checkpoints are: the shipped ones, then the user's runs (read at each call:
+    the runs folder can be pointed elsewhere)."""
+    return paths.TRAINED_DIR, paths.RUNS_DIR
+
+
+def saved_signature(folders: Sequence[Path]) -> tuple[tuple[str, float], ...]:
+    """Every card in `folders` and its modification time: changes when a run is saved or
+    replaced, so a cache keyed by it reads the cards again only then."""
+    found = []
+    for folder in folders:
+        for card in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+            found.append((str(card), card.stat().st_mtime))
+    return tuple(found)
+
+
 def default_keys(available: Mapping[str, Compared]) -> list[str]:
     """The seed study's cards (the same LeNet-5 trained six ways) and this session's runs."""
     return [
@@ -97,6 +114,21 @@ def default_keys(available: Mapping[str, Compared]) -> list[str]:
         for key, entry in available.items()
         if key.startswith(RUN_PREFIX) or entry.name.startswith(STUDY_PREFIX)
     ]
+
+
+def overlay_choice(
+    stored: Sequence[str] | None,
+    default: Sequence[str],
+    available: Mapping[str, Compared],
+    seen: Set[str],
+) -> tuple[list[str], set[str]]:
+    """The runs to overlay: the stored choice (`default` before there is one) without what is
+    no longer available, then this session's runs not in `seen` — a run trained since the last
+    look joins in, while one the user took out stays out. → (chosen, the session's runs seen)."""
+    chosen = [key for key in (default if stored is None else stored) if key in available]
+    session = [key for key in available if key.startswith(RUN_PREFIX)]
+    chosen += [key for key in session if key not in seen and key not in chosen]
+    return chosen, set(seen) | set(session)
 
 
 def curve(entry: Compared, choice: str) -> figures.Run:
@@ -108,6 +140,19 @@ def curve(entry: Compared, choice: str) -> figures.Run:
     train = full.train if "train" in splits else []
     test = full.test if "test" in splits else []
     return figures.Run(full.label, full.epochs, train, test)
+
+
+def overlay_figure(picked: Sequence[Compared], choice: str) -> go.Figure:
+    """The chosen runs' curves of one `CURVE_CHOICES` item on one set of axes."""
+    metric, splits = CURVE_CHOICES[choice]
+    fig = figures.training_curves(
+        [curve(entry, choice) for entry in picked], metric=metric, title=choice.capitalize()
+    )
+    if len(splits) == 1:  # one line per run: the legend names it by the run alone
+        fig.for_each_trace(lambda t: t.update(name=t.legendgroup, legendgrouptitle=None))
+        fig.update_layout(title_subtitle_text=f"{len(picked)} runs, one line each")
+    fig.update_layout(height=540, legend={"orientation": "h", "y": -0.16})
+    return fig
 
 
 def differing_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:

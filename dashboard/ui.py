@@ -677,3 +677,113 @@ def report_button(selection: Selection) -> None:
         "offline): card, shape flow, training curves, first-layer filters, activations, "
         "confusion matrix and per-class report. The first build classifies every test image."
     )
+
+
+# --------------------------------------------------------------------------- runs overlaid
+
+
+@st.cache_resource(max_entries=128, show_spinner=False)
+def cached_figure(key: tuple, _build: Callable[[], object]):
+    """A figure built once per `key` (everything it depends on), shared read-only: plotly
+    spends tens of milliseconds building each, which a widget change should not pay again."""
+    return _build()
+
+
+def kept(permanent: str, options: Sequence[object], default: object) -> dict:
+    """Widget arguments (key, on_change, args) keeping its value under `permanent` (see
+    `keep`); a stored value no longer among `options` falls back to `default`, and a stored
+    list keeps the items still offered."""
+    value = st.session_state.get(permanent, default)
+    if isinstance(value, list):
+        value = [v for v in value if v in options]
+    elif value not in options:
+        value = default
+    st.session_state[permanent] = value
+    return {"key": keep(permanent, value), "on_change": store, "args": (permanent,)}
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _saved_checkpoints(folders: tuple[str, ...], signature: tuple) -> tuple[list, dict]:
+    from dashboard import checkpoints, compare
+
+    cards = [card for folder in folders for card in checkpoints.list_checkpoints(Path(folder))]
+    return cards, compare.entries(cards, [])
+
+
+def saved_checkpoints():  # -> (list[checkpoints.Card], dict[str, compare.Compared])
+    """The saved checkpoints' cards (trained/, then runs/) and their entries for the overlay:
+    read again only when a card is added, removed or rewritten; shared read-only."""
+    from dashboard import compare
+
+    folders = compare.saved_folders()
+    return _saved_checkpoints(tuple(map(str, folders)), compare.saved_signature(folders))
+
+
+def runs_overlay(
+    session_runs: Sequence, prefix: str, *, default_keys: Callable[[dict], list] | None = None
+) -> None:
+    """Training curves of this session's runs and of the saved checkpoints overlaid, beside
+    their hyper-parameters, those that differ first. The choices live under `{prefix}_runs`
+    and `{prefix}_curve` (each page its own); the first overlay is `default_keys(available)`
+    (none), and a run trained since the page was last drawn joins in (`{prefix}_seen`)."""
+    from dashboard import compare
+
+    available = {**compare.entries([], session_runs), **saved_checkpoints()[1]}
+    if not available:
+        st.info("Curves of this session's runs and of saved checkpoints with a history show here.")
+        return
+    runs_key, curve_key, seen_key = f"{prefix}_runs", f"{prefix}_curve", f"{prefix}_seen"
+    default = default_keys(available) if default_keys else []
+    stored, seen = st.session_state.get(runs_key), st.session_state.get(seen_key, set())
+    chosen, st.session_state[seen_key] = compare.overlay_choice(stored, default, available, seen)
+    st.session_state[runs_key] = chosen
+    with controls("Runs to compare"):
+        pick = st.columns([4, 1.2], gap="medium")
+        keys = pick[0].multiselect(
+            "Runs to overlay",
+            list(available),
+            format_func=lambda key: available[key].label,
+            placeholder="this session's runs and saved checkpoints",
+            help="Saved checkpoints (trained/, runs/) and the runs trained in this session.",
+            **kept(runs_key, list(available), chosen),
+        )
+        choices = list(compare.CURVE_CHOICES)
+        curve = pick[1].selectbox("Curve", choices, **kept(curve_key, choices, "test accuracy"))
+    if not keys:
+        st.info("Pick one or more runs to overlay their curves.")
+        return
+    picked = [available[key] for key in keys]
+    left, right = st.columns([1, 1], gap="medium")
+    with left:
+        key = ("curves", curve, tuple((entry.key, entry.version) for entry in picked))
+        fig = cached_figure(key, lambda: compare.overlay_figure(picked, curve))
+        figure(fig, f"curves-{curve}", key=f"{prefix}_curves")
+    with right:
+        _hyperparameter_table(compare.hyperparameter_table([entry.row for entry in picked]))
+
+
+SHORT_HEADERS = {"Test acc. (%)": "Test %"}  # narrower headers where the table is narrow
+
+
+def _hyperparameter_table(found: tuple[pd.DataFrame, list[str]]) -> None:
+    """One row per run; the differing columns first, pinned and marked ≠."""
+    table, differing = found
+    marked = {
+        column: st.column_config.Column(
+            f"{SHORT_HEADERS.get(column, column)} ≠",
+            pinned=True,
+            width="medium" if column == "Model" else "small",
+            help="differs between the chosen runs",
+        )
+        for column in differing
+    }
+    marked["_index"] = st.column_config.Column(width="medium")  # the runs' names in full
+    height = min(38 + 35 * len(table), 460)
+    st.dataframe(table, width="stretch", height=height, column_config=marked)
+    if differing:
+        st.caption(
+            f"First, marked ≠ and pinned: what differs between these runs — "
+            f"{', '.join(differing)}. The other columns are the same for all."
+        )
+    else:
+        st.caption("Pick two or more runs: the columns that differ come first, marked ≠.")

@@ -96,8 +96,10 @@ def test_train_live_stop_save_then_upload_on_the_model_page(server, tmp_path: Pa
         screenshot(page, "train-saved")
         shipped = checkpoints.list_checkpoints()
         if shipped:  # overlay a shipped card's curves on this session's run
-            page.locator('[data-testid="stMultiSelect"]').click()
-            page.get_by_role("option", name=f"trained/{shipped[0].name}").click()
+            runs_box = page.locator('[data-testid="stMultiSelect"]').get_by_role("combobox")
+            runs_box.scroll_into_view_if_needed()  # its options open below it, on screen
+            runs_box.click()  # the box's input: its middle may be a chosen run's × button
+            page.get_by_role("option", name=shipped[0].name, exact=True).click()
             page.keyboard.press("Escape")
             wait_for_app(page, "Compare runs")
             chart = page.locator('[data-testid="stPlotlyChart"]').last

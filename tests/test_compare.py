@@ -3,6 +3,7 @@ independent torch computation from the raw safetensors files, real forward passe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -260,3 +261,42 @@ def test_a_session_run_joins_the_overlay(shared_datasets: Path, one_torch_thread
     assert compare.default_keys({entry.key: entry}) == [entry.key]
     curve = compare.curve(entry, "test accuracy")
     assert list(curve.test) == [e.test_accuracy for e in run.history]
+
+
+def test_overlay_choice_keeps_the_users_choice_and_lets_new_runs_join():
+    cards = checkpoints.list_checkpoints(paths.TRAINED_DIR)
+    available = compare.entries(cards, [])
+    base = available["card:trained/study-lenet5-base"]
+    first, second = (dataclasses.replace(base, key=f"run:{i}") for i in (1, 2))
+    available = {first.key: first, **available}
+    study = compare.default_keys(available)
+    assert study[0] == "run:1"  # this session's run, then the six study cards
+    # the first look: the default, the run marked as seen
+    chosen, seen = compare.overlay_choice(None, study, available, set())
+    assert (chosen, seen) == (study, {"run:1"})
+    # the user keeps one card only, and a card that has gone is dropped
+    kept = ["card:trained/study-lenet5-sgd", "card:trained/no-longer-there"]
+    chosen, seen = compare.overlay_choice(kept, study, available, seen)
+    assert chosen == ["card:trained/study-lenet5-sgd"]
+    # a run trained since joins; the run the user took out stays out
+    available = {second.key: second, **available}
+    chosen, seen = compare.overlay_choice(chosen, study, available, seen)
+    assert chosen == ["card:trained/study-lenet5-sgd", "run:2"]
+    assert seen == {"run:1", "run:2"}
+    # without a default (the Train page) every unseen run joins, each once
+    chosen, _ = compare.overlay_choice(None, [], available, set())
+    assert chosen == ["run:2", "run:1"]
+
+
+def test_saved_signature_changes_when_a_card_is_saved(tmp_path: Path):
+    folders = (paths.TRAINED_DIR, tmp_path)
+    before = compare.saved_signature(folders)
+    shipped = sorted(paths.TRAINED_DIR.glob("*.json"))
+    assert [Path(name) for name, _ in before] == shipped
+    torch.manual_seed(0)
+    card = checkpoints.Card(name="mine", architecture="lenet5")
+    checkpoints.save_checkpoint(models.build_model("lenet5"), card, tmp_path / "mine")
+    after = compare.saved_signature(folders)
+    assert after[:-1] == before
+    assert after[-1] == (str(tmp_path / "mine.json"), (tmp_path / "mine.json").stat().st_mtime)
+    assert compare.saved_signature((tmp_path / "missing",)) == ()

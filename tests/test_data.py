@@ -24,6 +24,7 @@ import PIL.Image
 import pytest
 import torch
 import torchvision
+import torchvision.transforms.v2.functional as TF
 
 from dashboard import data, paths
 from dashboard.errors import DatasetUnavailableError, UnknownNameError
@@ -325,9 +326,7 @@ def test_a_split_for_a_224_px_model_keeps_the_stored_images_and_resizes_when_rea
     assert big.info.input_shape == (3, 224, 224)
     assert big.source.endswith("resized to 224×224")
     # Reads equal resizing the whole split up front (the same filter per image).
-    up_front = torchvision.transforms.v2.functional.resize(
-        stored.images[:24], [224, 224], antialias=True
-    )
+    up_front = TF.resize(stored.images[:24], [224, 224], antialias=True)
     assert torch.equal(big.images[:24], up_front)
     assert torch.equal(big.images[7], up_front[7])
     assert torch.equal(big.images[torch.tensor([20, 3])], up_front[[20, 3]])

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torchvision
+import torchvision.transforms.v2.functional as TF
 from sklearn.metrics import classification_report, confusion_matrix
 
 from dashboard import data, metrics, models, training
@@ -256,9 +256,7 @@ def test_predictions_on_a_split_resized_when_read_equal_resizing_up_front(shared
         12,
     )
     assert isinstance(lazy.images, data.ResizedImages)
-    up_front = torchvision.transforms.v2.functional.resize(
-        stored.images[:12], [224, 224], antialias=True
-    )
+    up_front = TF.resize(stored.images[:12], [224, 224], antialias=True)
     eager = dataclasses.replace(lazy, images=up_front.contiguous())
     torch.manual_seed(0)
     model = models.build_model("resnet18", in_channels=3, num_classes=10, input_size=224)

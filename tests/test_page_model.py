@@ -207,3 +207,25 @@ def test_the_dataset_tab_shows_where_the_images_come_from(tmp_path):
     assert "The full set was not found: the bundled sample stands in." in [
         w.value for w in app.warning
     ]
+
+
+def test_a_model_whose_outputs_are_not_the_datasets_classes_is_not_measured(tmp_path):
+    """A LeNet-5 with 100 outputs on MNIST's 10 classes: its 'accuracy' would compare labels
+    0–9 with answers 0–99, so the page says why instead of offering the measurement."""
+    torch.manual_seed(0)
+    model = models.build_model("lenet5", num_classes=100)
+    card = checkpoints.Card(
+        name="lenet5-100", architecture="lenet5", model_args={"num_classes": 100}
+    )
+    path = checkpoints.save_checkpoint(model, card, tmp_path / "lenet5-100")
+    with torch.no_grad():  # oracle: the model's own output width on one MNIST-sized image
+        outputs = model.eval()(torch.zeros(1, 1, 28, 28)).shape[1]
+    assert outputs == 100
+    app = model_page(f"ckpt:{path}", extra=True)
+    assert [w.value for w in app.warning] == [
+        f"lenet5-100 has {outputs} outputs but MNIST has 10 classes: its accuracy on MNIST "
+        f"would mean nothing — pick a dataset with {outputs} classes or a model trained on "
+        "this one"
+    ]
+    assert not [b for b in app.button if b.key == "model_measure"]
+    assert not app.error

@@ -90,9 +90,9 @@ def test_a_run_trains_then_saves_under_a_name_without_overwriting_silently(runs_
     assert (run.spec.config.lr, run.train_images, run.test_images) == (0.002, 2000, 1000)
     assert app.text_input(key="train_w_save_name").value == f"lenet5-mnist-run{run.id}"
     # The run shows in the comparison, with its numbers in the table.
-    assert app.multiselect(key="train_w_compare").value == [f"run:{run.id}"]
+    assert app.multiselect(key="_train_compare_runs").value == [f"run:{run.id}"]
     table = app.dataframe[-1].value
-    assert table.loc["Test acc. (%)", f"run {run.id}"] == str(round(100 * accuracy, 2))
+    assert table.loc[f"run {run.id}", "Test acc. (%)"] == round(100 * accuracy, 2)
 
     # A name that is taken: a warning, a checkbox, and Save alone changes nothing.
     runs_dir.mkdir()
@@ -127,7 +127,7 @@ def test_a_run_trains_then_saves_under_a_name_without_overwriting_silently(runs_
     saved = f"Saved as {taken}; it is the selected model on every page."
     assert saved in [s.value for s in app.success]
     # The saved run is now offered for comparison too.
-    assert f"{runs_dir}/taken" in app.multiselect(key="train_w_compare").options
+    assert f"{runs_dir}/taken" in app.multiselect(key="_train_compare_runs").options
 
 
 def test_stop_ends_a_run_from_the_page_and_the_stopped_run_can_be_saved():
