@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from dashboard.data import Split, iterate_batches
+from dashboard.data import Split, iterate_batches, subset
 from dashboard.errors import LensError, UnknownNameError
 from dashboard.metrics import evaluating, logits_in_batches
 
@@ -301,7 +301,7 @@ def _check_model_fits(model: nn.Module, split: Split, device: torch.device) -> N
     with evaluating(model):
         x, _ = next(
             iterate_batches(
-                _subset(split, torch.arange(1)),
+                subset(split, torch.arange(1)),
                 1,
                 shuffle=False,
                 generator=None,
@@ -322,11 +322,6 @@ def _check_model_fits(model: nn.Module, split: Split, device: torch.device) -> N
             f"the model outputs {tuple(out.shape[1:])} per image but the dataset has "
             f"{classes} classes; build it with num_classes={classes}"
         )
-
-
-def _subset(split: Split, indices: torch.Tensor) -> Split:
-    """The images at `indices`, in that order (a gather: one copy of those images)."""
-    return dataclasses.replace(split, images=split.images[indices], labels=split.labels[indices])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,7 +519,7 @@ def _fit(
     convs = _first_convs(model, config.snapshot_layers)
     filter_history = {0: _snapshot(convs)}
     test_share = (
-        _subset(test, torch.arange(world.rank, len(test.labels), world.size))
+        subset(test, torch.arange(world.rank, len(test.labels), world.size))
         if test is not None and world.size > 1
         else test
     )
@@ -554,7 +549,7 @@ def _fit(
         epoch_start = time.perf_counter()
         net.train()
         order = torch.randperm(len(train.labels), generator=order_rng)[:usable]
-        mine = _subset(train, order[world.rank :: world.size])
+        mine = subset(train, order[world.rank :: world.size])
         epoch_loss = epoch_correct = epoch_images = 0.0
         window_loss = window_correct = window_images = 0.0
         step = 0

@@ -242,7 +242,30 @@ def card_panel(card) -> None:
         st.caption(f"Notes: {card.notes}")
 
 
-def accuracy_panel() -> None:
+def outputs_mismatch(view) -> str:
+    """Why the model's test accuracy on the sidebar's dataset would mean nothing ("" when it
+    would not): its outputs are not the dataset's classes."""
+    try:
+        info = data.dataset_info(selection.dataset, data_root=ui.data_root())
+        mtime = ui.mtime_of(selection.model_key)
+        flow = ui.shape_flow(selection.model_key, view.input_shape, mtime)
+    except LensError:
+        return ""  # measuring says what is wrong
+    outputs = flow.output_shape[-1] if flow.output_shape else info.num_classes
+    if outputs == info.num_classes:
+        return ""
+    return (
+        f"{view.label} has {outputs} outputs but {info.title} has {info.num_classes} classes: "
+        f"its accuracy on {info.title} would mean nothing — pick a dataset with {outputs} "
+        "classes or a model trained on this one"
+    )
+
+
+def accuracy_panel(view) -> None:
+    mismatch = outputs_mismatch(view)
+    if mismatch:
+        st.warning(mismatch, icon="⚠️")
+        return
     cache = st.session_state.setdefault(MEASURED_KEY, {})
     key = (selection.model_key, selection.dataset, ui.data_root())
     if st.button(f"Measure test accuracy on {selection.dataset}", key="model_measure"):
@@ -288,7 +311,7 @@ def model_panel() -> None:
         card_panel(view.card)
     elif not view.untrained:
         st.caption(models.model_info(view.architecture).description)
-    accuracy_panel()
+    accuracy_panel(view)
     ui.report_button(selection)
     classes = list(view.classes)
     where = "the checkpoint's"

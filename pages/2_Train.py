@@ -1,10 +1,10 @@
 """Train: every option of fit() and of the model; the run trains in a background thread while a
-fragment redraws its progress and live curves; Stop, save under a name, compare runs."""
+fragment redraws its progress and live curves; Stop, save under a name, compare runs (the
+Compare page's overlay, with this session's new runs joining it)."""
 
 import os
 import uuid
 
-import pandas as pd
 import streamlit as st
 
 from dashboard import ui
@@ -13,14 +13,14 @@ from dashboard.errors import LensError
 ui.setup_page("Train", icon="🏋️")
 selection = ui.sidebar()
 
-from dashboard import checkpoints, data, figures, models, paths, runs, training  # noqa: E402
+from dashboard import data, figures, models, paths, runs, training  # noqa: E402
 
 RUNS_KEY = "train_runs"  # this session's TrainingRuns, oldest first (per browser session)
 OWNER_KEY = "train_owner"  # who owns a run: one active run per browser session
 DRAWN_ACTIVE_KEY = "train_drawn_active"  # the last full run drew an active run
 FOLLOWS_KEY = "train_follows"  # the sidebar choice the architecture default came from
 NAMED_KEY = "train_named"  # the run the save box's default name was made for
-SEEN_KEY = "train_compare_seen"  # session runs already offered to the comparison
+COMPARE_PREFIX = "train_compare"  # the overlay's session-state keys: train_compare_runs, …
 FLASH_KEY = "train_flash"
 W = "train_w_"  # prefix of every value widget's key: kept when the user visits another page
 REFRESH_S = 0.5  # the live panel redraws this often while a run trains
@@ -410,66 +410,6 @@ def save_panel(run: runs.TrainingRun) -> None:
     st.rerun()
 
 
-# --- comparing -----------------------------------------------------------------------------------
-
-
-def compare_panel() -> None:
-    st.header("Compare runs")
-    kept = [run for run in session_runs() if run.history]
-    cards = [
-        card
-        for folder in (paths.TRAINED_DIR, paths.RUNS_DIR)
-        for card in checkpoints.list_checkpoints(folder)
-        if card.history
-    ]
-    entries = {f"run:{run.id}": run for run in kept}
-    entries |= {f"card:{card.path}": card for card in cards}
-    if not entries:
-        st.info("Curves of this session's runs and of saved checkpoints with a history show here.")
-        return
-
-    def label(key: str) -> str:
-        item = entries[key]
-        if isinstance(item, runs.TrainingRun):
-            return f"run {item.id} (this session): {item.label}"
-        return f"{shown_path(item.path.parent)}/{item.name}"
-
-    chosen_key = W + "compare"
-    seen = st.session_state.setdefault(SEEN_KEY, set())
-    chosen = [k for k in st.session_state.get(chosen_key, []) if k in entries]
-    chosen += [f"run:{run.id}" for run in kept if run.id not in seen]  # new runs join in
-    seen.update(run.id for run in kept)
-    st.session_state[chosen_key] = chosen
-    picked = st.multiselect(
-        "Runs to overlay",
-        list(entries),
-        key=chosen_key,
-        format_func=label,
-        placeholder="this session's runs and saved checkpoints (e.g. trained/study-lenet5-*)",
-    )
-    default("metric", "accuracy")
-    metric = st.radio("Metric", ("accuracy", "loss"), horizontal=True, key=W + "metric")
-    if not picked:
-        return
-    curves, rows = [], []
-    for key in picked:
-        item = entries[key]
-        if isinstance(item, runs.TrainingRun):
-            records = [runs.epoch_record(e) for e in item.history]
-            curves.append(runs.history_curve(records, f"run {item.id}", metric))
-            rows.append(runs.run_row(item) | {"Run": f"run {item.id}"})
-        else:
-            curves.append(runs.history_curve(item.history, item.name, metric))
-            rows.append(runs.card_row(item))
-    left, right = st.columns([3, 2])
-    fig = figures.training_curves(curves, metric=metric, title=f"Test and train {metric} per epoch")
-    fig.update_layout(height=460)
-    with left:
-        ui.figure(fig, f"runs-{metric}", key="compare_runs")
-    table = pd.DataFrame(rows).set_index("Run").T.astype(str).replace({"None": "—", "nan": "—"})
-    right.dataframe(table, width="stretch", height=35 * (len(table) + 1) + 3)  # no scrolling
-
-
 # --- the page ------------------------------------------------------------------------------------
 
 st.title("Train")
@@ -515,4 +455,5 @@ st.fragment(run_every=REFRESH_S if active else None)(live_panel)()
 if current is not None and current.done:
     save_panel(current)
 
-compare_panel()
+st.header("Compare runs")
+ui.runs_overlay(session_runs(), COMPARE_PREFIX)

@@ -28,7 +28,7 @@ SHOW = {"counts": "counts", "row": "row %", "column": "column %", "all": "overal
 LABELLED, COARSE = "labelled", "coarse"  # the classes as the dataset labels them / superclasses
 PER_PAGE, GALLERY_COLUMNS, THUMB_SIDE = 40, 8, 112
 TOP_CONFUSIONS = 8
-CIFAR100 = ("cifar100", "cifar100-coarse")
+CIFAR100 = confusion.CIFAR100_NAMES
 
 
 # --------------------------------------------------------------------------- cached work
@@ -145,7 +145,12 @@ def open_in_activations(index: int) -> None:
 
 try:
     model, view = ui.load_model(selection)
-    dataset_title = data.dataset_info(selection.dataset, data_root=ui.data_root()).title
+    info = data.dataset_info(selection.dataset, data_root=ui.data_root())
+    dataset_title = info.title
+    flow = ui.shape_flow(selection.model_key, view.input_shape, ui.mtime_of(selection.model_key))
+    if flow.broken is None:  # else the data check below names the mismatch
+        outputs = flow.output_shape[-1]
+        confusion.check_output_count(outputs, info.num_classes, selection.dataset)
 except LensError as err:
     st.title("Confusion matrix")
     ui.show_error(err)

@@ -19,7 +19,7 @@ selection = ui.sidebar()
 
 from dashboard import checkpoints, compare, figures, filters, inputs, paths, probe  # noqa: E402
 
-RUNS_KEY, CURVE_KEY, B_KEY = "compare_runs", "compare_curve", "compare_b"
+B_KEY = "compare_b"  # the overlay keeps its choices under compare_runs, compare_curve
 FILTER_KEY, CHANNEL_KEY = "compare_filter_layer", "compare_channel"
 IMAGE_KEY, LAYER_KEY = "compare_image", "compare_layer"
 TRAIN_RUNS_KEY = "train_runs"  # the Train page's runs of this session (its RUNS_KEY)
@@ -27,41 +27,15 @@ MEAN = "mean"  # the channel choice: the mean over the layer's input channels
 GRID_SIDE = 360  # pixels: the two filter grids share a row
 MAPS_SIDE = 380  # and so do the two activation mosaics
 THUMBNAIL = 112  # pixels of the test image shown beside its controls
-SHORT = {"Test acc. (%)": "Test %"}  # narrower headers where the table is narrow
 
 
 # --------------------------------------------------------------------------- cached work
 # Keyed by model keys and modification times; models, tensors and builders ride unhashed.
 
 
-@st.cache_resource(max_entries=128, show_spinner=False)
-def cached_figure(key: tuple, _build):
-    """A figure built once per `key` (everything it depends on), shared read-only: plotly
-    spends tens of milliseconds building each, which a widget change should not pay again."""
-    return _build()
-
-
 def checkpoint_path(model_key: str) -> Path:
     path = Path(model_key.removeprefix(ui.CKPT_PREFIX))
     return path if path.is_absolute() else paths.REPO_ROOT / path
-
-
-def saved_signature() -> tuple[tuple[str, float], ...]:
-    """Every saved card and its modification time: changes when a run is saved or replaced."""
-    found = []
-    for folder in (paths.TRAINED_DIR, paths.RUNS_DIR):
-        for card in sorted(folder.glob("*.json")) if folder.is_dir() else ():
-            found.append((str(card), card.stat().st_mtime))
-    return tuple(found)
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def saved(signature: tuple) -> tuple[list[checkpoints.Card], dict[str, compare.Compared]]:
-    """The saved checkpoints' cards (trained/, then runs/) and their curves: read once per
-    `signature`, shared read-only."""
-    folders = (paths.TRAINED_DIR, paths.RUNS_DIR)
-    cards = [card for folder in folders for card in checkpoints.list_checkpoints(folder)]
-    return cards, compare.entries(cards, [])
 
 
 @st.cache_data(max_entries=16, show_spinner="Finding checkpoints of the same architecture…")
@@ -98,22 +72,6 @@ def passed(model_key: str, mtime: float, input_key: str, _model, _x) -> compare.
 # --------------------------------------------------------------------------- small helpers
 
 
-def remember(permanent: str) -> None:
-    st.session_state[permanent] = st.session_state["_" + permanent]
-
-
-def kept(permanent: str, options, default) -> dict:
-    """Widget arguments keeping its value under `permanent` (a widget's own key is dropped
-    when the page is left); a stored value that is no longer an option falls back."""
-    value = st.session_state.get(permanent, default)
-    if isinstance(value, list):
-        value = [v for v in value if v in options]
-    elif value not in options:
-        value = default
-    st.session_state[permanent] = st.session_state["_" + permanent] = value
-    return {"key": "_" + permanent, "on_change": remember, "args": (permanent,)}
-
-
 def short(view: ui.ModelView) -> str:
     """A model's name for titles: the checkpoint's name, else the sidebar's label."""
     card = view.card
@@ -131,69 +89,7 @@ def classes_for(view: ui.ModelView, outputs: int, info) -> tuple[str, ...]:
 def curves_section() -> None:
     st.header("Training curves", divider="gray")
     session_runs = st.session_state.get(TRAIN_RUNS_KEY, [])
-    available = {**compare.entries([], session_runs), **saved(saved_signature())[1]}
-    if not available:
-        st.info("Curves of this session's runs and of saved checkpoints with a history show here.")
-        return
-    with ui.controls("Runs to compare"):
-        pick = st.columns([4, 1.2], gap="medium")
-        chosen = pick[0].multiselect(
-            "Runs",
-            list(available),
-            format_func=lambda key: available[key].label,
-            placeholder="this session's runs and saved checkpoints",
-            help="Saved checkpoints (trained/, runs/) and this session's runs from the Train page.",
-            **kept(RUNS_KEY, list(available), compare.default_keys(available)),
-        )
-        curve = pick[1].selectbox(
-            "Curve",
-            list(compare.CURVE_CHOICES),
-            **kept(CURVE_KEY, list(compare.CURVE_CHOICES), "test accuracy"),
-        )
-    if not chosen:
-        st.info("Pick one or more runs to overlay their curves.")
-        return
-    picked = [available[key] for key in chosen]
-    metric = compare.CURVE_CHOICES[curve][0]
-    left, right = st.columns([1, 1], gap="medium")
-    with left:
-
-        def build():
-            runs = [compare.curve(entry, curve) for entry in picked]
-            fig = figures.training_curves(runs, metric=metric, title=curve.capitalize())
-            if len(compare.CURVE_CHOICES[curve][1]) == 1:  # one line per run: name it by the run
-                fig.for_each_trace(lambda t: t.update(name=t.legendgroup, legendgrouptitle=None))
-                fig.update_layout(title_subtitle_text=f"{len(runs)} runs, one line each")
-            fig.update_layout(height=540, legend={"orientation": "h", "y": -0.16})
-            return fig
-
-        key = ("curves", curve, tuple((entry.key, entry.version) for entry in picked))
-        ui.figure(cached_figure(key, build), f"curves-{curve.replace(' ', '-')}", key="curves")
-    with right:
-        table, differing = compare.hyperparameter_table([entry.row for entry in picked])
-        st.dataframe(
-            table,
-            width="stretch",
-            height=min(38 + 35 * len(table), 460),
-            column_config={
-                **{
-                    column: st.column_config.Column(
-                        f"{SHORT.get(column, column)} ≠",
-                        pinned=True,
-                        width="medium" if column == "Model" else "small",
-                        help="differs between the chosen runs",
-                    )
-                    for column in differing
-                },
-            },
-        )
-        if differing:
-            st.caption(
-                f"First, marked ≠ and pinned: what differs between these runs — "
-                f"{', '.join(differing)}. The other columns are the same for all."
-            )
-        else:
-            st.caption("Pick two or more runs: the columns that differ come first, marked ≠.")
+    ui.runs_overlay(session_runs, "compare", default_keys=compare.default_keys)
 
 
 # --------------------------------------------------------------------------- two checkpoints
@@ -202,7 +98,7 @@ def curves_section() -> None:
 def pick_b(model_a, view_a) -> tuple[str, compare.Match] | None:
     """Model B among the checkpoints that fit A's shapes, or None after saying why none does."""
     key_a = selection.model_key
-    cards = saved(saved_signature())[0]
+    cards = ui.saved_checkpoints()[0]
     keys = [ui.checkpoint_key(card.path) for card in cards]
     keys += [k for k in st.session_state.get(ui.EXTRA_MODELS_KEY, []) if k not in keys]
     keys = [k for k in keys if k.startswith(ui.CKPT_PREFIX) and k != key_a]
@@ -243,7 +139,7 @@ def pick_b(model_a, view_a) -> tuple[str, compare.Match] | None:
             format_func=labels.get,
             help=f"Checkpoints of {view_a.architecture} whose tensors have A's shapes "
             f"({len(comparable)} of them).",
-            **kept(B_KEY, comparable, default),
+            **ui.kept(B_KEY, comparable, default),
         )
     return b_key, found.matches[b_key]
 
@@ -300,7 +196,7 @@ def filters_section(model_a, model_b, names: tuple[str, str], source: tuple, fou
             "Conv layer",
             list(by_name),
             format_func=lambda n: by_name[n].label,
-            **kept(FILTER_KEY, list(by_name), layers[0].name),
+            **ui.kept(FILTER_KEY, list(by_name), layers[0].name),
         )
         layer = by_name[name]
         channels = [MEAN, *range(layer.in_channels)]
@@ -310,7 +206,7 @@ def filters_section(model_a, model_b, names: tuple[str, str], source: tuple, fou
             format_func=lambda c: "mean of all input channels" if c == MEAN else f"channel {c}",
             disabled=layer.in_channels == 1,
             help="Each filter has one kernel per input channel: their mean, or one of them.",
-            **kept(CHANNEL_KEY, channels, MEAN),
+            **ui.kept(CHANNEL_KEY, channels, MEAN),
         )
     channel = None if choice == MEAN else int(choice)
     weights_a = filters.layer_weights(model_a, name).numpy()
@@ -331,7 +227,7 @@ def filters_section(model_a, model_b, names: tuple[str, str], source: tuple, fou
                 max_side=GRID_SIDE,
                 limit=limit,
             )
-            ui.figure(cached_figure(key, build), f"filters-{side}-{name}", key=f"filters_{side}")
+            ui.figure(ui.cached_figure(key, build), f"filters-{side}-{name}", key=f"filters_{side}")
     below = st.columns([1, 1], gap="medium")
     below[0].dataframe(
         {"Filter": range(len(cosines)), "cos(A, B)": cosines, "Change": 100 * changes},
@@ -375,7 +271,7 @@ def activations_section(model_a, model_b, view_a, view_b, names: tuple[str, str]
             min_value=0,
             max_value=len(split) - 1,
             step=1,
-            **kept(IMAGE_KEY, range(len(split)), 0),
+            **ui.kept(IMAGE_KEY, range(len(split)), 0),
         )
     item = inputs.test_image(split, int(index))
     x = inputs.model_input(item.pixels, info)
@@ -398,7 +294,7 @@ def activations_section(model_a, model_b, view_a, view_b, names: tuple[str, str]
         common,
         format_func=lambda k: f"{k} · {'×'.join(map(str, first.maps[k].shape))}",
         help="Layers both models have with outputs of the same shape.",
-        **kept(LAYER_KEY, common, default),
+        **ui.kept(LAYER_KEY, common, default),
     )
     pixels = item.pixels[0] if item.pixels.shape[0] == 1 else item.pixels.transpose(1, 2, 0)
     k = max(1, THUMBNAIL // pixels.shape[0])
@@ -424,7 +320,7 @@ def activations_section(model_a, model_b, view_a, view_b, names: tuple[str, str]
                 title=f"{side} · {name} · prediction",
             )
             ui.figure(
-                cached_figure(("bars", *model_id, tuple(classes)), bars),
+                ui.cached_figure(("bars", *model_id, tuple(classes)), bars),
                 f"prediction-{side}",
                 key=f"bars_{side}",
             )
@@ -437,7 +333,7 @@ def activations_section(model_a, model_b, view_a, view_b, names: tuple[str, str]
                 max_side=MAPS_SIDE,
             )
             key = ("maps", *model_id, layer, low, high, names)
-            ui.figure(cached_figure(key, grid), f"maps-{side}-{layer}", key=f"maps_{side}")
+            ui.figure(ui.cached_figure(key, grid), f"maps-{side}-{layer}", key=f"maps_{side}")
     st.caption(
         f"One colour scale for both ({low:.3g} … {high:.3g}); cosine between A's and B's maps "
         f"of {layer}: {similarity:.3f}."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -118,13 +119,38 @@ def chromium_page(viewport: tuple[int, int] = (1400, 1000)) -> Iterator[object]:
             browser.close()
 
 
+# Streamlit shows a running indicator while the script runs: true once it is gone.
+IDLE = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+
+
 def wait_for_app(page, text: str, timeout_ms: int = 60_000) -> None:
     """Wait for the page's own text (health answers before the script imported torch)."""
     page.get_by_text(text, exact=False).first.wait_for(timeout=timeout_ms)
-    # Streamlit shows a running indicator while the script runs; wait until it settles.
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms
-    )
+    page.wait_for_function(IDLE, timeout=timeout_ms)
+
+
+def settle(page, timeout_ms: int = 120_000) -> None:
+    """Wait until Streamlit has finished the rerun a widget started (its running indicator
+    shows a moment after the change)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(IDLE, timeout=timeout_ms)
+
+
+def choose(page, label: str, option: str | re.Pattern, *, scope=None) -> None:
+    """Pick `option` (its whole text, or a pattern) in the selectbox labelled `label` inside
+    `scope` (default: the page), and wait for the rerun."""
+    box = (scope or page).locator('[data-testid="stSelectbox"]').filter(has_text=label).first
+    box.click()
+    page.get_by_role("option", name=option, exact=isinstance(option, str)).first.click()
+    settle(page)
+
+
+def set_number(page, label: str, value: int) -> None:
+    """Type `value` into the number input labelled `label`, and wait for the rerun."""
+    field = page.get_by_label(label, exact=True)
+    field.fill(str(value))
+    field.press("Enter")
+    settle(page)
 
 
 def assert_no_exception(page) -> None:
@@ -138,3 +164,36 @@ def screenshot(page, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+# --------------------------------------------------------------------------- the Train page
+
+PROGRESS = '[data-testid="stProgress"]'
+TRAINING_NOW = "Runs training on this server now"
+
+
+def open_train(page, url: str) -> None:
+    page.goto(f"{url}/Train")
+    wait_for_app(page, "Start training", timeout_ms=120_000)
+    assert_no_exception(page)
+
+
+def set_run(page, epochs: int, images: int, test_images: int = 500) -> None:
+    """A quick run's numbers: epochs, training images and test images."""
+    set_number(page, "Epochs", epochs)
+    set_number(page, "Training images (0 = all)", images)
+    set_number(page, "Test images (0 = all)", test_images)
+
+
+def wait_until_no_run_trains(page, url: str, since: float, limit_s: float) -> float:
+    """Open the Train page again and again until it says no run trains on the server any
+    more; → the seconds since `since` (the moment a tab closed), failing past `limit_s`."""
+    from dashboard.runs import MAX_ACTIVE_RUNS
+
+    while True:
+        page.goto(f"{url}/Train")
+        wait_for_app(page, TRAINING_NOW)
+        if page.get_by_text(f"{TRAINING_NOW}: 0 of {MAX_ACTIVE_RUNS}.").count():
+            return time.monotonic() - since
+        assert time.monotonic() - since < limit_s, "a closed tab's run outlived it"
+        time.sleep(2)

@@ -17,13 +17,11 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import checkpoints, data, inputs, models, paths, runs, training
 from dashboard.runs import RunSpec
-from tests.conftest import REPO_ROOT
+from tests.pages import run_page
 from tests.test_hostile_checkpoints import card, fill, tiny_disk, tree_digest
 from tests.test_hostile_cli import write_pngs
 from tests.test_page_train import run_until_done
 
-TIMEOUT = 120
-APP = str(REPO_ROOT / "app.py")
 SHIPPED = "ckpt:trained/lenet5-mnist.safetensors"
 
 
@@ -36,15 +34,8 @@ def private_folders(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def page(script: str, model_key: str = SHIPPED, **state) -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=TIMEOUT).switch_page(script)
-    app.session_state["lens_model"] = model_key
-    if model_key.startswith("ckpt:") and model_key != SHIPPED:
-        app.session_state["lens_extra_models"] = [model_key]
-    for key, value in state.items():
-        app.session_state[key] = value
-    app.run()
-    assert not app.exception, app.exception
-    return app
+    extra = model_key.startswith("ckpt:") and model_key != SHIPPED
+    return run_page(script, extra=extra, lens_model=model_key, **state)
 
 
 def errors(app: AppTest) -> list[str]:

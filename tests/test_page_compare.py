@@ -16,11 +16,10 @@ from safetensors.torch import load_file
 from streamlit.testing.v1 import AppTest
 
 from dashboard import checkpoints, data, figures, models, paths, runs, training, ui
-from tests.conftest import REPO_ROOT
+from tests.pages import run_page
 from tests.test_page_filters import array, charts  # plotly specs by title, typed arrays
 
 TIMEOUT = 180
-APP = str(REPO_ROOT / "app.py")  # the entry point: the sidebar's page links resolve against it
 PAGE = "pages/7_Compare.py"
 STUDY = ("batchnorm", "avgpool", "sgd", "batch128", "base", "sigmoid")
 A_DEFAULT = "ckpt:trained/study-lenet5-batchnorm.safetensors"  # the sidebar's first choice
@@ -35,14 +34,9 @@ def runs_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def open_page(model_key: str | None = None, **state) -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=TIMEOUT).switch_page(PAGE)
     if model_key is not None:
-        app.session_state["lens_model"] = model_key
-    for key, value in state.items():
-        app.session_state[key] = value
-    app.run()
-    assert not app.exception, app.exception
-    return app
+        state["lens_model"] = model_key
+    return run_page(PAGE, timeout=TIMEOUT, **state)
 
 
 def card(name: str) -> dict:
@@ -213,17 +207,11 @@ def test_a_mismatched_pair_gives_a_message(runs_dir: Path) -> None:
 
 
 def test_a_link_picks_b_and_a_wrong_one_is_explained() -> None:
-    app = AppTest.from_file(APP, default_timeout=TIMEOUT).switch_page(PAGE)
-    app.query_params["b"] = "trained/study-lenet5-sgd"
-    app.run()
-    assert not app.exception
+    app = run_page(PAGE, timeout=TIMEOUT, query={"b": "trained/study-lenet5-sgd"})
     assert app.selectbox(key="_compare_b").value == "ckpt:trained/study-lenet5-sgd.safetensors"
     assert not app.warning
 
-    app = AppTest.from_file(APP, default_timeout=TIMEOUT).switch_page(PAGE)
-    app.query_params["b"] = "trained/course-net-mnist"
-    app.run()
-    assert not app.exception
+    app = run_page(PAGE, timeout=TIMEOUT, query={"b": "trained/course-net-mnist"})
     (warning,) = [w.value for w in app.warning]
     assert warning == (
         "trained/course-net-mnist cannot stand beside study-lenet5-batchnorm as B: "

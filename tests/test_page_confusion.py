@@ -15,7 +15,7 @@ import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, recall_score
 from streamlit.testing.v1 import AppTest
 
-from dashboard import checkpoints, confusion, data, metrics, models, training
+from dashboard import checkpoints, confusion, data, metrics, models, probe, training
 from tests.conftest import REPO_ROOT
 from tests.test_confusion import write_cifar100
 
@@ -292,3 +292,14 @@ def test_a_model_whose_outputs_do_not_fit_shows_one_line(cifar100_case: tuple[Pa
         "the model has 10 outputs but the dataset has 100 classes: pick a dataset with 10 "
         "classes or a model trained on this one"
     ]
+
+
+def test_a_model_with_other_outputs_is_refused_before_classifying(shared_datasets) -> None:
+    """alexnet's 1,000 ImageNet outputs cannot be read as CIFAR-10's 10 classes: the page says
+    so from the shape flow, before classifying 10,000 images at 224 px (minutes on a CPU)."""
+    app = open_page(lens_model="arch:alexnet", lens_dataset="cifar10")
+    errors = [e.value for e in app.error]
+    assert any("1000 outputs but the dataset has 10 classes" in e for e in errors), errors
+    assert not app.get("plotly_chart")
+    flow = probe.shape_flow(models.build_model("alexnet"), (3, 224, 224))
+    assert flow.output_shape[-1] == 1000  # the independent count the message rests on

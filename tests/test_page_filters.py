@@ -21,9 +21,8 @@ from streamlit.testing.v1 import AppTest
 from dashboard import checkpoints, data, figures, filters, models, paths, probe
 from dashboard.errors import ShapeError, UnknownNameError
 from tests.conftest import REPO_ROOT
+from tests.pages import run_page
 
-TIMEOUT = 120
-APP = str(REPO_ROOT / "app.py")  # the entry point: the sidebar links resolve against it
 PAGE = "pages/4_Filters.py"
 
 
@@ -40,15 +39,7 @@ def trained(shared_datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def open_page(model_key: str, dataset: str = "mnist", **state) -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=TIMEOUT).switch_page(PAGE)
-    app.session_state["lens_model"] = model_key
-    app.session_state["lens_dataset"] = dataset
-    app.session_state["lens_extra_models"] = [model_key]
-    for key, value in state.items():
-        app.session_state[key] = value
-    app.run()
-    assert not app.exception, app.exception
-    return app
+    return run_page(PAGE, extra=True, lens_model=model_key, lens_dataset=dataset, **state)
 
 
 def charts(app: AppTest) -> dict[str, dict]:

@@ -15,10 +15,8 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from dashboard import checkpoints, data, metrics, models, paths
-from tests.conftest import REPO_ROOT
+from tests.pages import run_page
 
-TIMEOUT = 120
-APP = str(REPO_ROOT / "app.py")  # the entry point: the sidebar's page links resolve against it
 PAGE = "pages/1_Model.py"
 REFUSED = "http://127.0.0.1:9"  # nothing listens: a download fails at once instead of leaving
 
@@ -35,13 +33,7 @@ def offline_and_private_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
 
 def model_page(model_key: str, extra: bool = False) -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=TIMEOUT).switch_page(PAGE)
-    app.session_state["lens_model"] = model_key
-    if extra:
-        app.session_state["lens_extra_models"] = [model_key]
-    app.run()
-    assert not app.exception, app.exception
-    return app
+    return run_page(PAGE, extra=extra, lens_model=model_key)
 
 
 def metric(app: AppTest, label: str) -> str:

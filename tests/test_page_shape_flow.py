@@ -17,22 +17,13 @@ from streamlit.testing.v1 import AppTest
 from torch import nn
 
 from dashboard import models, probe, summary
-from tests.conftest import REPO_ROOT
+from tests.pages import run_page
 
-TIMEOUT = 120
-APP = str(REPO_ROOT / "app.py")  # the entry point: the sidebar links resolve against it
 PAGE = "pages/3_Shape_flow.py"
 
 
 def open_page(model_key: str, **state) -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=TIMEOUT).switch_page(PAGE)
-    app.session_state["lens_model"] = model_key
-    app.session_state["lens_extra_models"] = [model_key]
-    for key, value in state.items():
-        app.session_state[key] = value
-    app.run()
-    assert not app.exception, app.exception
-    return app
+    return run_page(PAGE, extra=True, lens_model=model_key, **state)
 
 
 def table(app: AppTest) -> list[dict]:

@@ -12,10 +12,8 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from dashboard import checkpoints, paths, runs, ui
-from tests.conftest import REPO_ROOT
+from tests.pages import run_page
 
-TIMEOUT = 120
-APP = str(REPO_ROOT / "app.py")  # the entry point: the sidebar's page links resolve against it
 PAGE = "pages/2_Train.py"
 
 
@@ -28,13 +26,7 @@ def runs_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def train_page(model_key: str = "arch:lenet5", extra: bool = False) -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=TIMEOUT).switch_page(PAGE)
-    app.session_state["lens_model"] = model_key
-    if extra:
-        app.session_state["lens_extra_models"] = [model_key]
-    app.run()
-    assert not app.exception, app.exception
-    return app
+    return run_page(PAGE, extra=extra, lens_model=model_key)
 
 
 def set_quick_run(app: AppTest, epochs: int = 1, limit: int = 2000) -> None:

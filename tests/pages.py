@@ -1,0 +1,35 @@
+"""One page of the app under AppTest, opened as a user arriving from another page would."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import REPO_ROOT
+
+APP = str(REPO_ROOT / "app.py")  # the entry point: the sidebar's page links resolve against it
+TIMEOUT = 120  # seconds a run may take: the first one imports torch and loads a model
+
+
+def run_page(
+    script: str,
+    *,
+    timeout: float = TIMEOUT,
+    extra: bool = False,
+    query: Mapping[str, str] | None = None,
+    **state: object,
+) -> AppTest:
+    """`script` ("pages/2_Train.py") run once with `state` in session state ("lens_model", …)
+    and `query` in the URL; with `extra`, lens_model is also offered in the sidebar as this
+    session's extra choice (as an upload is). Fails on an exception."""
+    app = AppTest.from_file(APP, default_timeout=timeout).switch_page(script)
+    for key, value in state.items():
+        app.session_state[key] = value
+    if extra:
+        app.session_state["lens_extra_models"] = [state["lens_model"]]
+    for key, value in (query or {}).items():
+        app.query_params[key] = value
+    app.run()
+    assert not app.exception, app.exception
+    return app
