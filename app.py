@@ -2,18 +2,21 @@
 
 import streamlit as st
 
-from dashboard import summary, ui
+from dashboard import ui
 from dashboard.errors import LensError
 
 ui.setup_page("Home")
-selection = ui.sidebar()
-
+# Title and page map first: they need no torch, so they show while the sidebar's model list
+# and the shape flow below load it (seconds on a cold start).
 st.title("CNN Lens")
 st.caption(
     "Train or load a convolutional network and look inside it: filters, activation maps, "
     "the shape of every feature map, and where it gets confused."
 )
 ui.page_overview()
+selection = ui.sidebar()
+
+from dashboard import summary  # noqa: E402  (imports torch)
 
 try:
     input_shape = ui.input_shape_for(selection)

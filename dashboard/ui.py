@@ -13,12 +13,17 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import streamlit as st
 
-from dashboard import data, metrics, models, paths, probe
+from dashboard import paths
 from dashboard.errors import LensError
+
+if TYPE_CHECKING:  # torch-heavy modules load on first use: the home page paints before them
+    import pandas as pd
+
+    from dashboard import data, metrics, probe
 
 MODEL_KEY = "lens_model"  # permanent session-state keys
 DATASET_KEY = "lens_dataset"
@@ -111,6 +116,8 @@ def model_label(model_key: str) -> str:
 def model_choices() -> list[str]:
     """Shipped checkpoints (the best MNIST model first: the default), the user's saved runs,
     this session's uploads and zoo picks, then every architecture untrained."""
+    from dashboard import models
+
     saved = _checkpoint_keys(paths.TRAINED_DIR) + _checkpoint_keys(paths.RUNS_DIR)
     extra = [k for k in st.session_state.get(EXTRA_MODELS_KEY, []) if k not in saved]
     return saved + extra + [ARCH_PREFIX + name for name in models.model_names()]
@@ -325,6 +332,8 @@ def mtime_of(model_key: str) -> float:
 @st.cache_resource(max_entries=6, show_spinner="Loading the model…")
 def _load(model_key: str, mtime: float) -> tuple[object, ModelView, dict]:
     """(model in eval mode, its view, its filter history). Shared by every session: read only."""
+    from dashboard import models
+
     if model_key.startswith(CKPT_PREFIX):
         from dashboard import checkpoints
 
@@ -364,6 +373,8 @@ def filter_history(selection: Selection) -> dict:
 
 
 def input_shape_for(selection: Selection) -> tuple[int, int, int]:
+    from dashboard import models
+
     if selection.is_checkpoint:
         card = _card_for(selection.model_key)
         if card.input_shape:
@@ -374,6 +385,8 @@ def input_shape_for(selection: Selection) -> tuple[int, int, int]:
 @st.cache_data(max_entries=32, show_spinner="Tracing shapes…")
 def shape_flow(model_key: str, input_shape: tuple[int, int, int], mtime: float) -> probe.ShapeFlow:
     """Shape flow for a sidebar choice; `mtime` invalidates it when a checkpoint changes."""
+    from dashboard import probe
+
     model, _, _ = _load(model_key, mtime)
     return probe.shape_flow(model, input_shape)
 
@@ -389,11 +402,15 @@ def data_root() -> str:
 @st.cache_resource(max_entries=8, show_spinner="Loading the dataset…")
 def _split(dataset: str, split: str, input_size: int | None, root: str) -> data.Split:
     """A split as uint8 tensors in memory; shared by every session, never modified."""
+    from dashboard import data
+
     return data.load_split(dataset, split, data_root=root, input_size=input_size)
 
 
 def _input_size(selection: Selection, view: ModelView) -> int | None:
     """The side the dataset must be resized to for this model (None: as stored)."""
+    from dashboard import data
+
     info = data.dataset_info(selection.dataset, data_root=data_root())
     channels, height, _ = view.input_shape
     if info.channels != channels:
@@ -431,6 +448,8 @@ def session_alive_check():  # -> Callable[[], bool] | None
 def _predictions(
     model_key: str, mtime: float, dataset: str, split: str, input_size: int | None, root: str
 ) -> metrics.Predictions:
+    from dashboard import metrics
+
     model, _, _ = _load(model_key, mtime)
     return metrics.predict(model, _split(dataset, split, input_size, root))
 
@@ -609,6 +628,8 @@ def _present_changed() -> None:
 
 def layer_table(rows: list[dict]) -> None:
     """The shape-flow table with counts shown with thousands separators (still sortable)."""
+    import pandas as pd
+
     counts = st.column_config.NumberColumn(format="localized")
     st.dataframe(
         pd.DataFrame(rows),
