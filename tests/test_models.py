@@ -504,3 +504,24 @@ def test_the_home_pages_modules_leave_torchvision_unimported() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
     assert "tv:resnet18" in {f"tv:{n}" for n in torchvision_names()}  # the zoo still there
+
+
+def test_the_home_page_paints_before_importing_torch() -> None:
+    """app.py draws its title and page map from dashboard.ui before anything imports torch
+    (seconds on a cold start), so the first page appears while the model list loads."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import streamlit, dashboard.ui, dashboard.errors\n"
+        "print('torch' in sys.modules)\n"
+    )
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+    app = (repo / "app.py").read_text()
+    assert app.index("ui.page_overview()") < app.index("from dashboard import summary")
