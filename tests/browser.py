@@ -28,6 +28,7 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
+SIDEBAR = '[data-testid="stSidebar"]'
 
 
 def require_chromium() -> None:
@@ -103,6 +104,18 @@ def streamlit_server(env: dict[str, str] | None = None, timeout: float = 60.0) -
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@contextmanager
+def app_with_saved_runs(runs: Path, *saved: Path) -> Iterator[str]:
+    """`streamlit_server` with copies of the `saved` checkpoints (weights and card) in the
+    folder `runs`, its saved runs; skips without Chromium."""
+    require_chromium()
+    for checkpoint in saved:
+        for suffix in (".safetensors", ".json"):
+            shutil.copy(checkpoint.with_suffix(suffix), runs)
+    with streamlit_server(env={"CNN_LENS_RUNS": str(runs)}) as url:
+        yield url
 
 
 @contextmanager

@@ -4,17 +4,18 @@ digit on the canvas with the mouse, and watch the prediction follow."""
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.browser import (
+    SIDEBAR,
+    app_with_saved_runs,
     assert_no_exception,
+    choose,
     chromium_page,
-    require_chromium,
     screenshot,
-    streamlit_server,
+    settle,
     wait_for_app,
 )
 
@@ -25,28 +26,9 @@ TIMEOUT_MS = 120_000
 @pytest.fixture(scope="module")
 def app_url(lenet5_mnist_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
     """The app with the fixture's LeNet-5 among the saved runs (shipped models stay first)."""
-    require_chromium()
     runs = tmp_path_factory.mktemp("runs")
-    for suffix in (".safetensors", ".json"):
-        shutil.copy(lenet5_mnist_checkpoint.with_suffix(suffix), runs)
-    with streamlit_server(env={"CNN_LENS_RUNS": str(runs)}) as url:
+    with app_with_saved_runs(runs, lenet5_mnist_checkpoint) as url:
         yield url
-
-
-def settle(page) -> None:
-    """Wait until Streamlit has finished the rerun a widget started."""
-    page.wait_for_timeout(300)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT_MS
-    )
-
-
-def choose(page, scope, label: str, option: str | re.Pattern) -> None:
-    """Pick `option` in the selectbox labelled `label` inside `scope`."""
-    box = scope.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
-    box.click()
-    page.get_by_role("option", name=option).first.click()
-    settle(page)
 
 
 def verdict(page, expected: str) -> str:
@@ -63,12 +45,12 @@ def test_layer_class_pick_and_drawn_digit(app_url: str) -> None:
     with chromium_page(viewport=(1500, 2400)) as page:
         page.goto(f"{app_url}/Activations")
         wait_for_app(page, "Where the image comes from", TIMEOUT_MS)
-        choose(page, page.locator('[data-testid="stSidebar"]'), "Model", re.compile("lenet5-test"))
+        choose(page, "Model", re.compile("lenet5-test"), scope=page.locator(SIDEBAR))
         wait_for_app(page, "features.conv1 — test image 0", TIMEOUT_MS)
         assert_no_exception(page)
         verdict(page, r"true 7")  # MNIST's first test image is a 7
 
-        choose(page, page, "Layer", re.compile(r"^features\.conv2 · Conv2d"))
+        choose(page, "Layer", re.compile(r"^features\.conv2 · Conv2d"))
         page.get_by_text("features.conv2 — test image 0").first.wait_for(timeout=TIMEOUT_MS)
         page.get_by_text("after ReLU").first.click()
         settle(page)
@@ -78,7 +60,7 @@ def test_layer_class_pick_and_drawn_digit(app_url: str) -> None:
         page.get_by_text("by class", exact=True).click()
         page.get_by_text(re.compile(r"^Which one of the")).wait_for(timeout=TIMEOUT_MS)
         settle(page)
-        choose(page, page, "Class", re.compile(r"^3$"))
+        choose(page, "Class", re.compile(r"^3$"))
         verdict(page, r"true 3")
         page.get_by_text("Grad-CAM for '3' at features.conv2").first.wait_for(timeout=TIMEOUT_MS)
         settle(page)
@@ -130,7 +112,7 @@ def test_uploads_a_photo_of_a_digit_and_refuses_a_fake(app_url: str, shared_data
     with chromium_page(viewport=(1500, 1600)) as page:
         page.goto(f"{app_url}/Activations")
         wait_for_app(page, "Where the image comes from", TIMEOUT_MS)
-        choose(page, page.locator('[data-testid="stSidebar"]'), "Model", re.compile("lenet5-test"))
+        choose(page, "Model", re.compile("lenet5-test"), scope=page.locator(SIDEBAR))
         page.get_by_text("upload", exact=True).click()
         uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
         uploader.wait_for(state="attached", timeout=TIMEOUT_MS)

@@ -5,7 +5,6 @@ click one, and land on the Activations page with that image selected."""
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -14,11 +13,13 @@ import pytest
 from dashboard import checkpoints, confusion, data, metrics
 from tests.browser import (
     SCREENSHOTS,
+    SIDEBAR,
+    app_with_saved_runs,
     assert_no_exception,
+    choose,
     chromium_page,
-    require_chromium,
     screenshot,
-    streamlit_server,
+    settle,
     wait_for_app,
 )
 
@@ -30,11 +31,8 @@ GALLERY_BUTTONS = '[class*="st-key-cm_open_"]'  # one element container per imag
 @pytest.fixture(scope="module")
 def app_url(lenet5_mnist_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
     """The app with the fixture's LeNet-5 among the saved runs (shipped models stay first)."""
-    require_chromium()
     runs = tmp_path_factory.mktemp("runs")
-    for suffix in (".safetensors", ".json"):
-        shutil.copy(lenet5_mnist_checkpoint.with_suffix(suffix), runs)
-    with streamlit_server(env={"CNN_LENS_RUNS": str(runs)}) as url:
+    with app_with_saved_runs(runs, lenet5_mnist_checkpoint) as url:
         yield url
 
 
@@ -43,21 +41,6 @@ def pred(lenet5_mnist_checkpoint: Path, shared_datasets: Path) -> metrics.Predic
     """The fixture model's answers on the MNIST test split, computed here (the oracle)."""
     model = checkpoints.load_checkpoint(lenet5_mnist_checkpoint).model
     return metrics.predict(model, data.load_split("mnist", "test", data_root=shared_datasets))
-
-
-def settle(page) -> None:
-    page.wait_for_timeout(300)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT_MS
-    )
-
-
-def choose(page, scope, label: str, option: str | re.Pattern) -> None:
-    """Pick `option` in the selectbox labelled `label` inside `scope`."""
-    box = scope.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
-    box.click()
-    page.get_by_role("option", name=option).first.click()
-    settle(page)
 
 
 def cell_centre(page, true: int, predicted: int) -> tuple[float, float]:
@@ -84,7 +67,7 @@ def test_click_a_cell_see_its_images_open_one(app_url: str, pred: metrics.Predic
     with chromium_page(viewport=(1500, 2000)) as page:
         page.goto(f"{app_url}/Confusion_matrix")
         wait_for_app(page, "Top confusions", TIMEOUT_MS)
-        choose(page, page.locator('[data-testid="stSidebar"]'), "Model", re.compile("lenet5-test"))
+        choose(page, "Model", re.compile("lenet5-test"), scope=page.locator(SIDEBAR))
         page.get_by_text(f"{pred.accuracy:.2%}", exact=True).wait_for(timeout=TIMEOUT_MS)
         # drawn after the matrix: the new model's chart is in place once this button is
         page.get_by_role("button", name=worst.label(pred.classes)).wait_for(timeout=TIMEOUT_MS)
@@ -118,7 +101,8 @@ def test_click_a_cell_see_its_images_open_one(app_url: str, pred: metrics.Predic
         index = int(inside[0])
         page.locator(f".st-key-cm_open_{index}").get_by_role("button", name=f"#{index}").click()
         wait_for_app(page, "Where the image comes from", TIMEOUT_MS)
-        page.wait_for_url(re.compile(rf"/Activations\?image={index}$"), timeout=TIMEOUT_MS)
+        opened = re.compile(rf"/Activations\?(.*&)?image={index}(&|$)")  # and the rest of the view
+        page.wait_for_url(opened, timeout=TIMEOUT_MS)
         field = page.locator('[data-testid="stNumberInputField"]').first
         assert field.input_value() == str(index)
         named = re.compile(rf"[Tt]est image ({index}|{index:,})\b")
@@ -131,8 +115,8 @@ def test_compare_two_checkpoints(app_url: str) -> None:
     with chromium_page(viewport=(1500, 2600)) as page:
         page.goto(f"{app_url}/Confusion_matrix")
         wait_for_app(page, "Top confusions", TIMEOUT_MS)
-        choose(page, page.locator('[data-testid="stSidebar"]'), "Model", re.compile("lenet5-test"))
-        choose(page, page, "Second model", re.compile("course-net"))
+        choose(page, "Model", re.compile("lenet5-test"), scope=page.locator(SIDEBAR))
+        choose(page, "Second model", re.compile("course-net"))
         page.get_by_text("Improved in B").first.wait_for(timeout=TIMEOUT_MS)
         assert page.locator(".st-key-cm_difference .js-plotly-plot").count() == 1
         assert_no_exception(page)

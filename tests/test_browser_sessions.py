@@ -21,11 +21,15 @@ from tests import test_browser_train
 from tests.browser import (
     CHROMIUM,
     CHROMIUM_FLAGS,
+    PROGRESS,
     assert_no_exception,
+    choose,
+    open_train,
     screenshot,
+    set_run,
     wait_for_app,
+    wait_until_no_run_trains,
 )
-from tests.test_browser_train import PROGRESS, choose, set_number
 
 pytestmark = pytest.mark.browser
 
@@ -75,18 +79,6 @@ def server_threads(url: str) -> int:
         if b"--server.port" in words and port.encode() in words and b"run" in words:
             return len(os.listdir(entry / "task"))
     raise AssertionError(f"no streamlit process listens on port {port}")
-
-
-def open_train(page, url: str) -> None:
-    page.goto(f"{url}/Train")
-    wait_for_app(page, "Start training", timeout_ms=120_000)
-    assert_no_exception(page)
-
-
-def set_run(page, epochs: int, images: int) -> None:
-    set_number(page, "Epochs", epochs)
-    set_number(page, "Training images (0 = all)", images)
-    set_number(page, "Test images (0 = all)", 500)
 
 
 def run_header(page) -> str:
@@ -214,14 +206,8 @@ def test_closing_one_tab_stops_its_run_only_and_leaves_no_thread(server) -> None
 
         wait_until_finished(staying, 3)  # the other user's run went on to its end
         assert_no_exception(staying)
-        while True:
-            staying.reload()
-            wait_for_app(staying, "Runs training on this server now")
-            if staying.get_by_text("Runs training on this server now: 0 of 2.").count():
-                break
-            assert time.monotonic() - closed < 60, "the closed tab's run outlived it"
-            time.sleep(2)
-        print(f"tab closed → its run ended within {time.monotonic() - closed:.1f} s")
+        ended = wait_until_no_run_trains(staying, url, closed, limit_s=60)
+        print(f"tab closed → its run ended within {ended:.1f} s")
         deadline = time.monotonic() + 20
         while server_threads(url) > idle and time.monotonic() < deadline:
             time.sleep(0.5)  # a script run of the reload may still be finishing

@@ -12,17 +12,20 @@ import torch
 
 from dashboard import checkpoints, models
 from tests.browser import (
+    PROGRESS,
     assert_no_exception,
+    choose,
     chromium_page,
+    open_train,
     require_chromium,
     screenshot,
+    set_run,
     streamlit_server,
     wait_for_app,
+    wait_until_no_run_trains,
 )
 
 pytestmark = pytest.mark.browser
-
-PROGRESS = '[data-testid="stProgress"]'
 
 
 @pytest.fixture(scope="module")
@@ -37,20 +40,6 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         yield url, runs_dir
 
 
-def set_number(page, label: str, value: int) -> None:
-    field = page.get_by_label(label, exact=True)
-    field.fill(str(value))
-    field.press("Enter")
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000
-    )
-
-
-def choose(page, label: str, option: str) -> None:
-    page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.click()
-    page.get_by_role("option", name=option, exact=True).click()
-
-
 def progress_text(page) -> str:
     return page.locator(PROGRESS).first.inner_text()
 
@@ -58,13 +47,9 @@ def progress_text(page) -> str:
 def test_train_live_stop_save_then_upload_on_the_model_page(server, tmp_path: Path) -> None:
     url, runs_dir = server
     with chromium_page(viewport=(1400, 1900)) as page:
-        page.goto(f"{url}/Train")
-        wait_for_app(page, "Start training", timeout_ms=120_000)
-        assert_no_exception(page)
+        open_train(page, url)
         choose(page, "Architecture", "course-net")
-        set_number(page, "Epochs", 40)
-        set_number(page, "Training images (0 = all)", 3000)
-        set_number(page, "Test images (0 = all)", 1000)
+        set_run(page, epochs=40, images=3000, test_images=1000)
         page.get_by_role("button", name="Start training").click()
 
         # The fragment redraws the progress while the run trains in the background.
@@ -162,24 +147,15 @@ def test_the_model_page_shows_a_shipped_card(server) -> None:
 def test_closing_the_tab_stops_its_run(server) -> None:
     url, _ = server
     with chromium_page() as page:
-        page.goto(f"{url}/Train")
-        wait_for_app(page, "Start training", timeout_ms=120_000)
+        open_train(page, url)
         choose(page, "Architecture", "course-net")
-        set_number(page, "Epochs", 500)
-        set_number(page, "Training images (0 = all)", 2000)
-        set_number(page, "Test images (0 = all)", 500)
+        set_run(page, epochs=500, images=2000)
         page.get_by_role("button", name="Start training").click()
         page.locator(PROGRESS).get_by_text(re.compile(r"epoch \d+/500, step")).wait_for(
             timeout=60_000
         )
     closed = time.monotonic()  # the browser is gone: so is the session's websocket
     with chromium_page() as page:
-        while True:
-            page.goto(f"{url}/Train")
-            wait_for_app(page, "Runs training on this server now")
-            if page.get_by_text("Runs training on this server now: 0 of 2.").count():
-                break
-            assert time.monotonic() - closed < 40, "the run outlived its closed tab"
-            time.sleep(2)
-        print(f"tab closed → its run ended within {time.monotonic() - closed:.1f} s")
+        ended = wait_until_no_run_trains(page, url, closed, limit_s=40)
+        print(f"tab closed → its run ended within {ended:.1f} s")
         assert_no_exception(page)

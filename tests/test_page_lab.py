@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import checkpoints, data, ui
 from tests.conftest import REPO_ROOT
+from tests.test_lab import hooked_output  # a layer's output read by a hook of our own
 
 PAGE = str(REPO_ROOT / "pages" / "8_Convolution_lab.py")
 PRESET_X = np.array(
@@ -158,18 +159,6 @@ def test_channels_tab_adds_partial_results() -> None:
     assert any("16,384 + 36,864 + 16,384 = 69,632 weights" in c for c in codes(app))
 
 
-def model_activation(model: torch.nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
-    seen = []
-    module = dict(model.named_modules())[layer]
-    handle = module.register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        handle.remove()
-    return seen[0][0]
-
-
 def shown_numbers(app: AppTest) -> tuple[float, float]:
     block = next(c for c in codes(app) if c.startswith("computed by hand"))
     by_hand = float(re.search(r"computed by hand\s+(\S+)", block).group(1))
@@ -196,7 +185,7 @@ def test_any_neuron_untrained_model_at_the_border(shared_datasets: Path) -> None
     cached, _ = ui.load_model(ui.Selection("arch:course-net", "mnist"))
     split = data.load_split("mnist", "test", data_root=shared_datasets)
     x = data.normalize(split.images[3:4], split.info.mean, split.info.std)
-    expected = model_activation(cached, x, "features.conv2")[7, 7, 7].item()
+    expected = hooked_output(cached, x, "features.conv2")[7, 7, 7].item()
     by_hand, model_value = shown_numbers(app)
     assert model_value == pytest.approx(expected, abs=1e-7)
     assert by_hand == pytest.approx(expected, abs=1e-5)
@@ -219,7 +208,7 @@ def test_any_neuron_of_a_trained_checkpoint_from_the_activations_page(
     model = checkpoints.load_checkpoint(lenet5_mnist_checkpoint).model.eval()
     split = data.load_split("mnist", "test", data_root=shared_datasets)
     x = data.normalize(split.images[:1], split.info.mean, split.info.std)
-    expected = model_activation(model, x, "features.conv1")[2, 0, 27].item()
+    expected = hooked_output(model, x, "features.conv1")[2, 0, 27].item()
     by_hand, model_value = shown_numbers(app)
     assert model_value == pytest.approx(expected, abs=1e-6)
     assert by_hand == pytest.approx(expected, abs=1e-5)
@@ -230,7 +219,7 @@ def test_any_neuron_of_a_trained_checkpoint_from_the_activations_page(
     app.selectbox(key="_lens_neuron_layer").set_value("classifier.fc3").run()
     app.number_input(key="_lens_neuron_channel").set_value(7).run()
     assert not app.exception
-    logits = model_activation(model, x, "classifier.fc3")
+    logits = hooked_output(model, x, "classifier.fc3")
     by_hand, model_value = shown_numbers(app)
     assert model_value == pytest.approx(logits[7].item(), abs=1e-6)
     assert by_hand == pytest.approx(logits[7].item(), abs=1e-5)
