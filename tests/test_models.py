@@ -25,6 +25,7 @@ from torch import nn
 from dashboard import models
 from dashboard.errors import CheckpointError, LensError, ShapeError, UnknownNameError
 from dashboard.models import build_model, model_info, model_names, torchvision_names
+from tests.conftest import REPO_ROOT as REPO
 
 
 def conv(c_in: int, c_out: int, k: int, bias: bool = True) -> int:
@@ -482,13 +483,22 @@ def test_download_checks_the_hash_in_the_file_name(
     assert sorted(p.name for p in cache.iterdir()) == [good]
 
 
+def fresh_python(code: str) -> str:
+    """What `code` prints in a new interpreter started in the repository (a clean sys.modules)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def test_the_home_pages_modules_leave_torchvision_unimported() -> None:
     """torchvision (and the torch._dynamo its ops load) costs ~2 s of the app's first page:
     the registry, the data layer and the home page's modules import it only when they need it
     (the zoo, downloads, decoding image folders)."""
-    import subprocess
-    import sys
-
     code = (
         "import sys\n"
         "import dashboard.ui, dashboard.summary, dashboard.data, dashboard.models\n"
@@ -497,31 +507,14 @@ def test_the_home_pages_modules_leave_torchvision_unimported() -> None:
         "probe.shape_flow(m, (1, 28, 28))\n"
         "print(sorted(n for n in ('torchvision', 'sklearn', 'captum') if n in sys.modules))\n"
     )
-    repo = Path(__file__).resolve().parent.parent
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    assert fresh_python(code) == "[]"
     assert "tv:resnet18" in {f"tv:{n}" for n in torchvision_names()}  # the zoo still there
 
 
 def test_the_home_page_paints_before_importing_torch() -> None:
     """app.py draws its title and page map from dashboard.ui before anything imports torch
     (seconds on a cold start), so the first page appears while the model list loads."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys\n"
-        "import streamlit, dashboard.ui, dashboard.errors\n"
-        "print('torch' in sys.modules)\n"
-    )
-    repo = Path(__file__).resolve().parent.parent
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False"
-    app = (repo / "app.py").read_text()
+    code = "import sys, streamlit, dashboard.ui, dashboard.errors\nprint('torch' in sys.modules)\n"
+    assert fresh_python(code) == "False"
+    app = (REPO / "app.py").read_text()
     assert app.index("ui.page_overview()") < app.index("from dashboard import summary")
