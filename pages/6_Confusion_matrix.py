@@ -313,25 +313,20 @@ with top_area:
             width="stretch",
         )
     stem = f"{model_name}-{selection.dataset.replace('/', '_')}-{split}"
-    downloads = st.columns(2)
-    downloads[0].download_button(
-        "Matrix (CSV)",
-        confusion.matrix_csv(cm, classes),
-        file_name=f"confusion-{stem}.csv",
-        mime="text/csv",
-        icon=":material/download:",
-        on_click="ignore",
-        width="stretch",
+    downloads = (
+        ("Matrix (CSV)", confusion.matrix_csv(cm, classes), f"confusion-{stem}.csv"),
+        ("Report (CSV)", confusion.report_csv(report, classes), f"report-{stem}.csv"),
     )
-    downloads[1].download_button(
-        "Report (CSV)",
-        confusion.report_csv(report, classes),
-        file_name=f"report-{stem}.csv",
-        mime="text/csv",
-        icon=":material/download:",
-        on_click="ignore",
-        width="stretch",
-    )
+    for column, (label, table, file_name) in zip(st.columns(2), downloads, strict=True):
+        column.download_button(
+            label,
+            table,
+            file_name=file_name,
+            mime="text/csv",
+            icon=":material/download:",
+            on_click="ignore",
+            width="stretch",
+        )
 
 # --------------------------------------------------------------------------- the gallery
 
