@@ -211,6 +211,32 @@ _CIFAR100_DESC = (
     "<data root>/cifar-100-python"
 )
 
+
+def _cifar100(
+    name: str, title: str, classes: tuple[str, ...], level: str, what: str
+) -> _Registered:
+    """CIFAR-100 read at one of its two label levels: the same files, another label column."""
+    return _Registered(
+        DatasetInfo(
+            name=name,
+            title=title,
+            classes=classes,
+            channels=3,
+            size=32,
+            mean=_CIFAR100_MEAN,
+            std=_CIFAR100_STD,
+            augment=True,
+            description=f"{_CIFAR100_DESC}; labelled with the {what}",
+            folder="cifar-100-python",
+            native_size=32,
+        ),
+        loader="cifar",
+        torchvision_class="CIFAR100",
+        label_key=f"{level}_labels",
+        names_key=f"{level}_label_names",
+    )
+
+
 _REGISTRY: dict[str, _Registered] = {
     "mnist": _Registered(
         DatasetInfo(
@@ -277,43 +303,13 @@ _REGISTRY: dict[str, _Registered] = {
         label_key="labels",
         names_key="label_names",
     ),
-    "cifar100": _Registered(
-        DatasetInfo(
-            name="cifar100",
-            title="CIFAR-100",
-            classes=_CIFAR100_FINE,
-            channels=3,
-            size=32,
-            mean=_CIFAR100_MEAN,
-            std=_CIFAR100_STD,
-            augment=True,
-            description=_CIFAR100_DESC + "; labelled with the 100 fine classes",
-            folder="cifar-100-python",
-            native_size=32,
-        ),
-        loader="cifar",
-        torchvision_class="CIFAR100",
-        label_key="fine_labels",
-        names_key="fine_label_names",
-    ),
-    "cifar100-coarse": _Registered(
-        DatasetInfo(
-            name="cifar100-coarse",
-            title="CIFAR-100 (20 superclasses)",
-            classes=_CIFAR100_COARSE,
-            channels=3,
-            size=32,
-            mean=_CIFAR100_MEAN,
-            std=_CIFAR100_STD,
-            augment=True,
-            description=_CIFAR100_DESC + "; labelled with the 20 coarse superclasses",
-            folder="cifar-100-python",
-            native_size=32,
-        ),
-        loader="cifar",
-        torchvision_class="CIFAR100",
-        label_key="coarse_labels",
-        names_key="coarse_label_names",
+    "cifar100": _cifar100("cifar100", "CIFAR-100", _CIFAR100_FINE, "fine", "100 fine classes"),
+    "cifar100-coarse": _cifar100(
+        "cifar100-coarse",
+        "CIFAR-100 (20 superclasses)",
+        _CIFAR100_COARSE,
+        "coarse",
+        "20 coarse superclasses",
     ),
 }
 
