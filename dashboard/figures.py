@@ -916,6 +916,21 @@ def training_curves(runs: Sequence[Run], *, metric: str = "accuracy", title: str
     return fig
 
 
+def _class_ticks(names: Sequence[str]) -> dict:
+    """Axis settings naming the classes of a K×K matrix: at most 50 labels, smaller past 20."""
+    K = len(names)
+    step = max(1, math.ceil(K / 50))
+    return {
+        "tickmode": "array",
+        "tickvals": list(range(0, K, step)),
+        "ticktext": list(names)[::step],
+        "tickfont": {"size": 12 if K <= 20 else 9},
+        "showgrid": False,
+        "zeroline": False,
+        "ticks": "",
+    }
+
+
 def confusion_heatmap(
     cm: np.ndarray, classes: Sequence[str], *, normalize: str = "counts", title: str = ""
 ) -> go.Figure:
@@ -962,16 +977,7 @@ def confusion_heatmap(
         showlegend=False,
         name="cells",
     )
-    step = max(1, math.ceil(K / 50))
-    ticks = {
-        "tickmode": "array",
-        "tickvals": list(range(0, K, step)),
-        "ticktext": names[::step],
-        "tickfont": {"size": 12 if K <= 20 else 9},
-        "showgrid": False,
-        "zeroline": False,
-        "ticks": "",
-    }
+    ticks = _class_ticks(names)
     subtitle = {
         "counts": "images per cell · rows = true class",
         "row": "% of each true class (rows sum to 100 %)",
@@ -1069,16 +1075,7 @@ def confusion_difference(
         text = np.where(diff == 0, "", np.char.replace(np.char.mod("%+d", diff), "-", "−"))
         heat.update(text=text, texttemplate="%{text}")
     cell_px = max(6.0, min(56.0, 640 / K))
-    step = max(1, math.ceil(K / 50))
-    ticks = {
-        "tickmode": "array",
-        "tickvals": list(range(0, K, step)),
-        "ticktext": names_[::step],
-        "tickfont": {"size": 12 if K <= 20 else 9},
-        "showgrid": False,
-        "zeroline": False,
-        "ticks": "",
-    }
+    ticks = _class_ticks(names_)
     fig = go.Figure(heat)
     fig.update_layout(
         template=LENS_TEMPLATE,
