@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from dashboard import checkpoints, confusion, data, metrics
 from tests.browser import (
@@ -104,7 +105,8 @@ def test_click_a_cell_see_its_images_open_one(app_url: str, pred: metrics.Predic
         opened = re.compile(rf"/Activations\?(.*&)?image={index}(&|$)")  # and the rest of the view
         page.wait_for_url(opened, timeout=TIMEOUT_MS)
         field = page.locator('[data-testid="stNumberInputField"]').first
-        assert field.input_value() == str(index)
+        # The address changes with the switch, before the page's run has drawn its widgets.
+        expect(field).to_have_value(str(index), timeout=TIMEOUT_MS)
         named = re.compile(rf"[Tt]est image ({index}|{index:,})\b")
         page.get_by_text(named).first.wait_for(timeout=TIMEOUT_MS)
         assert_no_exception(page)
