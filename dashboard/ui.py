@@ -559,6 +559,8 @@ def figure(fig, name: str, *, key: str | None = None, width: str = "stretch", **
     }
     shown = _present_figure(fig) if presenting() and "on_select" not in kwargs else fig
     event = st.plotly_chart(shown, theme=None, width=width, key=key, config=config, **kwargs)
+    if presenting():  # a clean screen; the camera button still saves PNG/SVG
+        return event
     st.download_button(
         "HTML",
         # Built only when clicked: plotly.js is inlined, so the file opens offline.

@@ -149,6 +149,7 @@ def test_presentation_mode_enlarges_fixed_size_figures(filters_view) -> None:
     assert large[grid]["layout"]["width"] == round(normal[grid]["layout"]["width"] * 1.3)
     assert large[grid]["layout"]["height"] == round(normal[grid]["layout"]["height"] * 1.3)
     assert large[grid]["data"] == normal[grid]["data"]  # the same numbers, only bigger
+    assert not [b for b in presented.get("download_button") if b.proto.label == "HTML"]
     folded = [e for e in presented.expander if e.label == "Controls"]
     assert len(folded) == 1  # the page's controls, folded away
     assert folded[0].selectbox(key=LAYER).value == "features.conv1"
