@@ -63,6 +63,8 @@ def test_presentation_mode_folds_controls_and_tables_offer_csv(app_url: str) -> 
     with chromium_page(viewport=(1600, 1000)) as page:
         page.goto(f"{app_url}/Filters?model=lenet5-mnist&present=1")
         wait_for_app(page, "Controls")
+        drawn = "document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .main-svg').length"
+        page.wait_for_function(f"() => {drawn} >= 3")  # the figures, drawn after the controls
         assert_no_exception(page)
         assert page.get_by_text(SETTLED).first.is_hidden()  # folded into the expander
         sidebar = page.locator('[data-testid="stSidebar"]')
