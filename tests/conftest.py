@@ -53,3 +53,15 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app served headless for one browser-test module, with an empty runs/ folder: the
+    shipped checkpoints only (modules that need saved runs override this fixture)."""
+    from tests.browser import require_chromium, streamlit_server
+
+    require_chromium()
+    runs = tmp_path_factory.mktemp("runs")
+    with streamlit_server(env={"CNN_LENS_RUNS": str(runs)}) as url:
+        yield url

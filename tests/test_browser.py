@@ -7,20 +7,11 @@ import pytest
 from tests.browser import (
     assert_no_exception,
     chromium_page,
-    require_chromium,
     screenshot,
-    streamlit_server,
     wait_for_app,
 )
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def app_url():
-    require_chromium()
-    with streamlit_server() as url:
-        yield url
 
 
 def test_home_page_shows_the_shape_flow_table(app_url: str) -> None:

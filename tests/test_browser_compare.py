@@ -11,24 +11,13 @@ import pytest
 from tests.browser import (
     assert_no_exception,
     chromium_page,
-    require_chromium,
     screenshot,
-    streamlit_server,
     wait_for_app,
 )
 
 pytestmark = pytest.mark.browser
 TIMEOUT_MS = 180_000
 A, B = "study-lenet5-batchnorm", "study-lenet5-base"  # the sidebar's first model, the study's base
-
-
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory):
-    """The app with an empty runs/ folder: the shipped checkpoints only."""
-    require_chromium()
-    runs = tmp_path_factory.mktemp("runs")
-    with streamlit_server(env={"CNN_LENS_RUNS": str(runs)}) as url:
-        yield url
 
 
 def titles(page) -> list[str]:

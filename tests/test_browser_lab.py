@@ -9,9 +9,7 @@ import pytest
 from tests.browser import (
     assert_no_exception,
     chromium_page,
-    require_chromium,
     screenshot,
-    streamlit_server,
     wait_for_app,
 )
 
@@ -21,13 +19,6 @@ PRESET_X = np.array(
     [[3, 4, 6, 5, 7], [2, 4, 6, 8, 2], [1, 6, 7, 8, 4], [9, 7, 4, 6, 2], [3, 7, 5, 4, 1]]
 )
 PRESET_K = np.arange(1, 10).reshape(3, 3)
-
-
-@pytest.fixture(scope="module")
-def app_url():
-    require_chromium()
-    with streamlit_server() as url:
-        yield url
 
 
 def multiply_add(y: int, x: int) -> str:

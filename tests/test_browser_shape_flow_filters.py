@@ -8,20 +8,11 @@ import pytest
 from tests.browser import (
     assert_no_exception,
     chromium_page,
-    require_chromium,
     screenshot,
-    streamlit_server,
     wait_for_app,
 )
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def app_url():
-    require_chromium()
-    with streamlit_server() as url:
-        yield url
 
 
 def choose(page, selectbox, option: str, settle_text: str) -> None:

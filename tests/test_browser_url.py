@@ -11,21 +11,12 @@ import pytest
 from tests.browser import (
     assert_no_exception,
     chromium_page,
-    require_chromium,
     screenshot,
-    streamlit_server,
     wait_for_app,
 )
 
 pytestmark = pytest.mark.browser
 SETTLED = "Colour scale"  # the Filters page's controls are drawn
-
-
-@pytest.fixture(scope="module")
-def app_url():
-    require_chromium()
-    with streamlit_server() as url:
-        yield url
 
 
 def query_of(page) -> dict[str, str]:
