@@ -123,10 +123,6 @@ def model_choices() -> list[str]:
     return saved + extra + [ARCH_PREFIX + name for name in models.model_names()]
 
 
-def _persist(permanent: str, widget: str) -> None:
-    st.session_state[permanent] = st.session_state[widget]
-
-
 def select_model(model_key: str) -> None:
     """Make `model_key` the selection on every page; a checkpoint brings its dataset along."""
     st.session_state[MODEL_KEY] = model_key
@@ -150,13 +146,11 @@ def _persistent_selectbox(
     label: str, options: list[str], permanent: str, on_change=None, **kwargs
 ) -> str:
     """A selectbox whose value survives page switches (see the module docstring)."""
-    widget = "_" + permanent
     if st.session_state.get(permanent) not in options:
         st.session_state[permanent] = options[0]
-    st.session_state[widget] = st.session_state[permanent]
     if on_change is None:
-        on_change, kwargs["args"] = _persist, (permanent, widget)
-    st.selectbox(label, options, key=widget, on_change=on_change, **kwargs)
+        on_change, kwargs["args"] = store, (permanent,)
+    st.selectbox(label, options, key=keep(permanent, options[0]), on_change=on_change, **kwargs)
     return st.session_state[permanent]
 
 
@@ -265,13 +259,11 @@ def sidebar() -> Selection:
         )
         dataset = _persistent_selectbox("Dataset", datasets, DATASET_KEY)
         if dataset == FOLDER_CHOICE:
-            widget = "_" + FOLDER_KEY
-            st.session_state[widget] = st.session_state.get(FOLDER_KEY, "")
             st.text_input(
                 "Image folder",
-                key=widget,
-                on_change=_persist,
-                args=(FOLDER_KEY, widget),
+                key=keep(FOLDER_KEY, ""),
+                on_change=store,
+                args=(FOLDER_KEY,),
                 placeholder="/path/to/images (one subfolder per class)",
             )
             dataset = "folder:" + st.session_state.get(FOLDER_KEY, "")
@@ -579,20 +571,18 @@ def figure(fig, name: str, *, key: str | None = None, width: str = "stretch", **
 def share_controls() -> None:
     """The sidebar's presenting and sharing switches."""
     with st.expander("Present & share", icon=":material/co_present:"):
-        _persistent(PRESENT_KEY, False)
         st.toggle(
             "Presentation mode",
-            key="_" + PRESENT_KEY,
+            key=keep(PRESENT_KEY, False),
             on_change=_present_changed,
             help="Folds the controls away and enlarges figures and type. Also ?present=1.",
         )
-        _persistent(IMAGE_FORMAT_KEY, "png")
         st.radio(
             "Figure downloads (camera button)",
             ("png", "svg"),
-            key="_" + IMAGE_FORMAT_KEY,
-            on_change=_persist,
-            args=(IMAGE_FORMAT_KEY, "_" + IMAGE_FORMAT_KEY),
+            key=keep(IMAGE_FORMAT_KEY, "png"),
+            on_change=store,
+            args=(IMAGE_FORMAT_KEY,),
             horizontal=True,
             format_func=str.upper,
         )
@@ -616,12 +606,8 @@ def store(permanent: str) -> None:
     st.session_state[permanent] = st.session_state["_" + permanent]
 
 
-def _persistent(permanent: str, default: object) -> None:
-    keep(permanent, default)
-
-
 def _present_changed() -> None:
-    _persist(PRESENT_KEY, "_" + PRESENT_KEY)
+    store(PRESENT_KEY)
     if st.session_state.get(PRESENT_KEY):
         st.query_params[PRESENT_QUERY] = "1"
     else:
@@ -705,7 +691,7 @@ def report_button(selection: Selection) -> None:
 # --------------------------------------------------------------------------- runs overlaid
 
 
-@st.cache_resource(max_entries=128, show_spinner=False)
+@st.cache_resource(max_entries=128, show_spinner=False)  # shared by every page and session
 def cached_figure(key: tuple, _build: Callable[[], object]):
     """A figure built once per `key` (everything it depends on), shared read-only: plotly
     spends tens of milliseconds building each, which a widget change should not pay again."""

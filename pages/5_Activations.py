@@ -69,14 +69,6 @@ def grad_cam(
     return gradcam.grad_cam(_model, _x, layer, target)
 
 
-@st.cache_resource(max_entries=96, show_spinner=False)
-def cached_figure(kind: str, key: tuple, _build):
-    """A figure built once per `key` (everything it depends on) and shared read-only:
-    plotly spends tens of milliseconds laying out each figure, which would blow the rerun
-    budget when a widget changes only one of them."""
-    return _build()
-
-
 @st.cache_data(max_entries=16, show_spinner="Reading the image…")
 def uploaded(file_id: str, dataset: str, size: int, digits: bool, _raw: bytes, _info, name: str):
     return inputs.prepare_upload(_raw, _info, digits=digits, name=name)
@@ -326,12 +318,11 @@ with top[1]:
             images.insert(0, (original, prepared.original, key))
     for title, image, key in images:
         build = partial(figures.image_figure, image, title=title)
-        ui.figure(cached_figure("image", key, build), f"image-{key[0]}", width="content")
+        ui.figure(ui.cached_figure(("image", key), build), f"image-{key[0]}", width="content")
 with top[2]:
     ui.figure(
-        cached_figure(
-            "bars",
-            (*model_id, prepared.key, prepared.label, "Prediction"),
+        ui.cached_figure(
+            ("bars", (*model_id, prepared.key, prepared.label, "Prediction")),
             lambda: bars(probabilities, prepared.label, ""),
         ),
         "prediction",
@@ -460,7 +451,7 @@ def maps_figure(result: dict, item: inputs.Prepared):
         title=f"{what} — {item.name}",
         global_range=result["range"],
     )
-    return maps, cached_figure("maps", key, build)
+    return maps, ui.cached_figure(("maps", key), build)
 
 
 # --------------------------------------------------------------------------- the maps
@@ -493,7 +484,7 @@ if compare:
             title = f"Prediction — {item.name}"
             build = partial(bars, res["probabilities"], item.label, title)
             ui.figure(
-                cached_figure("bars", (*model_id, item.key, item.label, title), build),
+                ui.cached_figure(("bars", (*model_id, item.key, item.label, title)), build),
                 f"prediction-{item.name}",
                 width="content",
             )
@@ -573,7 +564,9 @@ with st.expander("One neuron: its value and the input pixels it sees", expanded=
             color=figures.WRONG,
         )
         ui.figure(
-            cached_figure("window", (prepared.key, box), build), "receptive-window", width="content"
+            ui.cached_figure(("window", (prepared.key, box)), build),
+            "receptive-window",
+            width="content",
         )
     else:
         st.markdown(f"{text} = `{value:.6g}`")
@@ -629,7 +622,7 @@ if cam_layers and cam_default is not None:
             title = f"Grad-CAM for {classes[target]!r} at {cam_layer}"
             build = partial(figures.gradcam_overlay, shown_image, cam.heatmap, title=title)
             key = (*model_id, prepared.key, cam_layer, int(target))
-            ui.figure(cached_figure("cam", key, build), "gradcam", width="content")
+            ui.figure(ui.cached_figure(("cam", key), build), "gradcam", width="content")
 
 # --------------------------------------------------------------------------- every layer
 
@@ -655,7 +648,7 @@ if show_all:
             title=f"Every layer — {prepared.name}",
         )
         ui.figure(
-            cached_figure("all", (*model_id, prepared.key, scale, prepared.name), build),
+            ui.cached_figure(("all", (*model_id, prepared.key, scale, prepared.name)), build),
             "every-layer",
             width="content",
         )
