@@ -1,4 +1,4 @@
-"""The command line: `python -m dashboard {train,evaluate,summary}`.
+"""The command line: `python -m dashboard {train,evaluate,summary,explain}`.
 
 Contract (DESIGN.md): progress on stderr, one JSON object last on stdout, and for bad input a
 non-zero exit with a one-line reason on stderr — never a traceback.
@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import re
 import shlex
 import signal
@@ -431,6 +432,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         }
         for name in classes
     }
+    calibration_extras = _calibration_summary(args, loaded, model, device, pred)
+    for name, scores in calibration_extras.pop("per_class").items():
+        per_class[name].update(scores)
     picked = pred.probabilities[np.arange(len(pred.labels)), pred.labels]
     loss = float(-np.log(np.clip(picked, 1e-12, None)).mean()) if len(picked) else None
     top = metrics.top_confusions(cm, classes, k=5)
@@ -448,6 +452,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             "per_class": per_class,
             "classes": classes,
             "top_confusions": [list(t) for t in top],
+            **calibration_extras,
             "seconds": round(time.perf_counter() - start, 3),
         }
     )
@@ -473,6 +478,133 @@ def _print_report_table(
             "most confused (true → predicted): " + ", ".join(f"{t} → {p} ({n})" for t, p, n in top)
         )
     print("\n".join(lines), file=sys.stderr)
+
+
+# --- explain, and evaluate's calibration -------------------------------------------------------
+
+
+def _checkpoint_split(loaded: Any, args: argparse.Namespace, split_name: str) -> Split:
+    """The split a checkpoint is read against: --dataset or the card's, at the card's input
+    size, normalized with the statistics the model was trained with."""
+    from dashboard import data
+
+    card = loaded.card
+    dataset = args.dataset or card.dataset
+    if not dataset:
+        raise LensError(f"{loaded.path.name} has no card naming its dataset; pass --dataset NAME")
+    shape = card.input_shape
+    split = data.load_split(
+        dataset,
+        split_name,
+        data_root=args.data_root,
+        download=args.download,
+        input_size=shape[1] if shape else None,
+    )
+    if shape and split.info.channels != shape[0]:
+        raise LensError(
+            f"{loaded.path.name} takes {shape[0]}-channel images but {dataset} has "
+            f"{split.info.channels}"
+        )
+    if card.normalization and split.info.name == card.dataset:
+        info = dataclasses.replace(
+            split.info,
+            mean=tuple(card.normalization["mean"]),
+            std=tuple(card.normalization["std"]),
+        )
+        split = dataclasses.replace(split, info=info)
+    return split
+
+
+def _calibration_summary(
+    args: argparse.Namespace, loaded: Any, model: Any, device: Any, pred: Any
+) -> dict[str, Any]:
+    """evaluate's calibration, per-class curve scores and top losses. The temperature is fitted
+    on training images the model never saw (after the card's first `train_images`), else on
+    half of the test predictions (evaluation.calibrate says which)."""
+    import torch
+
+    from dashboard import data, evaluation, metrics
+
+    card = loaded.card
+    dataset = args.dataset or card.dataset
+    trained_on = card.training.get("train_images") if dataset == card.dataset else 0
+    held_out = None
+    if isinstance(trained_on, int):
+        train = _checkpoint_split(loaded, args, "train")
+        unseen = evaluation.held_out_range(len(train), trained_on)
+        if len(unseen):
+            print(f"temperature: {len(unseen):,} unseen training images", file=sys.stderr)
+            chosen = data.subset(train, torch.arange(unseen.start, unseen.stop))
+            held_out = metrics.predict(model, chosen, batch_size=args.batch_size, device=device)
+    calibration = evaluation.calibrate(pred, held_out)
+    return {
+        **evaluation.summary(pred, calibration),
+        "per_class": evaluation.per_class_scores(pred),
+    }
+
+
+def _finite(value: float | None) -> float | None:
+    """A number for strict JSON: NaN and infinities become null."""
+    return value if value is None or math.isfinite(value) else None
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from dashboard import attribution, attribution_figures, checkpoints, data, training
+
+    loaded = checkpoints.load_checkpoint(args.checkpoint, architecture=args.model)
+    split = _checkpoint_split(loaded, args, "test")
+    if not 0 <= args.image < len(split):
+        raise LensError(f"image {args.image} does not exist: the test split has {len(split):,}")
+    device = training.resolve_device(args.device)
+    model = loaded.model.to(device)
+    pixels = split.images[args.image]  # (C, H, W) uint8
+    x = data.normalize(pixels[None], split.info.mean, split.info.std).to(device)
+    settings = attribution.Settings(baseline=args.baseline, steps=args.steps, layer=args.layer)
+    print(
+        f"explaining test image {args.image} of {split.info.title} with "
+        f"{attribution.TITLES[args.method]}",
+        file=sys.stderr,
+        flush=True,
+    )
+    result = attribution.explain(
+        model, x, split.info, args.method, target=args.target, settings=settings
+    )
+    if args.out:
+        default = "absolute" if result.method in attribution.BY_MAGNITUDE else "signed"
+        signed = (args.display or default) == "signed"
+        picture = attribution_figures.overlay_picture(
+            pixels.numpy(), result.signed if signed else result.absolute, signed=signed
+        )
+        attribution_figures.save_png(picture, Path(args.out))
+        print(f"wrote {args.out}", file=sys.stderr)
+    is_ig = result.method == "integrated-gradients"
+    payload = {
+        "image": args.image,
+        "target": result.target,
+        "method": result.method,
+        "shape": list(result.values.shape),
+        "attribution_sum": _finite(result.attribution_sum),
+        "logit": _finite(result.logit) if is_ig else None,
+        "baseline_logit": _finite(result.baseline_logit) if is_ig else None,
+        "convergence_delta": _finite(result.convergence_delta) if is_ig else None,
+    }
+    if args.json:
+        print_json(payload)
+    else:
+        classes = split.info.classes
+        name = classes[result.target] if result.target < len(classes) else result.target
+        lines = [
+            f"{result.title} of class {name} (index {result.target}) for test image "
+            f"{args.image}: sum {result.attribution_sum:.6g}, logit {result.logit:.6g}, "
+            f"probability {result.probability:.2%}"
+        ]
+        if is_ig:
+            lines.append(
+                f"baseline ({settings.baseline}) logit {result.baseline_logit:.6g}, "
+                f"convergence delta {result.convergence_delta:.3g}"
+            )
+        sys.stdout.write("\n".join(lines) + "\n")
+    return 0
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -598,6 +730,45 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     _add_data_arguments(evaluate)
     evaluate.set_defaults(run=_evaluate)
+
+    from dashboard.attribution import BASELINES, METHODS
+
+    explain = commands.add_parser(
+        "explain", help="an attribution map of one test image (Captum), as JSON and a PNG"
+    )
+    explain.add_argument("checkpoint", help="NAME.safetensors (with its card) or a .pt/.pth")
+    explain.add_argument(
+        "--image", type=int, required=True, help="index of the image in the test split"
+    )
+    explain.add_argument("--method", choices=METHODS, required=True)
+    explain.add_argument(
+        "--target", type=int, default=None, help="class index to explain (default: predicted)"
+    )
+    explain.add_argument(
+        "--baseline",
+        choices=BASELINES,
+        default="black",
+        help="Integrated Gradients and Occlusion: what an absent pixel is (default: black)",
+    )
+    explain.add_argument(
+        "--steps", type=_positive_int, default=50, help="Integrated Gradients' path steps"
+    )
+    explain.add_argument(
+        "--layer", default=None, help="Grad-CAM layer (default: the last conv block's output)"
+    )
+    explain.add_argument(
+        "--display",
+        choices=("signed", "absolute"),
+        default=None,
+        help="the PNG's map (default: absolute for gradients, signed for contributions)",
+    )
+    explain.add_argument("--out", default=None, help="write the overlay to this PNG file")
+    explain.add_argument("--model", default=None, help="architecture of a bare state dict")
+    explain.add_argument("--dataset", default=None, help="default: the card's dataset")
+    explain.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps")
+    explain.add_argument("--json", action="store_true", help="print the JSON record")
+    _add_data_arguments(explain)
+    explain.set_defaults(run=_explain)
 
     return parser
 

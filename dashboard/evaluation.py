@@ -17,9 +17,10 @@ model, so a page redraws it from cached predictions in milliseconds.
   by one constant per row, which softmax(·/T) ignores, so softmax(log p / T) = softmax(z / T)
   exactly (up to probabilities that underflowed to 0 in float32, clipped at 1e-45).
   The held-out images are training images the model never saw (those after the first
-  `train_images` of the card); a model trained on the whole training split has none, and then
-  T is fitted on a random half of the test split and every number "after" is measured on the
-  other half — said in `Calibration.fitted_on` / `evaluated_on`.
+  `train_images` of the card); a model trained on the whole training split (every shipped
+  checkpoint) has none, and then T is fitted on a random half of the test split and every
+  number "after" is measured on the other half — said in `Calibration.fitted_on` and
+  `evaluated_on`.
 - Top losses (fastai's ClassificationInterpretation): the images with the highest cross-entropy
   −log p(true class), with the true and predicted class and both probabilities.
 - Confidence histograms: the top probability of right and of wrong predictions.
@@ -254,8 +255,8 @@ def calibrate(
         fit_idx, evaluated = np.sort(order[: n // 2]), np.sort(order[n // 2 :])
         fit_p, fit_y = test.probabilities[fit_idx], test.labels[fit_idx]
         fitted_on = (
-            f"a random half of the test split ({len(fit_idx):,} images): the model saw its "
-            "whole training split, so no training image is held out"
+            f"a random half of the test split ({len(fit_idx):,} images): no training image "
+            "is known to be unseen by the model"
         )
         evaluated_on = f"the other {len(evaluated):,} test images"
     temperature = fit_temperature(fit_p, fit_y)
@@ -344,10 +345,17 @@ def _number(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
+def per_class_scores(pred: Predictions) -> dict[str, dict[str, float | None]]:
+    """Class name → ROC AUC and average precision (null for a class without a curve)."""
+    roc, pr = roc_curves(pred), pr_curves(pred)
+    return {
+        r.name: {"roc_auc": _number(r.score), "average_precision": _number(p.score)}
+        for r, p in zip(roc, pr, strict=True)
+    }
+
+
 def summary(pred: Predictions, calibration: Calibration, *, top: int = TOP_LOSSES) -> dict:
-    """What `python -m dashboard evaluate` adds to its JSON."""
-    roc = {c.name: c.score for c in roc_curves(pred)}
-    ap = {c.name: c.score for c in pr_curves(pred)}
+    """What `python -m dashboard evaluate` adds to its JSON (besides `per_class_scores`)."""
     return {
         "ece": reliability(pred.probabilities, pred.labels).ece,
         "temperature": calibration.temperature,
@@ -355,8 +363,6 @@ def summary(pred: Predictions, calibration: Calibration, *, top: int = TOP_LOSSE
         "ece_after_temperature": calibration.after.ece,
         "temperature_fitted_on": calibration.fitted_on,
         "calibration_measured_on": calibration.evaluated_on,
-        "roc_auc": {name: _number(v) for name, v in roc.items()},
-        "average_precision": {name: _number(v) for name, v in ap.items()},
         "top_losses": [
             {
                 "index": loss.index,
