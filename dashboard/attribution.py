@@ -83,7 +83,9 @@ class Settings:
     """How the methods run; the defaults are the papers' usual choices."""
 
     baseline: str = "black"  # IG and Occlusion: what an absent pixel is (see BASELINES)
-    steps: int = 50  # IG: points on the path (Gauss-Legendre); 50 keeps the delta < 1 %
+    # IG: points on the path (Gauss-Legendre). 50 keep the delta < 1 % of the logit difference
+    # for the predicted class on lenet5; a class whose logit barely moves may need 500.
+    steps: int = 50
     layer: str | None = None  # Grad-CAM, Guided Grad-CAM: None = the last conv block's output
     smooth_over: str = "saliency"  # the method SmoothGrad averages
     noise_samples: int = 25  # SmoothGrad: noisy copies (Smilkov et al. use 50; 25 look alike)

@@ -105,14 +105,21 @@ def overlay_picture(
     return Image.fromarray(np.concatenate([parts[0], gap, parts[1]], axis=1), "RGB")
 
 
-def save_png(picture: Image.Image, path: Path) -> None:
-    """Write atomically (a temporary file in the same folder, then a rename): a failure leaves
-    no half-written file. One-line LensError for a folder that is missing or read-only."""
+def check_png_path(path: Path) -> None:
+    """A PNG file name in a folder that exists, else a one-line LensError (checked before the
+    work, so a typo in --out costs nothing)."""
     folder = path.parent if str(path.parent) else Path(".")
     if path.suffix.lower() != ".png":
         raise LensError(f"{path.name}: the picture is written as PNG; give a .png file name")
     if not folder.is_dir():
         raise LensError(f"cannot write {path}: the folder {folder} does not exist")
+
+
+def save_png(picture: Image.Image, path: Path) -> None:
+    """Write atomically (a temporary file in the same folder, then a rename): a failure leaves
+    no half-written file. One-line LensError for a folder that is missing or read-only."""
+    check_png_path(path)
+    folder = path.parent if str(path.parent) else Path(".")
     try:
         handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     except OSError as err:

@@ -551,6 +551,8 @@ def _finite(value: float | None) -> float | None:
 def _explain(args: argparse.Namespace) -> int:
     from dashboard import attribution, attribution_figures, checkpoints, data, training
 
+    if args.out:
+        attribution_figures.check_png_path(Path(args.out))
     loaded = checkpoints.load_checkpoint(args.checkpoint, architecture=args.model)
     split = _checkpoint_split(loaded, args, "test")
     if not 0 <= args.image < len(split):
