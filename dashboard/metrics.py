@@ -170,7 +170,7 @@ def _plain(model: nn.Module, device: str | torch.device) -> nn.Module:
     return copy.deepcopy(model).eval().to(device)
 
 
-def _fast_model(
+def fast_model(
     model: nn.Module, split: Split, device: str | torch.device
 ) -> tuple[nn.Module, torch.memory_format]:
     """(model, input layout): the inference copy when it answers like the model itself on the
@@ -205,7 +205,7 @@ def predict(
     """The model's softmax over every image of the split, in order, in batches of `batch_size`
     (default: `default_batch`). A private inference copy runs (see `inference_copy`): the model
     itself, shared by the app's sessions, is untouched."""
-    fast, layout = _fast_model(model, split, device)
+    fast, layout = fast_model(model, split, device)
     batch = batch_size or default_batch(split)
     probs = _probabilities(fast, split, batch, device, layout).numpy()
     return Predictions(
