@@ -172,6 +172,11 @@ class ChannelAtlas:
         """(C,) mean over the split of each channel's spatial mean."""
         return self.means.mean(axis=0, dtype=np.float64).astype(np.float32)
 
+    @property
+    def preferred_class(self) -> np.ndarray:
+        """(C,) the class with the largest mean activity (`class_means`) per channel."""
+        return np.argmax(np.nan_to_num(self.class_means, nan=-np.inf), axis=1)
+
     def yx(self, flat: int) -> tuple[int, int]:
         """A flat position as (y, x) in the output map."""
         return divmod(int(flat), self.map_width)

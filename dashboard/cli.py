@@ -1,4 +1,4 @@
-"""The command line: `python -m dashboard {train,evaluate,summary}`.
+"""The command line: `python -m dashboard {train,evaluate,summary,atlas}`.
 
 Contract (DESIGN.md): progress on stderr, one JSON object last on stdout, and for bad input a
 non-zero exit with a one-line reason on stderr — never a traceback.
@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -381,36 +381,11 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from dashboard import checkpoints, data, metrics, training
+    from dashboard import metrics, training
 
     start = time.perf_counter()
-    loaded = checkpoints.load_checkpoint(args.checkpoint, architecture=args.model)
-    card = loaded.card
-    dataset = args.dataset or card.dataset
-    if not dataset:
-        raise LensError(f"{loaded.path.name} has no card naming its dataset; pass --dataset NAME")
-    shape = card.input_shape
-    split = data.load_split(
-        dataset,
-        args.split,
-        data_root=args.data_root,
-        download=args.download,
-        input_size=shape[1] if shape else None,
-    )
-    split = data.take_first(split, args.limit)
-    if shape and split.info.channels != shape[0]:
-        raise LensError(
-            f"{loaded.path.name} takes {shape[0]}-channel images but {dataset} has "
-            f"{split.info.channels}"
-        )
-    if card.normalization and split.info.name == card.dataset:
-        # The statistics the model was trained with, even if the registry's change later.
-        info = dataclasses.replace(
-            split.info,
-            mean=tuple(card.normalization["mean"]),
-            std=tuple(card.normalization["std"]),
-        )
-        split = dataclasses.replace(split, info=info)
+    loaded, split = _checkpoint_split(args)
+    dataset = split.info.name
     device = training.resolve_device(args.device)
     model = loaded.model.to(device)
     pred = metrics.predict(model, split, batch_size=args.batch_size, device=device)
@@ -473,6 +448,126 @@ def _print_report_table(
             "most confused (true → predicted): " + ", ".join(f"{t} → {p} ({n})" for t, p, n in top)
         )
     print("\n".join(lines), file=sys.stderr)
+
+
+# --- atlas -------------------------------------------------------------------------------------
+
+
+def _checkpoint_split(args: argparse.Namespace) -> tuple[Any, Split]:
+    """(the loaded checkpoint, its dataset's split): sized like the model's input, limited to
+    --limit images, normalized with the statistics the model was trained with."""
+    from dashboard import checkpoints, data
+
+    loaded = checkpoints.load_checkpoint(args.checkpoint, architecture=args.model)
+    card = loaded.card
+    dataset = args.dataset or card.dataset
+    if not dataset:
+        raise LensError(f"{loaded.path.name} has no card naming its dataset; pass --dataset NAME")
+    shape = card.input_shape
+    split = data.take_first(
+        data.load_split(
+            dataset,
+            args.split,
+            data_root=args.data_root,
+            download=args.download,
+            input_size=shape[1] if shape else None,
+        ),
+        args.limit,
+    )
+    if shape and split.info.channels != shape[0]:
+        raise LensError(
+            f"{loaded.path.name} takes {shape[0]}-channel images but {dataset} has "
+            f"{split.info.channels}"
+        )
+    saved = card.normalization if split.info.name == card.dataset else None
+    if saved:  # the statistics the model was trained with, even if the registry's change later
+        info = dataclasses.replace(split.info, mean=tuple(saved["mean"]), std=tuple(saved["std"]))
+        split = dataclasses.replace(split, info=info)
+    return loaded, split
+
+
+@contextlib.contextmanager
+def _progress_bar(unit: str, label: str) -> Iterator[Callable[[int, int], None]]:
+    """A tqdm bar on stderr, fed by a (done, total) callback; drawn from the first call on, so a
+    failure before any progress prints its one line alone."""
+    from tqdm import tqdm
+
+    bars: list[Any] = []
+
+    def advance(done: int, total: int) -> None:
+        if not bars:
+            bars.append(
+                tqdm(desc=label, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
+            )
+        bars[0].total = total
+        bars[0].update(done - bars[0].n)
+
+    try:
+        yield advance
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+def _atlas(args: argparse.Namespace) -> int:
+    from dashboard import training
+
+    loaded, split = _checkpoint_split(args)
+    device = training.resolve_device(args.device)
+    model = loaded.model.to(device)
+    with training._cpu_threads(args.threads):
+        return _atlas_run(args, loaded, split, model, device)
+
+
+def _atlas_run(args: argparse.Namespace, loaded: Any, split: Split, model: Any, device: Any) -> int:
+    from dashboard import atlas, atlas_sheet, feature_vis
+
+    with _progress_bar("img", f"atlas of {args.layer}") as advance:
+        result = atlas.compute_atlas(
+            model, split, args.layer, top=args.top, negatives=False, device=device, progress=advance
+        )
+    visuals = None
+    if args.visualize:
+        settings = feature_vis.VisSettings(steps=args.steps, seed=args.seed)
+        with _progress_bar("step", "feature visualization") as advance:
+            vis = feature_vis.visualize_channels(
+                model,
+                args.layer,
+                split.info.input_shape,
+                split.info.mean,
+                split.info.std,
+                settings=settings,
+                device=device,
+                progress=advance,
+            )
+        visuals = vis.rgb()
+    title = f"{loaded.path.stem} · {args.layer} · {split.source}"
+    image = atlas_sheet.sheet(
+        result, split.images, title=title, visualizations=visuals, classes=split.info.classes
+    )
+    out = Path(args.out) / f"{slug(loaded.path.stem)}-{slug(args.layer)}-atlas.png"
+    print(f"wrote {atlas_sheet.save_png(image, out)}", file=sys.stderr)
+    record = atlas.to_json(result)
+    if args.json:
+        print_json(record)
+    else:
+        sys.stdout.write(_atlas_table(result, split.info.classes) + "\n")
+    return 0
+
+
+def _atlas_table(result: Any, classes: tuple[str, ...]) -> str:
+    """One line per channel: its best image and activation, selectivity, dead share."""
+    favourite = result.preferred_class
+    lines = [f"{'channel':>7}  {'top image':>9}  {'max':>9}  {'selectivity':>11}  "
+             f"{'class':<12}  {'dead':>6}"]  # fmt: skip
+    for c in range(result.channels):
+        best = result.top(c)[0]
+        lines.append(
+            f"{c:>7}  {best.index:>9}  {best.activation:>9.4g}  {result.selectivity[c]:>11.3f}  "
+            f"{classes[favourite[c]][:12]:<12}  {result.dead_share[c]:>6.1%}"
+        )
+    lines.append(f"{result.layer}: {result.values_of}; {result.images:,} {result.split} images")
+    return "\n".join(lines)
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -598,6 +693,42 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     _add_data_arguments(evaluate)
     evaluate.set_defaults(run=_evaluate)
+
+    from dashboard.atlas import DEFAULT_TOP
+    from dashboard.feature_vis import VisSettings
+
+    atlas = commands.add_parser(
+        "atlas",
+        help="what every channel of a layer responds to over a split: a PNG sheet and JSON",
+    )
+    atlas.add_argument("checkpoint", help="NAME.safetensors (with its card) or a .pt/.pth")
+    atlas.add_argument("--layer", required=True, help="a conv, activation or pooling layer")
+    atlas.add_argument(
+        "--top", type=_positive_int, default=DEFAULT_TOP, help="images per channel (default 9)"
+    )
+    atlas.add_argument("--model", default=None, help="architecture of a bare state dict")
+    atlas.add_argument("--dataset", default=None, help="default: the card's dataset")
+    atlas.add_argument("--split", choices=("test", "train"), default="test")
+    atlas.add_argument(
+        "--limit", type=_positive_int, default=None, help="the first N images of the split only"
+    )
+    atlas.add_argument(
+        "--visualize", action="store_true", help="add each channel's feature visualization"
+    )
+    atlas.add_argument(
+        "--steps", type=_positive_int, default=VisSettings.steps, help="feature visualization steps"
+    )
+    atlas.add_argument(
+        "--seed", type=int, default=VisSettings.seed, help="feature visualization seed"
+    )
+    atlas.add_argument("--out", default=".", help="folder for the PNG sheet (default: here)")
+    atlas.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    atlas.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    atlas.add_argument(
+        "--threads", type=_positive_int, default=None, help="CPU threads (default: torch's)"
+    )
+    _add_data_arguments(atlas)
+    atlas.set_defaults(run=_atlas)
 
     return parser
 
