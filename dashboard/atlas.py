@@ -405,6 +405,8 @@ def private_model(
 
 def _called_modules(model: nn.Module) -> set[str] | None:
     """Targets an fx GraphModule still calls (a folded batch norm is no longer called)."""
+    import torch.fx
+
     graph = getattr(model, "graph", None)
     if not isinstance(graph, torch.fx.Graph):
         return None
