@@ -96,6 +96,13 @@ def test_progress_stop_and_the_shared_model_untouched(lenet: checkpoints.LoadedC
     model = lenet.model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     seen: list[tuple[int, int]] = []
+    threads: list[int] = []
+    previous = torch.get_num_threads()
+
+    def progress(step: int, total: int) -> None:
+        seen.append((step, total))
+        threads.append(torch.get_num_threads())
+
     vis = feature_vis.visualize_channels(
         model,
         "features.relu1",
@@ -103,11 +110,13 @@ def test_progress_stop_and_the_shared_model_untouched(lenet: checkpoints.LoadedC
         [0.1307],
         [0.3081],
         channels=[0, 5],
-        settings=feature_vis.VisSettings(steps=20),
-        progress=lambda step, total: seen.append((step, total)),
+        settings=feature_vis.VisSettings(steps=20, threads=1),
+        progress=progress,
         should_stop=lambda: len(seen) >= 7,
     )
     assert seen == [(k, 20) for k in range(1, 8)]
+    assert set(threads) == {1}
+    assert torch.get_num_threads() == previous
     assert (int(vis.steps[0]), bool(vis.stopped[0])) == (7, True)
     assert vis.images.shape == (2, 1, 28, 28)
     assert model.training
