@@ -129,3 +129,18 @@ def test_a_missing_checkpoint_is_one_line(capsys: pytest.CaptureFixture, tmp_pat
     assert code == cli.EXIT_BAD_INPUT
     assert "nope.safetensors" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_an_out_folder_that_cannot_be_made_is_one_line(
+    capsys: pytest.CaptureFixture, tmp_path: Path, one_torch_thread: None
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, out, err = cli_run(
+        capsys, "atlas", str(LENET), "--layer", "features.conv1", "--limit", "50",
+        "--out", str(blocker / "sheets"),
+    )  # fmt: skip
+    assert code == cli.EXIT_BAD_INPUT
+    assert out == ""
+    assert err.strip().splitlines()[-1].startswith("python -m dashboard atlas: cannot write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
