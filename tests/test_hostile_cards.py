@@ -138,7 +138,7 @@ def test_the_nesting_depth_is_counted_without_recursion_and_strings_do_not_count
     ("change", "reason"),
     [
         ({"input_shape": [1, 28, 0]}, "'input_shape' should be three positive integers"),
-        ({"input_shape": [1, 20_000, 20_000]}, "H and W ≤ 16,384"),
+        ({"input_shape": [1, 6000, 6000]}, "H and W ≤ 4,096"),
         ({"classes": ["a"] * 9}, "'classes' names 9 classes but 'model_args' has 10"),
         ({"classes": [1, 2]}, "'classes[0]' should be text"),
         ({"normalization": {"mean": [0.1], "std": [0]}}, "'normalization.std[0]' should be a"),
