@@ -244,14 +244,9 @@ def check_card(data: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 
 def _check_agreement(values: Mapping[str, Any]) -> None:
-    """Keys that describe the same thing must agree: classes with the class count, the
-    normalization's channels with the input's."""
+    """Keys that describe the input must agree: its channels, and the normalization's. (A class
+    count that differs from the weights' is reported on loading, naming both counts.)"""
     args = values.get("model_args", {})
-    classes, num_classes = values.get("classes"), args.get("num_classes")
-    if classes and num_classes is not None and len(classes) != num_classes:
-        raise _SchemaError(
-            f"'classes' names {len(classes)} classes but 'model_args' has {num_classes}"
-        )
     shape = values.get("input_shape")
     channels = args.get("in_channels")
     if shape and channels is not None and shape[0] != channels:

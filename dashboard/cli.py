@@ -410,6 +410,7 @@ def _train(args: argparse.Namespace) -> int:
             result=result,
             command=train_command(args, out, world.size),
             notes=result.notes,
+            data_root=args.data_root,
         )
         weights = checkpoints.save_checkpoint(
             result.model,
