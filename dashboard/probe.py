@@ -616,14 +616,16 @@ def _model_dtype(model: nn.Module) -> torch.dtype:
 def _meta_copy(model: nn.Module) -> nn.Module:
     """`model` with meta tensors for its parameters and buffers: the same modules, names, shapes,
     dtypes and requires_grad flags, no data. The shared model itself is never touched (swapping
-    its parameters would break another session's forward pass), and shared weights stay shared."""
+    its parameters would break another session's forward pass), and shared weights stay shared.
+    Copied under the probes' lock, so that no other probe's hooks are on it to be copied."""
     memo: dict[int, Any] = {}
-    for tensor in (*model.parameters(), *model.buffers()):
-        meta = torch.empty_like(tensor, device="meta")
-        if isinstance(tensor, nn.Parameter):
-            meta = nn.Parameter(meta, requires_grad=tensor.requires_grad)
-        memo[id(tensor)] = meta
-    return copy.deepcopy(model, memo)
+    with _LOCK:
+        for tensor in (*model.parameters(), *model.buffers()):
+            meta = torch.empty_like(tensor, device="meta")
+            if isinstance(tensor, nn.Parameter):
+                meta = nn.Parameter(meta, requires_grad=tensor.requires_grad)
+            memo[id(tensor)] = meta
+        return copy.deepcopy(model, memo)
 
 
 def _is_meta(device: str | torch.device | None) -> bool:
