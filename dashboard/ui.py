@@ -108,8 +108,8 @@ def model_label(model_key: str) -> str:
         card = _card_for(model_key)
     except LensError:
         return model_key.removeprefix(CKPT_PREFIX)
-    if card.problem:  # listed all the same: its weights load by the architecture it names
-        return f"{card.name} — invalid card: {card.problem}"
+    if card.problem:  # listed all the same (its weights load by the architecture it names);
+        return f"{card.name} — invalid card"  # the reason: model_warnings, once selected
     accuracy = card.test_accuracy
     shown = f" — {accuracy:.2%} on {card.dataset}" if accuracy is not None else ""
     return f"{card.name}{shown}"

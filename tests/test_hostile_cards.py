@@ -211,13 +211,13 @@ PAGES = [page for page, *_ in ui.PAGES]
 @pytest.mark.parametrize("script", PAGES)
 def test_every_page_renders_with_spoiled_cards_in_the_runs_folder(spoiled_runs: Path, script):
     """The shipped model selected, five spoiled cards beside it in runs/: no page breaks, and
-    the sidebar lists each of them with its reason."""
+    the sidebar lists each of them as an invalid card (its reason shows once it is selected)."""
     app = run_page(script, timeout=300, lens_model=SHIPPED_KEY)
     assert not app.exception
     assert not [e.value for e in app.error]
     labels = next(s for s in app.sidebar.selectbox if s.label == "Model").options
-    for name, (_, reason) in SPOILED.items():
-        assert any(label.startswith(f"{name} — invalid card: {reason}") for label in labels)
+    for name in SPOILED:
+        assert f"{name} — invalid card" in labels
 
 
 @pytest.mark.parametrize("name", list(SPOILED))
@@ -229,9 +229,10 @@ def test_a_checkpoint_with_a_spoiled_card_is_usable_when_selected(
     app = run_page(script, timeout=300, lens_model=key)
     assert not app.exception
     assert not [e.value for e in app.error]
-    warnings = [w.value for w in app.sidebar.warning]
+    warnings = [w.value.replace("\\", "") for w in app.sidebar.warning]  # shown as text
     assert len(warnings) == 1
-    assert "its card is invalid" in warnings[0]
+    assert warnings[0].startswith(f"its card is invalid ({SPOILED[name][1]}")
+    assert warnings[0].endswith("the weights are read as lenet5, with the shapes they show")
     if script == "app.py":  # the shape flow, from the weights: LeNet-5's 61,706 parameters
         assert any(m.value == "61,706" for m in app.metric)
     else:
