@@ -739,7 +739,7 @@ def default_name(run: TrainingRun) -> str:
 def saved_path(name: str, folder: Path | None = None) -> Path:
     """Where `name` would be saved (validated: LensError for a name that is not allowed)."""
     folder = paths.RUNS_DIR if folder is None else folder
-    if folder.resolve() == paths.TRAINED_DIR.resolve():
+    if checkpoints.inside_shipped(folder):  # trained/ itself, a folder in it, or a link to it
         raise LensError("trained/ holds the shipped checkpoints: runs are saved in runs/")
     return checkpoints.validate_name(name, folder)
 

@@ -134,3 +134,16 @@ def test_ctrl_c_while_starting_is_one_line_and_exit_130(command: list[str], dela
     ), err
     if lines[-1] == "python -m dashboard: interrupted":
         assert len(lines) == 1, err
+
+
+def test_the_train_page_never_saves_in_trained_nor_below_it(tmp_path: Path):
+    """The page's runs folder ($CNN_LENS_RUNS) pointed at trained/, a folder in it, or a link
+    to it: saving is refused by name, before anything is written."""
+    from dashboard import runs
+    from dashboard.errors import LensError
+
+    (tmp_path / "link").symlink_to(paths.TRAINED_DIR)
+    for folder in (paths.TRAINED_DIR, paths.TRAINED_DIR / "sub", tmp_path / "link"):
+        with pytest.raises(LensError, match=r"^trained/ holds the shipped checkpoints: runs are"):
+            runs.saved_path("x", folder)
+    assert runs.saved_path("x", tmp_path) == tmp_path / "x.safetensors"
