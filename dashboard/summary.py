@@ -9,11 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from dashboard import models, probe
@@ -78,10 +79,21 @@ def model_for(
             loaded = checkpoints.load_checkpoint(card.path, architecture=model_name)
             title = f"{loaded.card.name} ({loaded.card.architecture}, shapes from the weights)"
             return loaded.model, loaded.card.input_shape, title  # type: ignore[return-value]
-        model = checkpoints.build_for_card(card)
+        model = _shapes_only(lambda: checkpoints.build_for_card(card))
         return model, checkpoints.card_input_shape(card), f"{card.name} ({card.architecture})"
     info = models.model_info(target)
-    return models.build_model(target), info.input_shape, target
+    return _shapes_only(lambda: models.build_model(target)), info.input_shape, target
+
+
+def _shapes_only(build: Callable[[], nn.Module]) -> nn.Module:
+    """A model built for its shapes and counts only: on meta tensors (no weights allocated, so
+    `summary tv:vit_h_14` takes no 2.5 GB) where its builder allows; builders that compute with
+    tensors (torchvision's RegNets) build on the CPU."""
+    try:
+        with torch.device("meta"):
+            return build()
+    except NotImplementedError:
+        return build()
 
 
 def flow_for(
