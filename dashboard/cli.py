@@ -10,6 +10,8 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
+import os
 import re
 import shlex
 import signal
@@ -53,9 +55,30 @@ def parse_input_shape(text: str) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+def standard_json(payload: dict[str, Any]) -> dict[str, Any]:
+    """`payload` with every NaN or infinite number replaced by null, each one named in a note
+    under "notes" (JSON has no NaN: `json.dumps` would write a token other parsers refuse)."""
+    notes: list[str] = []
+
+    def clean(value: Any, where: str) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            notes.append(f"{where} is {value} (not a finite number): written as null")
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    cleaned = clean(payload, "")
+    if notes:
+        cleaned["notes"] = [*cleaned.get("notes", []), *notes]
+    return cleaned
+
+
 def print_json(payload: dict[str, Any]) -> None:
-    """The one JSON object a command prints last on stdout."""
-    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+    """The one JSON object a command prints last on stdout: standard JSON, always."""
+    sys.stdout.write(json.dumps(standard_json(payload), indent=2, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 
@@ -63,12 +86,14 @@ def _summary(args: argparse.Namespace) -> int:
     from dashboard import summary
 
     flow, title = summary.flow_for(args.target, input_shape=args.input_shape, model_name=args.model)
+    broken = flow.broken
     if args.json:
         print_json(summary.flow_to_json(flow, title))
     else:
         sys.stdout.write(summary.flow_to_text(flow, title) + "\n")
-    if flow.broken is not None:
-        print(f"summary: {flow.broken.layer} breaks: {flow.broken.reason}", file=sys.stderr)
+    if broken is not None:
+        where = f"{broken.layer} breaks: " if broken.layer else ""
+        print(f"summary: {where}{broken.reason}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
 
@@ -78,13 +103,42 @@ def _summary(args: argparse.Namespace) -> int:
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: a stopped run is saved but not finished
 
 
-def _positive_int(text: str) -> int:
+MAX_SEED = 2**32 - 1  # the range every seeded library accepts (numpy's too)
+THREADS_PER_CORE = 4  # more only slows torch down; 100,000 crashed OpenMP's thread pool
+
+
+def _whole(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _whole(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {MAX_SEED:,}, got {value:,}")
+    return value
+
+
+def max_threads() -> int:
+    return THREADS_PER_CORE * (os.cpu_count() or 1)
+
+
+def _threads(text: str) -> int:
+    value = _positive_int(text)
+    if value > max_threads():
+        raise argparse.ArgumentTypeError(
+            f"expected at most {max_threads()} threads ({THREADS_PER_CORE} per core on this "
+            f"machine's {os.cpu_count() or 1}), got {value:,}"
+        )
     return value
 
 
@@ -125,13 +179,20 @@ def _train_out(args: argparse.Namespace) -> Path:
         out = paths.RUNS_DIR / f"{slug(args.model)}-{slug(args.dataset)}-{stamp}"
     if args.name:
         checkpoints.validate_name(args.name, out.parent)
-    existing = [p for p in (Path(f"{out}.safetensors"), Path(f"{out}.json")) if p.exists()]
+    files = (Path(f"{out}.safetensors"), Path(f"{out}.json"))
+    if any(checkpoints.inside_shipped(p) for p in (out.parent, *files)):
+        raise LensError(
+            f"{out}: trained/ holds the shipped checkpoints, which are never replaced; runs "
+            "are saved in runs/ (or give another --out)"
+        )
+    existing = [p for p in files if p.exists()]
     if existing and not args.overwrite:
         raise LensError(f"{existing[0]} exists; pass --overwrite or choose another --out")
-    try:  # a folder that cannot be made fails now, not after the training
+    try:  # a folder that cannot be made or written fails now, not after the training
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise LensError(f"cannot create {out.parent}: {err.strerror or err}") from None
+    checkpoints.ensure_writable(out.parent)
     return out
 
 
@@ -349,6 +410,7 @@ def _train(args: argparse.Namespace) -> int:
             result=result,
             command=train_command(args, out, world.size),
             notes=result.notes,
+            data_root=args.data_root,
         )
         weights = checkpoints.save_checkpoint(
             result.model,
@@ -424,6 +486,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             "classes": classes,
             "top_confusions": [list(t) for t in top],
             "seconds": round(time.perf_counter() - start, 3),
+            "warnings": loaded.warnings,
         }
     )
     return 0
@@ -459,6 +522,8 @@ def _checkpoint_split(args: argparse.Namespace) -> tuple[Any, Split]:
     from dashboard import checkpoints, data
 
     loaded = checkpoints.load_checkpoint(args.checkpoint, architecture=args.model)
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     card = loaded.card
     dataset = args.dataset or card.dataset
     if not dataset:
@@ -635,10 +700,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="random crops and flips (default: the dataset's own choice)",
     )
-    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--seed", type=_seed, default=defaults.seed)
     train.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or mps")
     train.add_argument(
-        "--threads", type=_positive_int, default=None, help="CPU threads (default: torch's)"
+        "--threads", type=_threads, default=None, help="CPU threads (default: torch's)"
     )
     train.add_argument(
         "--option",
@@ -736,6 +801,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        # `python -m dashboard` quits at once on a Ctrl-C while it imports; from here on a
+        # Ctrl-C is Python's KeyboardInterrupt again (train saves its partial run on it).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return int(args.run(args))
     except LensError as err:
@@ -749,4 +818,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED

@@ -108,7 +108,9 @@ def model_label(model_key: str) -> str:
         card = _card_for(model_key)
     except LensError:
         return model_key.removeprefix(CKPT_PREFIX)
-    accuracy = card.metrics.get("test_accuracy")
+    if card.problem:  # listed all the same (its weights load by the architecture it names);
+        return f"{card.name} — invalid card"  # the reason: model_warnings, once selected
+    accuracy = card.test_accuracy
     shown = f" — {accuracy:.2%} on {card.dataset}" if accuracy is not None else ""
     return f"{card.name}{shown}"
 
@@ -257,6 +259,7 @@ def sidebar() -> Selection:
             format_func=model_label,
             help="A shipped checkpoint from trained/, or an architecture with random weights.",
         )
+        model_warnings(model_key)
         dataset = _persistent_selectbox("Dataset", datasets, DATASET_KEY)
         if dataset == FOLDER_CHOICE:
             st.text_input(
@@ -269,6 +272,20 @@ def sidebar() -> Selection:
             dataset = "folder:" + st.session_state.get(FOLDER_KEY, "")
         share_controls()
     return Selection(model_key=model_key, dataset=dataset)
+
+
+def model_warnings(model_key: str) -> None:
+    """Under the model choice: what loading a user's checkpoint found wrong with it (weights
+    that are NaN or infinite, an invalid card). Shipped checkpoints are checked by the tests,
+    so the home page still paints before torch is imported for them."""
+    if not model_key.startswith(CKPT_PREFIX) or model_key.startswith(SHIPPED_PREFIX):
+        return
+    try:
+        view = _load(model_key, mtime_of(model_key))[1]
+    except LensError:
+        return  # the page says why it cannot be loaded
+    for warning in view.warnings:  # names from a file: shown as text, never as markdown
+        st.warning(re.sub(r"([\\`*_\[\]!<>#|~$])", r"\\\1", warning), icon=":material/warning:")
 
 
 SHIPPED_PREFIX = CKPT_PREFIX + "trained/"  # shipped checkpoints go in links by their bare name
@@ -306,6 +323,7 @@ class ModelView:
     dataset: str  # the card's dataset ("" when unknown)
     untrained: bool
     card: object | None  # checkpoints.Card for checkpoints
+    warnings: tuple[str, ...] = ()  # one line each: non-finite weights, an invalid card
 
 
 def _resolve(model_key: str) -> Path:
@@ -340,6 +358,7 @@ def _load(model_key: str, mtime: float) -> tuple[object, ModelView, dict]:
             dataset=card.dataset,
             untrained=False,
             card=card,
+            warnings=tuple(loaded.warnings),
         )
         return loaded.model, view, loaded.filter_history
     pretrained = model_key.startswith(ZOO_PREFIX)
@@ -369,6 +388,8 @@ def input_shape_for(selection: Selection) -> tuple[int, int, int]:
 
     if selection.is_checkpoint:
         card = _card_for(selection.model_key)
+        if card.problem:  # the card cannot say: the weights do
+            return load_model(selection)[1].input_shape
         if card.input_shape:
             return tuple(card.input_shape)  # type: ignore[return-value]
     return models.model_info(selection.architecture).input_shape
