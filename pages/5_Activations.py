@@ -30,6 +30,7 @@ BATCH_MULT_ADDS = 4e10  # … or fewer, so big models spend at most a few second
 MAX_LISTED = 2000  # misclassified images listed at once (an untrained model gets ~9,000)
 ALL_PIXELS = 200_000  # shared by every layer of "show all layers": one light chart
 SHOWN_IN_ALL = ("Conv", "MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool")
+UPLOADER_KEY, UPLOAD_KEY, RESTORED_KEY = "_act_upload", "act_upload", "act_upload_restored"
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
 
 
@@ -75,6 +76,29 @@ def uploaded(file_id: str, dataset: str, size: int, digits: bool, _raw: bytes, _
 
 
 # --------------------------------------------------------------------------- small helpers
+
+
+def kept_upload() -> tuple[str, str, bytes] | None:
+    """The uploaded image as (file id, name, bytes). Streamlit empties a file uploader when its
+    page is left: the last upload is kept and shown again on return, until another replaces
+    it or the user removes it from the uploader."""
+    returning = UPLOADER_KEY not in st.session_state  # the uploader is new on this visit
+    file = st.file_uploader(
+        "An image file (PNG, JPEG, GIF, BMP, WebP, TIFF; any size)",
+        type=UPLOAD_TYPES,
+        key=UPLOADER_KEY,
+    )
+    if file is not None:
+        st.session_state[UPLOAD_KEY] = (file.file_id, file.name, file.getvalue())
+        st.session_state[RESTORED_KEY] = False
+    elif returning and UPLOAD_KEY in st.session_state:
+        st.session_state[RESTORED_KEY] = True
+    elif not st.session_state.get(RESTORED_KEY):  # removed from the uploader by the user
+        st.session_state.pop(UPLOAD_KEY, None)
+    upload = st.session_state.get(UPLOAD_KEY)
+    if upload is not None and file is None:
+        st.caption(f"Showing {upload[1]}, uploaded before: upload another file to replace it.")
+    return upload
 
 
 def set_index(index: int) -> None:
@@ -222,11 +246,12 @@ with top[0]:
                 ui.show_error(err)
                 st.stop()
             wrong = inputs.mistakes(predictions)
+            true_classes = [None, *range(len(classes))]
             only = st.selectbox(
                 "True class",
-                [None, *range(len(classes))],
+                true_classes,
                 format_func=lambda k: "any" if k is None else classes[k],
-                key="_act_mistake_class",
+                **ui.kept("act_mistake_class", true_classes, None),
             )
             listed = wrong if only is None else [m for m in wrong if m.true == only]
             if not listed:
@@ -251,18 +276,13 @@ with top[0]:
                 )
         prepared = inputs.test_image(split, index)
     elif source == inputs.SOURCE_UPLOAD:
-        file = st.file_uploader(
-            "An image file (PNG, JPEG, GIF, BMP, WebP, TIFF; any size)",
-            type=UPLOAD_TYPES,
-            key="_act_upload",
-        )
-        if file is None:
+        upload = kept_upload()
+        if upload is None:
             st.info("Upload an image to see what the model makes of it.")
             st.stop()
+        file_id, name, raw = upload
         try:
-            prepared = uploaded(
-                file.file_id, info.name, info.size, digits, file.getvalue(), info, file.name
-            )
+            prepared = uploaded(file_id, info.name, info.size, digits, raw, info, name)
         except LensError as err:
             ui.show_error(err)
             st.stop()
@@ -531,11 +551,17 @@ with st.expander("One neuron: its value and the input pixels it sees", expanded=
         ("act_neuron_c", "act_neuron_y", "act_neuron_x"), maps.shape, strict=False
     ):
         st.session_state[key] = min(int(st.session_state.get(key, 0)), size - 1)  # a new layer
-    channel = cells[0].number_input(f"{unit}", 0, len(maps) - 1, key="act_neuron_c", step=1)
+    channel = cells[0].number_input(
+        f"{unit}", 0, len(maps) - 1, step=1, **ui.held("act_neuron_c", 0)
+    )
     y = x_pos = 0
     if maps.ndim == 3:
-        y = cells[1].number_input("Row y", 0, maps.shape[1] - 1, key="act_neuron_y", step=1)
-        x_pos = cells[2].number_input("Column x", 0, maps.shape[2] - 1, key="act_neuron_x")
+        y = cells[1].number_input(
+            "Row y", 0, maps.shape[1] - 1, step=1, **ui.held("act_neuron_y", 0)
+        )
+        x_pos = cells[2].number_input(
+            "Column x", 0, maps.shape[2] - 1, **ui.held("act_neuron_x", 0)
+        )
     st.session_state[inputs.NEURON_KEY] = {
         "layer": layer,
         "channel": int(channel),

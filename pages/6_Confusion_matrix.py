@@ -380,12 +380,10 @@ preset = st.session_state.get(COMPARE_KEY)
 if preset and preset not in choices:
     choices.append(preset)
 choices = [k for k in choices if k != selection.model_key]
-if st.session_state.get(COMPARE_KEY) not in ["", *choices]:
-    st.session_state[COMPARE_KEY] = ""
 other_key = st.selectbox(
     "Second model (B), on the same images",
     ["", *choices],
-    key=COMPARE_KEY,
+    **ui.kept(COMPARE_KEY, ["", *choices], ""),
     format_func=lambda k: "— none —" if not k else ui.model_label(k),
 )
 if other_key:

@@ -108,8 +108,9 @@ def pick_b(model_a, view_a) -> tuple[str, compare.Match] | None:
     )
     comparable, refused = list(found.comparable), found.refused
     shown = {k: compare.shown_path(checkpoint_path(k)) for k in keys}
-    by_text = {text: k for k, text in shown.items()}
-    ui.url_bound("b", B_KEY, by_text.get, lambda k: shown.get(k, str(k)))
+    links = {k: ui.model_link(k) for k in keys}  # never a server path in the address
+    by_link = {link: k for k, link in links.items() if link}
+    ui.url_bound("b", B_KEY, by_link.get, links.get)
     wanted = st.session_state.get(B_KEY)
     # A B that does not fit: say why, unless A just changed to a model that has no partner
     # at all (the box below says so).

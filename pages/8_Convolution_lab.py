@@ -638,7 +638,9 @@ st.caption(
 requested = st.session_state.pop(TAB_REQUEST, None)
 if requested in TABS:
     st.session_state[TAB_KEY] = requested
-tabs = st.tabs(TABS, key=TAB_KEY, on_change="rerun")
+if st.session_state.get(TAB_KEY) not in TABS:
+    st.session_state[TAB_KEY] = TABS[0]
+tabs = st.tabs(TABS, **ui.held(TAB_KEY, TABS[0]))  # a callback: the open tab reruns alone
 DRAW = (worked_tab, channels_tab, pooling_tab, im2col_tab, neuron_tab, classic_tab)
 for tab, draw in zip(tabs, DRAW, strict=True):
     if tab.open:
