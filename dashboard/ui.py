@@ -267,8 +267,11 @@ def sidebar() -> Selection:
     with st.sidebar:
         navigation()
         choices = _first_model_choices()
-        url_bound("model", MODEL_KEY, _model_from_url(choices), model_link, _model_refused)
         datasets = [*REGISTRY_DATASETS, FOLDER_CHOICE]
+        for key, options in ((MODEL_KEY, choices), (DATASET_KEY, datasets)):
+            if st.session_state.get(key) not in options:  # the defaults, even in the first link
+                st.session_state[key] = options[0]
+        url_bound("model", MODEL_KEY, _model_from_url(choices), model_link, _model_refused)
         url_bound("dataset", DATASET_KEY, one_of(REGISTRY_DATASETS))
         choices = model_choices()  # with the link's upload, when it brought one
         model_key = _persistent_selectbox(
@@ -874,7 +877,7 @@ def report_button(selection: Selection) -> None:
 # --------------------------------------------------------------------------- runs overlaid
 
 
-@st.cache_resource(max_entries=128, show_spinner=False)  # shared by every page and session
+@st.cache_resource(max_entries=128, show_spinner="Drawing…")  # shared by every page and session
 def cached_figure(key: tuple, _build: Callable[[], object]):
     """A figure built once per `key` (everything it depends on), shared read-only: plotly
     spends tens of milliseconds building each, which a widget change should not pay again."""

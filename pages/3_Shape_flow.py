@@ -1,14 +1,18 @@
 """Shape flow: every layer's input and output shape, its parameters and multiply-adds, the
 output-size formula with its numbers, and what breaks when the input size changes."""
 
-import pandas as pd
 import streamlit as st
 
-from dashboard import figures, summary, ui
+from dashboard import ui
 from dashboard.errors import LensError
 
 ui.setup_page("Shape flow")
 selection = ui.sidebar()
+
+# Imported once the page shows: the first import of PyTorch takes seconds.
+import pandas as pd  # noqa: E402
+
+from dashboard import figures, summary  # noqa: E402
 
 # Session-state keys: stable names, so a later URL binding can seed them.
 C_KEY, H_KEY, W_KEY, FOR_KEY = "shape_c", "shape_h", "shape_w", "shape_model"
@@ -24,7 +28,8 @@ def reset_input_shape(shape: tuple[int, int, int]) -> None:
         st.session_state[key] = int(value)
 
 
-@st.cache_resource(max_entries=32, show_spinner=False)  # shared, read only: no unpickling
+# Shared, read only (no unpickling); a spinner shows only when drawing takes over 0.5 s.
+@st.cache_resource(max_entries=32, show_spinner="Drawing the flow diagram…")
 def diagram(
     model_key: str, shape: tuple[int, int, int], mtime: float, depth: int | None, folded: tuple
 ):

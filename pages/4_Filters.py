@@ -1,15 +1,19 @@
 """Filters: every conv layer's weights as one tiled image, their distribution, how they changed
 during training, and the first layer beside the classic Prewitt/Sobel edge detectors."""
 
-import numpy as np
 import streamlit as st
-import torch
 
-from dashboard import data, figures, filters, ui
+from dashboard import ui
 from dashboard.errors import LensError
 
 ui.setup_page("Filters")
 selection = ui.sidebar()
+
+# Imported once the page shows: the first import of PyTorch takes seconds.
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from dashboard import data, figures, filters  # noqa: E402
 
 # Session-state keys: stable names, so a later URL binding can seed them.
 LAYER_KEY, SCALE_KEY, CHANNELS_KEY = "filters_layer", "filters_scale", "filters_channels"

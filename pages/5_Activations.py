@@ -10,16 +10,20 @@ Other pages open an image here by setting `st.session_state[inputs.IMAGE_INDEX_K
 
 from functools import partial
 
-import numpy as np
-import pandas as pd
 import streamlit as st
-import torch
 
-from dashboard import figures, gradcam, inputs, probe, ui
+from dashboard import ui
 from dashboard.errors import LensError
 
 ui.setup_page("Activations")
 selection = ui.sidebar()
+
+# Imported once the page shows: the first import of PyTorch takes seconds.
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from dashboard import figures, gradcam, inputs, probe  # noqa: E402
 
 MODE_KEY, COMPARE_KEY = "lens_image_mode", "lens_compare_index"
 BY_INDEX, BY_CLASS, MISTAKES = "by index", "by class", "misclassified"
@@ -39,7 +43,7 @@ UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
 # the input tensor and the split ride along unhashed.
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+@st.cache_data(max_entries=32, show_spinner="Running the image through the model…")
 def forward(model_key: str, mtime: float, input_key: str, _model, _x: torch.Tensor) -> dict:
     """One forward pass: logits, softmax, every leaf layer's maps, and their global range."""
     logits, acts = probe.forward_with_activations(_model, _x)

@@ -58,12 +58,12 @@ def pairing(
     return found, architectures, {key: ui.model_label(key) for key in found.comparable}
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@st.cache_data(max_entries=16, show_spinner="Measuring how far apart the weights are…")
 def distances(key_a: str, mtime_a: float, key_b: str, mtime_b: float, _a, _b) -> list:
     return compare.layer_distances(_a, _b)
 
 
-@st.cache_resource(max_entries=32, show_spinner=False)
+@st.cache_resource(max_entries=32, show_spinner="Running the image through the model…")
 def passed(model_key: str, mtime: float, input_key: str, _model, _x) -> compare.Forward:
     """One image through one model; shared read-only (no copy of the maps on every rerun)."""
     return compare.forward(_model, _x)
