@@ -131,6 +131,8 @@ if not layers:
     st.info(f"{view.label} has no Conv2d layer, so there are no filters to show.")
     st.stop()
 by_name = {layer.name: layer for layer in layers}
+if st.session_state.get(LAYER_KEY) not in by_name:  # the default, in the address bar too
+    st.session_state[LAYER_KEY] = layers[0].name
 ui.url_bound("layer", LAYER_KEY, ui.one_of(by_name))
 ui.url_bound("scale", SCALE_KEY, ui.one_of(SCALES))
 

@@ -35,6 +35,9 @@ MAX_LISTED = 2000  # misclassified images listed at once (an untrained model get
 ALL_PIXELS = 200_000  # shared by every layer of "show all layers": one light chart
 SHOWN_IN_ALL = ("Conv", "MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool")
 UPLOADER_KEY, UPLOAD_KEY, RESTORED_KEY = "_act_upload", "act_upload", "act_upload_restored"
+# A canvas starts empty on every visit: its strokes are kept and drawn again on the next one.
+CANVAS_KEY, DRAWING_KEY, DRAWN_BEFORE_KEY = "act_canvas", "act_drawing", "act_drawn_before"
+DRAWN_PIXELS_KEY = "act_drawn_pixels"
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
 
 
@@ -80,6 +83,18 @@ def uploaded(file_id: str, dataset: str, size: int, digits: bool, _raw: bytes, _
 
 
 # --------------------------------------------------------------------------- small helpers
+
+
+def drawn_pixels(canvas) -> np.ndarray | None:
+    """The canvas's pixels. Strokes drawn again from an earlier visit send none until touched:
+    their pixels from that visit stand in while they are unchanged."""
+    start, now = st.session_state.get(DRAWN_BEFORE_KEY), canvas.json_data
+    unchanged = bool(start) and bool(now) and now.get("objects") == start.get("objects")
+    if unchanged and inputs.canvas_digit(canvas.image_data) is None:
+        return st.session_state.get(DRAWN_PIXELS_KEY)
+    if canvas.image_data is not None:
+        st.session_state[DRAWN_PIXELS_KEY] = canvas.image_data
+    return canvas.image_data
 
 
 def kept_upload() -> tuple[str, str, bytes] | None:
@@ -295,7 +310,10 @@ with top[0]:
 
         st.caption("Draw one digit, white on black:")
         st.write("")  # room for the canvas's toolbar, which floats above it
+        if CANVAS_KEY not in st.session_state:  # a new visit: the strokes drawn last time
+            st.session_state[DRAWN_BEFORE_KEY] = st.session_state.get(DRAWING_KEY)
         canvas = st_canvas(
+            initial_drawing=st.session_state[DRAWN_BEFORE_KEY],
             fill_color="#000000",
             stroke_width=18,
             stroke_color="#FFFFFF",
@@ -304,11 +322,14 @@ with top[0]:
             width=280,
             drawing_mode="freedraw",
             return_image_data=True,
-            key="act_canvas",
+            key=CANVAS_KEY,
         )
+        if canvas.json_data is not None:
+            st.session_state[DRAWING_KEY] = canvas.json_data
+        pixels = drawn_pixels(canvas)
         st.caption("Large and in the middle works best; the bin icon clears the box.")
         try:
-            prepared = inputs.prepare_drawing(canvas.image_data, info)
+            prepared = inputs.prepare_drawing(pixels, info)
         except LensError as err:
             ui.show_error(err)
             st.stop()

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from dashboard import data
 from tests.browser import (
     IDLE,
     RUNS_SEEN,
@@ -230,3 +231,50 @@ def test_a_link_to_an_upload_opens_it_in_another_browser(app_url: str) -> None:
         fresh.get_by_text(re.compile(r"is not on this server .*: showing .* instead")).wait_for()
         assert "model" in query_of(fresh)  # the model shown instead, by its name
         assert_no_exception(fresh)
+
+
+def test_a_drawing_and_an_uploaded_image_are_still_there_after_another_page(
+    app_url: str, tmp_path: Path, shared_datasets: Path
+) -> None:
+    """Streamlit empties a canvas and a file uploader when their page is left: the strokes are
+    drawn again and the upload kept, each with its prediction."""
+    import PIL.Image
+
+    with chromium_page(SMALL) as page:
+        page.goto(f"{app_url}/Activations?model=lenet5-mnist&dataset=mnist")
+        wait_for_app(page, "Where the image comes from", timeout_ms=120_000)
+        page.get_by_text("draw a digit", exact=True).click()
+        settle(page)
+        canvas = page.locator('[data-testid="stMain"] canvas').last
+        canvas.wait_for()
+        box = canvas.bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + 50
+        page.mouse.move(x, y)
+        page.mouse.down()
+        for step in range(24):  # a vertical stroke: a "1"
+            page.mouse.move(x, y + 7 * step)
+        page.mouse.up()
+        settle(page)
+        verdict = page.get_by_text(re.compile(r"^predicted \d"))
+        verdict.wait_for()
+        drawn = verdict.inner_text()
+        go(page, "Filters", "Colour scale")
+        go(page, "Activations", "Where the image comes from")
+        verdict.wait_for()
+        assert verdict.inner_text() == drawn
+        screenshot(page, "state-drawing-after-round-trip")
+
+        image = tmp_path / "seven.png"  # test image 0 of MNIST, a 7
+        seven = data.load_split("mnist", "test", data_root=shared_datasets).images[0, 0]
+        PIL.Image.fromarray(seven.numpy()).save(image)
+        page.get_by_text("upload", exact=True).click()
+        settle(page)
+        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(image)
+        settle(page)
+        page.get_by_text(re.compile(r"^predicted 7 ")).wait_for()
+        go(page, "Shape flow", "Input channels C")
+        go(page, "Activations", "Where the image comes from")
+        page.get_by_text("Showing seven.png, uploaded before").wait_for()
+        page.get_by_text(re.compile(r"^predicted 7 ")).wait_for()
+        assert_no_exception(page)
+        screenshot(page, "state-upload-after-round-trip")

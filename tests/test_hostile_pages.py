@@ -15,7 +15,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from dashboard import checkpoints, data, inputs, models, paths, runs, training
+from dashboard import checkpoints, data, inputs, models, paths, runs, settings, training
 from dashboard.runs import RunSpec
 from tests.pages import run_page
 from tests.test_hostile_checkpoints import card, fill, tiny_disk, tree_digest
@@ -27,9 +27,13 @@ SHIPPED = "ckpt:trained/lenet5-mnist.safetensors"
 
 @pytest.fixture(autouse=True)
 def private_folders(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Saved runs, uploads and decoded folders go to temporary folders."""
+    """Saved runs, uploads and decoded folders go to temporary folders; the app may read
+    image folders under tmp_path (as if the server's owner allowed it)."""
     monkeypatch.setattr(paths, "RUNS_DIR", tmp_path / "runs")
     monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(settings.CONFIG_ENV, str(tmp_path / "config"))
+    (tmp_path / "config").mkdir()
+    settings.settings_path().write_text(json.dumps({"allowed_roots": [str(tmp_path)]}))
     return tmp_path / "runs"
 
 
