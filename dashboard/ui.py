@@ -351,14 +351,13 @@ def _model_from_url(choices: list[str]) -> Callable[[str], str | None]:
     from dashboard import checkpoints, uploads
 
     def parse(text: str) -> str | None:
-        found = None
         if text.startswith(uploads.LINK_PREFIX):
             path = uploads.find_link(text)
             found = checkpoint_key(path) if path is not None else None
         elif text.startswith(RUN_LINK):
-            name = text.removeprefix(RUN_LINK)
+            name = text.removeprefix(RUN_LINK)  # a plain name: never a path
             path = paths.RUNS_DIR / f"{name}{checkpoints.WEIGHTS_SUFFIX}"
-            found = checkpoint_key(path) if name and "/" not in name else None
+            found = checkpoint_key(path) if re.fullmatch(r"\w[\w.-]*", name, re.ASCII) else None
         else:
             found = next(
                 (k for k in (text, f"{SHIPPED_PREFIX}{text}.safetensors") if k in choices), None

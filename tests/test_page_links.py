@@ -110,7 +110,7 @@ def test_a_saved_run_is_linked_by_its_name(private_folders: Path):
     assert link["model"] == "run:my-run"
     no_server_path(link, private_folders)
     assert session(ACTIVATIONS, link).session_state["lens_model"] == key
-    for bad in ("run:../trained/lenet5-mnist", "run:", "run:nope", "/etc/passwd"):
+    for bad in ("run:../trained/lenet5-mnist", "run:", "run:nope", "run:a\x00b", "/etc/passwd"):
         app = session(ACTIVATIONS, {"model": bad})
         assert app.session_state["lens_model"] != key, bad
         assert "is not on this server" in app.warning[0].value
