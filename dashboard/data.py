@@ -789,13 +789,16 @@ def _load_mnist_sample(split: str, full_folder: Path, why: str) -> _Loaded:
     if find_idx(sample, _IDX_FILES[split][0]) is None:
         raise DatasetUnavailableError(
             f"MNIST not found under {full_folder} ({why}) and the bundled sample is missing "
-            f"from {sample}; run tools/make_mnist_sample.py or pass --data-root"
+            f"from {sample}; run tools/make_mnist_sample.py, or {paths.DATA_ROOT_HINT}"
         )
     images, labels = _read_idx_pair(sample, split)
     which = (
         f"first {len(labels):,} train images" if split == "train" else _count(len(labels), split)
     )
-    source = f"bundled MNIST sample: {which} (full set not found under {full_folder}; {why})"
+    source = (
+        f"bundled MNIST sample: {which} (full set not found under {full_folder}; {why}; "
+        f"{paths.SHORT_DATA_ROOT_HINT})"
+    )
     return _Loaded(images, labels, source, is_sample=True)
 
 
@@ -845,8 +848,7 @@ def _unavailable_message(reg: _Registered, root: Path, missing: list[str], why: 
         how = f"download {cls.url} and extract it in {root}"
     return (
         f"{info.title} not found: missing {', '.join(missing)} in {root / info.folder} ({why}); "
-        f"{how}, or point --data-root / ${paths.DATA_ROOT_ENV} at a folder that has "
-        f"{info.folder}/"
+        f"{how}, or {paths.DATA_ROOT_HINT}"
     )
 
 

@@ -9,7 +9,9 @@ Loaders are cached by strings (path + modification time), never by objects.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from dashboard import paths
+from dashboard import paths, settings
 from dashboard.errors import LensError
 
 if TYPE_CHECKING:  # torch-heavy modules load on first use: the home page paints before them
@@ -29,6 +31,8 @@ MODEL_KEY = "lens_model"  # permanent session-state keys
 DATASET_KEY = "lens_dataset"
 FOLDER_KEY = "lens_folder"
 EXTRA_MODELS_KEY = "lens_extra_models"
+LINK_NOTE_KEY = "lens_link_note"  # a link's model that is not on this server: what shows instead
+DATASET_NOTE_KEY = "lens_dataset_note"  # (model, dataset, how that dataset was guessed)
 ARCH_PREFIX = "arch:"  # an architecture with fresh random weights
 ZOO_PREFIX = "zoo:"  # a torchvision model with its ImageNet weights
 CKPT_PREFIX = "ckpt:"
@@ -125,23 +129,40 @@ def model_choices() -> list[str]:
     return saved + extra + [ARCH_PREFIX + name for name in models.model_names()]
 
 
-def select_model(model_key: str) -> None:
-    """Make `model_key` the selection on every page; a checkpoint brings its dataset along."""
+def select_model(model_key: str) -> str:
+    """Make `model_key` the selection on every page. A checkpoint brings its dataset along: the
+    one its card names, else the one its shape says (an upload); → a note on how that dataset
+    was chosen when it is a guess ("" otherwise)."""
     st.session_state[MODEL_KEY] = model_key
-    if model_key.startswith(CKPT_PREFIX):
-        try:
-            dataset = _card_for(model_key).dataset
-        except LensError:
-            return
-        if dataset.startswith("folder:"):
-            st.session_state[FOLDER_KEY] = dataset.removeprefix("folder:")
-            st.session_state[DATASET_KEY] = FOLDER_CHOICE
-        elif dataset in REGISTRY_DATASETS:
-            st.session_state[DATASET_KEY] = dataset
+    st.session_state.pop(LINK_NOTE_KEY, None)
+    st.session_state.pop(DATASET_NOTE_KEY, None)
+    if not model_key.startswith(CKPT_PREFIX):
+        return ""
+    from dashboard import uploads
+
+    try:
+        dataset, note = uploads.dataset_of(_card_for(model_key))
+    except LensError:
+        return ""
+    if dataset.startswith("folder:"):
+        st.session_state[FOLDER_KEY] = dataset.removeprefix("folder:")
+        st.session_state[DATASET_KEY] = FOLDER_CHOICE
+    elif dataset in REGISTRY_DATASETS:
+        st.session_state[DATASET_KEY] = dataset
+    if note:
+        st.session_state[DATASET_NOTE_KEY] = (model_key, dataset, note)
+    return note
 
 
 def _model_changed() -> None:
     select_model(st.session_state["_" + MODEL_KEY])
+
+
+def _dataset_note(model_key: str, dataset: str) -> None:
+    """Under the sidebar's dataset: how it was chosen from the model's shape, while it holds."""
+    noted = st.session_state.get(DATASET_NOTE_KEY)
+    if noted is not None and noted[:2] == (model_key, dataset):
+        st.caption(noted[2])
 
 
 def _persistent_selectbox(
@@ -247,10 +268,14 @@ def sidebar() -> Selection:
     """Draw the shared sidebar (pages, model, dataset) and return the current selection."""
     with st.sidebar:
         navigation()
-        choices = model_choices()
-        url_bound("model", MODEL_KEY, _model_from_url(choices), _model_for_url)
+        choices = _first_model_choices()
         datasets = [*REGISTRY_DATASETS, FOLDER_CHOICE]
+        for key, options in ((MODEL_KEY, choices), (DATASET_KEY, datasets)):
+            if st.session_state.get(key) not in options:  # the defaults, even in the first link
+                st.session_state[key] = options[0]
+        url_bound("model", MODEL_KEY, _model_from_url(choices), model_link, _model_refused)
         url_bound("dataset", DATASET_KEY, one_of(REGISTRY_DATASETS))
+        choices = model_choices()  # with the link's upload, when it brought one
         model_key = _persistent_selectbox(
             "Model",
             choices,
@@ -261,6 +286,8 @@ def sidebar() -> Selection:
         )
         model_warnings(model_key)
         dataset = _persistent_selectbox("Dataset", datasets, DATASET_KEY)
+        _dataset_note(model_key, dataset)
+        refused = ""
         if dataset == FOLDER_CHOICE:
             st.text_input(
                 "Image folder",
@@ -268,9 +295,21 @@ def sidebar() -> Selection:
                 on_change=store,
                 args=(FOLDER_KEY,),
                 placeholder="/path/to/images (one subfolder per class)",
+                help="A folder with one subfolder of images per class, under the folders this "
+                "server lets the app read: " + ", ".join(map(str, allowed_roots())),
             )
-            dataset = "folder:" + st.session_state.get(FOLDER_KEY, "")
+            folder = st.session_state.get(FOLDER_KEY, "")
+            refused = folder_refusal(folder)
+            if refused:
+                st.error(refused, icon=":material/folder_off:")
+            dataset = "folder:" + folder
         share_controls()
+    link_note = st.session_state.get(LINK_NOTE_KEY)
+    if link_note:
+        st.warning(link_note, icon=":material/link_off:")
+    if refused:  # nothing of a folder outside the allowed roots is listed or read
+        st.error(refused, icon=":material/folder_off:")
+        st.stop()
     return Selection(model_key=model_key, dataset=dataset)
 
 
@@ -288,27 +327,78 @@ def model_warnings(model_key: str) -> None:
         st.warning(re.sub(r"([\\`*_\[\]!<>#|~$])", r"\\\1", warning), icon=":material/warning:")
 
 
+def _first_model_choices() -> list[str]:
+    """The sidebar's model choices; the first time a session runs, PyTorch is imported to list
+    them, which takes seconds on a busy machine: say so."""
+    if "torch" in sys.modules:
+        return model_choices()
+    with st.spinner("Starting: loading PyTorch and the model list…"):
+        return model_choices()
+
+
+# --------------------------------------------------------------------------- models in links
+
 SHIPPED_PREFIX = CKPT_PREFIX + "trained/"  # shipped checkpoints go in links by their bare name
+RUN_LINK = "run:"  # a saved run in the runs folder, by its name
 
 
-def _model_for_url(model_key: object) -> str:
+def model_link(model_key: object) -> str | None:
+    """How a model is named in a link, never by a server path: a shipped checkpoint by its name,
+    a saved run as run:NAME, an upload as upload:<content hash>-<reading>, an architecture by
+    its key; None for a file that has no such name (the link then leaves the model out)."""
+    from dashboard import checkpoints, uploads
+
     key = str(model_key)
-    if key.startswith(SHIPPED_PREFIX) and key.endswith(".safetensors"):
-        return key.removeprefix(SHIPPED_PREFIX).removesuffix(".safetensors")
-    return key
+    if not key.startswith(CKPT_PREFIX):
+        return key
+    path = _resolve(key)
+    if path.suffix != checkpoints.WEIGHTS_SUFFIX:
+        return None
+    folder = path.parent.resolve()
+    if folder == paths.TRAINED_DIR.resolve():
+        return path.stem
+    if folder == paths.RUNS_DIR.resolve():
+        return RUN_LINK + path.stem
+    return uploads.link_name(path)
 
 
 def _model_from_url(choices: list[str]) -> Callable[[str], str | None]:
-    """A link's model: a shipped checkpoint's name or any key the sidebar offers."""
+    """A link's model: a shipped checkpoint's name, run:NAME, upload:ID, or a key the sidebar
+    offers. A link's upload joins this session's choices."""
+    from dashboard import checkpoints, uploads
 
     def parse(text: str) -> str | None:
-        for key in (text, f"{SHIPPED_PREFIX}{text}.safetensors"):
-            if key in choices:
-                select_model(key)  # brings the card's dataset, unless the link names one
-                return key
-        return None
+        if text.startswith(uploads.LINK_PREFIX):
+            path = uploads.find_link(text)
+            found = checkpoint_key(path) if path is not None else None
+        elif text.startswith(RUN_LINK):
+            name = text.removeprefix(RUN_LINK)  # a plain name: never a path
+            path = paths.RUNS_DIR / f"{name}{checkpoints.WEIGHTS_SUFFIX}"
+            found = checkpoint_key(path) if re.fullmatch(r"\w[\w.-]*", name, re.ASCII) else None
+        else:
+            found = next(
+                (k for k in (text, f"{SHIPPED_PREFIX}{text}.safetensors") if k in choices), None
+            )
+        if found is None or (found not in choices and not found.startswith(CKPT_PREFIX)):
+            return None
+        if found not in choices:
+            if not _resolve(found).is_file():
+                return None
+            add_model_choice(found)
+        select_model(found)  # brings the card's dataset, unless the link names one
+        return found
 
     return parse
+
+
+def _model_refused(text: str) -> None:
+    """A link named a model this server does not have: say so, and which model shows instead."""
+    shown = re.sub(r"[^A-Za-z0-9:._+-]", "", text)[:80] or "?"  # plain text: no markdown
+    instead = st.session_state.get(MODEL_KEY) or model_choices()[0]
+    st.session_state[LINK_NOTE_KEY] = (
+        f"The link's model {shown} is not on this server (an upload is kept only while its "
+        f"file stays in the server's cache): showing {model_label(instead)} instead."
+    )
 
 
 @dataclass(frozen=True)
@@ -404,12 +494,100 @@ def shape_flow(model_key: str, input_shape: tuple[int, int, int], mtime: float) 
     return probe.shape_flow(model, input_shape)
 
 
+# --------------------------------------------------------------------------- data root and folders
+
 DATA_ROOT_KEY = "lens_data_root"
+ROOT_PICK_KEY, ROOT_MESSAGE_KEY = "_lens_data_root", "lens_data_root_message"
+
+
+def server_options() -> settings.ServerOptions:
+    """The server's own options: `streamlit run app.py -- --data-root DIR --allow-root DIR`."""
+    return settings.server_options(sys.argv[1:])
+
+
+def pinned_data_root() -> str:
+    """What fixes the data root for this server ("" when the app may choose it): the server's
+    --data-root, else $CNN_LENS_DATA."""
+    if server_options().data_root:
+        return "--data-root"
+    return f"${paths.DATA_ROOT_ENV}" if os.environ.get(paths.DATA_ROOT_ENV) else ""
 
 
 def data_root() -> str:
-    """The data root for this session: set on the Model page, else --data-root's defaults."""
-    return st.session_state.get(DATA_ROOT_KEY) or str(paths.data_root(None))
+    """The data root of this session: --data-root, $CNN_LENS_DATA, the one set in the app (the
+    settings file), else the per-user default; read when the session starts."""
+    if not st.session_state.get(DATA_ROOT_KEY):
+        st.session_state[DATA_ROOT_KEY] = str(paths.data_root(server_options().data_root))
+    return st.session_state[DATA_ROOT_KEY]
+
+
+def allowed_roots() -> list[Path]:
+    """The folders under which this server lets the app read (see dashboard/settings.py)."""
+    server, saved = server_options(), settings.load()
+    roots = [server.data_root, os.environ.get(paths.DATA_ROOT_ENV), saved.data_root]
+    data_roots = [r for r in roots if r] + [paths.default_data_root()]
+    return settings.allowed_roots(data_roots, paths.cache_root(), server, saved)
+
+
+def folder_refusal(folder: str) -> str:
+    """Why the app will not read the image folder `folder` ("" when it may)."""
+    if not folder.strip():
+        return ""  # the dataset's own message asks for a path
+    try:
+        path = settings.check_allowed(folder, allowed_roots())
+    except LensError as err:
+        return str(err)
+    return settings.readable_folder(path)
+
+
+def _root_chosen() -> None:
+    """The Model page's data root changed: an allowed folder becomes this session's and every
+    later session's (the settings file); anything else is refused with the reason."""
+    chosen = str(st.session_state.get(ROOT_PICK_KEY) or "").strip()
+    if chosen == data_root():
+        return
+    try:
+        if not chosen:  # emptied: forget the choice, back to the default
+            settings.save_data_root(None)
+            st.session_state[DATA_ROOT_KEY] = str(paths.data_root(server_options().data_root))
+            return
+        path = settings.check_allowed(chosen, allowed_roots())
+        problem = settings.readable_folder(path)
+        if problem or not path.is_dir():
+            raise LensError(problem or f"{chosen} does not exist")
+        settings.save_data_root(path)
+    except LensError as err:
+        st.session_state[ROOT_MESSAGE_KEY] = str(err)
+        return
+    st.session_state[DATA_ROOT_KEY] = str(path)
+
+
+def data_root_field() -> None:
+    """The Model page's Data root: one of the folders this server allows, remembered for every
+    later session; fixed (and said so) when the server's owner set it."""
+    current = data_root()
+    layouts = f"Datasets are read there as {paths.DATA_LAYOUTS}."
+    pinned = pinned_data_root()
+    if pinned:
+        st.text_input("Data root", value=current, disabled=True, key="_lens_data_root_fixed")
+        st.caption(f"Set for this server by {pinned} (the person running it). {layouts}")
+        return
+    roots = ", ".join(str(root) for root in allowed_roots())
+    st.session_state[ROOT_PICK_KEY] = current
+    st.text_input(
+        "Data root",
+        key=ROOT_PICK_KEY,
+        on_change=_root_chosen,
+        help="Where datasets live: a folder inside those this server lets the app read "
+        f"({roots}). Remembered for every later session.",
+    )
+    message = st.session_state.pop(ROOT_MESSAGE_KEY, None)
+    if message:
+        st.error(message, icon=":material/folder_off:")
+    st.caption(
+        f"{layouts} The app may use a folder inside {roots}; the person running the server "
+        f"allows more with `--allow-root DIR`. Remembered in {settings.settings_path()}."
+    )
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the dataset…")
@@ -513,13 +691,15 @@ def url_bound(
     param: str,
     key: str,
     parse: Callable[[str], object | None] = str,
-    show: Callable[[object], str] = str,
+    show: Callable[[object], str | None] = str,
+    refused: Callable[[str], None] | None = None,
 ) -> None:
     """Keep session-state `key` in the URL as ?param=, so a link reopens the same view.
 
     Call before the widget that owns `key` is drawn. On this page's first run in a session a
-    value in the URL is adopted (when `parse` accepts it: it returns None for anything invalid);
-    after that the current value is written back on every run."""
+    value in the URL is adopted (when `parse` accepts it: it returns None for anything invalid,
+    and `refused` hears of it); after that the current value is written back on every run
+    (`show` → None leaves it out of the address)."""
     adopted = st.session_state.setdefault(URL_ADOPTED_KEY, set())
     if (_page_id(), param) not in adopted:
         adopted.add((_page_id(), param))
@@ -529,8 +709,13 @@ def url_bound(
             st.session_state[key] = value
         elif raw is not None:
             del st.query_params[param]  # nonsense in a link: the page's default instead
-    if st.session_state.get(key) is not None:
-        st.query_params[param] = show(st.session_state[key])
+            if refused is not None:
+                refused(raw)
+    shown = show(st.session_state[key]) if st.session_state.get(key) is not None else None
+    if shown is not None:
+        st.query_params[param] = shown
+    else:
+        st.query_params.pop(param, None)
 
 
 def one_of(options: Sequence[object]) -> Callable[[str], object | None]:
@@ -712,24 +897,30 @@ def report_button(selection: Selection) -> None:
 # --------------------------------------------------------------------------- runs overlaid
 
 
-@st.cache_resource(max_entries=128, show_spinner=False)  # shared by every page and session
+@st.cache_resource(max_entries=128, show_spinner="Drawing…")  # shared by every page and session
 def cached_figure(key: tuple, _build: Callable[[], object]):
     """A figure built once per `key` (everything it depends on), shared read-only: plotly
     spends tens of milliseconds building each, which a widget change should not pay again."""
     return _build()
 
 
+def held(permanent: str, default: object) -> dict:
+    """Widget arguments (key, on_change, args) keeping its value under `permanent`, so it is
+    the same when the user comes back from another page (see `keep`):
+    `st.number_input("Epochs", **ui.held("train_epochs", 5))`."""
+    return {"key": keep(permanent, default), "on_change": store, "args": (permanent,)}
+
+
 def kept(permanent: str, options: Sequence[object], default: object) -> dict:
-    """Widget arguments (key, on_change, args) keeping its value under `permanent` (see
-    `keep`); a stored value no longer among `options` falls back to `default`, and a stored
-    list keeps the items still offered."""
+    """`held`, for a choice among `options`: a stored value no longer among them falls back to
+    `default`, and a stored list keeps the items still offered."""
     value = st.session_state.get(permanent, default)
     if isinstance(value, list):
         value = [v for v in value if v in options]
     elif value not in options:
         value = default
     st.session_state[permanent] = value
-    return {"key": keep(permanent, value), "on_change": store, "args": (permanent,)}
+    return held(permanent, value)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)

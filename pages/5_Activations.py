@@ -10,16 +10,20 @@ Other pages open an image here by setting `st.session_state[inputs.IMAGE_INDEX_K
 
 from functools import partial
 
-import numpy as np
-import pandas as pd
 import streamlit as st
-import torch
 
-from dashboard import figures, gradcam, inputs, probe, ui
+from dashboard import ui
 from dashboard.errors import LensError
 
 ui.setup_page("Activations")
 selection = ui.sidebar()
+
+# Imported once the page shows: the first import of PyTorch takes seconds.
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from dashboard import figures, gradcam, inputs, probe  # noqa: E402
 
 MODE_KEY, COMPARE_KEY = "lens_image_mode", "lens_compare_index"
 BY_INDEX, BY_CLASS, MISTAKES = "by index", "by class", "misclassified"
@@ -30,6 +34,10 @@ BATCH_MULT_ADDS = 4e10  # … or fewer, so big models spend at most a few second
 MAX_LISTED = 2000  # misclassified images listed at once (an untrained model gets ~9,000)
 ALL_PIXELS = 200_000  # shared by every layer of "show all layers": one light chart
 SHOWN_IN_ALL = ("Conv", "MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool")
+UPLOADER_KEY, UPLOAD_KEY, RESTORED_KEY = "_act_upload", "act_upload", "act_upload_restored"
+# A canvas starts empty on every visit: its strokes are kept and drawn again on the next one.
+CANVAS_KEY, DRAWING_KEY, DRAWN_BEFORE_KEY = "act_canvas", "act_drawing", "act_drawn_before"
+DRAWN_PIXELS_KEY = "act_drawn_pixels"
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
 
 
@@ -38,7 +46,7 @@ UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
 # the input tensor and the split ride along unhashed.
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+@st.cache_data(max_entries=32, show_spinner="Running the image through the model…")
 def forward(model_key: str, mtime: float, input_key: str, _model, _x: torch.Tensor) -> dict:
     """One forward pass: logits, softmax, every leaf layer's maps, and their global range."""
     logits, acts = probe.forward_with_activations(_model, _x)
@@ -75,6 +83,41 @@ def uploaded(file_id: str, dataset: str, size: int, digits: bool, _raw: bytes, _
 
 
 # --------------------------------------------------------------------------- small helpers
+
+
+def drawn_pixels(canvas) -> np.ndarray | None:
+    """The canvas's pixels. Strokes drawn again from an earlier visit send none until touched:
+    their pixels from that visit stand in while they are unchanged."""
+    start, now = st.session_state.get(DRAWN_BEFORE_KEY), canvas.json_data
+    unchanged = bool(start) and bool(now) and now.get("objects") == start.get("objects")
+    if unchanged and inputs.canvas_digit(canvas.image_data) is None:
+        return st.session_state.get(DRAWN_PIXELS_KEY)
+    if canvas.image_data is not None:
+        st.session_state[DRAWN_PIXELS_KEY] = canvas.image_data
+    return canvas.image_data
+
+
+def kept_upload() -> tuple[str, str, bytes] | None:
+    """The uploaded image as (file id, name, bytes). Streamlit empties a file uploader when its
+    page is left: the last upload is kept and shown again on return, until another replaces
+    it or the user removes it from the uploader."""
+    returning = UPLOADER_KEY not in st.session_state  # the uploader is new on this visit
+    file = st.file_uploader(
+        "An image file (PNG, JPEG, GIF, BMP, WebP, TIFF; any size)",
+        type=UPLOAD_TYPES,
+        key=UPLOADER_KEY,
+    )
+    if file is not None:
+        st.session_state[UPLOAD_KEY] = (file.file_id, file.name, file.getvalue())
+        st.session_state[RESTORED_KEY] = False
+    elif returning and UPLOAD_KEY in st.session_state:
+        st.session_state[RESTORED_KEY] = True
+    elif not st.session_state.get(RESTORED_KEY):  # removed from the uploader by the user
+        st.session_state.pop(UPLOAD_KEY, None)
+    upload = st.session_state.get(UPLOAD_KEY)
+    if upload is not None and file is None:
+        st.caption(f"Showing {upload[1]}, uploaded before: upload another file to replace it.")
+    return upload
 
 
 def set_index(index: int) -> None:
@@ -222,11 +265,12 @@ with top[0]:
                 ui.show_error(err)
                 st.stop()
             wrong = inputs.mistakes(predictions)
+            true_classes = [None, *range(len(classes))]
             only = st.selectbox(
                 "True class",
-                [None, *range(len(classes))],
+                true_classes,
                 format_func=lambda k: "any" if k is None else classes[k],
-                key="_act_mistake_class",
+                **ui.kept("act_mistake_class", true_classes, None),
             )
             listed = wrong if only is None else [m for m in wrong if m.true == only]
             if not listed:
@@ -251,18 +295,13 @@ with top[0]:
                 )
         prepared = inputs.test_image(split, index)
     elif source == inputs.SOURCE_UPLOAD:
-        file = st.file_uploader(
-            "An image file (PNG, JPEG, GIF, BMP, WebP, TIFF; any size)",
-            type=UPLOAD_TYPES,
-            key="_act_upload",
-        )
-        if file is None:
+        upload = kept_upload()
+        if upload is None:
             st.info("Upload an image to see what the model makes of it.")
             st.stop()
+        file_id, name, raw = upload
         try:
-            prepared = uploaded(
-                file.file_id, info.name, info.size, digits, file.getvalue(), info, file.name
-            )
+            prepared = uploaded(file_id, info.name, info.size, digits, raw, info, name)
         except LensError as err:
             ui.show_error(err)
             st.stop()
@@ -271,7 +310,10 @@ with top[0]:
 
         st.caption("Draw one digit, white on black:")
         st.write("")  # room for the canvas's toolbar, which floats above it
+        if CANVAS_KEY not in st.session_state:  # a new visit: the strokes drawn last time
+            st.session_state[DRAWN_BEFORE_KEY] = st.session_state.get(DRAWING_KEY)
         canvas = st_canvas(
+            initial_drawing=st.session_state[DRAWN_BEFORE_KEY],
             fill_color="#000000",
             stroke_width=18,
             stroke_color="#FFFFFF",
@@ -280,11 +322,14 @@ with top[0]:
             width=280,
             drawing_mode="freedraw",
             return_image_data=True,
-            key="act_canvas",
+            key=CANVAS_KEY,
         )
+        if canvas.json_data is not None:
+            st.session_state[DRAWING_KEY] = canvas.json_data
+        pixels = drawn_pixels(canvas)
         st.caption("Large and in the middle works best; the bin icon clears the box.")
         try:
-            prepared = inputs.prepare_drawing(canvas.image_data, info)
+            prepared = inputs.prepare_drawing(pixels, info)
         except LensError as err:
             ui.show_error(err)
             st.stop()
@@ -531,11 +576,17 @@ with st.expander("One neuron: its value and the input pixels it sees", expanded=
         ("act_neuron_c", "act_neuron_y", "act_neuron_x"), maps.shape, strict=False
     ):
         st.session_state[key] = min(int(st.session_state.get(key, 0)), size - 1)  # a new layer
-    channel = cells[0].number_input(f"{unit}", 0, len(maps) - 1, key="act_neuron_c", step=1)
+    channel = cells[0].number_input(
+        f"{unit}", 0, len(maps) - 1, step=1, **ui.held("act_neuron_c", 0)
+    )
     y = x_pos = 0
     if maps.ndim == 3:
-        y = cells[1].number_input("Row y", 0, maps.shape[1] - 1, key="act_neuron_y", step=1)
-        x_pos = cells[2].number_input("Column x", 0, maps.shape[2] - 1, key="act_neuron_x")
+        y = cells[1].number_input(
+            "Row y", 0, maps.shape[1] - 1, step=1, **ui.held("act_neuron_y", 0)
+        )
+        x_pos = cells[2].number_input(
+            "Column x", 0, maps.shape[2] - 1, **ui.held("act_neuron_x", 0)
+        )
     st.session_state[inputs.NEURON_KEY] = {
         "layer": layer,
         "channel": int(channel),

@@ -9,14 +9,18 @@ is rewritten here to the cell's (true, predicted) class indices, whatever the cl
 Other pages may set `COMPARE_KEY` to a model key to preselect the second model.
 """
 
-import numpy as np
 import streamlit as st
 
-from dashboard import confusion, data, figures, inputs, metrics, ui
+from dashboard import ui
 from dashboard.errors import LensError
 
 ui.setup_page("Confusion matrix")
 selection = ui.sidebar()
+
+# Imported once the page shows: the first import of PyTorch takes seconds.
+import numpy as np  # noqa: E402
+
+from dashboard import confusion, data, figures, inputs, metrics  # noqa: E402
 
 SPLIT_KEY, SHOW_KEY, ORDER_KEY, LEVEL_KEY = "cm_split", "cm_show", "cm_order", "cm_level"
 CELL_KEY, PAGE_KEY, CHART_KEY = "cm_cell", "cm_page", "cm_chart"
@@ -380,12 +384,10 @@ preset = st.session_state.get(COMPARE_KEY)
 if preset and preset not in choices:
     choices.append(preset)
 choices = [k for k in choices if k != selection.model_key]
-if st.session_state.get(COMPARE_KEY) not in ["", *choices]:
-    st.session_state[COMPARE_KEY] = ""
 other_key = st.selectbox(
     "Second model (B), on the same images",
     ["", *choices],
-    key=COMPARE_KEY,
+    **ui.kept(COMPARE_KEY, ["", *choices], ""),
     format_func=lambda k: "— none —" if not k else ui.model_label(k),
 )
 if other_key:

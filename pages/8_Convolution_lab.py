@@ -13,18 +13,22 @@ arithmetic, `dashboard.lab_display` writes the grids, tables, sentences and figu
 
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import streamlit as st
-import torch
 
-from dashboard import inputs, lab, probe, ui
-from dashboard import lab_display as show
-from dashboard import lab_inputs as typed
+from dashboard import ui
 from dashboard.errors import LensError
-from dashboard.lab_inputs import NEURON_CHANNEL, NEURON_LAYER, NEURON_X, NEURON_Y
 
 ui.setup_page("Convolution lab", icon="🧮")
 selection = ui.sidebar()
+
+# Imported once the page shows: the first import of PyTorch takes seconds.
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from dashboard import inputs, lab, probe  # noqa: E402
+from dashboard import lab_display as show  # noqa: E402
+from dashboard import lab_inputs as typed  # noqa: E402
+from dashboard.lab_inputs import NEURON_CHANNEL, NEURON_LAYER, NEURON_X, NEURON_Y  # noqa: E402
 
 TABS = (
     "Worked convolution",
@@ -638,7 +642,9 @@ st.caption(
 requested = st.session_state.pop(TAB_REQUEST, None)
 if requested in TABS:
     st.session_state[TAB_KEY] = requested
-tabs = st.tabs(TABS, key=TAB_KEY, on_change="rerun")
+if st.session_state.get(TAB_KEY) not in TABS:
+    st.session_state[TAB_KEY] = TABS[0]
+tabs = st.tabs(TABS, **ui.held(TAB_KEY, TABS[0]))  # a callback: the open tab reruns alone
 DRAW = (worked_tab, channels_tab, pooling_tab, im2col_tab, neuron_tab, classic_tab)
 for tab, draw in zip(tabs, DRAW, strict=True):
     if tab.open:

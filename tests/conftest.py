@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,8 @@ SHARED_DATASETS = Path(
 
 # Pages and commands under test read the real datasets unless a test says otherwise.
 os.environ.setdefault("CNN_LENS_DATA", str(SHARED_DATASETS))
+# A data root chosen in the app is remembered in a settings file: never the user's own.
+os.environ.setdefault("CNN_LENS_CONFIG", tempfile.mkdtemp(prefix="cnn-lens-config-"))
 
 
 @pytest.fixture(scope="session")

@@ -151,7 +151,8 @@ def test_sample_stands_in_when_the_full_set_is_missing(
     assert len(train) == 10000
     assert train.source == (
         "bundled MNIST sample: first 10,000 train images "
-        f"(full set not found under {tmp_path / 'MNIST' / 'raw'}; download not attempted)"
+        f"(full set not found under {tmp_path / 'MNIST' / 'raw'}; download not attempted; "
+        f"{paths.SHORT_DATA_ROOT_HINT})"
     )
     assert torch.equal(train.images, mnist_full["train"].images[:10000])
     test = data.load_split("mnist", "test", data_root=tmp_path, download=False)
