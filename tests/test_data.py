@@ -26,7 +26,7 @@ import torch
 import torchvision
 import torchvision.transforms.v2.functional as TF
 
-from dashboard import data, paths
+from dashboard import data, images, paths
 from dashboard.errors import DatasetUnavailableError, UnknownNameError
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -162,11 +162,12 @@ def test_sample_stands_in_when_the_full_set_is_missing(
 # --------------------------------------------------------------------------- image folders
 
 
-def _link_cifar_subset(src: Path, dst: Path, per_class: int) -> None:
+def _copy_cifar_subset(src: Path, dst: Path, per_class: int) -> None:
+    """Copies, not links: a folder's links leading out of it are not followed."""
     for name in CIFAR10_CLASSES:
         (dst / name).mkdir(parents=True)
         for i in range(per_class):
-            (dst / name / f"{i:04d}.jpg").symlink_to(src / name / f"{i:04d}.jpg")
+            shutil.copyfile(src / name / f"{i:04d}.jpg", dst / name / f"{i:04d}.jpg")
 
 
 def _pil_rgb(path: Path) -> np.ndarray:
@@ -175,10 +176,10 @@ def _pil_rgb(path: Path) -> np.ndarray:
 
 @pytest.fixture
 def cifar_folder(tmp_path: Path, shared_datasets: Path) -> Path:
-    """20 CIFAR-10 JPEGs per class (symlinks), plus a truncated JPEG and a text file named .png
+    """20 CIFAR-10 JPEGs per class (copies), plus a truncated JPEG and a text file named .png
     in cat/, plus a README that is not an image at all."""
     root = tmp_path / "pets"
-    _link_cifar_subset(shared_datasets / "cifar10-jpg" / "test", root, 20)
+    _copy_cifar_subset(shared_datasets / "cifar10-jpg" / "test", root, 20)
     jpeg = (shared_datasets / "cifar10-jpg" / "test" / "cat" / "0100.jpg").read_bytes()
     (root / "cat" / "zz_truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     (root / "cat" / "zz_not_an_image.png").write_text("hello")
@@ -200,7 +201,11 @@ def test_folder_dataset_classes_counts_split_and_pixels(cifar_folder: Path) -> N
     assert torch.bincount(test.labels).tolist() == [4] * 10
     assert torch.bincount(train.labels).tolist() == [16] * 10
     assert (train.skipped, test.skipped) == (2, 0)
-    assert train.source.endswith(f"160 train images ({cifar_folder}), 2 unreadable files skipped")
+    assert train.source.endswith(
+        f"160 train images ({cifar_folder}), 2 unreadable files skipped (cat/zz_not_an_image.png "
+        "is not an image in a format read here (PNG, JPEG, GIF, BMP, TIFF, WebP or PPM); "
+        "cat/zz_truncated.jpg could not be decoded (Truncated File Read))"
+    )
     cat = CIFAR10_CLASSES.index("cat")
     test_cats = test.images[test.labels == cat]
     for k, i in enumerate((4, 9, 14, 19)):  # oracle: PIL decodes the same files
@@ -214,18 +219,18 @@ def test_folder_dataset_classes_counts_split_and_pixels(cifar_folder: Path) -> N
 
 
 def test_folder_cache_hit_and_invalidation(
-    cifar_folder: Path, private_cache: Path, monkeypatch: pytest.MonkeyPatch
+    cifar_folder: Path, private_cache: Path, monkeypatch: pytest.MonkeyPatch, shared_datasets: Path
 ) -> None:
     name = f"folder:{cifar_folder}"
     first = data.load_split(name, "test")
     cached = sorted((private_cache / "derived" / "folders").glob("*.safetensors"))
     assert len(cached) == 2  # train (needed for normalization) and test
 
-    def no_decoding(path: str) -> None:
-        raise AssertionError(f"decoded {path} although the cache is fresh")
+    def no_decoding(paths: list[str], *_) -> None:
+        raise AssertionError(f"decoded {paths[0]}… although the cache is fresh")
 
     with monkeypatch.context() as m:
-        m.setattr(data, "_decode_file", no_decoding)
+        m.setattr(images, "decode_files", no_decoding)
         again = data.load_split(name, "test")
     assert torch.equal(again.images, first.images)
     assert torch.equal(again.labels, first.labels)
@@ -233,7 +238,7 @@ def test_folder_cache_hit_and_invalidation(
 
     # replace dog/0004.jpg (a test image) by a copy of a different picture: new key, new pixels
     target = cifar_folder / "dog" / "0004.jpg"
-    replacement = target.resolve().parent.parent / "dog" / "0500.jpg"
+    replacement = shared_datasets / "cifar10-jpg" / "test" / "dog" / "0500.jpg"
     target.unlink()
     shutil.copyfile(replacement, target)
     changed = data.load_split(name, "test")
@@ -286,7 +291,7 @@ def test_folder_errors(tmp_path: Path) -> None:
 
 def test_cifar10_name_uses_the_jpeg_copy(tmp_path: Path, shared_datasets: Path) -> None:
     for split in ("train", "test"):
-        _link_cifar_subset(
+        _copy_cifar_subset(
             shared_datasets / "cifar10-jpg" / split, tmp_path / "cifar10-jpg" / split, 3
         )
     split = data.load_split("cifar10", "test", data_root=tmp_path, download=False)

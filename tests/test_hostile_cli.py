@@ -299,8 +299,14 @@ def test_unreadable_images_in_a_folder_are_skipped_and_counted(tmp_path, capsys)
     assert code == 0, err
     source = json.loads(stdout)["dataset_source"]
     train_part, test_part = source.split("; test: ")
-    assert train_part.endswith("15 train images (" + str(root) + "), 1 unreadable files skipped")
-    assert test_part.endswith("3 test images (" + str(root) + "), 1 unreadable files skipped")
+    assert train_part.endswith(
+        f"15 train images ({root}), 1 unreadable files skipped (a/03.png could not be decoded "
+        "(its PNG header is damaged))"
+    )
+    assert test_part.endswith(
+        f"3 test images ({root}), 1 unreadable files skipped (b/04.png is not an image in a "
+        "format read here (PNG, JPEG, GIF, BMP, TIFF, WebP or PPM))"
+    )
     saved = checkpoints.read_card(out)
     assert (saved.training["train_images"], saved.training["test_images"]) == (15, 3)
     assert saved.dataset_source == source
