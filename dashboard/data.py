@@ -23,6 +23,7 @@ import json
 import os
 import pickle
 import socket
+import stat
 import tarfile
 import tempfile
 import time
@@ -893,6 +894,7 @@ class _Walk:
         self.started = time.monotonic()
         self.links_out = links_out  # symbolic links leading out of their folder, or into a loop
         self.unreadable = unreadable  # folders that could not be listed
+        self.special = 0  # image names on pipes, devices or sockets: never opened
 
     def scandir(self, folder: str) -> list[os.DirEntry[str]]:
         """The folder's entries, or none (counted) when it cannot be read."""
@@ -931,6 +933,10 @@ class _Walk:
             )
         if self.unreadable:
             notes.append(f"{_plural(self.unreadable, 'folder')} could not be read")
+        if self.special:
+            notes.append(
+                f"{_plural(self.special, 'image name')} on a pipe, device or socket not read"
+            )
         return tuple(notes)
 
 
@@ -979,7 +985,10 @@ def _image_files(folder: Path, label: int, walk: _Walk) -> list[_ImageFile]:
                 except OSError:  # a dangling link: kept, so decoding counts it as skipped
                     found.append(_ImageFile(label, e.path, -1, -1))
                     continue
-                found.append(_ImageFile(label, e.path, st.st_size, st.st_mtime_ns))
+                if stat.S_ISREG(st.st_mode):
+                    found.append(_ImageFile(label, e.path, st.st_size, st.st_mtime_ns))
+                else:  # opening a pipe would wait for a writer forever
+                    walk.special += 1
     found.sort()
     return found
 

@@ -421,13 +421,6 @@ def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def read_rgb(path: str | os.PathLike[str], name: str, draft_to: int | None = None) -> np.ndarray:
-    """An image file through the gate → (H, W, 3) uint8, upright, its first frame."""
-    import numpy as np
-
-    return np.asarray(to_rgb(decode(read_file(path, name), name, draft_to=draft_to)))
-
-
 # --------------------------------------------------------------------------- worker processes
 
 # A worker reads NUL-separated pairs (path, name for messages) on stdin and writes one record

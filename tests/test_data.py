@@ -289,6 +289,114 @@ def test_folder_errors(tmp_path: Path) -> None:
         data.load_split("folder:")
 
 
+def _pngs(folder: Path, count: int, first: int = 0) -> None:
+    """`count` real 12×12 RGB PNGs, each a different flat colour."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(first, first + count):
+        PIL.Image.new("RGB", (12, 12), (i * 20 % 256, 90, 200)).save(folder / f"{i:02d}.png")
+
+
+def test_an_animated_gif_gives_its_first_frame_and_one_named_png_is_skipped(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "anim"
+    _pngs(root / "a", 5)
+    _pngs(root / "b", 5)
+    first = PIL.Image.new("RGB", (12, 12), (250, 10, 10))
+    second = PIL.Image.new("RGB", (12, 12), (10, 10, 250))
+    buffer = io.BytesIO()
+    first.save(buffer, "GIF", save_all=True, append_images=[second], duration=50, loop=0)
+    (root / "a" / "05.gif").write_bytes(buffer.getvalue())
+    (root / "b" / "05.png").write_bytes(buffer.getvalue())  # a GIF named .png
+    train = data.load_split(f"folder:{root}", "train", input_size=12)
+    a_images = train.images[train.labels == 0]
+    assert a_images.shape == (5, 3, 12, 12)  # 00–03 and the GIF; 04 is test
+    assert a_images[-1, :, 0, 0].tolist() == [250, 10, 10]  # the first frame
+    assert (len(train), train.skipped) == (9, 1)
+    assert train.source.endswith(
+        "1 unreadable files skipped (b/05.png is a GIF image named .png: rename it .gif)"
+    )
+
+
+def test_an_empty_class_folder_is_a_class_with_a_note(tmp_path: Path) -> None:
+    root = tmp_path / "pets"
+    _pngs(root / "cat", 6)
+    _pngs(root / "dog", 6)
+    (root / "empty").mkdir()
+    (root / "empty" / "notes.txt").write_text("no images here")
+    train = data.load_split(f"folder:{root}", "train")
+    assert train.info.classes == ("cat", "dog", "empty")  # a class: the model has 3 outputs
+    note = "class folder empty has no train images but still counts as a class"
+    assert train.notes == (note,)
+    assert train.source.endswith(f"10 train images ({root}), {note}")
+
+
+def test_symbolic_links_never_lead_out_of_a_class_folder(tmp_path: Path) -> None:
+    root = tmp_path / "pets"
+    _pngs(root / "cat", 5)
+    _pngs(root / "cat" / "kittens", 5, first=5)  # a real subfolder: its images are cats
+    _pngs(root / "dog", 5)
+    outside = tmp_path / "elsewhere"
+    _pngs(outside, 5, first=10)
+    alone = data.load_split(f"folder:{root}", "train")
+    assert torch.bincount(alone.labels).tolist() == [8, 4]
+    (root / "cat" / "loop").symlink_to("..")  # the report's case: back up to the root
+    (root / "cat" / "dogs").symlink_to(root / "dog")  # into another class
+    (root / "cat" / "again").symlink_to(root / "cat" / "kittens")  # a folder listed already
+    (root / "dog" / "far").symlink_to(outside)  # out of the dataset
+    (root / "dog" / "10.png").symlink_to(outside / "10.png")  # one file out of it
+    (root / "cat" / "twin.png").symlink_to(root / "cat" / "00.png")  # inside: followed
+    linked = data.load_split(f"folder:{root}", "train")
+    assert torch.bincount(linked.labels).tolist() == [9, 4]  # only the twin is new
+    note = "5 symbolic links not followed (out of its class folder or into a loop)"
+    assert linked.notes == (note,)
+    assert linked.source.endswith(note)
+
+
+def test_a_file_a_system_folder_or_the_root_given_as_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    picture = tmp_path / "cat.png"
+    PIL.Image.new("RGB", (4, 4)).save(picture)
+    with pytest.raises(DatasetUnavailableError) as refused:
+        data.load_split(f"folder:{picture}")
+    assert str(refused.value) == (
+        f"image folder {picture} is a file: give the folder that holds one subfolder per class"
+    )
+
+    def no_listing(*_) -> None:
+        raise AssertionError("a system folder was listed")
+
+    monkeypatch.setattr(data._Walk, "scandir", no_listing)
+    for typed, refusal in (
+        ("/", "image folder / is the root of the file system: give the folder that holds one "
+         "subfolder per class"),
+        ("/proc", "image folder /proc is in /proc, a system folder, not a folder of images"),
+        ("/sys/class", "image folder /sys/class is in /sys, a system folder, not a folder of "
+         "images"),
+    ):  # fmt: skip
+        with pytest.raises(DatasetUnavailableError) as refused:
+            data.dataset_info(f"folder:{typed}")
+        assert str(refused.value) == refusal
+
+
+def test_listing_stops_past_its_limit_and_never_opens_a_pipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "pets"
+    _pngs(root / "cat", 30)
+    _pngs(root / "dog", 30)
+    os.mkfifo(root / "dog" / "99.png")  # opening it would wait for a writer forever
+    train = data.load_split(f"folder:{root}", "train")
+    assert (len(train), train.skipped) == (48, 0)
+    assert train.notes == ("1 image name on a pipe, device or socket not read",)
+    monkeypatch.setattr(data, "MAX_SCAN_ENTRIES", 40)
+    with pytest.raises(DatasetUnavailableError) as stopped:
+        data.load_split(f"folder:{root}", "train")
+    assert str(stopped.value).startswith(f"image folder {root}: listing stopped after 61 entries")
+    assert str(stopped.value).endswith("give the folder that holds one subfolder per class")
+
+
 def test_cifar10_name_uses_the_jpeg_copy(tmp_path: Path, shared_datasets: Path) -> None:
     for split in ("train", "test"):
         _copy_cifar_subset(
