@@ -400,7 +400,10 @@ def _folder_path(name: str) -> Path | None:
     raw = name[len(FOLDER_PREFIX) :].strip()
     if not raw:
         raise UnknownNameError("folder: needs a path, e.g. folder:/home/me/pictures")
-    return Path(raw).expanduser().resolve()
+    try:
+        return Path(raw).expanduser().resolve()
+    except (OSError, RuntimeError) as err:  # RuntimeError: a loop of symbolic links
+        raise DatasetUnavailableError(f"image folder {raw} cannot be opened ({err})") from err
 
 
 def _check_split(split: str) -> None:
@@ -1009,12 +1012,18 @@ def _refuse_system_folder(root: Path) -> None:
 
 def _scan_folder(root: Path) -> _FolderLayout:
     _refuse_system_folder(root)
-    if root.is_file():
+    try:
+        kind = root.stat().st_mode
+    except FileNotFoundError:
+        raise DatasetUnavailableError(f"image folder {root} does not exist") from None
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise DatasetUnavailableError(f"image folder {root} cannot be read ({reason})") from err
+    if not stat.S_ISDIR(kind):
+        what = "a file" if stat.S_ISREG(kind) else "not a folder"
         raise DatasetUnavailableError(
-            f"image folder {root} is a file: give the folder that holds one subfolder per class"
+            f"image folder {root} is {what}: give the folder that holds one subfolder per class"
         )
-    if not root.is_dir():
-        raise DatasetUnavailableError(f"image folder {root} does not exist")
     if not os.access(root, os.R_OK | os.X_OK):
         raise DatasetUnavailableError(f"image folder {root} cannot be read (permission denied)")
     walk = _Walk(root)

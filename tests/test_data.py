@@ -363,6 +363,11 @@ def test_a_file_a_system_folder_or_the_root_given_as_the_folder(
     assert str(refused.value) == (
         f"image folder {picture} is a file: give the folder that holds one subfolder per class"
     )
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)  # a link to itself: resolving it never ends
+    with pytest.raises(DatasetUnavailableError) as refused:
+        data.load_split(f"folder:{loop}")
+    assert str(refused.value).startswith(f"image folder {loop} cannot be opened (")
 
     def no_listing(*_) -> None:
         raise AssertionError("a system folder was listed")
