@@ -916,23 +916,25 @@ class _Walk:
             )
         return found
 
-    def follows(self, entry: os.DirEntry[str], within: str) -> bool:
-        """Whether to follow `entry`: not a symbolic link, or one leading inside `within`
-        (a real path) — never out of the folder, up to a folder above it, or to `within`
-        itself (a loop)."""
-        if not entry.is_symlink():
-            return True
-        if os.path.realpath(entry.path).startswith(within + os.sep):
+    def follows(self, path: str, is_link: bool, within: str) -> bool:
+        """Whether to follow `path`: not a symbolic link, or one leading inside `within` (a
+        real path) — never out of its folder, up to a folder above, or to `within` itself
+        (a loop)."""
+        if not is_link or os.path.realpath(path).startswith(within + os.sep):
             return True
         self.links_out += 1
         return False
+
+    def folder(self, path: Path, within: str) -> bool:
+        """Whether `path` is a folder to list: a real one, or a link followed (see follows)."""
+        return path.is_dir() and self.follows(str(path), path.is_symlink(), within)
 
     def notes(self) -> tuple[str, ...]:
         notes = []
         if self.links_out:
             notes.append(
-                f"{_plural(self.links_out, 'symbolic link')} not followed (out of its class "
-                "folder or into a loop)"
+                f"{_plural(self.links_out, 'symbolic link')} not followed (they lead out of "
+                "their folder or into a loop)"
             )
         if self.unreadable:
             notes.append(f"{_plural(self.unreadable, 'folder')} could not be read")
@@ -952,7 +954,9 @@ def _class_dirs(folder: Path, walk: _Walk) -> list[str]:
     return sorted(
         e.name
         for e in walk.scandir(str(folder))
-        if not e.name.startswith(".") and _is_dir(e) and walk.follows(e, within)
+        if not e.name.startswith(".")
+        and _is_dir(e)
+        and walk.follows(e.path, e.is_symlink(), within)
     )
 
 
@@ -973,7 +977,7 @@ def _image_files(folder: Path, label: int, walk: _Walk) -> list[_ImageFile]:
     seen = {within}
     while stack:
         for e in walk.scandir(stack.pop()):
-            if e.name.startswith(".") or not walk.follows(e, within):
+            if e.name.startswith(".") or not walk.follows(e.path, e.is_symlink(), within):
                 continue
             if _is_dir(e):
                 real = os.path.realpath(e.path)
@@ -1027,16 +1031,19 @@ def _scan_folder(root: Path) -> _FolderLayout:
     if not os.access(root, os.R_OK | os.X_OK):
         raise DatasetUnavailableError(f"image folder {root} cannot be read (permission denied)")
     walk = _Walk(root)
-    split_dirs = (root / "train").is_dir() and (root / "test").is_dir()
+    real_root = os.path.realpath(root)
+    split_dirs = walk.folder(root / "train", real_root) and walk.folder(root / "test", real_root)
     class_root = root / "train" if split_dirs else root
     classes = tuple(_class_dirs(class_root, walk))
     if len(classes) < 2:
+        left_out = "".join(f"; {note}" for note in walk.notes())
         raise DatasetUnavailableError(
             f"image folder {class_root} needs at least two class subfolders "
-            f"(found {len(classes)}): put each class's images in its own folder"
+            f"(found {len(classes)}): put each class's images in its own folder{left_out}"
         )
     if split_dirs:
-        extra = sorted(set(_class_dirs(root / "test", walk)) - set(classes))
+        # test/'s own links are counted when the test split is listed
+        extra = sorted(set(_class_dirs(root / "test", _Walk(root))) - set(classes))
         if extra:
             raise DatasetUnavailableError(
                 f"{root / 'test'} has class folders missing from train/: {', '.join(extra)}"
@@ -1048,9 +1055,10 @@ def _split_files(layout: _FolderLayout, split: str) -> _Listing:
     walk = _Walk(layout.root, layout.links_out, layout.unreadable)
     files: list[_ImageFile] = []
     empty: list[str] = []
+    within = os.path.realpath(layout.split_root(split))
     for label, name in enumerate(layout.classes):
         folder = layout.split_root(split) / name
-        in_class = _image_files(folder, label, walk) if folder.is_dir() else []
+        in_class = _image_files(folder, label, walk) if walk.folder(folder, within) else []
         if not layout.split_dirs:
             in_class = [f for i, f in enumerate(in_class) if (i % 5 == 4) == (split == "test")]
         if not in_class:

@@ -348,9 +348,21 @@ def test_symbolic_links_never_lead_out_of_a_class_folder(tmp_path: Path) -> None
     (root / "cat" / "twin.png").symlink_to(root / "cat" / "00.png")  # inside: followed
     linked = data.load_split(f"folder:{root}", "train")
     assert torch.bincount(linked.labels).tolist() == [9, 4]  # only the twin is new
-    note = "5 symbolic links not followed (out of its class folder or into a loop)"
+    note = "5 symbolic links not followed (they lead out of their folder or into a loop)"
     assert linked.notes == (note,)
     assert linked.source.endswith(note)
+
+    split = tmp_path / "split"  # train/ and test/: a test class linked to its train images
+    _pngs(split / "train" / "cat", 3)
+    _pngs(split / "train" / "dog", 3)
+    _pngs(split / "test" / "cat", 2)
+    (split / "test" / "dog").symlink_to(split / "train" / "dog")
+    test = data.load_split(f"folder:{split}", "test")
+    assert test.labels.tolist() == [0, 0]  # no train dog in the test split
+    assert test.notes == (
+        "1 symbolic link not followed (they lead out of their folder or into a loop)",
+        "class folder dog has no test images but still counts as a class",
+    )
 
 
 def test_a_file_a_system_folder_or_the_root_given_as_the_folder(
