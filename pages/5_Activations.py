@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from dashboard import figures, gradcam, inputs, probe, ui
+from dashboard import figures, gradcam, images, inputs, probe, ui
 from dashboard.errors import LensError
 
 ui.setup_page("Activations")
@@ -30,7 +30,7 @@ BATCH_MULT_ADDS = 4e10  # … or fewer, so big models spend at most a few second
 MAX_LISTED = 2000  # misclassified images listed at once (an untrained model gets ~9,000)
 ALL_PIXELS = 200_000  # shared by every layer of "show all layers": one light chart
 SHOWN_IN_ALL = ("Conv", "MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool")
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
+UPLOAD_TYPES = [ext.removeprefix(".") for ext in images.IMAGE_EXTENSIONS]  # folders' list too
 
 
 # --------------------------------------------------------------------------- cached work
@@ -252,7 +252,8 @@ with top[0]:
         prepared = inputs.test_image(split, index)
     elif source == inputs.SOURCE_UPLOAD:
         file = st.file_uploader(
-            "An image file (PNG, JPEG, GIF, BMP, WebP, TIFF; any size)",
+            f"An image file ({images.FORMAT_NAMES}; up to "
+            f"{images.MAX_IMAGE_BYTES // 2**20} MB and {images.MAX_PIXELS // 10**6} megapixels)",
             type=UPLOAD_TYPES,
             key="_act_upload",
         )
