@@ -337,6 +337,13 @@ def _load_train_test(args: argparse.Namespace, world: World) -> tuple[Split, Spl
             dist.barrier()
 
 
+def _print_data_notes(*splits: Split) -> None:
+    """What loading the data left out or found odd (an image folder's empty classes, links
+    not followed), once each, as notes on stderr."""
+    for note in dict.fromkeys(note for split in splits for note in split.notes):
+        print(f"note: {note}", file=sys.stderr)
+
+
 def _train(args: argparse.Namespace) -> int:
     import torch
 
@@ -376,6 +383,8 @@ def _train(args: argparse.Namespace) -> int:
         config.device = device
         world = training.current_world()
         train, test = _load_train_test(args, world)
+        if world.is_main:
+            _print_data_notes(train, test)
         info = train.info
         progress = _TrainProgress(args.epochs, enabled=world.is_main)
         stop = threading.Event()
@@ -539,6 +548,7 @@ def _checkpoint_split(args: argparse.Namespace) -> tuple[Any, Split]:
         ),
         args.limit,
     )
+    _print_data_notes(split)
     if shape and split.info.channels != shape[0]:
         raise LensError(
             f"{loaded.path.name} takes {shape[0]}-channel images but {dataset} has "

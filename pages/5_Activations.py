@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from dashboard import figures, gradcam, inputs, probe  # noqa: E402
+from dashboard import figures, gradcam, images, inputs, probe  # noqa: E402
 
 MODE_KEY, COMPARE_KEY = "lens_image_mode", "lens_compare_index"
 BY_INDEX, BY_CLASS, MISTAKES = "by index", "by class", "misclassified"
@@ -38,7 +38,7 @@ UPLOADER_KEY, UPLOAD_KEY, RESTORED_KEY = "_act_upload", "act_upload", "act_uploa
 # A canvas starts empty on every visit: its strokes are kept and drawn again on the next one.
 CANVAS_KEY, DRAWING_KEY, DRAWN_BEFORE_KEY = "act_canvas", "act_drawing", "act_drawn_before"
 DRAWN_PIXELS_KEY = "act_drawn_pixels"
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
+UPLOAD_TYPES = [ext.removeprefix(".") for ext in images.IMAGE_EXTENSIONS]  # folders' list too
 
 
 # --------------------------------------------------------------------------- cached work
@@ -103,7 +103,8 @@ def kept_upload() -> tuple[str, str, bytes] | None:
     it or the user removes it from the uploader."""
     returning = UPLOADER_KEY not in st.session_state  # the uploader is new on this visit
     file = st.file_uploader(
-        "An image file (PNG, JPEG, GIF, BMP, WebP, TIFF; any size)",
+        f"An image file ({images.FORMAT_NAMES}; up to "
+        f"{images.MAX_IMAGE_BYTES // 2**20} MB and {images.MAX_PIXELS // 10**6} megapixels)",
         type=UPLOAD_TYPES,
         key=UPLOADER_KEY,
     )
@@ -353,15 +354,15 @@ with top[1]:
     shown_image = pixels_for_display(prepared.pixels)
     if source == inputs.SOURCE_TEST:
         title = f"Test image {index:,}"
-        images = [(title, shown_image, ("test", prepared.key, title))]
+        pictures = [(title, shown_image, ("test", prepared.key, title))]
     else:
         seen = f"What the model sees ({'×'.join(map(str, x.shape[1:]))})"
-        images = [(seen, shown_image, ("seen", prepared.key, seen))]
+        pictures = [(seen, shown_image, ("seen", prepared.key, seen))]
         if source == inputs.SOURCE_UPLOAD:  # a drawing's original is the canvas beside it
             original = f"Original — {prepared.name}"
             key = ("original", inputs.input_key(prepared.original), original)
-            images.insert(0, (original, prepared.original, key))
-    for title, image, key in images:
+            pictures.insert(0, (original, prepared.original, key))
+    for title, image, key in pictures:
         build = partial(figures.image_figure, image, title=title)
         ui.figure(ui.cached_figure(("image", key), build), f"image-{key[0]}", width="content")
 with top[2]:

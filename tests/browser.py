@@ -69,6 +69,18 @@ def streamlit_command(port: int, script_args: Sequence[str] = ()) -> list[str]:
     ]
 
 
+def healthy(url: str, timeout: float = 2.0) -> bool:
+    """Whether the server at `url` answers its health check."""
+    # A private opener with no proxy: urllib's global one keeps the proxy settings of the
+    # moment it was first used (some tests route downloads through a refused proxy).
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with direct.open(f"{url}/_stcore/health", timeout=timeout) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
 @contextmanager
 def streamlit_server(
     env: dict[str, str] | None = None, timeout: float = 60.0, script_args: Sequence[str] = ()
@@ -87,18 +99,9 @@ def streamlit_server(
             env={**os.environ, **(env or {})},
         )
         url = f"http://127.0.0.1:{port}"
-        # A private opener with no proxy: urllib's global one keeps the proxy settings of the
-        # moment it was first used (some tests route downloads through a refused proxy).
-        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
             deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    with direct.open(f"{url}/_stcore/health", timeout=2) as answer:
-                        if answer.status == 200:
-                            break
-                except OSError:
-                    pass
+            while not healthy(url):
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"streamlit did not start; see {log}")
                 time.sleep(0.3)

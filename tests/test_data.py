@@ -26,7 +26,7 @@ import torch
 import torchvision
 import torchvision.transforms.v2.functional as TF
 
-from dashboard import data, paths
+from dashboard import data, images, paths
 from dashboard.errors import DatasetUnavailableError, UnknownNameError
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -163,11 +163,12 @@ def test_sample_stands_in_when_the_full_set_is_missing(
 # --------------------------------------------------------------------------- image folders
 
 
-def _link_cifar_subset(src: Path, dst: Path, per_class: int) -> None:
+def _copy_cifar_subset(src: Path, dst: Path, per_class: int) -> None:
+    """Copies, not links: a folder's links leading out of it are not followed."""
     for name in CIFAR10_CLASSES:
         (dst / name).mkdir(parents=True)
         for i in range(per_class):
-            (dst / name / f"{i:04d}.jpg").symlink_to(src / name / f"{i:04d}.jpg")
+            shutil.copyfile(src / name / f"{i:04d}.jpg", dst / name / f"{i:04d}.jpg")
 
 
 def _pil_rgb(path: Path) -> np.ndarray:
@@ -176,10 +177,10 @@ def _pil_rgb(path: Path) -> np.ndarray:
 
 @pytest.fixture
 def cifar_folder(tmp_path: Path, shared_datasets: Path) -> Path:
-    """20 CIFAR-10 JPEGs per class (symlinks), plus a truncated JPEG and a text file named .png
+    """20 CIFAR-10 JPEGs per class (copies), plus a truncated JPEG and a text file named .png
     in cat/, plus a README that is not an image at all."""
     root = tmp_path / "pets"
-    _link_cifar_subset(shared_datasets / "cifar10-jpg" / "test", root, 20)
+    _copy_cifar_subset(shared_datasets / "cifar10-jpg" / "test", root, 20)
     jpeg = (shared_datasets / "cifar10-jpg" / "test" / "cat" / "0100.jpg").read_bytes()
     (root / "cat" / "zz_truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     (root / "cat" / "zz_not_an_image.png").write_text("hello")
@@ -201,7 +202,11 @@ def test_folder_dataset_classes_counts_split_and_pixels(cifar_folder: Path) -> N
     assert torch.bincount(test.labels).tolist() == [4] * 10
     assert torch.bincount(train.labels).tolist() == [16] * 10
     assert (train.skipped, test.skipped) == (2, 0)
-    assert train.source.endswith(f"160 train images ({cifar_folder}), 2 unreadable files skipped")
+    assert train.source.endswith(
+        f"160 train images ({cifar_folder}), 2 unreadable files skipped (cat/zz_not_an_image.png "
+        "is not an image in a format read here (PNG, JPEG, GIF, BMP, TIFF, WebP or PPM); "
+        "cat/zz_truncated.jpg could not be decoded (Truncated File Read))"
+    )
     cat = CIFAR10_CLASSES.index("cat")
     test_cats = test.images[test.labels == cat]
     for k, i in enumerate((4, 9, 14, 19)):  # oracle: PIL decodes the same files
@@ -215,18 +220,18 @@ def test_folder_dataset_classes_counts_split_and_pixels(cifar_folder: Path) -> N
 
 
 def test_folder_cache_hit_and_invalidation(
-    cifar_folder: Path, private_cache: Path, monkeypatch: pytest.MonkeyPatch
+    cifar_folder: Path, private_cache: Path, monkeypatch: pytest.MonkeyPatch, shared_datasets: Path
 ) -> None:
     name = f"folder:{cifar_folder}"
     first = data.load_split(name, "test")
     cached = sorted((private_cache / "derived" / "folders").glob("*.safetensors"))
     assert len(cached) == 2  # train (needed for normalization) and test
 
-    def no_decoding(path: str) -> None:
-        raise AssertionError(f"decoded {path} although the cache is fresh")
+    def no_decoding(paths: list[str], *_) -> None:
+        raise AssertionError(f"decoded {paths[0]}… although the cache is fresh")
 
     with monkeypatch.context() as m:
-        m.setattr(data, "_decode_file", no_decoding)
+        m.setattr(images, "decode_files", no_decoding)
         again = data.load_split(name, "test")
     assert torch.equal(again.images, first.images)
     assert torch.equal(again.labels, first.labels)
@@ -234,7 +239,7 @@ def test_folder_cache_hit_and_invalidation(
 
     # replace dog/0004.jpg (a test image) by a copy of a different picture: new key, new pixels
     target = cifar_folder / "dog" / "0004.jpg"
-    replacement = target.resolve().parent.parent / "dog" / "0500.jpg"
+    replacement = shared_datasets / "cifar10-jpg" / "test" / "dog" / "0500.jpg"
     target.unlink()
     shutil.copyfile(replacement, target)
     changed = data.load_split(name, "test")
@@ -285,9 +290,134 @@ def test_folder_errors(tmp_path: Path) -> None:
         data.load_split("folder:")
 
 
+def _pngs(folder: Path, count: int, first: int = 0) -> None:
+    """`count` real 12×12 RGB PNGs, each a different flat colour."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(first, first + count):
+        PIL.Image.new("RGB", (12, 12), (i * 20 % 256, 90, 200)).save(folder / f"{i:02d}.png")
+
+
+def test_an_animated_gif_gives_its_first_frame_and_one_named_png_is_skipped(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "anim"
+    _pngs(root / "a", 5)
+    _pngs(root / "b", 5)
+    first = PIL.Image.new("RGB", (12, 12), (250, 10, 10))
+    second = PIL.Image.new("RGB", (12, 12), (10, 10, 250))
+    buffer = io.BytesIO()
+    first.save(buffer, "GIF", save_all=True, append_images=[second], duration=50, loop=0)
+    (root / "a" / "05.gif").write_bytes(buffer.getvalue())
+    (root / "b" / "05.png").write_bytes(buffer.getvalue())  # a GIF named .png
+    train = data.load_split(f"folder:{root}", "train", input_size=12)
+    a_images = train.images[train.labels == 0]
+    assert a_images.shape == (5, 3, 12, 12)  # 00–03 and the GIF; 04 is test
+    assert a_images[-1, :, 0, 0].tolist() == [250, 10, 10]  # the first frame
+    assert (len(train), train.skipped) == (9, 1)
+    assert train.source.endswith(
+        "1 unreadable files skipped (b/05.png is a GIF image named .png: rename it .gif)"
+    )
+
+
+def test_an_empty_class_folder_is_a_class_with_a_note(tmp_path: Path) -> None:
+    root = tmp_path / "pets"
+    _pngs(root / "cat", 6)
+    _pngs(root / "dog", 6)
+    (root / "empty").mkdir()
+    (root / "empty" / "notes.txt").write_text("no images here")
+    train = data.load_split(f"folder:{root}", "train")
+    assert train.info.classes == ("cat", "dog", "empty")  # a class: the model has 3 outputs
+    note = "class folder empty has no train images but still counts as a class"
+    assert train.notes == (note,)
+    assert train.source.endswith(f"10 train images ({root}), {note}")
+
+
+def test_symbolic_links_never_lead_out_of_a_class_folder(tmp_path: Path) -> None:
+    root = tmp_path / "pets"
+    _pngs(root / "cat", 5)
+    _pngs(root / "cat" / "kittens", 5, first=5)  # a real subfolder: its images are cats
+    _pngs(root / "dog", 5)
+    outside = tmp_path / "elsewhere"
+    _pngs(outside, 5, first=10)
+    alone = data.load_split(f"folder:{root}", "train")
+    assert torch.bincount(alone.labels).tolist() == [8, 4]
+    (root / "cat" / "loop").symlink_to("..")  # the report's case: back up to the root
+    (root / "cat" / "dogs").symlink_to(root / "dog")  # into another class
+    (root / "cat" / "again").symlink_to(root / "cat" / "kittens")  # a folder listed already
+    (root / "dog" / "far").symlink_to(outside)  # out of the dataset
+    (root / "dog" / "10.png").symlink_to(outside / "10.png")  # one file out of it
+    (root / "cat" / "twin.png").symlink_to(root / "cat" / "00.png")  # inside: followed
+    linked = data.load_split(f"folder:{root}", "train")
+    assert torch.bincount(linked.labels).tolist() == [9, 4]  # only the twin is new
+    note = "5 symbolic links not followed (they lead out of their folder or into a loop)"
+    assert linked.notes == (note,)
+    assert linked.source.endswith(note)
+
+    split = tmp_path / "split"  # train/ and test/: a test class linked to its train images
+    _pngs(split / "train" / "cat", 3)
+    _pngs(split / "train" / "dog", 3)
+    _pngs(split / "test" / "cat", 2)
+    (split / "test" / "dog").symlink_to(split / "train" / "dog")
+    test = data.load_split(f"folder:{split}", "test")
+    assert test.labels.tolist() == [0, 0]  # no train dog in the test split
+    assert test.notes == (
+        "1 symbolic link not followed (they lead out of their folder or into a loop)",
+        "class folder dog has no test images but still counts as a class",
+    )
+
+
+def test_a_file_a_system_folder_or_the_root_given_as_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    picture = tmp_path / "cat.png"
+    PIL.Image.new("RGB", (4, 4)).save(picture)
+    with pytest.raises(DatasetUnavailableError) as refused:
+        data.load_split(f"folder:{picture}")
+    assert str(refused.value) == (
+        f"image folder {picture} is a file: give the folder that holds one subfolder per class"
+    )
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)  # a link to itself: resolving it never ends
+    with pytest.raises(DatasetUnavailableError) as refused:
+        data.load_split(f"folder:{loop}")
+    assert str(refused.value).startswith(f"image folder {loop} cannot be opened (")
+
+    def no_listing(*_) -> None:
+        raise AssertionError("a system folder was listed")
+
+    monkeypatch.setattr(data._Walk, "scandir", no_listing)
+    for typed, refusal in (
+        ("/", "image folder / is the root of the file system: give the folder that holds one "
+         "subfolder per class"),
+        ("/proc", "image folder /proc is in /proc, a system folder, not a folder of images"),
+        ("/sys/class", "image folder /sys/class is in /sys, a system folder, not a folder of "
+         "images"),
+    ):  # fmt: skip
+        with pytest.raises(DatasetUnavailableError) as refused:
+            data.dataset_info(f"folder:{typed}")
+        assert str(refused.value) == refusal
+
+
+def test_listing_stops_past_its_limit_and_never_opens_a_pipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "pets"
+    _pngs(root / "cat", 30)
+    _pngs(root / "dog", 30)
+    os.mkfifo(root / "dog" / "99.png")  # opening it would wait for a writer forever
+    train = data.load_split(f"folder:{root}", "train")
+    assert (len(train), train.skipped) == (48, 0)
+    assert train.notes == ("1 image name on a pipe, device or socket not read",)
+    monkeypatch.setattr(data, "MAX_SCAN_ENTRIES", 40)
+    with pytest.raises(DatasetUnavailableError) as stopped:
+        data.load_split(f"folder:{root}", "train")
+    assert str(stopped.value).startswith(f"image folder {root}: listing stopped after 61 entries")
+    assert str(stopped.value).endswith("give the folder that holds one subfolder per class")
+
+
 def test_cifar10_name_uses_the_jpeg_copy(tmp_path: Path, shared_datasets: Path) -> None:
     for split in ("train", "test"):
-        _link_cifar_subset(
+        _copy_cifar_subset(
             shared_datasets / "cifar10-jpg" / split, tmp_path / "cifar10-jpg" / split, 3
         )
     split = data.load_split("cifar10", "test", data_root=tmp_path, download=False)

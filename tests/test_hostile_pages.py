@@ -15,7 +15,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from dashboard import checkpoints, data, inputs, models, paths, runs, settings, training
+from dashboard import checkpoints, data, images, inputs, models, paths, runs, settings, training
 from dashboard.runs import RunSpec
 from tests.pages import run_page
 from tests.test_hostile_checkpoints import card, fill, tiny_disk, tree_digest
@@ -179,7 +179,7 @@ def test_a_colour_model_takes_one_pixel_cmyk_and_transparency(shared_datasets: P
 
 
 def test_an_image_over_the_size_limit_is_refused_on_the_page(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(inputs, "MAX_UPLOAD_BYTES", 2**20)
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 2**20)
     raw = encode(digit_like(), "PNG")
     padded = raw + b"\0" * (3 * 2**20)  # a PNG with 3 MB of trailing bytes
     app = upload_image(activations_upload(), "padded.png", padded)
