@@ -343,7 +343,15 @@ def draw_run(run: runs.TrainingRun) -> None:
             st.caption(note)
 
 
+def active_runs_caption() -> None:
+    st.caption(
+        f"Runs training on this server now: {len(runs.active_runs())} of {runs.MAX_ACTIVE_RUNS}."
+    )
+
+
 def live_panel() -> None:
+    # The count is redrawn with the progress: runs in other tabs start and end meanwhile.
+    active_runs_caption()
     kept = session_runs()
     if not kept:
         return
@@ -444,10 +452,6 @@ if st.button("Start training", type="primary", disabled=active, key="train_start
     )
     initial = ui.load_model(selection)[0] if from_weights else None
     start(spec, initial, run_label(architecture, options, config))
-st.caption(
-    f"Runs training on this server now: {len(runs.active_runs())} of {runs.MAX_ACTIVE_RUNS}."
-)
-
 st.session_state[DRAWN_ACTIVE_KEY] = active
 st.fragment(run_every=REFRESH_S if active else None)(live_panel)()
 if current is not None and current.done:

@@ -37,12 +37,13 @@ def test_a_folder_holding_the_69_byte_png_leaves_the_server_running(tmp_path: Pa
     (root / "b" / "05_cut.png").write_bytes(short_png(32, 32))
     env = {"CNN_LENS_RUNS": str(tmp_path / "runs"), "CNN_LENS_CACHE": str(tmp_path / "cache")}
     (tmp_path / "runs").mkdir()
-    with streamlit_server(env=env) as url:
+    # The server's owner allows the folder: the app reads no other folder a browser names.
+    with streamlit_server(env=env, script_args=["--allow-root", str(root)]) as url:
         with chromium_page(viewport=(1280, 800)) as page:
             page.goto(f"{url}/Model")
             wait_for_app(page, "The dataset")
             choose(page, "Dataset", "folder (your own images)", scope=page.locator(SIDEBAR))
-            field = page.get_by_label("Image folder")
+            field = page.get_by_role("textbox", name="Image folder")
             field.fill(str(root))
             field.press("Enter")
             settle(page)
