@@ -123,7 +123,8 @@ def test_uploads_a_photo_of_a_digit_and_refuses_a_fake(app_url: str, shared_data
         error.first.wait_for(timeout=TIMEOUT_MS)
         lines = [line for line in error.first.inner_text().splitlines() if line.strip()]
         assert lines[-1] == (
-            "notes.png is not an image in a format read here (PNG, JPEG, GIF, BMP, TIFF, WebP or PPM)"
+            "notes.png is not an image in a format read here "
+            "(PNG, JPEG, GIF, BMP, TIFF, WebP or PPM)"
         )  # after the ⚠️ icon
         assert_no_exception(page)
 
