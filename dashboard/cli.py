@@ -381,7 +381,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from dashboard import checkpoints, data, metrics, training
+    from dashboard import cache, checkpoints, data, metrics, training
 
     start = time.perf_counter()
     loaded = checkpoints.load_checkpoint(args.checkpoint, architecture=args.model)
@@ -413,7 +413,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         split = dataclasses.replace(split, info=info)
     device = training.resolve_device(args.device)
     model = loaded.model.to(device)
-    pred = metrics.predict(model, split, batch_size=args.batch_size, device=device)
+    model_id = cache.checkpoint_digest(loaded.path, card.architecture, card.model_args)
+    with _PredictProgress() as progress:
+        pred = metrics.cached_predict(
+            model, split, model_id, batch_size=args.batch_size, device=device, progress=progress
+        )
+    if not progress.ran:
+        print(f"evaluate: predictions read from the cache ({cache.results_dir()})", file=sys.stderr)
     classes = list(pred.classes)
     if pred.probabilities.shape[1] != len(classes):
         raise LensError(
@@ -452,6 +458,32 @@ def _evaluate(args: argparse.Namespace) -> int:
         }
     )
     return 0
+
+
+class _PredictProgress:
+    """A tqdm bar of images classified, on stderr, drawn only when predictions really run (a
+    cached answer draws nothing); `ran` says whether they did."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.ran = False
+
+    def __enter__(self) -> _PredictProgress:
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        self.ran = True
+        if self.bar is None:
+            self.bar = tqdm(
+                total=total, desc="classifying", unit="img", file=sys.stderr, leave=False
+            )
+        self.bar.update(done - self.bar.n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _print_report_table(
