@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -979,8 +980,6 @@ print(json.dumps({"imports_s": imports, "work_s": end - started[0], "apptest_s":
 
 def forget_results() -> None:
     """Empty the result cache, in memory and on disk (what a first visit ever finds)."""
-    import shutil
-
     from dashboard import cache
 
     cache.clear_memory()
@@ -1920,7 +1919,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(meta["machine"], indent=1), flush=True)
     ctx = Context(Data(root), args.quick, threads)
-    fresh = [run_section(k, ctx) for k in keys]
+    try:
+        fresh = [run_section(k, ctx) for k in keys]
+    finally:
+        shutil.rmtree(os.environ["CNN_LENS_CACHE"], ignore_errors=True)
     meta["load_end"] = load()
     kept: list[Section] = []
     if not args.quick and set(keys) != set(SECTIONS):

@@ -413,6 +413,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         split = dataclasses.replace(split, info=info)
     device = training.resolve_device(args.device)
     model = loaded.model.to(device)
+    if not len(split):
+        raise LensError(f"{dataset} has no {args.split} images")
+    outputs = _output_count(model, split, device)  # before classifying thousands of images
+    if outputs != len(split.info.classes):
+        raise LensError(
+            f"{loaded.path.name} has {outputs} outputs but {dataset} has "
+            f"{len(split.info.classes)} classes"
+        )
     model_id = cache.checkpoint_digest(loaded.path, card.architecture, card.model_args)
     with _PredictProgress() as progress:
         pred = metrics.cached_predict(
@@ -421,11 +429,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not progress.ran:
         print(f"evaluate: predictions read from the cache ({cache.results_dir()})", file=sys.stderr)
     classes = list(pred.classes)
-    if pred.probabilities.shape[1] != len(classes):
-        raise LensError(
-            f"{loaded.path.name} has {pred.probabilities.shape[1]} outputs but {dataset} has "
-            f"{len(classes)} classes"
-        )
     cm = metrics.confusion(pred)
     rep = metrics.report(pred)
     per_class = {
@@ -458,6 +461,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         }
     )
     return 0
+
+
+def _output_count(model: Any, split: Split, device: Any) -> int:
+    """How many scores the model gives for one image of the split (its first)."""
+    import torch
+
+    from dashboard import data, metrics
+
+    x, _ = next(data.iterate_batches(data.take_first(split, 1), 1, shuffle=False, device=device))
+    with metrics.evaluating(model):
+        return int(torch.as_tensor(model(x)).shape[-1])
 
 
 class _PredictProgress:

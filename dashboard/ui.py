@@ -4,7 +4,8 @@ The only module that imports Streamlit. Pages call `sidebar()` first; it draws t
 dataset choices and keeps them in session state so they hold across pages (the "dummy key"
 pattern from Streamlit's multipage docs: a widget's own key is dropped when its page is left, so
 the value lives under a permanent key and is copied into the widget key before each draw).
-Loaders are cached by strings (path + modification time), never by objects.
+Loaders are cached by strings (path + modification time), never by objects; results that
+outlive the process (predictions) are kept on disk by content (dashboard.cache).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -427,10 +428,11 @@ def data_root() -> str:
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the dataset…")
-def _cached_split(
+def _split(
     dataset: str, split: str, input_size: int | None, root: str, folder_signature: tuple
 ) -> data.Split:
-    """A split as uint8 tensors in memory; shared by every session, never modified."""
+    """A split as uint8 tensors in memory; shared by every session, never modified.
+    `folder_signature` is part of the key only (see `_split_of`)."""
     from dashboard import data
 
     return data.load_split(dataset, split, data_root=root, input_size=input_size)
@@ -457,8 +459,9 @@ def _folder_signature(dataset: str) -> tuple:
     return tuple(signature)
 
 
-def _split(dataset: str, split: str, input_size: int | None, root: str) -> data.Split:
-    return _cached_split(dataset, split, input_size, root, _folder_signature(dataset))
+def _split_of(dataset: str, split: str, input_size: int | None, root: str) -> data.Split:
+    """The cached split, loaded again when an image folder's classes or files changed."""
+    return _split(dataset, split, input_size, root, _folder_signature(dataset))
 
 
 def _input_size(selection: Selection, view: ModelView) -> int | None:
@@ -477,12 +480,12 @@ def _input_size(selection: Selection, view: ModelView) -> int | None:
 
 def load_data(selection: Selection, view: ModelView, split: str = "test") -> data.Split:
     """The selected dataset's split, sized for the selected model; mismatches are LensErrors."""
-    return _split(selection.dataset, split, _input_size(selection, view), data_root())
+    return _split_of(selection.dataset, split, _input_size(selection, view), data_root())
 
 
 def dataset_split(dataset: str, split: str, input_size: int | None = None) -> data.Split:
     """A dataset's split at its own size (or resized), cached and shared: never modify it."""
-    return _split(dataset, split, input_size, data_root())
+    return _split_of(dataset, split, input_size, data_root())
 
 
 def session_alive_check():  # -> Callable[[], bool] | None
@@ -514,29 +517,27 @@ def info_key(info: data.DatasetInfo) -> tuple:
     return (info.name, info.classes, info.channels, info.size, info.mean, info.std)
 
 
-class progress_bar:  # noqa: N801  (used like st.spinner)
+@contextlib.contextmanager
+def progress_bar(text: str, unit: str = "images") -> Iterator[Callable[[int, int], None]]:
     """`with ui.progress_bar("Classifying") as progress:` → a callback `progress(done, total)`
-    that draws a progress bar with counts on its first call (work served from a cache calls
-    it never, so shows nothing) and removes it at the end of the block."""
+    that draws a progress bar with counts on its first call (work served from a cache never
+    calls it, so shows nothing) and removes the bar at the end of the block."""
+    bar = None
 
-    def __init__(self, text: str, unit: str = "images") -> None:
-        self.text, self.unit = text, unit
-        self.bar = None
-
-    def __enter__(self) -> Callable[[int, int], None]:
-        return self.update
-
-    def update(self, done: int, total: int) -> None:
+    def update(done: int, total: int) -> None:
+        nonlocal bar
         fraction = min(1.0, done / total) if total else 1.0
-        label = f"{self.text}: {done:,} of {total:,} {self.unit}"
-        if self.bar is None:
-            self.bar = st.progress(fraction, text=label)
+        label = f"{text}: {done:,} of {total:,} {unit}"
+        if bar is None:
+            bar = st.progress(fraction, text=label)
         else:
-            self.bar.progress(fraction, text=label)
+            bar.progress(fraction, text=label)
 
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.empty()
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.empty()
 
 
 def predictions(selection: Selection, split: str = "test") -> metrics.Predictions:
@@ -547,7 +548,7 @@ def predictions(selection: Selection, split: str = "test") -> metrics.Prediction
 
     model, view = load_model(selection)
     images = load_data(selection, view, split)
-    with progress_bar(f"Classifying the {split} images of {selection.dataset}") as progress:
+    with progress_bar(f"Classifying the {split} images of {images.info.title}") as progress:
         return metrics.cached_predict(model, images, model_id(selection), progress=progress)
 
 
@@ -734,17 +735,17 @@ def show_error(err: Exception) -> None:
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def _report_html(
-    model_key: str, mtime: float, content: str, split_content: str, _split: data.Split
+    model_key: str, mtime: float, content: str, split_content: str, _images: data.Split
 ) -> str:
     """The report of a model (choice, files' mtime, weights' content) on a test split (by its
     content: pixels, labels, class names, normalization)."""
     from dashboard import metrics, report
 
     model, view, _ = _load(model_key, mtime)
-    pred = metrics.cached_predict(model, _split, content)
-    flow = shape_flow(model_key, tuple(_split.images.shape[1:]), mtime)
+    pred = metrics.cached_predict(model, _images, content)
+    flow = shape_flow(model_key, tuple(_images.images.shape[1:]), mtime)
     facts = report.ModelFacts(view.label, view.architecture, view.untrained, view.card)
-    return report.build_report(model, facts, _split, pred, flow=flow)
+    return report.build_report(model, facts, _images, pred, flow=flow)
 
 
 def report_button(selection: Selection) -> None:
@@ -765,7 +766,7 @@ def report_button(selection: Selection) -> None:
         from dashboard import cache
 
         try:
-            split = _split(selection.dataset, "test", size, root)
+            split = _split_of(selection.dataset, "test", size, root)
             identity = json.dumps(cache.split_identity(split))
             return _report_html(key, mtime, model_id(selection), identity, split)
         except LensError as err:
