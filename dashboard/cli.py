@@ -452,20 +452,30 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from dashboard import metrics, training
+    from dashboard import cache, metrics, training
 
     start = time.perf_counter()
     loaded, split = _checkpoint_split(args)
+    card = loaded.card
     dataset = split.info.name
     device = training.resolve_device(args.device)
     model = loaded.model.to(device)
-    pred = metrics.predict(model, split, batch_size=args.batch_size, device=device)
-    classes = list(pred.classes)
-    if pred.probabilities.shape[1] != len(classes):
+    if not len(split):
+        raise LensError(f"{dataset} has no {args.split} images")
+    outputs = _output_count(model, split, device)  # before classifying thousands of images
+    if outputs != len(split.info.classes):
         raise LensError(
-            f"{loaded.path.name} has {pred.probabilities.shape[1]} outputs but {dataset} has "
-            f"{len(classes)} classes"
+            f"{loaded.path.name} has {outputs} outputs but {dataset} has "
+            f"{len(split.info.classes)} classes"
         )
+    model_id = cache.checkpoint_digest(loaded.path, card.architecture, card.model_args)
+    with _PredictProgress() as progress:
+        pred = metrics.cached_predict(
+            model, split, model_id, batch_size=args.batch_size, device=device, progress=progress
+        )
+    if not progress.ran:
+        print(f"evaluate: predictions read from the cache ({cache.results_dir()})", file=sys.stderr)
+    classes = list(pred.classes)
     cm = metrics.confusion(pred)
     rep = metrics.report(pred)
     per_class = {
@@ -499,6 +509,43 @@ def _evaluate(args: argparse.Namespace) -> int:
         }
     )
     return 0
+
+
+def _output_count(model: Any, split: Split, device: Any) -> int:
+    """How many scores the model gives for one image of the split (its first)."""
+    import torch
+
+    from dashboard import data, metrics
+
+    x, _ = next(data.iterate_batches(data.take_first(split, 1), 1, shuffle=False, device=device))
+    with metrics.evaluating(model):
+        return int(torch.as_tensor(model(x)).shape[-1])
+
+
+class _PredictProgress:
+    """A tqdm bar of images classified, on stderr, drawn only when predictions really run (a
+    cached answer draws nothing); `ran` says whether they did."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.ran = False
+
+    def __enter__(self) -> _PredictProgress:
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        self.ran = True
+        if self.bar is None:
+            self.bar = tqdm(
+                total=total, desc="classifying", unit="img", file=sys.stderr, leave=False
+            )
+        self.bar.update(done - self.bar.n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _print_report_table(

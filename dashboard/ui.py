@@ -4,15 +4,18 @@ The only module that imports Streamlit. Pages call `sidebar()` first; it draws t
 dataset choices and keeps them in session state so they hold across pages (the "dummy key"
 pattern from Streamlit's multipage docs: a widget's own key is dropped when its page is left, so
 the value lives under a permanent key and is copied into the widget key before each draw).
-Loaders are cached by strings (path + modification time), never by objects.
+Loaders are cached by strings (path + modification time), never by objects; results that
+outlive the process (predictions) are kept on disk by content (dashboard.cache).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -422,11 +425,29 @@ def _resolve(model_key: str) -> Path:
 
 
 def mtime_of(model_key: str) -> float:
-    """Modification time of a checkpoint choice, so caches notice a file that changed."""
+    """Latest modification time of a checkpoint choice's weights and card, so caches notice
+    either file changing (a card renamed or re-described keeps its weights file as it was)."""
     if not model_key.startswith(CKPT_PREFIX):
-        return 0.0
+        return 0.0  # architectures and zoo models are built the same every time (see _load)
     path = _resolve(model_key)
-    return path.stat().st_mtime if path.exists() else 0.0
+    times = [p.stat().st_mtime for p in (path, path.with_suffix(".json")) if p.exists()]
+    return max(times, default=0.0)
+
+
+UNTRAINED_SEED = 0  # an untrained architecture's random weights: the same in every session
+
+
+def _untrained(name: str, pretrained: bool):  # -> nn.Module
+    """A registry or zoo model. Random weights are drawn from a fixed seed (the global random
+    state untouched), so `arch:NAME` is one model: every session, link, cache entry and
+    restarted server sees the same weights, and caches keyed by the choice stay true."""
+    import torch
+
+    from dashboard import models
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(UNTRAINED_SEED)
+        return models.build_model(name, pretrained=pretrained)
 
 
 @st.cache_resource(max_entries=6, show_spinner="Loading the model…")
@@ -454,7 +475,7 @@ def _load(model_key: str, mtime: float) -> tuple[object, ModelView, dict]:
     pretrained = model_key.startswith(ZOO_PREFIX)
     name = model_key.removeprefix(ZOO_PREFIX if pretrained else ARCH_PREFIX)
     info = models.model_info(name)
-    model = models.build_model(name, pretrained=pretrained)
+    model = _untrained(name, pretrained)
     model.eval()
     view = ModelView(
         model_key, model_label(model_key), name, info.input_shape, (), "", not pretrained, None
@@ -466,6 +487,20 @@ def load_model(selection: Selection) -> tuple[object, ModelView]:
     """The selected model (cached, shared: never train or mutate it) and what it is."""
     model, view, _ = _load(selection.model_key, mtime_of(selection.model_key))
     return model, view
+
+
+def model_id(selection: Selection) -> str:
+    """The selected model's content, for caches that outlive the process (dashboard.cache): a
+    checkpoint's weights file and the architecture it is loaded as; another model's tensors."""
+    from dashboard import cache
+
+    model, view = load_model(selection)
+    if selection.is_checkpoint and view.card is not None:
+        card = view.card
+        return cache.checkpoint_digest(
+            _resolve(selection.model_key), card.architecture, card.model_args
+        )
+    return cache.state_digest(model)
 
 
 def filter_history(selection: Selection) -> dict:
@@ -591,11 +626,40 @@ def data_root_field() -> None:
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the dataset…")
-def _split(dataset: str, split: str, input_size: int | None, root: str) -> data.Split:
-    """A split as uint8 tensors in memory; shared by every session, never modified."""
+def _split(
+    dataset: str, split: str, input_size: int | None, root: str, folder_signature: tuple
+) -> data.Split:
+    """A split as uint8 tensors in memory; shared by every session, never modified.
+    `folder_signature` is part of the key only (see `_split_of`)."""
     from dashboard import data
 
     return data.load_split(dataset, split, data_root=root, input_size=input_size)
+
+
+def _folder_signature(dataset: str) -> tuple:
+    """An image folder's class folders and their modification times (`PATH/<class>` and
+    `PATH/{train,test}/<class>`): a class added, removed or renamed, or an image added to or
+    removed from a class, gives the folder a new cache key. A few stat calls; the images
+    themselves are not listed (one rewritten in place under its name is read after a restart)."""
+    if not dataset.startswith("folder:"):
+        return ()
+    root = Path(dataset.removeprefix("folder:"))
+    folders = [root]
+    for parent in (root, root / "train", root / "test"):
+        with contextlib.suppress(OSError), os.scandir(parent) as entries:
+            folders += sorted(Path(e.path) for e in entries if e.is_dir())
+    signature = []
+    for folder in folders:
+        try:
+            signature.append((str(folder), folder.stat().st_mtime_ns))
+        except OSError:  # missing or unreadable: loading says why
+            signature.append((str(folder), -1))
+    return tuple(signature)
+
+
+def _split_of(dataset: str, split: str, input_size: int | None, root: str) -> data.Split:
+    """The cached split, loaded again when an image folder's classes or files changed."""
+    return _split(dataset, split, input_size, root, _folder_signature(dataset))
 
 
 def _input_size(selection: Selection, view: ModelView) -> int | None:
@@ -614,12 +678,12 @@ def _input_size(selection: Selection, view: ModelView) -> int | None:
 
 def load_data(selection: Selection, view: ModelView, split: str = "test") -> data.Split:
     """The selected dataset's split, sized for the selected model; mismatches are LensErrors."""
-    return _split(selection.dataset, split, _input_size(selection, view), data_root())
+    return _split_of(selection.dataset, split, _input_size(selection, view), data_root())
 
 
 def dataset_split(dataset: str, split: str, input_size: int | None = None) -> data.Split:
     """A dataset's split at its own size (or resized), cached and shared: never modify it."""
-    return _split(dataset, split, input_size, data_root())
+    return _split_of(dataset, split, input_size, data_root())
 
 
 def session_alive_check():  # -> Callable[[], bool] | None
@@ -635,22 +699,55 @@ def session_alive_check():  # -> Callable[[], bool] | None
     return lambda: runtime.is_active_session(session_id)
 
 
-@st.cache_data(max_entries=16, show_spinner="Classifying every image of the split…")
-def _predictions(
-    model_key: str, mtime: float, dataset: str, split: str, input_size: int | None, root: str
-) -> metrics.Predictions:
-    from dashboard import metrics
+def data_id(split: data.Split) -> str:
+    """A split's identity for cache keys: its pixels, labels, size, class names and
+    normalization (dashboard.cache.split_identity), so two folders, uploads or data roots with
+    the same name but other files never share an entry. Computed once per split."""
+    from dashboard import cache
 
-    model, _, _ = _load(model_key, mtime)
-    return metrics.predict(model, _split(dataset, split, input_size, root))
+    return cache.entry_key("split", cache.split_identity(split))
+
+
+def info_key(info: data.DatasetInfo) -> tuple:
+    """What an image prepared for a dataset depends on (its size, channels, class names and
+    normalization), for cache keys: a dataset's name alone does not fix them (a folder's
+    normalization comes from its images)."""
+    return (info.name, info.classes, info.channels, info.size, info.mean, info.std)
+
+
+@contextlib.contextmanager
+def progress_bar(text: str, unit: str = "images") -> Iterator[Callable[[int, int], None]]:
+    """`with ui.progress_bar("Classifying") as progress:` → a callback `progress(done, total)`
+    that draws a progress bar with counts on its first call (work served from a cache never
+    calls it, so shows nothing) and removes the bar at the end of the block."""
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        fraction = min(1.0, done / total) if total else 1.0
+        label = f"{text}: {done:,} of {total:,} {unit}"
+        if bar is None:
+            bar = st.progress(fraction, text=label)
+        else:
+            bar.progress(fraction, text=label)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.empty()
 
 
 def predictions(selection: Selection, split: str = "test") -> metrics.Predictions:
-    """The selected model's answers on the selected split, cached per checkpoint and split."""
-    _, view = load_model(selection)
-    size = _input_size(selection, view)
-    mtime = mtime_of(selection.model_key)
-    return _predictions(selection.model_key, mtime, selection.dataset, split, size, data_root())
+    """The selected model's answers on the selected split: computed once per checkpoint content
+    and split, ever, and kept on disk (metrics.cached_predict); a bar with counts shows while
+    they are first computed."""
+    from dashboard import metrics
+
+    model, view = load_model(selection)
+    images = load_data(selection, view, split)
+    with progress_bar(f"Classifying the {split} images of {images.info.title}") as progress:
+        return metrics.cached_predict(model, images, model_id(selection), progress=progress)
 
 
 # --------------------------------------------------------------------------- presenting, sharing
@@ -843,17 +940,17 @@ def show_error(err: Exception) -> None:
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def _report_html(
-    model_key: str, mtime: float, dataset: str, input_size: int | None, root: str
+    model_key: str, mtime: float, content: str, split_content: str, _images: data.Split
 ) -> str:
-    """The selected model's report; cached by checkpoint, its mtime, dataset and data root."""
-    from dashboard import report
+    """The report of a model (choice, files' mtime, weights' content) on a test split (by its
+    content: pixels, labels, class names, normalization)."""
+    from dashboard import metrics, report
 
     model, view, _ = _load(model_key, mtime)
-    split = _split(dataset, "test", input_size, root)
-    pred = _predictions(model_key, mtime, dataset, "test", input_size, root)
-    flow = shape_flow(model_key, tuple(split.images.shape[1:]), mtime)
+    pred = metrics.cached_predict(model, _images, content)
+    flow = shape_flow(model_key, tuple(_images.images.shape[1:]), mtime)
     facts = report.ModelFacts(view.label, view.architecture, view.untrained, view.card)
-    return report.build_report(model, facts, split, pred, flow=flow)
+    return report.build_report(model, facts, _images, pred, flow=flow)
 
 
 def report_button(selection: Selection) -> None:
@@ -871,8 +968,12 @@ def report_button(selection: Selection) -> None:
     facts = report.ModelFacts(view.label, view.architecture, view.untrained, view.card)
 
     def build() -> str:  # called on click, outside the script run: no session state here
+        from dashboard import cache
+
         try:
-            return _report_html(key, mtime, selection.dataset, size, root)
+            split = _split_of(selection.dataset, "test", size, root)
+            identity = json.dumps(cache.split_identity(split))
+            return _report_html(key, mtime, model_id(selection), identity, split)
         except LensError as err:
             return report.error_page(view.label, str(err))
 

@@ -100,7 +100,7 @@ def responses(_weights: np.ndarray, source: tuple, _image: np.ndarray, image_key
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def sample_image(_split, dataset: str, index: int, size: int, mean: tuple, std: tuple):
+def sample_image(_split, split_id: str, index: int, size: int, mean: tuple, std: tuple):
     """(thumbnail, normalized image): test image `index` at the model's size, as the model
     sees it, and enlarged with square pixels to about THUMBNAIL wide for display."""
     pixels = filters.sized_image(_split.images[index], size)  # (C, H, W) uint8
@@ -269,14 +269,15 @@ classes = view.classes or split.info.classes
 label = classes[int(split.labels[int(index)])]
 mean, std = filters.normalization(view.card, split.info)
 size = view.input_shape[-1]
-shown, image = sample_image(split, selection.dataset, int(index), size, mean, std)
+split_id = ui.data_id(split)  # the images themselves: a data root or folder of other files
+shown, image = sample_image(split, split_id, int(index), size, mean, std)
 pick[1].image(shown, caption=f"{split.info.title} #{int(index):,}: {label}")
 pick[2].caption(
     "Each map below is what a kernel computes at every position of this image (red = positive, "
     "blue = negative). A learned filter whose map looks like a classic one's acts as an edge "
     "detector; the table under the maps names the closest classic kernel of each filter."
 )
-image_key = (selection.dataset, int(index), size, mean, std)
+image_key = (split_id, int(index), size, mean, std)
 classic_maps, learned_maps, matches = responses(weights, source, image, image_key)
 columns = st.columns([2, 3], gap="large")
 with columns[0]:

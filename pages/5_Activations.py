@@ -64,7 +64,7 @@ def forward(model_key: str, mtime: float, input_key: str, _model, _x: torch.Tens
 
 @st.cache_data(max_entries=16, show_spinner="Measuring which channels fire over test images…")
 def dead_stats(
-    model_key: str, mtime: float, dataset: str, layers: tuple[str, ...], count: int, _model, _split
+    model_key: str, mtime: float, split_id: str, layers: tuple[str, ...], count: int, _model, _split
 ) -> dict[str, list[probe.ChannelStats]]:
     """Every activation layer's channel statistics over the first test images, in one pass."""
     return inputs.batch_channel_stats(_model, _split, layers, count)
@@ -78,7 +78,7 @@ def grad_cam(
 
 
 @st.cache_data(max_entries=16, show_spinner="Reading the image…")
-def uploaded(file_id: str, dataset: str, size: int, digits: bool, _raw: bytes, _info, name: str):
+def uploaded(file_id: str, info_key: tuple, digits: bool, _raw: bytes, _info, name: str):
     return inputs.prepare_upload(_raw, _info, digits=digits, name=name)
 
 
@@ -155,6 +155,7 @@ try:
     split = ui.load_data(selection, view)
     mtime = ui.mtime_of(selection.model_key)
     flow = ui.shape_flow(selection.model_key, view.input_shape, mtime)
+    split_id = ui.data_id(split)
 except LensError as err:
     st.title("Activations")
     ui.show_error(err)
@@ -302,7 +303,7 @@ with top[0]:
             st.stop()
         file_id, name, raw = upload
         try:
-            prepared = uploaded(file_id, info.name, info.size, digits, raw, info, name)
+            prepared = uploaded(file_id, ui.info_key(info), digits, raw, info, name)
         except LensError as err:
             ui.show_error(err)
             st.stop()
@@ -342,14 +343,16 @@ with top[0]:
 
 x = inputs.model_input(prepared.pixels, info)
 try:
-    result = forward(selection.model_key, mtime, prepared.key, model, x)
+    result = forward(selection.model_key, mtime, inputs.input_key(x.numpy()), model, x)
 except LensError as err:
     ui.show_error(err)
     st.stop()
 probabilities = result["probabilities"]
 predicted = int(np.argmax(probabilities))
 
-model_id = (selection.model_key, mtime)
+# Figures of one input depend on the model, the input's pixels (item.key), the class names and
+# the normalization the model's input was made with: all in their keys.
+model_id = (selection.model_key, mtime, ui.info_key(info), tuple(classes))
 with top[1]:
     shown_image = pixels_for_display(prepared.pixels)
     if source == inputs.SOURCE_TEST:
@@ -460,9 +463,9 @@ dead_count = int(min(BATCH_IMAGES, len(split), max(8, BATCH_MULT_ADDS // max(flo
 dead = None
 if dead_from is not None:  # every layer's answer at once: a layer change then costs nothing
     judged = tuple(dict.fromkeys(d for k in keys if (d := inputs.dead_layer(flow, k))))
-    batch = dead_stats(
-        selection.model_key, mtime, selection.dataset, judged, dead_count, model, split
-    )[dead_from]
+    batch = dead_stats(selection.model_key, mtime, split_id, judged, dead_count, model, split)[
+        dead_from
+    ]
     dead = np.array([s.dead for s in batch])
 what = f"{layer} after {partner.type}" if after else layer
 
@@ -486,7 +489,7 @@ def order_of(maps: np.ndarray) -> np.ndarray | None:
 
 def maps_figure(result: dict, item: inputs.Prepared):
     maps = maps_of(result)
-    dead_source = (selection.dataset, dead_from, dead_count)
+    dead_source = (split_id, dead_from, dead_count)
     key = (*model_id, item.key, layer, after, scale, sort, dead_source, item.name)
     build = partial(
         figures.activation_grid,
@@ -518,7 +521,8 @@ if compare:
     )
     second = inputs.test_image(split, int(second_at))
     second_x = inputs.model_input(second.pixels, info)
-    second_result = forward(selection.model_key, mtime, second.key, model, second_x)
+    second_key = inputs.input_key(second_x.numpy())
+    second_result = forward(selection.model_key, mtime, second_key, model, second_x)
     sides = st.columns(2, gap="medium")
     pairs = (
         (sides[0], prepared, result, maps_chart),
@@ -661,7 +665,8 @@ if cam_layers and cam_default is not None:
             "class score grows with each map on average, summed, negative parts cut."
         )
     try:
-        cam = grad_cam(selection.model_key, mtime, prepared.key, cam_layer, int(target), model, x)
+        x_key = inputs.input_key(x.numpy())
+        cam = grad_cam(selection.model_key, mtime, x_key, cam_layer, int(target), model, x)
     except LensError as err:
         cam_columns[1].error(str(err), icon="⚠️")
     else:

@@ -39,10 +39,9 @@ CIFAR100 = confusion.CIFAR100_NAMES
 
 
 @st.cache_data(max_entries=32, show_spinner="Counting…")
-def counted(
-    model_key: str, mtime: float, dataset: str, split: str, level: str, root: str, _pred
-) -> tuple[np.ndarray, dict]:
-    """(confusion matrix, classification report) of one model, split and class level."""
+def counted(predictions_key: str, _pred) -> tuple[np.ndarray, dict]:
+    """(confusion matrix, classification report) of one set of predictions: their key names
+    the model's content, the split's (pixels, labels, class names) and the class level."""
     return metrics.confusion(_pred), metrics.report(_pred)
 
 
@@ -65,9 +64,8 @@ def answers(sel: ui.Selection, split: str, level: str) -> metrics.Predictions:
     return pred
 
 
-def matrix_of(sel: ui.Selection, split: str, level: str, pred) -> tuple[np.ndarray, dict]:
-    mtime = ui.mtime_of(sel.model_key)
-    return counted(sel.model_key, mtime, sel.dataset, split, level, ui.data_root(), pred)
+def matrix_of(pred: metrics.Predictions) -> tuple[np.ndarray, dict]:
+    return counted(pred.key, pred)
 
 
 # --------------------------------------------------------------------------- state
@@ -229,7 +227,7 @@ try:
             format_func=lambda v: f"fine ({fine_count})" if v == LABELLED else "superclasses (20)",
         )
     pred = answers(selection, split, level)
-    cm, report = matrix_of(selection, split, level, pred)
+    cm, report = matrix_of(pred)
 except LensError as err:
     ui.show_error(err)
     st.stop()
@@ -395,7 +393,7 @@ if other_key:
     try:
         _, other_view = ui.load_model(other)
         pred_b = answers(other, split, level)
-        cm_b, report_b = matrix_of(other, split, level, pred_b)
+        cm_b, report_b = matrix_of(pred_b)
         changes = confusion.recall_changes(cm, cm_b, classes)
     except LensError as err:
         ui.show_error(err)

@@ -276,10 +276,11 @@ def activations_section(model_a, model_b, view_a, view_b, names: tuple[str, str]
         )
     item = inputs.test_image(split, int(index))
     x = inputs.model_input(item.pixels, info)
+    x_key = inputs.input_key(x.numpy())  # the pixels as normalized for this dataset
     key_a, key_b = selection.model_key, st.session_state[B_KEY]
     try:
-        first = passed(key_a, ui.mtime_of(key_a), item.key, model_a, x)
-        second = passed(key_b, ui.mtime_of(key_b), item.key, model_b, x)
+        first = passed(key_a, ui.mtime_of(key_a), x_key, model_a, x)
+        second = passed(key_b, ui.mtime_of(key_b), x_key, model_b, x)
     except LensError as err:
         ui.show_error(err)
         return
@@ -309,7 +310,8 @@ def activations_section(model_a, model_b, view_a, view_b, names: tuple[str, str]
     for column, side, name, (result, view, maps, model_key) in zip(
         columns, "AB", names, passes, strict=True
     ):
-        model_id = (model_key, ui.mtime_of(model_key), item.key)
+        # Everything the two figures show: the model, its input, the true class, the side.
+        model_id = (model_key, ui.mtime_of(model_key), x_key, item.label, side, name)
         classes = classes_for(view, len(result.probabilities), info)
         with column:
             bars = partial(
