@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -135,34 +136,66 @@ def shared_datasets() -> Path:
 
 # --------------------------------------------------------------------------- markers and hooks
 
-# Tests that read the data without asking for `shared_datasets`: they run the app or the
-# command line on the session's data root (CNN_LENS_DATA). Everything else that reads data
-# depends on `shared_datasets` (perhaps through another fixture) and is marked by that.
-DATA_READING_MODULES = frozenset(
-    {
-        "test_app.py",
-        "test_browser.py",
-        "test_browser_activations.py",
-        "test_browser_compare.py",
-        "test_browser_confusion.py",
-        "test_browser_lab.py",
-        "test_browser_sessions.py",
-        "test_browser_shape_flow_filters.py",
-        "test_browser_train.py",
-        "test_browser_url.py",
-        "test_hostile_pages.py",
-        "test_page_activations.py",
-        "test_page_compare.py",
-        "test_page_confusion.py",
-        "test_page_filters.py",
-        "test_page_lab.py",
-        "test_page_model.py",
-        "test_page_shape_flow.py",
-        "test_page_train.py",
-        "test_report.py",
-        "test_url_view.py",
-    }
-)
+# Page and browser tests drive the app, whose pages show dataset images read from the session's
+# data root (CNN_LENS_DATA): they read data, except in these modules, whose pages (Home,
+# Shape flow) show none. Every other test that reads data depends on `shared_datasets`
+# (perhaps through another fixture); the audit below catches one that reads it otherwise.
+DRIVES_THE_APP = ("AppTest", "run_page", "chromium_page", "streamlit_server")
+PAGES_WITHOUT_DATA = frozenset({"test_app.py", "test_browser.py", "test_page_shape_flow.py"})
+
+
+def _reads_data(item: pytest.Item) -> bool:
+    if "shared_datasets" in getattr(item, "fixturenames", ()):
+        return True
+    module = getattr(item, "module", None)
+    drives_app = any(hasattr(module, name) for name in DRIVES_THE_APP)
+    return drives_app and item.path.name not in PAGES_WITHOUT_DATA
+
+
+# Files of the data root opened by the test running now, whatever reads them (audit events:
+# Python's own open and os.scandir, in this process).
+_DATA_FOLDERS = tuple(str(folder) + os.sep for folder in {TEST_DATA, FULL_DATASETS})
+_data_opened: list[str] = []
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event in ("open", "os.scandir", "os.listdir") and args:
+        path = args[0]
+        if isinstance(path, str | os.PathLike) and os.fspath(path).startswith(_DATA_FOLDERS):
+            _data_opened.append(os.fspath(path))
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    for marker in item.iter_markers("full_set"):
+        reason = full_set_missing(marker.args[0])
+        if reason:
+            pytest.skip(reason)
+    _data_opened.clear()
+    result = yield
+    _check_marked(item)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    _data_opened.clear()
+    result = yield
+    _check_marked(item)
+    return result
+
+
+def _check_marked(item: pytest.Item) -> None:
+    """A test that read the datasets runs again on the samples only if it is marked."""
+    if _data_opened and not item.get_closest_marker("reads_data"):
+        pytest.fail(
+            f"read {_data_opened[0]} but is not marked reads_data: ask for the "
+            "shared_datasets fixture, or add @pytest.mark.reads_data",
+            pytrace=False,
+        )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -178,20 +211,11 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects by the markers added here
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if "shared_datasets" in getattr(item, "fixturenames", ()) or (
-            item.path.name in DATA_READING_MODULES
-        ):
+        if _reads_data(item):
             item.add_marker(pytest.mark.reads_data)
     # The checks of the whole run come last, after everything they watch.
     last = [item for item in items if item.get_closest_marker("end_of_run")]
     items[:] = [item for item in items if item not in last] + last
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    for marker in item.iter_markers("full_set"):
-        reason = full_set_missing(marker.args[0])
-        if reason:
-            pytest.skip(reason)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -209,6 +233,16 @@ def os_threads() -> int:
         return len(os.listdir("/proc/self/task"))
     except FileNotFoundError:  # not Linux: Python's own threads are all we can count
         return threading.active_count()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if THREAD_COUNTS:
+        python = max(THREAD_COUNTS, key=lambda c: c[1])
+        native = max(THREAD_COUNTS, key=lambda c: c[2])
+        terminalreporter.write_line(
+            f"threads left after a module: at most {python[1]} Python threads (after "
+            f"{python[0]}), {native[2]} OS threads (after {native[0]})"
+        )
 
 
 @pytest.fixture(scope="module", autouse=True)
