@@ -113,7 +113,7 @@ def _sample_root(target: Path) -> Path:
     return target
 
 
-TEST_DATA = FULL_DATASETS if len(FULL_SETS) == 2 else _sample_root(SESSION_DIR / "datasets")
+TEST_DATA = FULL_DATASETS if len(FULL_SETS) == 2 else _sample_root(SESSION_DIR / "shipped-samples")
 # Pages, commands and servers under test read the same data unless a test says otherwise.
 os.environ["CNN_LENS_DATA"] = str(TEST_DATA)
 
