@@ -170,10 +170,6 @@ sys.addaudithook(_audit)
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
-    for marker in item.iter_markers("full_set"):
-        reason = full_set_missing(marker.args[0])
-        if reason:
-            pytest.skip(reason)
     _data_opened.clear()
     result = yield
     _check_marked(item)
@@ -213,6 +209,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _reads_data(item):
             item.add_marker(pytest.mark.reads_data)
+        for marker in item.iter_markers("full_set"):
+            reason = full_set_missing(marker.args[0])
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
     # The checks of the whole run come last, after everything they watch.
     last = [item for item in items if item.get_closest_marker("end_of_run")]
     items[:] = [item for item in items if item not in last] + last

@@ -9,11 +9,13 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from dashboard import data, paths
+from dashboard import data, paths, runs
+from dashboard.training import TrainConfig
 from tests import conftest
 from tests.conftest import REPO_ROOT, SESSION_DIR, TEST_DATA
 
@@ -67,6 +69,49 @@ def test_the_data_tests_read_is_real_and_says_which_set() -> None:
         assert _inside(TEST_DATA / "cifar10-jpg", SESSION_DIR)
     assert cifar.source.startswith("CIFAR-10 (JPEG copy)")
     assert cifar.labels.bincount().tolist() == [len(cifar) // 10] * 10
+
+
+def _threads_settle_to(limit: tuple[int, int], seconds: float = 10.0) -> tuple[int, int]:
+    """(Python, OS) thread counts once they are within `limit`, or after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        now = threading.active_count(), conftest.os_threads()
+        if (now[0] <= limit[0] and now[1] <= limit[1]) or time.monotonic() > deadline:
+            return now
+        time.sleep(0.1)
+
+
+def test_page_runs_and_training_runs_leave_no_thread_behind(tmp_path: Path) -> None:
+    """Each AppTest run starts a script thread and each training run a thread of its own: all
+    end with their run. Five more of each leave the counts where one of each left them."""
+    from streamlit.testing.v1 import AppTest  # here: the module's other tests read no pages
+
+    def shape_flow_page() -> None:
+        app = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=300)
+        app.switch_page("pages/3_Shape_flow.py")
+        app.session_state["lens_model"] = "arch:course-net"
+        app.run()
+        assert not app.exception, app.exception
+
+    # The shipped MNIST sample (an empty data root), a few batches of it.
+    train = data.take_first(data.load_split("mnist", "train", data_root=tmp_path), 256)
+    test = data.take_first(data.load_split("mnist", "test", data_root=tmp_path), 128)
+    spec = runs.RunSpec("course-net", "mnist", TrainConfig(epochs=1, seed=0))
+
+    def training_run() -> None:
+        run = runs.start_run(spec, train, test, heartbeat_timeout=300)
+        assert run.join(300), run.reason
+        assert run.status == runs.FINISHED, run.reason
+
+    shape_flow_page()  # the first of each starts what stays for good (torch's pools, caches)
+    training_run()
+    before = _threads_settle_to((threading.active_count(), conftest.os_threads()), 0)
+    for _ in range(5):
+        shape_flow_page()
+        training_run()
+    after = _threads_settle_to(before)
+    assert after[0] <= before[0], threading.enumerate()
+    assert after[1] <= before[1] + 2  # a leak of one OS thread a run would add five
 
 
 @pytest.mark.end_of_run
