@@ -37,6 +37,12 @@ USER_FOLDERS = (
     Path(platformdirs.user_cache_dir(APP_NAME)),
     Path(platformdirs.user_config_dir(APP_NAME)),
     REPO_ROOT / "runs",
+    # and the folders the user's own variables name, if set (their data root among them)
+    *(
+        Path(os.environ[name]).expanduser()
+        for name in ("CNN_LENS_CACHE", "CNN_LENS_RUNS", "CNN_LENS_CONFIG", "CNN_LENS_DATA")
+        if os.environ.get(name)
+    ),
 )
 
 
