@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import platformdirs
 import pytest
 
 from dashboard import data, paths, runs
@@ -122,6 +123,18 @@ def test_no_test_leaves_threads_behind() -> None:
     too_many = [c for c in counts if c[1] > MAX_PYTHON_THREADS or c[2] > MAX_OS_THREADS]
     names = sorted(t.name for t in threading.enumerate())
     assert not too_many, f"threads (module, Python, OS) beyond bounds: {too_many}; now: {names}"
+
+
+@pytest.mark.end_of_run
+def test_nothing_landed_in_the_apps_default_folders() -> None:
+    """The cache and config folders the app uses when its variables are not set, under this
+    session's HOME: empty at the end of the run, so no code path (in this process or any it
+    started) wrote past CNN_LENS_CACHE / CNN_LENS_CONFIG. Exact even while other programs use
+    the user's own folders."""
+    defaults = [platformdirs.user_cache_dir("cnn-lens"), platformdirs.user_config_dir("cnn-lens")]
+    assert all(_inside(folder, SESSION_DIR) for folder in defaults)
+    written = {folder: sorted(conftest.folder_listing(Path(folder)))[:10] for folder in defaults}
+    assert not any(written.values()), f"written outside the app's variables: {written}"
 
 
 @pytest.mark.end_of_run
