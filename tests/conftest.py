@@ -142,10 +142,11 @@ def shared_datasets() -> Path:
 
 # --------------------------------------------------------------------------- markers and hooks
 
-# Page and browser tests drive the app, whose pages show dataset images read from the session's
-# data root (CNN_LENS_DATA): they read data, except in these modules, whose pages (Home,
-# Shape flow) show none. Every other test that reads data depends on `shared_datasets`
-# (perhaps through another fixture); the audit below catches one that reads it otherwise.
+# Page tests (AppTest) and browser tests (marked browser) drive the app, whose pages show
+# dataset images read from the session's data root (CNN_LENS_DATA): they read data, except in
+# these modules, whose pages (Home, Shape flow) show none. Every other test that reads data
+# depends on `shared_datasets` (perhaps through another fixture); the audit below catches one
+# that reads it otherwise.
 DRIVES_THE_APP = ("AppTest", "run_page", "chromium_page", "streamlit_server")
 PAGES_WITHOUT_DATA = frozenset({"test_app.py", "test_browser.py", "test_page_shape_flow.py"})
 
@@ -154,7 +155,9 @@ def _reads_data(item: pytest.Item) -> bool:
     if "shared_datasets" in getattr(item, "fixturenames", ()):
         return True
     module = getattr(item, "module", None)
-    drives_app = any(hasattr(module, name) for name in DRIVES_THE_APP)
+    drives_app = item.get_closest_marker("browser") is not None or any(
+        hasattr(module, name) for name in DRIVES_THE_APP
+    )
     return drives_app and item.path.name not in PAGES_WITHOUT_DATA
 
 
