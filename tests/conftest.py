@@ -12,12 +12,15 @@ just them; tests that need a full set skip, naming it, without it.
 
 from __future__ import annotations
 
+import functools
 import gzip
+import inspect
 import os
 import shutil
 import sys
 import tempfile
 import threading
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,23 +145,49 @@ def shared_datasets() -> Path:
 
 # --------------------------------------------------------------------------- markers and hooks
 
-# Page tests (AppTest) and browser tests (marked browser) drive the app, whose pages show
-# dataset images read from the session's data root (CNN_LENS_DATA): they read data, except in
-# these modules, whose pages (Home, Shape flow) show none. Every other test that reads data
-# depends on `shared_datasets` (perhaps through another fixture); the audit below catches one
-# that reads it otherwise.
-DRIVES_THE_APP = ("AppTest", "run_page", "chromium_page", "streamlit_server")
+# Page tests (AppTest) and browser tests drive the app, whose pages show dataset images read
+# from the session's data root (CNN_LENS_DATA): they read data, except in these modules, whose
+# pages (Home, Shape flow) show none. A test drives the app when its code, a fixture of its or a
+# helper it calls names one of these. Every other test that reads data depends on
+# `shared_datasets` (perhaps through another fixture); the audit below catches one that reads
+# it otherwise.
+APP_DRIVERS = frozenset({"AppTest", "run_page", "chromium_page", "streamlit_server", "app_url"})
 PAGES_WITHOUT_DATA = frozenset({"test_app.py", "test_browser.py", "test_page_shape_flow.py"})
+
+
+def _names_in(code: types.CodeType) -> set[str]:
+    """Global and attribute names a function's code uses, its inner functions' included."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names_in(const)
+    return names
+
+
+@functools.cache
+def _app_drivers_of(module: types.ModuleType) -> frozenset[str]:
+    """APP_DRIVERS and every function or fixture of `module` that reaches one of them."""
+    codes = {}
+    for name, value in vars(module).items():
+        function = inspect.unwrap(value)  # a fixture's function is its __wrapped__
+        if inspect.isfunction(function):
+            codes[name] = _names_in(function.__code__)
+    drivers = set(APP_DRIVERS)
+    while True:
+        more = {name for name, names in codes.items() if names & drivers} - drivers
+        if not more:
+            return frozenset(drivers)
+        drivers |= more
 
 
 def _reads_data(item: pytest.Item) -> bool:
     if "shared_datasets" in getattr(item, "fixturenames", ()):
         return True
-    module = getattr(item, "module", None)
-    drives_app = item.get_closest_marker("browser") is not None or any(
-        hasattr(module, name) for name in DRIVES_THE_APP
-    )
-    return drives_app and item.path.name not in PAGES_WITHOUT_DATA
+    if item.path.name in PAGES_WITHOUT_DATA or not isinstance(item, pytest.Function):
+        return False
+    drivers = _app_drivers_of(item.module)
+    used = _names_in(item.function.__code__) | set(item.fixturenames)
+    return bool(used & drivers)
 
 
 # Files of the data root opened by the test running now, whatever reads them (audit events:
