@@ -301,7 +301,8 @@ _REGISTRY: dict[str, _Registered] = {
                 "60,000 32×32 colour images in 10 classes (A. Krizhevsky, 2009); torchvision "
                 "downloads cifar-10-python.tar.gz from www.cs.toronto.edu/~kriz into "
                 "<data root>/cifar-10-batches-py (a JPEG copy in <data root>/cifar10-jpg "
-                "also works)"
+                "also works), and a real 3,000-image sample ships in "
+                "trained/data/cifar10-sample for offline use"
             ),
             folder="cifar-10-batches-py",
             native_size=32,
@@ -784,6 +785,9 @@ def _load_registered(reg: _Registered, split: str, root: Path, download: bool) -
     if missing:
         if info.name == "mnist":
             return _load_mnist_sample(split, root / info.folder, failure)
+        if info.name == "cifar10" and paths.CIFAR10_SAMPLE_DIR.is_dir():
+            where = f"{root / info.folder} or {root / _CIFAR10_JPEG_FOLDER}"
+            return _load_cifar10_sample(split, where, failure)
         raise DatasetUnavailableError(_unavailable_message(reg, root, missing, failure))
     folder = root / info.folder
     if reg.loader == "idx":
@@ -811,6 +815,17 @@ def _load_mnist_sample(split: str, full_folder: Path, why: str) -> _Loaded:
         f"{paths.SHORT_DATA_ROOT_HINT})"
     )
     return _Loaded(images, labels, source, is_sample=True)
+
+
+def _load_cifar10_sample(split: str, full_folders: str, why: str) -> _Loaded:
+    """The bundled CIFAR-10 sample (200 train / 100 test JPEGs a class), read like the JPEG
+    copy of the full set."""
+    loaded = _load_cifar10_jpeg(paths.CIFAR10_SAMPLE_DIR, split)
+    source = (
+        f"bundled CIFAR-10 sample (JPEG copy): {_count(len(loaded.labels), split)} "
+        f"(full set not found under {full_folders}; {why})"
+    )
+    return loaded._replace(source=source, is_sample=True)
 
 
 @contextlib.contextmanager

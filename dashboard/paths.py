@@ -13,6 +13,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAINED_DIR = REPO_ROOT / "trained"
 # The small real MNIST sample shipped so a fresh offline machine can train and evaluate.
 SAMPLE_DIR = TRAINED_DIR / "data" / "mnist-sample"
+# Its CIFAR-10 counterpart: 2,000 train + 1,000 test JPEGs as an image folder (its README.md
+# says where they come from).
+CIFAR10_SAMPLE_DIR = TRAINED_DIR / "data" / "cifar10-sample"
 DATA_ROOT_ENV = "CNN_LENS_DATA"
 RUNS_ENV = "CNN_LENS_RUNS"
 # Models a user trains and saves in the app or with `train --out runs/NAME` (never in trained/);

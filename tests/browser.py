@@ -36,7 +36,10 @@ def require_chromium() -> None:
     """Skip without Chromium on a developer's machine; CI sets CNN_LENS_REQUIRE_BROWSER=1."""
     if Path(CHROMIUM).exists() and shutil.which("streamlit", path=str(Path(sys.executable).parent)):
         return
-    reason = f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
+    reason = (
+        f"Chromium not found at {CHROMIUM} (apt-get install chromium, or point "
+        "CNN_LENS_CHROMIUM at another Chromium or Chrome)"
+    )
     if os.environ.get("CNN_LENS_REQUIRE_BROWSER"):
         pytest.fail(reason)
     pytest.skip(reason)

@@ -28,6 +28,7 @@ import torchvision.transforms.v2.functional as TF
 
 from dashboard import data, images, paths
 from dashboard.errors import DatasetUnavailableError, UnknownNameError
+from tests.conftest import FULL_SETS
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")  # fmt: skip
@@ -46,7 +47,7 @@ def private_cache(
 
 
 @pytest.fixture(scope="module")
-def mnist_full(shared_datasets: Path) -> dict[str, data.Split]:
+def mnist_splits(shared_datasets: Path) -> dict[str, data.Split]:
     return {
         split: data.load_split("mnist", split, data_root=shared_datasets, download=False)
         for split in ("train", "test")
@@ -56,10 +57,11 @@ def mnist_full(shared_datasets: Path) -> dict[str, data.Split]:
 # --------------------------------------------------------------------------- full MNIST
 
 
+@pytest.mark.full_set("MNIST")
 def test_full_mnist_shapes_labels_and_published_counts(
-    mnist_full: dict[str, data.Split], shared_datasets: Path
+    mnist_splits: dict[str, data.Split], shared_datasets: Path
 ) -> None:
-    train, test = mnist_full["train"], mnist_full["test"]
+    train, test = mnist_splits["train"], mnist_splits["test"]
     assert train.images.shape == (60000, 1, 28, 28)
     assert test.images.shape == (10000, 1, 28, 28)
     for split in (train, test):
@@ -77,8 +79,8 @@ def test_full_mnist_shapes_labels_and_published_counts(
     assert (train.info.channels, train.info.size, train.info.augment) == (1, 28, False)
 
 
-def test_mnist_mean_std_recomputed(mnist_full: dict[str, data.Split]) -> None:
-    images = mnist_full["train"].images
+def test_mnist_mean_std_recomputed(mnist_splits: dict[str, data.Split]) -> None:
+    images = mnist_splits["train"].images
     mean, std = data.channel_stats(images)
     # oracle: exact integer sums of x and x² (channel_stats uses a histogram)
     n = images.numel()
@@ -87,16 +89,18 @@ def test_mnist_mean_std_recomputed(mnist_full: dict[str, data.Split]) -> None:
     assert mean[0] == pytest.approx(s1 / n / 255, abs=1e-12)
     assert std[0] == pytest.approx((s2 / n - (s1 / n) ** 2) ** 0.5 / 255, abs=1e-12)
     info = data.dataset_info("mnist")
-    assert (round(mean[0], 4), round(std[0], 4)) == (0.1307, 0.3081)
+    if "MNIST" in FULL_SETS:  # the registry's constants are the full training set's
+        assert (round(mean[0], 4), round(std[0], 4)) == (0.1307, 0.3081)
     assert (info.mean, info.std) == ((0.1307,), (0.3081,))
 
 
 def test_mnist_pixels_equal_torchvision(
-    mnist_full: dict[str, data.Split], shared_datasets: Path
+    mnist_splits: dict[str, data.Split], shared_datasets: Path
 ) -> None:
     for train, split in ((True, "train"), (False, "test")):
         reference = torchvision.datasets.MNIST(shared_datasets, train=train, download=False)
-        ours = mnist_full[split]
+        ours = mnist_splits[split]
+        assert len(ours) == len(reference)
         for i in (0, 1, 777, len(reference) - 1):
             image, label = reference[i]
             assert np.array_equal(np.asarray(image), ours.images[i, 0].numpy())
@@ -131,20 +135,21 @@ def test_input_size_resizes_registry_sets(shared_datasets: Path) -> None:
 # --------------------------------------------------------------------------- bundled sample
 
 
-def test_bundled_sample_is_the_head_of_the_full_set(mnist_full: dict[str, data.Split]) -> None:
+@pytest.mark.full_set("MNIST")
+def test_bundled_sample_is_the_head_of_the_full_set(mnist_splits: dict[str, data.Split]) -> None:
     for split, count in (("train", 10000), ("test", 10000)):
         stem = data._IDX_FILES[split][0]
         path = paths.SAMPLE_DIR / f"{stem}.gz"
         assert path.read_bytes()[4:8] == b"\0\0\0\0"  # gzip mtime 0: reproducible bytes
         sample_images = data.read_idx(path)
         assert sample_images.shape == (count, 28, 28)
-        assert torch.equal(sample_images, mnist_full[split].images[:count, 0])
+        assert torch.equal(sample_images, mnist_splits[split].images[:count, 0])
     labels = data.read_idx(paths.SAMPLE_DIR / "train-labels-idx1-ubyte.gz")
-    assert torch.equal(labels.long(), mnist_full["train"].labels[:10000])
+    assert torch.equal(labels.long(), mnist_splits["train"].labels[:10000])
 
 
 def test_sample_stands_in_when_the_full_set_is_missing(
-    tmp_path: Path, mnist_full: dict[str, data.Split]
+    tmp_path: Path, mnist_splits: dict[str, data.Split]
 ) -> None:
     train = data.load_split("mnist", "train", data_root=tmp_path, download=False)
     assert train.is_sample
@@ -154,21 +159,43 @@ def test_sample_stands_in_when_the_full_set_is_missing(
         f"(full set not found under {tmp_path / 'MNIST' / 'raw'}; download not attempted; "
         f"{paths.SHORT_DATA_ROOT_HINT})"
     )
-    assert torch.equal(train.images, mnist_full["train"].images[:10000])
+    assert torch.equal(train.images, mnist_splits["train"].images[:10000])
     test = data.load_split("mnist", "test", data_root=tmp_path, download=False)
     assert test.is_sample
-    assert torch.equal(test.labels, mnist_full["test"].labels)
+    assert torch.equal(test.labels, mnist_splits["test"].labels)
+
+
+def test_cifar10_sample_stands_in_when_the_full_set_is_missing(tmp_path: Path) -> None:
+    for split, per_class in (("train", 200), ("test", 100)):
+        loaded = data.load_split("cifar10", split, data_root=tmp_path, download=False)
+        assert loaded.is_sample
+        assert loaded.info == data.dataset_info("cifar10")
+        assert loaded.source == (
+            f"bundled CIFAR-10 sample (JPEG copy): {10 * per_class:,} {split} images (full set "
+            f"not found under {tmp_path / 'cifar-10-batches-py'} or {tmp_path / 'cifar10-jpg'}; "
+            "download not attempted)"
+        )
+        # oracle: torchvision's ImageFolder reads the same files in the same order
+        reference = torchvision.datasets.ImageFolder(paths.CIFAR10_SAMPLE_DIR / split)
+        assert tuple(reference.classes) == CIFAR10_CLASSES
+        assert loaded.labels.tolist() == reference.targets
+        assert torch.bincount(loaded.labels).tolist() == [per_class] * 10
+        for i in (0, 777, len(reference) - 1):
+            image, _ = reference[i]
+            assert np.array_equal(np.asarray(image).transpose(2, 0, 1), loaded.images[i].numpy())
 
 
 # --------------------------------------------------------------------------- image folders
 
 
 def _copy_cifar_subset(src: Path, dst: Path, per_class: int) -> None:
-    """Copies, not links: a folder's links leading out of it are not followed."""
+    """Copies the first `per_class` JPEGs of each class of `src` as 0000.jpg, 0001.jpg, … (the
+    full set's are numbered 0000, 0001, …; the shipped sample's 0000, 0010, …). Copies, not
+    links: a folder's links leading out of it are not followed."""
     for name in CIFAR10_CLASSES:
         (dst / name).mkdir(parents=True)
-        for i in range(per_class):
-            shutil.copyfile(src / name / f"{i:04d}.jpg", dst / name / f"{i:04d}.jpg")
+        for i, source in enumerate(sorted((src / name).glob("*.jpg"))[:per_class]):
+            shutil.copyfile(source, dst / name / f"{i:04d}.jpg")
 
 
 def _pil_rgb(path: Path) -> np.ndarray:
@@ -429,14 +456,16 @@ def test_cifar10_name_uses_the_jpeg_copy(tmp_path: Path, shared_datasets: Path) 
     assert np.array_equal(split.images[4].numpy(), _pil_rgb(jpg / "automobile" / "0001.jpg"))
 
 
-def test_cifar10_full_jpeg_test_split(shared_datasets: Path) -> None:
+def test_cifar10_jpeg_test_split_equals_torchvisions_image_folder(shared_datasets: Path) -> None:
     split = data.load_split("cifar10", "test", data_root=shared_datasets, download=False)
-    assert split.images.shape == (10000, 3, 32, 32)
-    assert torch.bincount(split.labels).tolist() == [1000] * 10
-    assert split.source.startswith("CIFAR-10 (JPEG copy), 10,000 test images")
     reference = torchvision.datasets.ImageFolder(shared_datasets / "cifar10-jpg" / "test")
+    n = len(reference)  # 10,000; 1,000 in the shipped sample
+    assert split.images.shape == (n, 3, 32, 32)
+    assert torch.bincount(split.labels).tolist() == np.bincount(reference.targets).tolist()
+    assert torch.bincount(split.labels).tolist() == [n // 10] * 10
+    assert split.source.startswith(f"CIFAR-10 (JPEG copy), {n:,} test images")
     assert tuple(reference.classes) == split.info.classes
-    for i in (0, 4321, 9999):
+    for i in (0, n * 43 // 100, n - 1):
         image, label = reference[i]
         assert np.array_equal(np.asarray(image).transpose(2, 0, 1), split.images[i].numpy())
         assert label == int(split.labels[i])
@@ -450,10 +479,11 @@ def test_a_split_for_a_224_px_model_keeps_the_stored_images_and_resizes_when_rea
         "cifar10", "test", data_root=shared_datasets, download=False, input_size=224
     )
     # Memory: the 32-px images (31 MB), not 10,000 × 3 × 224 × 224 (1.5 GB).
-    assert big.images.nbytes == stored.images.nbytes == 10000 * 3 * 32 * 32
+    n = len(stored)
+    assert big.images.nbytes == stored.images.nbytes == n * 3 * 32 * 32
     assert isinstance(big.images, data.ResizedImages)
-    assert big.images.shape == (10000, 3, 224, 224)
-    assert len(big) == 10000
+    assert big.images.shape == (n, 3, 224, 224)
+    assert len(big) == n
     assert big.info.input_shape == (3, 224, 224)
     assert big.source.endswith("resized to 224×224")
     # Reads equal resizing the whole split up front (the same filter per image).
