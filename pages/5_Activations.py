@@ -588,7 +588,12 @@ if cam_layers and cam_default is not None:
             key=ui.keep(CAM_LAYER_KEY, cam_default),
             on_change=ui.store,
             args=(CAM_LAYER_KEY,),
-            help="The last conv layer (the default) balances detail and meaning.",
+            format_func=lambda name: (
+                name + (" (block output)" if gradcam.is_block(flow, name) else "")
+            ),
+            help="The default, the last conv block's output after its activation, balances "
+            "detail and meaning. Before an activation (conv, batch norm) negative values count "
+            "against the class, and the map is often empty.",
         )
         if st.session_state.get("_act_cam_for") != prepared.key:
             st.session_state["_act_cam_for"] = prepared.key  # a new input: explain its answer
@@ -605,8 +610,8 @@ if cam_layers and cam_default is not None:
             ),
         )
         st.caption(
-            "Grad-CAM (captum's LayerGradCam): the layer's maps weighted by how much the "
-            "class score grows with each map on average, summed, negative parts cut."
+            "Grad-CAM: the layer's maps weighted by how much the class score grows with each "
+            "map on average, summed, negative parts cut."
         )
     try:
         cam = grad_cam(selection.model_key, mtime, prepared.key, cam_layer, int(target), model, x)
@@ -617,7 +622,12 @@ if cam_layers and cam_default is not None:
             if cam.empty:
                 st.info(
                     f"Nothing in this image speaks for {classes[target]} at {cam_layer}: "
-                    "every weighted map sums to zero or less."
+                    "the weighted maps sum to zero or less everywhere. "
+                    + (
+                        f"The default layer, {cam_default}, reads the maps after their activation."
+                        if cam_layer != cam_default
+                        else "Try an earlier layer."
+                    )
                 )
             title = f"Grad-CAM for {classes[target]!r} at {cam_layer}"
             build = partial(figures.gradcam_overlay, shown_image, cam.heatmap, title=title)

@@ -262,9 +262,9 @@ def test_compare_all_layers_and_grad_cam(
     predicted = int(
         next(m.value for m in app.markdown if m.value.startswith("predicted")).split("**")[1]
     )
-    assert app.selectbox(key="_act_cam_layer").value == "features.conv2"  # the last conv
+    assert app.selectbox(key="_act_cam_layer").value == "features.relu2"  # last conv block
     assert app.selectbox(key="_act_cam").value == predicted
-    assert chart_titled(app, rf"^Grad-CAM for '{predicted}' at features\.conv2$")
+    assert chart_titled(app, rf"^Grad-CAM for '{predicted}' at features\.relu2$")
 
 
 def test_untrained_model_is_labelled(shared_datasets: Path) -> None:
