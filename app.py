@@ -26,11 +26,14 @@ except LensError as err:
     st.stop()
 
 st.subheader(f"Shape flow — {ui.model_label(selection.model_key)}")
-totals = st.columns(4)
-totals[0].metric("Input", summary.shape_text(flow.input_shape))
-totals[1].metric("Output", summary.shape_text(flow.output_shape))
-totals[2].metric("Parameters", f"{flow.params_total:,}")
-totals[3].metric("Multiply-adds per image", f"{flow.mult_adds:,}")
+ui.metric_row(
+    [
+        ui.Metric("Input", summary.shape_text(flow.input_shape)),
+        ui.Metric("Output", summary.shape_text(flow.output_shape)),
+        ui.Metric("Parameters", f"{flow.params_total:,}"),
+        ui.Metric("Multiply-adds per image", f"{flow.mult_adds:,}"),
+    ]
+)
 
 ui.layer_table(summary.display_rows(flow))
 if flow.broken is not None:

@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
+from dashboard import tables
 from dashboard.errors import ShapeError
 
 FONT = "Inter, 'Segoe UI', 'Helvetica Neue', Arial, sans-serif"
@@ -49,6 +50,7 @@ RUN_COLOURS = (
 DIVERGING = "RdBu_r"  # positive weights red, negative blue, zero white
 SCALE_MODES = ("per map", "per layer", "global")
 NORMALIZE_MODES = ("counts", "row", "column", "all")
+MIN_WIDTH = 300  # pixels: an image figure's narrowest, two fit side by side on a laptop
 MAX_MOSAIC_PIXELS = 400_000  # about a screenful; larger activation mosaics are thinned
 
 LENS_TEMPLATE = go.layout.Template(
@@ -191,7 +193,7 @@ def filter_grid(
     scale: str = "shared",
     channel: int | None = None,
     title: str = "",
-    max_side: float = 760,
+    max_side: float = 640,
     limit: float | None = None,
 ) -> go.Figure:
     """Conv filters (C_out, C_in, kh, kw) as one diverging mosaic; channel None = input mean.
@@ -254,7 +256,7 @@ def filter_grid(
     return fig
 
 
-def rgb_filters(weights: np.ndarray, *, title: str = "", max_side: float = 760) -> go.Figure:
+def rgb_filters(weights: np.ndarray, *, title: str = "", max_side: float = 640) -> go.Figure:
     """First-layer filters (C_out, 3, kh, kw) as RGB images, each scaled so 0 is mid grey."""
     w = _numpy(weights).astype(np.float64)
     if w.ndim != 4 or w.shape[1] != 3:
@@ -345,7 +347,7 @@ def labelled_grid(
     title: str = "",
     subtitle: str = "",
     value_name: str = "value",
-    max_side: float = 760,
+    max_side: float = 640,
     max_pixels: int = MAX_MOSAIC_PIXELS,
     colorbar: bool = True,
 ) -> go.Figure:
@@ -437,10 +439,10 @@ def labelled_grid(
     title = title or "Maps"
     _image_layout(fig, layout.height + pad, layout.width, title, subtitle, max_side=max_side)
     fig.update_layout(showlegend=False)
-    if not colorbar:  # no room to keep for a scale: as narrow as the mosaic and the title
+    if not colorbar:  # no room to keep for a scale: as narrow as the mosaic
         cell = min(max_side / max(layout.height + pad, layout.width), 40.0)
-        text = 6.5 * max(len(title), len(subtitle)) + 60
-        fig.update_layout(width=int(max(layout.width * cell + 50, text)))
+        fig.update_layout(width=int(max(MIN_WIDTH, layout.width * cell + 50)))
+        fit_titles(fig)
     return fig
 
 
@@ -458,7 +460,7 @@ def activation_grid(
     colorscale: str = "Viridis",
     global_range: tuple[float, float] | None = None,
     max_pixels: int = MAX_MOSAIC_PIXELS,
-    max_side: float = 760,
+    max_side: float = 640,
 ) -> go.Figure:
     """One image's activations (C, H, W) as one tiled heatmap; (C,) or (C, 1, 1) as bars.
 
@@ -730,7 +732,12 @@ def boxed_image(
     return fig
 
 
-def image_figure(image: np.ndarray, *, title: str = "", caption: str = "") -> go.Figure:
+NARROW_TITLE_PX = 190  # titles of figures that sit in a third of a laptop's page wrap here
+
+
+def image_figure(
+    image: np.ndarray, *, title: str = "", subtitle: str = "", caption: str = ""
+) -> go.Figure:
     """An input image, (H, W), (H, W, 3) or (3, H, W), drawn pixel-exact without tick clutter."""
     rgb, values = _rgb(image)
     H, W = rgb.shape[:2]
@@ -746,7 +753,8 @@ def image_figure(image: np.ndarray, *, title: str = "", caption: str = "") -> go
             ),
         )
     )
-    _image_layout(fig, H, W, title or "Input image", "", max_side=320)
+    _image_layout(fig, H, W, title or "Input image", subtitle, max_side=320)
+    fit_titles(fig, NARROW_TITLE_PX)
     if caption:
         fig.add_annotation(
             text=caption,
@@ -853,6 +861,7 @@ def probability_bars(
         height=max(220, 130 + 28 * len(shown)),
         showlegend=False,
     )
+    fit_titles(fig, NARROW_TITLE_PX)
     return fig
 
 
@@ -1462,6 +1471,52 @@ def _rgb(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(rgb), a
 
 
+def _text_px(text: str, font_px: float) -> float:
+    """An upper estimate of `text`'s width: Source Sans advances, plus a margin for the
+    sans-serif fonts a browser may draw instead."""
+    return 1.15 * tables.text_width(text, font_px)
+
+
+def wrap(text: str, width_px: float, font_px: float) -> str:
+    """`text` broken at spaces into lines (<br>) no wider than `width_px` where a word allows."""
+    if "<br>" in text or _text_px(text, font_px) <= width_px:
+        return text
+    lines, line = [], ""
+    for word in text.split(" "):
+        trial = f"{line} {word}" if line else word
+        if line and _text_px(trial, font_px) > width_px:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    return "<br>".join([*lines, line])
+
+
+def fit_titles(fig: go.Figure, room: float | None = None) -> None:
+    """Wrap a fixed-width figure's title and subtitle to its width (or `room` pixels, for a
+    figure that usually sits in a narrow column and is shrunk to it): plotly never wraps, so a
+    long title ran past the figure's edge and was cut. The lines added take room above the
+    plot area (the figure grows), not from it."""
+    width, title = fig.layout.width, fig.layout.title
+    if not (width or room) or not title.text:
+        return
+    left = fig.layout.margin.l if fig.layout.margin.l is not None else 60
+    room = room or width - left - 10
+    text = wrap(title.text, room, title.font.size or 18)
+    sub = title.subtitle.text or ""
+    sub_wrapped = wrap(sub, room, 12)
+    added = 22 * (text.count("<br>") - title.text.count("<br>"))
+    added += 15 * (sub_wrapped.count("<br>") - sub.count("<br>"))
+    if not added:
+        return
+    top = fig.layout.margin.t if fig.layout.margin.t is not None else 80
+    fig.update_layout(
+        title_text=text, margin_t=top + added, height=(fig.layout.height or 450) + added
+    )
+    if sub:
+        fig.update_layout(title_subtitle_text=sub_wrapped)
+
+
 def _title(text: str, subtitle: str = "") -> dict[str, Any]:
     """Title with a muted subtitle line."""
     title: dict[str, Any] = {"text": text}
@@ -1478,7 +1533,7 @@ def _image_layout(
     title: str,
     subtitle: str,
     *,
-    max_side: float = 760,
+    max_side: float = 640,
     background: str = "white",
 ) -> None:
     """Pixel-image axes (y down, square pixels, no ticks) and a size that fits the content."""
@@ -1497,7 +1552,8 @@ def _image_layout(
         xaxis={**axis, "range": [-0.5, width - 0.5]},
         yaxis={**axis, "range": [height - 0.5, -0.5], "scaleanchor": "x"},
         plot_bgcolor=background,
-        width=int(max(380, width * cell + 150, 6.5 * max(len(title), len(subtitle)) + 60)),
+        width=int(max(MIN_WIDTH, width * cell + 150)),
         height=int(height * cell + (110 if subtitle else 80)),
         margin={"l": 20, "r": 20, "t": 80 if subtitle else 50, "b": 20},
     )
+    fit_titles(fig)

@@ -225,11 +225,14 @@ def card_panel(card) -> None:
     if training or card.history:
         epochs = len(card.history) or training.get("epochs") or "—"
         seconds = training.get("seconds")
-        cols = st.columns(4)
-        cols[0].metric("Trained on", card.dataset or "—")
-        cols[1].metric("Epochs", epochs)
-        cols[2].metric("Training time", f"{seconds:,.1f} s" if seconds else "—")
-        cols[3].metric("Created", (card.created or "—")[:10], help=card.created or None)
+        ui.metric_row(
+            [
+                ui.Metric("Trained on", card.dataset or "—"),
+                ui.Metric("Epochs", str(epochs)),
+                ui.Metric("Training time", f"{seconds:,.1f} s" if seconds else "—"),
+                ui.Metric("Created", (card.created or "—")[:10], help=card.created or None),
+            ]
+        )
     if card.dataset_source:
         st.markdown(f"**Dataset source:** {card.dataset_source}")
     if card.command:
@@ -291,7 +294,6 @@ def model_panel() -> None:
     st.subheader(view.label)
     if view.untrained:
         st.warning("untrained — random weights", icon="🎲")
-    cols = st.columns(4)
     if view.card is not None:
         accuracy = percent(view.card.test_accuracy)
         if view.card.test_accuracy is None:
@@ -300,10 +302,14 @@ def model_panel() -> None:
         accuracy = "untrained — random weights"
     else:
         accuracy = "ImageNet weights"
-    cols[0].metric("Accuracy", accuracy)
-    cols[1].metric("Parameters", f"{facts['params']:,}")
-    cols[2].metric("Layers", facts["layers"])
-    cols[3].metric("Input", "×".join(str(n) for n in view.input_shape))
+    ui.metric_row(
+        [
+            ui.Metric("Accuracy", accuracy),
+            ui.Metric("Parameters", f"{facts['params']:,}"),
+            ui.Metric("Layers", str(facts["layers"])),
+            ui.Metric("Input", "×".join(str(n) for n in view.input_shape)),
+        ]
+    )
     kinds = ", ".join(f"{n} {kind}" for kind, n in facts["kinds"])
     trainable = facts["trainable"]
     st.caption(f"{view.architecture}: {kinds}; {trainable:,} trainable parameters")
@@ -353,12 +359,15 @@ def dataset_panel() -> None:
         return
     st.subheader(info.title)
     st.caption(info.description)
-    cols = st.columns(5)
-    cols[0].metric("Classes", info.num_classes)
-    cols[1].metric("Channels", info.channels)
-    cols[2].metric("Image size", f"{info.size}×{info.size}")
-    cols[3].metric("Train images", f"{len(splits['train']):,}")
-    cols[4].metric("Test images", f"{len(splits['test']):,}")
+    ui.metric_row(
+        [
+            ui.Metric("Classes", str(info.num_classes)),
+            ui.Metric("Channels", str(info.channels)),
+            ui.Metric("Image size", f"{info.size}×{info.size}"),
+            ui.Metric("Train images", f"{len(splits['train']):,}"),
+            ui.Metric("Test images", f"{len(splits['test']):,}"),
+        ]
+    )
     for name, split in splits.items():
         st.markdown(f"**{name.title()} set:** {split.source}")
     if any(split.is_sample for split in splits.values()):

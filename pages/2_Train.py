@@ -332,13 +332,16 @@ def draw_run(run: runs.TrainingRun) -> None:
         else "preparing…"
     )
     st.progress(p.fraction, text=f"{where} — {p.fraction:.0%}")
-    cols = st.columns(6)
-    cols[0].metric("Images / s", f"{p.images_per_second:,.0f}")
-    cols[1].metric("Elapsed", clock(p.elapsed))
-    cols[2].metric("ETA", clock(p.eta) if active else "—")
-    cols[3].metric("Train loss", "—" if p.train_loss is None else f"{p.train_loss:.4f}")
-    cols[4].metric("Train accuracy", percent(p.train_accuracy))
-    cols[5].metric("Test accuracy", percent(p.test_accuracy))
+    ui.metric_row(
+        [
+            ui.Metric("Images / s", f"{p.images_per_second:,.0f}"),
+            ui.Metric("Elapsed", clock(p.elapsed)),
+            ui.Metric("ETA", clock(p.eta) if active else "—"),
+            ui.Metric("Train loss", "—" if p.train_loss is None else f"{p.train_loss:.4f}"),
+            ui.Metric("Train accuracy", percent(p.train_accuracy)),
+            ui.Metric("Test accuracy", percent(p.test_accuracy)),
+        ]
+    )
     curve_charts(run)
     if run.result is not None:
         for note in run.notes + run.result.notes:

@@ -236,20 +236,24 @@ order = confusion.class_order(cm, classes, order_how)
 context = f"{selection.model_key}|{selection.dataset}|{split}|{level}"
 
 wrong = int(cm.sum() - np.trace(cm))
-numbers = st.columns(4)
-numbers[0].metric("Accuracy", f"{report['accuracy']:.2%}", border=True)
-numbers[1].metric("Images", f"{int(cm.sum()):,}", border=True)
-numbers[2].metric("Misclassified", f"{wrong:,}", border=True)
-numbers[3].metric("Macro F1", f"{report['macro avg']['f1-score']:.3f}", border=True)
+ui.metric_row(
+    [
+        ui.Metric("Accuracy", f"{report['accuracy']:.2%}"),
+        ui.Metric("Images", f"{int(cm.sum()):,}"),
+        ui.Metric("Misclassified", f"{wrong:,}"),
+        ui.Metric("Macro F1", f"{report['macro avg']['f1-score']:.3f}"),
+    ],
+    border=True,
+)
 
 wide = is_wide(classes)
 names = [classes[k] for k in order]
 if wide:  # the matrix on its own row, the tables below it
     chart_area = st.container()
     table_area, top_area = st.columns([1.4, 1], gap="large")
-else:
-    chart_area, table_area = st.columns([2.1, 1], gap="large")
-    top_area = table_area
+else:  # the top confusions beside the matrix, the per-class table (five columns) below
+    chart_area, top_area = st.columns([2.1, 1], gap="large")
+    table_area = st.container()
 with chart_area:
     title = f"{split.capitalize()} split · {int(cm.sum()):,} images"
     fig = figures.confusion_heatmap(
@@ -274,27 +278,21 @@ with chart_area:
 with table_area:
     st.subheader("Per class")
     table = confusion.report_table(report, classes, order=order)
-    st.dataframe(
+    ui.table(
         table,
-        hide_index=True,
-        width="stretch",
         height=min(38 + 35 * K, 420),
         column_config={
-            "Class": st.column_config.TextColumn(width="small"),
             "Precision": st.column_config.NumberColumn(
-                format="%.3f",
-                width="small",
-                help="Of the images predicted as this class, the share right",
+                format="%.3f", help="Of the images predicted as this class, the share right"
             ),
             "Recall": st.column_config.ProgressColumn(
                 min_value=0.0,
                 max_value=1.0,
                 format="%.3f",
-                width="small",
                 help="Of the images of this class, the share found",
             ),
-            "F1": st.column_config.NumberColumn(format="%.3f", width="small"),
-            "Support": st.column_config.NumberColumn("Images", format="localized", width="small"),
+            "F1": st.column_config.NumberColumn(format="%.3f"),
+            "Support": st.column_config.NumberColumn("Images", format="localized"),
         },
     )
     st.caption("scikit-learn's classification report, in the matrix's class order.")
@@ -317,8 +315,8 @@ with top_area:
         ("Matrix (CSV)", confusion.matrix_csv(cm, classes), f"confusion-{stem}.csv"),
         ("Report (CSV)", confusion.report_csv(report, classes), f"report-{stem}.csv"),
     )
-    for column, (label, table, file_name) in zip(st.columns(2), downloads, strict=True):
-        column.download_button(
+    for label, table, file_name in downloads:  # one per line: side by side they were cut
+        st.download_button(
             label,
             table,
             file_name=file_name,
@@ -442,10 +440,8 @@ if other_key:
         with place:
             st.markdown(f"**{heading}** ({len(subset)})")
             if subset:
-                st.dataframe(
+                ui.table(
                     confusion.changes_table(subset),
-                    hide_index=True,
-                    width="stretch",
                     height=min(38 + 35 * len(subset), 320),
                     column_config=config,
                 )
