@@ -54,7 +54,7 @@ class Selection:
         return self.model_key.removeprefix(ARCH_PREFIX).removeprefix(ZOO_PREFIX)
 
 
-def setup_page(title: str, icon: str = "🔎") -> None:
+def setup_page(title: str, icon: str = ":material/center_focus_strong:") -> None:
     """The first Streamlit call of every page; a link with ?present=1 opens in presentation
     mode, with the sidebar folded away."""
     if PRESENT_QUERY in st.query_params and PRESENT_KEY not in st.session_state:
@@ -661,21 +661,34 @@ def layer_table(rows: list[dict]) -> None:
     table(rows, {"Params": counts, "Mult-adds": counts, "Formula": None, "Flag": None})
 
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=^])")
+# What Markdown and Streamlit's own syntax read in text: these characters always (code, emphasis,
+# links and images, HTML and autolinks, strikethrough, $maths$, tables), ":" before a letter or
+# "/" (:red[…], :material/…:, URLs), "_" at a word's edge (in snake_case it is literal), and
+# headings, quotes, lists and rules at a line's start.
+_MARKDOWN_ALWAYS = re.compile(r"([\\`*\[\]<>~$|])")
+_MARKDOWN_COLON = re.compile(r":(?=[A-Za-z/])")
+_MARKDOWN_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+_MARKDOWN_LINE_START = re.compile(r"^(\s*)([#+\-=])", re.MULTILINE)
+_MARKDOWN_ORDERED = re.compile(r"^(\s*\d+)([.)])", re.MULTILINE)
 
 
 def plain(text: object) -> str:
     """`text` from a file or folder (a card's name, notes, a class folder's name) made safe
-    to put inside Markdown: every character Markdown or Streamlit's own syntax reads (links,
+    to put inside Markdown: whatever Markdown or Streamlit's own syntax would read (links,
     images, emphasis, :emoji: and :color[…] directives, $maths$) is backslash-escaped, so it
     shows as typed and `![x](http://host/…)` fetches nothing. Line breaks are kept."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text)).replace("\n", "  \n")
+    shown = _MARKDOWN_ALWAYS.sub(r"\\\1", str(text))
+    shown = _MARKDOWN_COLON.sub(r"\\:", shown)
+    shown = _MARKDOWN_UNDERSCORE.sub(r"\\_", shown)
+    shown = _MARKDOWN_LINE_START.sub(r"\1\\\2", shown)
+    shown = _MARKDOWN_ORDERED.sub(r"\1\\\2", shown)
+    return shown.replace("\n", "  \n")
 
 
 def show_error(err: Exception) -> None:
     """A user-facing failure, in one line, where the content would have been. The message
     may quote names from files, so it is shown as text, never read as Markdown."""
-    st.error(plain(err), icon="⚠️")
+    st.error(plain(err), icon=":material/warning:")
 
 
 # --------------------------------------------------------------------------- the HTML report
@@ -821,21 +834,32 @@ SHORT_HEADERS = {"Test acc. (%)": "Test %"}  # narrower headers where the table 
 
 
 def _hyperparameter_table(found: tuple[pd.DataFrame, list[str]]) -> None:
-    """One row per run; the differing columns first, pinned and marked ≠."""
+    """One row per run with the settings that differ between them (marked ≠); the settings
+    they share in one line below, so the table fits its width instead of scrolling."""
+    import numpy as np
+    import pandas as pd
+
     frame, differing = found
+    if not differing:  # one run, or runs set alike: every setting in the table
+        table(frame, hide_index=False, height=min(38 + 35 * len(frame), 460))
+        st.caption("Pick two or more runs: the settings that differ between them show here.")
+        return
     marked = {
         column: st.column_config.Column(
-            f"{SHORT_HEADERS.get(column, column)} ≠",
-            pinned=True,
-            help="differs between the chosen runs",
+            f"{SHORT_HEADERS.get(column, column)} ≠", help="differs between the chosen runs"
         )
         for column in differing
     }
-    table(frame, marked, hide_index=False, height=min(38 + 35 * len(frame), 460))
-    if differing:
-        st.caption(
-            f"First, marked ≠ and pinned: what differs between these runs — "
-            f"{', '.join(differing)}. The other columns are the same for all."
-        )
-    else:
-        st.caption("Pick two or more runs: the columns that differ come first, marked ≠.")
+    table(frame[differing], marked, hide_index=False, height=min(38 + 35 * len(frame), 460))
+    same = frame.drop(columns=differing).iloc[0]
+    counted = (int, np.integer)
+    shown = {
+        name: "—"
+        if pd.isna(value)
+        else f"{value:,}"
+        if isinstance(value, counted) and not isinstance(value, bool)
+        else plain(value)
+        for name, value in same.items()
+    }
+    shared = " · ".join(f"{name} **{value}**" for name, value in shown.items())
+    st.caption(f"What differs between these runs, marked ≠. The same for all: {shared}.")

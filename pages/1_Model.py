@@ -10,7 +10,7 @@ import streamlit as st
 from dashboard import ui
 from dashboard.errors import LensError
 
-ui.setup_page("Model", icon="🧠")
+ui.setup_page("Model", icon=":material/deployed_code:")
 selection = ui.sidebar()
 
 from dashboard import checkpoints, data, figures, models, paths, runs, uploads  # noqa: E402
@@ -125,7 +125,7 @@ def upload_chooser() -> None:
             raw, architecture, options, strict=not partial, original_name=uploaded.name
         )
     except checkpoints.MismatchError as err:
-        st.error(f"{uploaded.name} does not fit {architecture}:", icon="⚠️")
+        st.error(f"{uploaded.name} does not fit {architecture}:", icon=":material/warning:")
         st.markdown("\n".join(f"- {line}" for line in uploads.mismatch_lines(err.report)))
         return
     except LensError as err:
@@ -267,7 +267,7 @@ def outputs_mismatch(view) -> str:
 def accuracy_panel(view) -> None:
     mismatch = outputs_mismatch(view)
     if mismatch:
-        st.warning(mismatch, icon="⚠️")
+        st.warning(mismatch, icon=":material/warning:")
         return
     cache = st.session_state.setdefault(MEASURED_KEY, {})
     key = (selection.model_key, selection.dataset, ui.data_root())
@@ -293,7 +293,7 @@ def model_panel() -> None:
         return
     st.subheader(view.label)
     if view.untrained:
-        st.warning("untrained — random weights", icon="🎲")
+        st.warning("untrained — random weights", icon=":material/casino:")
     if view.card is not None:
         accuracy = percent(view.card.test_accuracy)
         if view.card.test_accuracy is None:
@@ -371,7 +371,10 @@ def dataset_panel() -> None:
     for name, split in splits.items():
         st.markdown(f"**{name.title()} set:** {split.source}")
     if any(split.is_sample for split in splits.values()):
-        st.warning("The full set was not found: the bundled sample stands in.", icon="📦")
+        st.warning(
+            "The full set was not found: the bundled sample stands in.",
+            icon=":material/inventory_2:",
+        )
     skipped = sum(split.skipped for split in splits.values())
     if info.name.startswith(data.FOLDER_PREFIX) or skipped:
         st.markdown(f"**Unreadable files skipped:** {skipped}")

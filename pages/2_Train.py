@@ -10,7 +10,7 @@ import streamlit as st
 from dashboard import ui
 from dashboard.errors import LensError
 
-ui.setup_page("Train", icon="🏋️")
+ui.setup_page("Train", icon=":material/model_training:")
 selection = ui.sidebar()
 
 from dashboard import data, figures, models, paths, runs, training  # noqa: E402
@@ -195,9 +195,9 @@ def config_settings() -> tuple[training.TrainConfig, int | None, int | None, int
     seed = bottom[2].number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key=W + "seed")
     device = bottom[3].selectbox("Device", training.DEVICES, key=W + "device")
     with st.expander("More settings"):
-        more = st.columns(5)
+        more = [*st.columns(3), *st.columns(3)]  # two rows: five in one cut their labels
         eval_every = more[0].checkbox(
-            "Test after every epoch (else at the end)", key=W + "eval_every"
+            "Test after every epoch", key=W + "eval_every", help="Else once, at the end."
         )
         snapshots = more[1].number_input(
             "Filter snapshots of the first N conv layers",
@@ -424,18 +424,25 @@ flash = st.session_state.pop(FLASH_KEY, None)
 if flash:
     st.success(flash)
 
-_, view = selected_view()
-architecture, options, from_weights = model_settings(view)
-try:
-    info = data.dataset_info(selection.dataset, data_root=ui.data_root())
-    st.caption(f"Dataset (from the sidebar): **{info.title}** — {info.description}")
-except LensError as err:
-    ui.show_error(err)
-config, limit, limit_test, input_size = config_settings()
-
 kept = session_runs()
 current = kept[-1] if kept else None
 active = current is not None and not current.done
+# Once this session has a run, its settings fold away: the run's progress, right under the
+# Start button, then shows where the user clicked instead of below the screen's edge.
+settings = (
+    st.expander("Settings: change them, then start another run", icon=":material/tune:")
+    if current is not None
+    else st.container()
+)
+with settings:
+    _, view = selected_view()
+    architecture, options, from_weights = model_settings(view)
+    try:
+        info = data.dataset_info(selection.dataset, data_root=ui.data_root())
+        st.caption(f"Dataset (from the sidebar): **{info.title}** — {info.description}")
+    except LensError as err:
+        ui.show_error(err)
+    config, limit, limit_test, input_size = config_settings()
 if st.button("Start training", type="primary", disabled=active, key="train_start"):
     spec = runs.RunSpec(
         architecture=architecture,

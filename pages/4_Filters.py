@@ -284,7 +284,7 @@ st.caption(
     "input channels) and each classic kernel resized to the filter's size; a negative cosine is "
     "the same edge with the opposite sign. |cosine| ≥ 0.8 is a close match."
 )
-st.dataframe(
+ui.table(
     [
         {
             "Filter": m.filter,
@@ -294,7 +294,6 @@ st.dataframe(
         }
         for m in sorted(matches, key=lambda m: -abs(m.cosine))
     ],
-    hide_index=True,
     width="content",
     height=min(38 + 35 * len(matches), 420),
     column_config={

@@ -153,10 +153,12 @@ if view.untrained:
         "**Untrained — random weights.** These maps come from a model that has learned "
         "nothing yet: the patterns are the random filters' responses, and the prediction is "
         "a guess. Train the model or pick a checkpoint to see learned features.",
-        icon="🎲",
+        icon=":material/casino:",
     )
 if flow.broken is not None:
-    st.error(f"{view.label} cannot take its own input: {flow.broken.reason}", icon="⚠️")
+    st.error(
+        f"{view.label} cannot take its own input: {flow.broken.reason}", icon=":material/warning:"
+    )
     st.stop()
 if split is None:
     st.info(
@@ -592,10 +594,8 @@ table = pd.DataFrame(
     }
 )
 with st.expander(f"Per-channel statistics of {what} for this input", expanded=False):
-    st.dataframe(
+    ui.table(
         table,
-        hide_index=True,
-        width="stretch",
         column_config={
             "Mean": st.column_config.NumberColumn(format="%.4g"),
             "Max": st.column_config.NumberColumn(format="%.4g"),
@@ -694,7 +694,7 @@ if cam_layers and cam_default is not None:
     try:
         cam = grad_cam(selection.model_key, mtime, prepared.key, cam_layer, int(target), model, x)
     except LensError as err:
-        cam_columns[1].error(str(err), icon="⚠️")
+        cam_columns[1].error(str(err), icon=":material/warning:")
     else:
         with cam_columns[1]:
             if cam.empty:

@@ -166,7 +166,7 @@ if view.untrained:
     st.warning(
         "**Untrained — random weights.** This matrix shows what a model that has learned "
         "nothing guesses. Train the model or pick a checkpoint.",
-        icon="🎲",
+        icon=":material/casino:",
     )
 
 
@@ -328,46 +328,52 @@ with top_area:
 
 # --------------------------------------------------------------------------- the gallery
 
+
+def gallery(true: int, predicted: int, items: list) -> None:
+    """The images of one cell, a page at a time; each one's number opens it on Activations."""
+    what = "correct" if true == predicted else f"predicted {classes[predicted]}"
+    if not items:
+        st.info(f"No {ui.plain(classes[true])} image was {ui.plain(what)} on this split.")
+        return
+    pages = confusion.page_count(len(items), PER_PAGE)
+    page = st.pagination(pages, key=PAGE_KEY) if pages > 1 else 1
+    shown = confusion.page_of(items, page - 1, PER_PAGE)
+    first = (page - 1) * PER_PAGE
+    st.caption(
+        f"Images {first + 1:,}–{first + len(shown):,} of {len(items):,} · p = the "
+        "probability the model gave its answer (and the true class) · click an image's "
+        "number to open it on the Activations page."
+        + ("" if split == "test" else " Activations opens test images: switch to test.")
+    )
+    images = ui.load_data(selection, view, split).images
+    for start in range(0, len(shown), GALLERY_COLUMNS):
+        row = st.columns(GALLERY_COLUMNS)
+        for column, item in zip(row, shown[start : start + GALLERY_COLUMNS], strict=False):
+            with column:
+                st.image(confusion.thumbnail(images[item.index].numpy(), THUMB_SIDE))
+                st.caption(ui.plain(item.caption(classes)))
+                if st.button(
+                    f"#{item.index}",
+                    key=f"cm_open_{item.index}",
+                    icon=":material/open_in_new:",
+                    disabled=split != "test",
+                    help=f"Open test image {item.index} on the Activations page",
+                ):
+                    open_in_activations(item.index)
+    if st.button("Close", key="cm_close", icon=":material/close:"):
+        close_cell()
+        st.rerun()  # the whole page: the dialog closes
+
+
+# A clicked cell's images open in a dialog over the matrix, where the user is looking (below
+# the matrix they opened off-screen).
 chosen = current_cell(context, K)
 if chosen is not None:
     true, predicted = chosen
     items = confusion.gallery(pred, true, predicted)
-    st.divider()
-    head = st.columns([5, 1], vertical_alignment="center")
-    what = "correct" if true == predicted else f"predicted **{classes[predicted]}**"
     count = f"{len(items):,} image{'s' if len(items) != 1 else ''}"
-    head[0].subheader(f"True {classes[true]} → predicted {classes[predicted]}: {count}")
-    head[1].button(
-        "Close", key="cm_close", on_click=close_cell, icon=":material/close:", width="stretch"
-    )
-    if not items:
-        st.info(f"No {classes[true]} image was {what.replace('**', '')} on this split.")
-    else:
-        pages = confusion.page_count(len(items), PER_PAGE)
-        page = st.pagination(pages, key=PAGE_KEY) if pages > 1 else 1
-        shown = confusion.page_of(items, page - 1, PER_PAGE)
-        first = (page - 1) * PER_PAGE
-        st.caption(
-            f"Images {first + 1:,}–{first + len(shown):,} of {len(items):,} · p = the "
-            "probability the model gave its answer (and the true class) · click an image's "
-            "number to open it on the Activations page."
-            + ("" if split == "test" else " Activations opens test images: switch to test.")
-        )
-        images = ui.load_data(selection, view, split).images
-        for start in range(0, len(shown), GALLERY_COLUMNS):
-            row = st.columns(GALLERY_COLUMNS)
-            for column, item in zip(row, shown[start : start + GALLERY_COLUMNS], strict=False):
-                with column:
-                    st.image(confusion.thumbnail(images[item.index].numpy(), THUMB_SIDE))
-                    st.caption(item.caption(classes))
-                    if st.button(
-                        f"#{item.index}",
-                        key=f"cm_open_{item.index}",
-                        icon=":material/open_in_new:",
-                        disabled=split != "test",
-                        help=f"Open test image {item.index} on the Activations page",
-                    ):
-                        open_in_activations(item.index)
+    title = f"True {ui.plain(classes[true])} → predicted {ui.plain(classes[predicted])}: {count}"
+    st.dialog(title, width="large", on_dismiss=close_cell)(gallery)(true, predicted, items)
 
 # --------------------------------------------------------------------------- comparison
 

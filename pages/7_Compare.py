@@ -14,7 +14,7 @@ import streamlit as st
 from dashboard import ui
 from dashboard.errors import LensError
 
-ui.setup_page("Compare", icon="⚖️")
+ui.setup_page("Compare", icon=":material/compare:")
 selection = ui.sidebar()
 
 from dashboard import checkpoints, compare, figures, filters, inputs, paths, probe  # noqa: E402
@@ -24,8 +24,8 @@ FILTER_KEY, CHANNEL_KEY = "compare_filter_layer", "compare_channel"
 IMAGE_KEY, LAYER_KEY = "compare_image", "compare_layer"
 TRAIN_RUNS_KEY = "train_runs"  # the Train page's runs of this session (its RUNS_KEY)
 MEAN = "mean"  # the channel choice: the mean over the layer's input channels
-GRID_SIDE = 360  # pixels: the two filter grids share a row
-MAPS_SIDE = 380  # and so do the two activation mosaics
+GRID_SIDE = 220  # pixels: the two filter grids share a row (half of a laptop's page)
+MAPS_SIDE = 220  # and so do the two activation mosaics
 THUMBNAIL = 112  # pixels of the test image shown beside its controls
 
 
@@ -118,7 +118,10 @@ def pick_b(model_a, view_a) -> tuple[str, compare.Match] | None:
             f"it is a {architectures[wanted] or 'model of unknown architecture'}, "
             f"A is a {view_a.architecture}"
         )
-        st.warning(f"{shown[wanted]} cannot stand beside {short(view_a)} as B: {why}.", icon="⚠️")
+        st.warning(
+            f"{shown[wanted]} cannot stand beside {short(view_a)} as B: {why}.",
+            icon=":material/warning:",
+        )
     if not comparable:
         reasons = "".join(f"\n- {shown[k]}: {why}" for k, why in refused.items())
         st.info(
@@ -134,7 +137,7 @@ def pick_b(model_a, view_a) -> tuple[str, compare.Match] | None:
         row = st.columns([2, 3], gap="medium", vertical_alignment="bottom")
         row[0].markdown(f"**A** (the sidebar's model)  \n{view_a.label}")
         b_key = row[1].selectbox(
-            "**B**",
+            "Model B",
             comparable,
             format_func=labels.get,
             help=f"Checkpoints of {view_a.architecture} whose tensors have A's shapes "
@@ -146,7 +149,7 @@ def pick_b(model_a, view_a) -> tuple[str, compare.Match] | None:
 
 def weights_table(rows: list[compare.LayerDistance], note: str) -> None:
     st.subheader("Weights, layer by layer")
-    st.dataframe(
+    ui.table(
         [
             {
                 "Layer": r.layer,
@@ -160,8 +163,6 @@ def weights_table(rows: list[compare.LayerDistance], note: str) -> None:
             }
             for r in rows
         ],
-        hide_index=True,
-        width="stretch",
         column_config={
             "‖A‖": st.column_config.NumberColumn(format="%.3f"),
             "‖B‖": st.column_config.NumberColumn(format="%.3f"),
@@ -229,20 +230,21 @@ def filters_section(model_a, model_b, names: tuple[str, str], source: tuple, fou
             )
             ui.figure(ui.cached_figure(key, build), f"filters-{side}-{name}", key=f"filters_{side}")
     below = st.columns([1, 1], gap="medium")
-    below[0].dataframe(
-        {"Filter": range(len(cosines)), "cos(A, B)": cosines, "Change": 100 * changes},
-        hide_index=True,
-        width="stretch",
-        height=min(38 + 35 * len(cosines), 320),
-        column_config={
-            "cos(A, B)": st.column_config.ProgressColumn(
-                min_value=-1.0, max_value=1.0, format="%.3f"
-            ),
-            "Change": st.column_config.NumberColumn(
-                "‖B − A‖ / ‖A‖", format="%.0f %%", help="per filter, over all its input channels"
-            ),
-        },
-    )
+    with below[0]:
+        ui.table(
+            {"Filter": range(len(cosines)), "cos(A, B)": cosines, "Change": 100 * changes},
+            height=min(38 + 35 * len(cosines), 320),
+            column_config={
+                "cos(A, B)": st.column_config.ProgressColumn(
+                    min_value=-1.0, max_value=1.0, format="%.3f"
+                ),
+                "Change": st.column_config.NumberColumn(
+                    "‖B − A‖ / ‖A‖",
+                    format="%.0f %%",
+                    help="per filter, over all its input channels",
+                ),
+            },
+        )
     below[1].caption(
         f"Both grids share one colour scale (±{limit:.3g}): the same colour is the same weight. "
         "The table pairs filter k of A with filter k of B."

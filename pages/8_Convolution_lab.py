@@ -23,7 +23,7 @@ from dashboard import lab_inputs as typed
 from dashboard.errors import LensError
 from dashboard.lab_inputs import NEURON_CHANNEL, NEURON_LAYER, NEURON_X, NEURON_Y
 
-ui.setup_page("Convolution lab", icon="🧮")
+ui.setup_page("Convolution lab", icon=":material/calculate:")
 selection = ui.sidebar()
 
 TABS = (
@@ -120,7 +120,7 @@ def show_panels(panels: Sequence[show.Panel], columns: Sequence) -> None:
 def wide_panel(panel: show.Panel) -> None:
     """A panel too wide for a table: a scrolling grid."""
     st.markdown(panel.title)
-    st.dataframe(panel.grid, width="stretch")
+    ui.table(panel.grid, hide_index=False)
 
 
 def no_output(message: str) -> bool:
@@ -369,7 +369,7 @@ def bottleneck_section() -> None:
         ("Feature map W", "lab_bn_w", 56, 1),
     )
     b = lab.bottleneck_params(*map(int, sizes))
-    st.dataframe(show.bottleneck_frame(b), hide_index=True, width="stretch")
+    ui.table(show.bottleneck_frame(b))
     code(show.bottleneck_summary(b))
 
 
@@ -563,13 +563,13 @@ def conv_neuron(a: lab.NeuronArithmetic) -> None:
             code(sums)
     st.caption("Grey cells hang over the edge of the layer's input and read zero padding.")
     with st.expander(f"All {a.products.size:,} products"):
-        st.dataframe(show.conv_products_frame(a), hide_index=True, width="stretch")
+        ui.table(show.conv_products_frame(a))
 
 
 def linear_neuron(a: lab.NeuronArithmetic) -> None:
     st.markdown(show.linear_description(a))
     frame = show.linear_products_frame(a)
-    st.dataframe(frame, hide_index=True, width="stretch", height=300)
+    ui.table(frame, height=300)
     code(show.linear_text(a))
 
 
@@ -620,7 +620,7 @@ def classic_tab() -> None:
     with left:
         plot(weights, "first-layer-filters")
         st.markdown("Each filter's closest classic kernel (cosine of the gray-equivalent kernel):")
-        st.dataframe(matches, hide_index=True, height=220)
+        ui.table(matches, height=220, width="content")
     with right:
         plot(responses, "first-layer-responses")
     title, panels = show.learned_kernel_panels(raw)

@@ -316,3 +316,30 @@ def clipped_texts(page) -> list[str]:
     """Texts of the main area shown cut: a label or value ending in an ellipsis or hidden
     overflow, a figure wider than its column, a figure title reaching past its edge."""
     return page.evaluate(_CLIPPED)
+
+
+# --------------------------------------------------------------------------- missing glyphs
+
+_TOFU = """() => {
+  const canvas = document.createElement('canvas');
+  canvas.width = canvas.height = 40;
+  const ctx = canvas.getContext('2d', {willReadFrequently: true});
+  const font = getComputedStyle(document.body).fontFamily;
+  const draw = text => {
+    ctx.clearRect(0, 0, 40, 40);
+    ctx.font = `24px ${font}`;
+    ctx.fillText(text, 4, 30);
+    return ctx.getImageData(0, 0, 40, 40).data.join(',');
+  };
+  const missing = draw('\\u{10FFFD}');  // a private code point no font has: the empty box
+  const found = new Set();
+  for (const char of document.body.innerText) {
+    if (char.codePointAt(0) > 0x2000 && !/\\s/.test(char) && draw(char) === missing) found.add(char);
+  }
+  return [...found];
+}"""
+
+
+def missing_glyphs(page) -> list[str]:
+    """Characters on the page that the browser has no font for: drawn as an empty box."""
+    return page.evaluate(_TOFU)
