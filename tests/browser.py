@@ -334,7 +334,8 @@ _TOFU = """() => {
   const missing = draw('\\u{10FFFD}');  // a private code point no font has: the empty box
   const found = new Set();
   for (const char of document.body.innerText) {
-    if (char.codePointAt(0) > 0x2000 && !/\\s/.test(char) && draw(char) === missing) found.add(char);
+    const symbol = char.codePointAt(0) > 0x2000 && !/\\s/.test(char);
+    if (symbol && draw(char) === missing) found.add(char);
   }
   return [...found];
 }"""

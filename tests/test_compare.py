@@ -188,7 +188,8 @@ def test_the_same_seed_with_other_options_is_checked_not_assumed(loaded):
     torch.manual_seed(0)
     normed = models.build_model("lenet5", batch_norm=True).state_dict()
     common = [k for k in plain if k in normed]
-    assert common and all(torch.equal(plain[k], normed[k]) for k in common)
+    assert common
+    assert all(torch.equal(plain[k], normed[k]) for k in common)
     assert compare.same_start(batchnorm, base) is True
     other = checkpoints.Card(
         name="y",
