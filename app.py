@@ -13,6 +13,11 @@ st.caption(
     "Train or load a convolutional network and look inside it: filters, activation maps, "
     "the shape of every feature map, and where it gets confused."
 )
+st.markdown(
+    "**Where to start:** the sidebar has selected the best shipped MNIST model; open "
+    "**Activations** to see what each of its layers makes of a test image, or **Train** to "
+    "train your own."
+)
 ui.page_overview()
 selection = ui.sidebar()
 
@@ -25,7 +30,7 @@ except LensError as err:
     ui.show_error(err)
     st.stop()
 
-st.subheader(f"Shape flow — {ui.model_label(selection.model_key)}")
+st.subheader(f"Shape flow — {ui.plain(ui.model_label(selection.model_key))}")
 ui.metric_row(
     [
         ui.Metric("Input", summary.shape_text(flow.input_shape)),
@@ -37,7 +42,7 @@ ui.metric_row(
 
 ui.layer_table(summary.display_rows(flow))
 if flow.broken is not None:
-    st.error(f"{flow.broken.layer} breaks: {flow.broken.reason}")
+    st.error(ui.plain(f"{flow.broken.layer} breaks: {flow.broken.reason}"))
 
 st.subheader("Report")
 ui.report_button(selection)

@@ -392,7 +392,7 @@ def _per_class_section(pred: metrics.Predictions) -> str:
     total = len(pred.labels)
     body.append(
         f'<tr class="total" data-class="accuracy"><td>accuracy</td><td></td><td></td>'
-        f'<td class="num">{report["accuracy"]:.3f}</td><td class="num">{total:,}</td></tr>'
+        f'<td class="num">{_percent(report["accuracy"])}</td><td class="num">{total:,}</td></tr>'
     )
     head = "".join(
         f'<th class="{"num" if c != "Class" else ""}">{c}</th>'
@@ -453,6 +453,7 @@ def _json_for_script(value: Any) -> str:
 
 
 def _percent(value: float) -> str:
+    """An accuracy, the same way everywhere in the report: "99.25 %"."""
     return f"{100 * value:.2f} %"
 
 

@@ -741,7 +741,7 @@ def report_button(selection: Selection) -> None:
         help="One self-contained file to send or open offline",
     )
     right.caption(
-        f"This model on the {selection.dataset} test split in one HTML file (about 6 MB, opens "
+        f"This model on the {plain(selection.dataset)} test split in one HTML file (about 6 MB, opens "
         "offline): card, shape flow, training curves, first-layer filters, activations, "
         "confusion matrix and per-class report. The first build classifies every test image."
     )
@@ -812,7 +812,7 @@ def runs_overlay(
             "Runs to overlay",
             list(available),
             selection_mode="multi",
-            format_func=lambda key: available[key].label,
+            format_func=lambda key: plain(available[key].label),
             help="Saved checkpoints (trained/, runs/) and the runs trained in this session.",
             **kept(runs_key, list(available), chosen),
         )

@@ -125,8 +125,10 @@ def upload_chooser() -> None:
             raw, architecture, options, strict=not partial, original_name=uploaded.name
         )
     except checkpoints.MismatchError as err:
-        st.error(f"{uploaded.name} does not fit {architecture}:", icon=":material/warning:")
-        st.markdown("\n".join(f"- {line}" for line in uploads.mismatch_lines(err.report)))
+        st.error(
+            f"{ui.plain(uploaded.name)} does not fit {architecture}:", icon=":material/warning:"
+        )
+        st.markdown("\n".join(f"- {ui.plain(line)}" for line in uploads.mismatch_lines(err.report)))
         return
     except LensError as err:
         ui.show_error(err)
@@ -217,7 +219,7 @@ HYPER_ORDER = ("optimizer", "lr", "schedule", "weight_decay", "batch_size", "epo
 def hyperparameters(training: dict) -> str:
     """The card's training settings as one line, the usual ones first."""
     keys = [k for k in HYPER_ORDER if k in training] + [k for k in training if k not in HYPER_ORDER]
-    return " · ".join(f"{k.replace('_', ' ')} **{training[k]}**" for k in keys)
+    return " · ".join(f"{ui.plain(k.replace('_', ' '))} **{ui.plain(training[k])}**" for k in keys)
 
 
 def card_panel(card) -> None:
@@ -234,7 +236,7 @@ def card_panel(card) -> None:
             ]
         )
     if card.dataset_source:
-        st.markdown(f"**Dataset source:** {card.dataset_source}")
+        st.markdown(f"**Dataset source:** {ui.plain(card.dataset_source)}")
     if card.command:
         st.markdown("**Made by**")
         st.code(card.command, language="bash", wrap_lines=True)
@@ -242,7 +244,7 @@ def card_panel(card) -> None:
         st.markdown(f"**Training hyper-parameters:** {hyperparameters(training)}")
     small_curves(card)
     if card.notes:
-        st.caption(f"Notes: {card.notes}")
+        st.caption(f"Notes: {ui.plain(card.notes)}")
 
 
 def outputs_mismatch(view) -> str:
@@ -267,11 +269,11 @@ def outputs_mismatch(view) -> str:
 def accuracy_panel(view) -> None:
     mismatch = outputs_mismatch(view)
     if mismatch:
-        st.warning(mismatch, icon=":material/warning:")
+        st.warning(ui.plain(mismatch), icon=":material/warning:")
         return
     cache = st.session_state.setdefault(MEASURED_KEY, {})
     key = (selection.model_key, selection.dataset, ui.data_root())
-    if st.button(f"Measure test accuracy on {selection.dataset}", key="model_measure"):
+    if st.button(f"Measure test accuracy on {ui.plain(selection.dataset)}", key="model_measure"):
         try:
             with st.spinner("Classifying the test set…"):
                 pred = ui.predictions(selection)
@@ -281,7 +283,9 @@ def accuracy_panel(view) -> None:
         cache[key] = (pred.accuracy, len(pred.labels), pred.source)
     if key in cache:
         accuracy, count, source = cache[key]
-        st.markdown(f"**Measured now: {percent(accuracy)}** on {count:,} test images ({source})")
+        st.markdown(
+            f"**Measured now: {percent(accuracy)}** on {count:,} test images ({ui.plain(source)})"
+        )
 
 
 def model_panel() -> None:
@@ -291,7 +295,7 @@ def model_panel() -> None:
     except LensError as err:
         ui.show_error(err)
         return
-    st.subheader(view.label)
+    st.subheader(ui.plain(view.label))
     if view.untrained:
         st.warning("untrained — random weights", icon=":material/casino:")
     if view.card is not None:
@@ -328,7 +332,8 @@ def model_panel() -> None:
         except LensError:
             classes = []
     if classes:
-        st.markdown(f"**{len(classes)} classes** ({where}): " + ", ".join(classes[:100]))
+        named = ui.plain(", ".join(classes[:100]))
+        st.markdown(f"**{len(classes)} classes** ({ui.plain(where)}): {named}")
     with st.expander("Architecture — print(model)", expanded=facts["text"].count("\n") < 40):
         st.code(facts["text"], language="text", height=420)
 
@@ -357,8 +362,8 @@ def dataset_panel() -> None:
     except LensError as err:
         ui.show_error(err)
         return
-    st.subheader(info.title)
-    st.caption(info.description)
+    st.subheader(ui.plain(info.title))
+    st.caption(ui.plain(info.description))
     ui.metric_row(
         [
             ui.Metric("Classes", str(info.num_classes)),
@@ -369,7 +374,7 @@ def dataset_panel() -> None:
         ]
     )
     for name, split in splits.items():
-        st.markdown(f"**{name.title()} set:** {split.source}")
+        st.markdown(f"**{name.title()} set:** {ui.plain(split.source)}")
     if any(split.is_sample for split in splits.values()):
         st.warning(
             "The full set was not found: the bundled sample stands in.",
@@ -382,7 +387,7 @@ def dataset_panel() -> None:
     std = ", ".join(f"{s:.4f}" for s in info.std)
     st.markdown(f"**Normalization:** mean ({mean}), std ({std}) per channel, on the 0–1 scale")
     shown = ", ".join(info.classes[:100]) + (" …" if info.num_classes > 100 else "")
-    st.markdown(f"**Classes:** {shown}")
+    st.markdown(f"**Classes:** {ui.plain(shown)}")
 
 
 # --- the page ------------------------------------------------------------------------------------
@@ -395,7 +400,7 @@ st.caption(
 flash = st.session_state.pop(FLASH_KEY, None)
 if flash is not None:
     kind, text = flash
-    (st.warning if kind == "warning" else st.success)(text)
+    (st.warning if kind == "warning" else st.success)(ui.plain(text))
 
 source = st.radio(
     "Choose a model from", SOURCES, index=source_of(selection.model_key), horizontal=True

@@ -112,7 +112,7 @@ def model_settings(view) -> tuple[str, dict, bool]:
                 options[option] = column.selectbox(label, allowed, key=key)
     has_weights = view is not None and not view.untrained
     from_weights = st.checkbox(
-        f"Start from the weights of {view.label}"
+        f"Start from the weights of {ui.plain(view.label)}"
         if has_weights
         else "Start from the sidebar model's weights (none: it is untrained)",
         key=W + "from_weights",
@@ -313,9 +313,11 @@ def draw_run(run: runs.TrainingRun) -> None:
     active = not run.done
     head, stop = st.columns([5, 1])
     # The run's own dataset, not the sidebar's: the sidebar may have changed since it started.
-    head.markdown(f"**Run {run.id}** — {run.label} — {run.spec.dataset}")
+    head.markdown(f"**Run {run.id}** — {ui.plain(run.label)} — {ui.plain(run.spec.dataset)}")
     if run.skipped:  # an image folder's unreadable files: left out, and counted
-        head.caption(f"{run.skipped} unreadable files skipped. Data: {run.dataset_source}")
+        head.caption(
+            f"{run.skipped} unreadable files skipped. Data: {ui.plain(run.dataset_source)}"
+        )
     stop.button(
         "Stop",
         key=f"train_stop_{run.id}",
@@ -439,7 +441,9 @@ with settings:
     architecture, options, from_weights = model_settings(view)
     try:
         info = data.dataset_info(selection.dataset, data_root=ui.data_root())
-        st.caption(f"Dataset (from the sidebar): **{info.title}** — {info.description}")
+        st.caption(
+            f"Dataset (from the sidebar): **{ui.plain(info.title)}** — {ui.plain(info.description)}"
+        )
     except LensError as err:
         ui.show_error(err)
     config, limit, limit_test, input_size = config_settings()

@@ -62,8 +62,9 @@ except LensError as err:
 st.title("Shape flow")
 untrained = " Untrained — random weights: shapes and counts do not depend on them."
 st.caption(
-    f"**{view.label}** — one image on its way through the model: each layer's output shape, "
-    f"parameters, multiply-adds and receptive field.{untrained if view.untrained else ''}"
+    f"**{ui.plain(view.label)}** — one image on its way through the model: each layer's "
+    "output shape, parameters, multiply-adds and receptive field."
+    + (untrained if view.untrained else "")
 )
 
 # A new model starts at its own input size; sizes seeded before the first run are kept.

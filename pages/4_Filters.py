@@ -114,7 +114,7 @@ except LensError as err:
     st.stop()
 
 st.title("Filters")
-st.caption(f"**{view.label}** — the weights each conv layer slides over its input.")
+st.caption(f"**{ui.plain(view.label)}** — the weights each conv layer slides over its input.")
 if view.untrained:
     st.warning(
         "**untrained — random weights.** These filters are where training starts; train the "
@@ -124,7 +124,7 @@ if view.untrained:
 
 layers = filters.conv_layer_list(model)
 if not layers:
-    st.info(f"{view.label} has no Conv2d layer, so there are no filters to show.")
+    st.info(f"{ui.plain(view.label)} has no Conv2d layer, so there are no filters to show.")
     st.stop()
 by_name = {layer.name: layer for layer in layers}
 if st.session_state.get(LAYER_KEY) not in by_name:
@@ -244,7 +244,7 @@ st.subheader("Which learned filters are edge detectors?")
 try:  # at its own size: one image is resized below, not the whole split
     split = ui.dataset_split(selection.dataset, "test")
 except LensError as err:
-    st.info(f"No test image to apply the filters to: {err}")
+    st.info(f"No test image to apply the filters to: {ui.plain(err)}")
     st.stop()
 if layer.groups != 1 or layer.in_channels != split.info.channels:
     st.info(

@@ -93,9 +93,9 @@ def layer_label(record: probe.LayerRecord) -> str:
 
 def verdict(probabilities: np.ndarray, label: int | None) -> str:
     best = int(np.argmax(probabilities))
-    text = f"predicted **{classes[best]}** ({probabilities[best]:.1%})"
+    text = f"predicted **{ui.plain(classes[best])}** ({probabilities[best]:.1%})"
     if label is not None:
-        text += f" · true **{classes[label]}** " + ("✓" if best == label else "✗")
+        text += f" · true **{ui.plain(classes[label])}** " + ("✓" if best == label else "✗")
     return text
 
 
@@ -236,7 +236,7 @@ with top[0]:
             )
             st.session_state["_act_which"] = int(np.searchsorted(members, index))
             st.number_input(
-                f"Which one of the {len(members):,} {classes[current]!r} images",
+                f"Which one of the {len(members):,} {ui.plain(repr(classes[current]))} images",
                 0,
                 len(members) - 1,
                 key="_act_which",
@@ -699,7 +699,7 @@ if cam_layers and cam_default is not None:
         with cam_columns[1]:
             if cam.empty:
                 st.info(
-                    f"Nothing in this image speaks for {classes[target]} at {cam_layer}: "
+                    f"Nothing in this image speaks for {ui.plain(classes[target])} at {cam_layer}: "
                     "the weighted maps sum to zero or less everywhere. "
                     + (
                         f"The default layer, {cam_default}, reads the maps after their activation."

@@ -159,8 +159,8 @@ except LensError as err:
 st.title("Confusion matrix")
 model_name = view.label.split(" — ")[0]
 st.caption(
-    f"**{model_name}** on {dataset_title} — which classes the model mixes up. Rows are the "
-    "true class, columns the prediction; click a cell to see its images."
+    f"**{ui.plain(model_name)}** on {ui.plain(dataset_title)} — which classes the model "
+    "mixes up. Rows are the true class, columns the prediction; click a cell to see its images."
 )
 if view.untrained:
     st.warning(
@@ -304,7 +304,7 @@ with top_area:
         st.success("No mistakes on this split.")
     for cell in top:
         st.button(
-            cell.label(classes),
+            ui.plain(cell.label(classes)),
             key=f"cm_top_{cell.true}_{cell.predicted}",
             on_click=open_cell,
             args=(cell.true, cell.predicted),
@@ -402,7 +402,7 @@ if other_key:
     except LensError as err:
         ui.show_error(err)
         st.stop()
-    st.markdown(f"**A** = {view.label} · **B** = {other_view.label}")
+    st.markdown(f"**A** = {ui.plain(view.label)} · **B** = {ui.plain(other_view.label)}")
     scores = st.columns(3)
     scores[0].metric("Accuracy A", f"{report['accuracy']:.2%}", border=True)
     delta = report_b["accuracy"] - report["accuracy"]

@@ -119,23 +119,23 @@ def pick_b(model_a, view_a) -> tuple[str, compare.Match] | None:
             f"A is a {view_a.architecture}"
         )
         st.warning(
-            f"{shown[wanted]} cannot stand beside {short(view_a)} as B: {why}.",
+            ui.plain(f"{shown[wanted]} cannot stand beside {short(view_a)} as B: {why}."),
             icon=":material/warning:",
         )
     if not comparable:
-        reasons = "".join(f"\n- {shown[k]}: {why}" for k, why in refused.items())
+        reasons = "".join(f"\n- {ui.plain(f'{shown[k]}: {why}')}" for k, why in refused.items())
+        arch = ui.plain(view_a.architecture)
         st.info(
-            f"No other checkpoint is a **{view_a.architecture}** with weights of the same shapes, "
-            f"so nothing can stand beside {short(view_a)}. Pick a LeNet-5 in the sidebar (the "
-            "seed study has six), or train and save another "
-            f"{view_a.architecture} on the Train page." + reasons,
+            f"No other checkpoint is a **{arch}** with weights of the same shapes, so nothing "
+            f"can stand beside {ui.plain(short(view_a))}. Pick a LeNet-5 in the sidebar (the "
+            f"seed study has six), or train and save another {arch} on the Train page." + reasons,
             icon=":material/compare:",
         )
         return None
     default = compare.default_partner(short(view_a), {k: Path(shown[k]).name for k in comparable})
     with ui.controls("Model B"):
         row = st.columns([2, 3], gap="medium", vertical_alignment="bottom")
-        row[0].markdown(f"**A** (the sidebar's model)  \n{view_a.label}")
+        row[0].markdown(f"**A** (the sidebar's model)  \n{ui.plain(view_a.label)}")
         b_key = row[1].selectbox(
             "Model B",
             comparable,
@@ -179,7 +179,7 @@ def weights_table(rows: list[compare.LayerDistance], note: str) -> None:
             ),
         },
     )
-    st.caption(f"Each layer's weight tensor (bias left out) as one long vector. {note}")
+    st.caption(f"Each layer's weight tensor (bias left out) as one long vector. {ui.plain(note)}")
 
 
 def filters_section(model_a, model_b, names: tuple[str, str], source: tuple, found) -> None:
@@ -359,7 +359,7 @@ def checkpoints_section() -> None:
         ui.show_error(err)
         return
     if found.left_out():
-        st.caption(f"Not compared — {found.left_out()}.")
+        st.caption(f"Not compared — {ui.plain(found.left_out())}.")
     key_a = selection.model_key
     source = (key_a, ui.mtime_of(key_a), b_key, ui.mtime_of(b_key))
     names = (short(view_a), short(view_b))

@@ -499,8 +499,8 @@ def neuron_tab() -> None:
     model, view, split, flow = loaded
     if view.untrained:
         untrained_warning(
-            f"**{view.label}: untrained — random weights.** The arithmetic still holds: every "
-            "activation is the same sum of products, only of random weights."
+            f"**{ui.plain(view.label)}: untrained — random weights.** The arithmetic still "
+            "holds: every activation is the same sum of products, only of random weights."
         )
     seen = st.session_state.get(typed.NEURON_SEEN)
     st.session_state.update(typed.adopted_neuron(st.session_state.get(inputs.NEURON_KEY), seen))
@@ -602,7 +602,7 @@ def classic_tab() -> None:
     with st.expander("The kernels' numbers"):
         show_panels(show.classic_kernel_panels(), st.columns(4))
 
-    st.subheader(f"What {view.label} learned in its first layer")
+    st.subheader(f"What {ui.plain(view.label)} learned in its first layer")
     if view.untrained:
         untrained_warning(
             "Untrained — random weights: these filters are noise, not edge detectors."
