@@ -603,23 +603,45 @@ def _activation_bars(
     return fig
 
 
+@dataclass(frozen=True)
+class _StackBlock:
+    """One layer of `activation_stack`: its mosaic and where it sits, in figure pixels."""
+
+    name: str
+    z: np.ndarray  # the mosaic as drawn (scaled per map, or raw values)
+    custom: np.ndarray  # hover records: channel, y, x, value
+    low: float  # the colour range of this layer
+    high: float
+    label: str
+    x: float  # left edge of the mosaic
+    y: float  # top edge of the mosaic
+    unit: float  # pixels per mosaic cell
+    height: float  # pixels
+
+
 def activation_stack(
     layers: Sequence[tuple[str, np.ndarray]],
     *,
     scale: str = "per layer",
     global_range: tuple[float, float] | None = None,
     max_pixels: int = MAX_MOSAIC_PIXELS,
-    width: int = 760,
+    width: int = 300,
+    columns: int = 1,
+    colorbars: bool = True,
     title: str = "",
     colorscale: str = "Viridis",
 ) -> go.Figure:
-    """Several layers' maps (name, (C, H, W)) as ONE figure: each layer's mosaic drawn `width`
-    pixels wide under the previous one, with its name above it. One chart however deep the
+    """Several layers' maps (name, (C, H, W)) as ONE figure: a block per layer, `columns`
+    blocks a row in forward order, each mosaic `width` pixels wide with its name above it and
+    its own colour bar beside it, exactly as tall as its maps. One chart however deep the
     model: a page showing every layer sends one figure, not dozens.
 
-    Colours: "per layer" and "per map" scale each layer (each map) to its own range, so one
-    colour bar reads "min … max"; "global" draws raw values on `global_range`. The layers
-    share `max_pixels`; a layer over its share is thinned. Hover gives the true values.
+    The figure is sized to its blocks, one data unit a pixel, with no band left over; it is
+    not meant to be stretched (its width, `columns` × (`width` + a colour bar), fits a laptop's
+    page at two columns of 300). Colours: "per layer" draws each layer's values on its own
+    range, "global" on `global_range`, "per map" each map on its own range (the bar then reads
+    "map min … map max"). The layers share `max_pixels`; a layer over its share is thinned.
+    Hover gives the true values.
     """
     if not layers:
         raise ShapeError("no layers to draw")
@@ -628,45 +650,98 @@ def activation_stack(
     if scale == "global" and global_range is None:
         raise ValueError('scale "global" needs global_range=(low, high)')
     share = max_pixels / len(layers)
-    traces: list[go.Heatmap] = []
-    labels: list[dict[str, Any]] = []
-    top = 0.0
-    label_gap = 34.0  # pixels above each mosaic for its name
-    for name, maps in layers:
+    label_gap, row_gap = 30.0, 18.0  # pixels: a layer's name above it, space under a row
+    bar = 80.0 if colorbars else 12.0  # pixels beside each mosaic: its colour bar and ticks
+    blocks: list[_StackBlock] = []
+    top, row_height = 0.0, 0.0
+    for k, (name, maps) in enumerate(layers):
         a = _numpy(maps).astype(np.float32)
         if a.ndim != 3 or a.shape[0] == 0:
             raise ShapeError(f"layer {name}: maps must be (C, H, W), got {a.shape}")
         C, H, W = a.shape
         stride = max(1, math.ceil(math.sqrt(C * H * W / share)))
         values = a[:, ::stride, ::stride]
-        z = values if scale == "global" else scale_maps(values, scale).astype(np.float32)
+        if scale == "per map":
+            z, low, high = scale_maps(values, scale).astype(np.float32), 0.0, 1.0
+        elif scale == "global":
+            z, (low, high) = values, (float(global_range[0]), float(global_range[1]))
+        else:
+            z, low, high = values, float(a.min()), float(a.max())
         mosaic, layout = tile(z, pad=max(1, values.shape[1] // 16))
         ys, xs = np.indices((H, W))[:, ::stride, ::stride]
-        custom = _hover_records(np.arange(C), ys, xs, values, layout)
-        unit = width / layout.width  # figure pixels per mosaic pixel
-        top += label_gap
-        traces.append(
-            go.Heatmap(
-                z=mosaic,
-                x0=unit / 2,
-                dx=unit,
-                y0=top + unit / 2,
-                dy=unit,
-                customdata=custom,
-                coloraxis="coloraxis",
-                hoverongaps=False,
-                hovertemplate=f"<b>{name}</b><br>channel %{{customdata[0]}}"
-                "<br>y %{customdata[1]}, x %{customdata[2]}"
-                "<br>activation %{customdata[3]:.4~g}<extra></extra>",
-                name=name,
+        column = k % columns
+        if column == 0 and k:
+            top += row_height + row_gap
+            row_height = 0.0
+        unit = width / layout.width
+        shown = f" · 1/{stride} resolution" if stride > 1 else ""
+        blocks.append(
+            _StackBlock(
+                name,
+                mosaic,
+                _hover_records(np.arange(C), ys, xs, values, layout),
+                low,
+                high if high > low else low + 1.0,
+                f"<b>{name}</b> · {C} × {H}×{W}{shown}",
+                column * (width + bar),
+                top + label_gap,
+                unit,
+                layout.height * unit,
             )
         )
-        shown = f" · 1/{stride} resolution" if stride > 1 else ""
-        labels.append(
+        row_height = max(row_height, label_gap + layout.height * unit)
+    total_w, total_h = columns * (width + bar), top + row_height
+    fig = go.Figure()
+    axes: dict[str, Any] = {}
+    for k, block in enumerate(blocks):
+        axis = "coloraxis" if k == 0 else f"coloraxis{k + 1}"
+        fig.add_trace(
+            go.Heatmap(
+                z=block.z,
+                x0=block.x + block.unit / 2,
+                dx=block.unit,
+                y0=block.y + block.unit / 2,
+                dy=block.unit,
+                customdata=block.custom,
+                coloraxis=axis,
+                hoverongaps=False,
+                hovertemplate=f"<b>{block.name}</b><br>channel %{{customdata[0]}}"
+                "<br>y %{customdata[1]}, x %{customdata[2]}"
+                "<br>activation %{customdata[3]:.4~g}<extra></extra>",
+                name=block.name,
+            )
+        )
+        colorbar: dict[str, Any] = {
+            "x": (block.x + width + 8) / total_w,  # paper: 0 … 1 across the blocks
+            "xanchor": "left",
+            "y": 1 - block.y / total_h,
+            "yanchor": "top",
+            "len": block.height / total_h,
+            "lenmode": "fraction",
+            "thickness": 12,
+            "outlinewidth": 0,
+            "tickfont": {"size": 10},
+        }
+        if scale == "per map":
+            colorbar |= {"tickvals": [0, 1], "ticktext": ["map min", "map max"]}
+        axes[axis] = {
+            "colorscale": colorscale,
+            "cmin": block.low,
+            "cmax": block.high,
+            "showscale": colorbars,
+            "colorbar": colorbar,
+        }
+    hidden = {"visible": False, "showgrid": False, "zeroline": False, "fixedrange": True}
+    fig.update_layout(
+        template=LENS_TEMPLATE,
+        title=_title(title or "Every layer", f"{len(layers)} layers · {scale} scale"),
+        xaxis={**hidden, "range": [0, total_w], "domain": [0, 1]},
+        yaxis={**hidden, "range": [total_h, 0], "domain": [0, 1]},
+        annotations=[
             {
-                "text": f"<b>{name}</b> · {C} × {H}×{W}{shown}",
-                "x": 0,
-                "y": top - 6,
+                "text": block.label,
+                "x": block.x,
+                "y": block.y - 6,
                 "xref": "x",
                 "yref": "y",
                 "xanchor": "left",
@@ -674,37 +749,13 @@ def activation_stack(
                 "showarrow": False,
                 "font": {"size": 13, "color": INK},
             }
-        )
-        top += layout.height * unit
-    if scale == "global":
-        low, high = float(global_range[0]), float(global_range[1])
-        colorbar: dict[str, Any] = {"title": {"text": "activation"}}
-    else:
-        low, high = 0.0, 1.0
-        what = "map" if scale == "per map" else "layer"
-        colorbar = {
-            "title": {"text": f"per-{what}<br>scale"},
-            "tickvals": [0, 1],
-            "ticktext": [f"{what} min", f"{what} max"],
-        }
-    fig = go.Figure(traces)
-    axis = {"visible": False, "showgrid": False, "zeroline": False}
-    fig.update_layout(
-        template=LENS_TEMPLATE,
-        title=_title(title or "Every layer", f"{len(layers)} layers · {scale} scale"),
-        coloraxis={
-            "colorscale": colorscale,
-            "cmin": low,
-            "cmax": high if high > low else low + 1.0,
-            "colorbar": {"thickness": 14, "outlinewidth": 0, "len": 0.5, "y": 1, **colorbar},
-        },
-        xaxis={**axis, "range": [0, width]},
-        yaxis={**axis, "range": [top + 4, 0], "scaleanchor": "x"},
-        annotations=labels,
-        width=width + 170,
-        height=int(top + 130),
-        margin={"l": 20, "r": 20, "t": 90, "b": 20},
+            for block in blocks
+        ],
+        width=int(total_w + 20),
+        height=int(total_h + 100),
+        margin={"l": 10, "r": 10, "t": 90, "b": 10, "autoexpand": False},
         showlegend=False,
+        **axes,
     )
     return fig
 

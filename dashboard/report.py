@@ -325,15 +325,15 @@ def _activations_section(
         stack = [(name, maps[name][row].numpy()) for name in layers if maps[name].dim() == 4]
         figure = ""
         if stack:
+            # No colour bars: they would crowd the row; the lead sentence explains colours.
             fig = figures.activation_stack(
                 stack,
                 scale="per layer",
                 max_pixels=ACTIVATION_PIXELS,
                 width=ACTIVATION_WIDTH,
+                colorbars=False,
                 title="Conv maps",
             )
-            # One colour bar per image would crowd the row; the lead sentence explains colours.
-            fig.update_layout(coloraxis_showscale=False, width=ACTIVATION_WIDTH + 40)
             figure = plots.add(fig, f"activations-{index}")
         cards.append(
             f'<div class="example" id="example-{index}" data-index="{index}" '

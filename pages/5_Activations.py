@@ -28,8 +28,8 @@ ALL_KEY, TWO_KEY, CAM_LAYER_KEY, CAM_CLASS_KEY = "act_all", "act_two", "act_cam_
 BATCH_IMAGES = 256  # dead channels are judged over this many test images …
 BATCH_MULT_ADDS = 4e10  # … or fewer, so big models spend at most a few seconds on it
 MAX_LISTED = 2000  # misclassified images listed at once (an untrained model gets ~9,000)
-ALL_PIXELS = 60_000  # per layer of "show all layers": dozens of charts stay light
-ALL_SIDE = 300  # pixels: two layers a row
+ALL_PIXELS = 400_000  # shared by every layer of "show all layers": one light chart
+ALL_SIDE = 300  # pixels: each layer's block, two a row
 SHOWN_IN_ALL = ("Conv", "MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool")
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
 
@@ -119,27 +119,24 @@ except LensError as err:
 # The selected dataset's test images when they fit the model (channels and classes); any
 # model also takes an uploaded or drawn image, resized to its own input.
 outputs = flow.output_shape[-1] if flow.output_shape else len(view.classes)
-split, unfit = None, ""
+split, unfit, like, unread = None, "", None, None
 try:
-    split = ui.load_data(selection, view)
-except LensError as err:
-    unfit = str(err)
-if split is not None and outputs != split.info.num_classes:
-    unfit = (
-        f"{view.label} has {outputs:,} outputs but {split.info.title} has "
-        f"{split.info.num_classes} classes"
-    )
-    split = None
+    like = data.dataset_info(selection.dataset, data_root=ui.data_root())
+    channels = view.input_shape[0]
+    if like.channels != channels:
+        unfit = f"{view.label} takes {channels}-channel images, {like.title} has {like.channels}"
+    elif outputs != like.num_classes:
+        unfit = f"{view.label} has {outputs:,} outputs, {like.title} {like.num_classes} classes"
+    else:
+        split = ui.load_data(selection, view)
+except LensError as err:  # the data cannot be read: said below; uploads and drawings work
+    unread = err
 if split is not None:
     info = split.info
     classes = view.classes if len(view.classes) == info.num_classes else info.classes
 else:
     zoo = selection.model_key.startswith(ui.ZOO_PREFIX)  # ImageNet weights: ImageNet's names
     classes = inputs.class_names(outputs, view.classes, imagenet=zoo)
-    try:
-        like = data.dataset_info(selection.dataset, data_root=ui.data_root())
-    except LensError:
-        like = None
     info = inputs.own_input(view.input_shape, classes, imagenet=zoo, like=like)
 digits = info.name == "mnist"
 st.title("Activations")
@@ -148,6 +145,8 @@ st.caption(
     "image: its feature maps, the channels that never fire, the prediction and where the "
     "model looked."
 )
+if unread is not None:
+    ui.show_error(unread)
 if view.untrained:
     st.warning(
         "**Untrained — random weights.** These maps come from a model that has learned "
@@ -160,7 +159,7 @@ if flow.broken is not None:
         f"{view.label} cannot take its own input: {flow.broken.reason}", icon=":material/warning:"
     )
     st.stop()
-if split is None:
+if unfit:
     st.info(
         f"The {selection.dataset} test images do not fit this model ({ui.plain(unfit)}). Upload "
         f"or draw an image: it is resized to the model's {info.title.removeprefix('its own ')}"
@@ -719,27 +718,29 @@ if show_all:
     st.subheader("Every layer")
     st.caption(
         "Each conv, pooling and activation layer's own output for this input, in forward order "
-        f"and channel order, each with its own {scale} colour bar; hover for the values."
+        f"(two a row) and channel order, each beside its own colour bar ({scale} scale); hover "
+        "for the values."
     )
-    every = [
-        inputs.layer_key(r)
+    stacked = [
+        (inputs.layer_key(r), result["maps"][inputs.layer_key(r)])
         for r in layers
         if len(r.output_shape) == 3 and (r.type.startswith(SHOWN_IN_ALL) or inputs.is_activation(r))
     ]
-    if not every:
+    if not stacked:
         st.info("This model has no layer with spatial maps to show.")
-    for start in range(0, len(every), 2):  # two blocks a row, rows aligned
-        row = zip(st.columns(2, gap="medium"), every[start : start + 2], strict=False)
-        for number, (column, key) in enumerate(row, start + 1):
-            build = partial(
-                figures.activation_grid,
-                result["maps"][key],
-                scale=scale,
-                global_range=result["range"],
-                title=f"{number}. {key} — {prepared.name}",
-                max_side=ALL_SIDE,
-                max_pixels=ALL_PIXELS,
-            )
-            with column:
-                chart = ui.cached_figure(("all", (*model_id, prepared.key, key, scale)), build)
-                ui.figure(chart, f"maps-{key}", key=f"all_{key}", width="content")
+    else:
+        build = partial(
+            figures.activation_stack,
+            stacked,
+            scale=scale,
+            global_range=result["range"],
+            max_pixels=ALL_PIXELS,
+            width=ALL_SIDE,
+            columns=2,
+            title=f"Every layer — {prepared.name}",
+        )
+        ui.figure(
+            ui.cached_figure(("all", (*model_id, prepared.key, scale, prepared.name)), build),
+            "every-layer",
+            width="content",
+        )

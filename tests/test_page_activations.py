@@ -269,14 +269,20 @@ def test_compare_all_layers_and_grad_cam(
     with torch.no_grad():
         x = image_tensor(mnist_test, 2)
         expected = [model.features[: k + 1](x)[0].numpy() for k in range(len(names))]
-    for number, (name, maps) in enumerate(zip(names, expected, strict=True), 1):
-        block = chart_titled(app, rf"^{number}\. {re.escape(name)} — test image 2$")
-        custom = array(block["data"][0]["customdata"])
-        inside = ~np.isnan(array(block["data"][0]["z"]))
+    stack = chart_titled(app, r"^Every layer — test image 2$")  # one chart, a block a layer
+    assert [trace["name"] for trace in stack["data"]] == names
+    layout = stack["layout"]
+    height = layout["yaxis"]["range"][0]
+    for k, (trace, maps) in enumerate(zip(stack["data"], expected, strict=True)):
+        custom = array(trace["customdata"])
+        inside = ~np.isnan(array(trace["z"]))
         channel, y, x_ = (custom[inside][:, i].astype(int) for i in range(3))
         np.testing.assert_allclose(custom[inside][:, 3], maps[channel, y, x_], atol=1e-5)
         assert inside.sum() == maps.size  # every value of the layer, once
-        assert block["data"][0]["colorbar"].get("len", 1) == 1  # its own bar, its maps' height
+        bar = layout["coloraxis" if k == 0 else f"coloraxis{k + 1}"]["colorbar"]
+        top = trace["y0"] - trace["dy"] / 2
+        assert bar["y"] == pytest.approx(1 - top / height)  # its own bar, beside its maps
+        assert bar["len"] == pytest.approx(array(trace["z"]).shape[0] * trace["dy"] / height)
     predicted = int(
         next(m.value for m in app.markdown if m.value.startswith("predicted")).split("**")[1]
     )
