@@ -741,8 +741,8 @@ def report_button(selection: Selection) -> None:
         help="One self-contained file to send or open offline",
     )
     right.caption(
-        f"This model on the {plain(selection.dataset)} test split in one HTML file (about 6 MB, opens "
-        "offline): card, shape flow, training curves, first-layer filters, activations, "
+        f"This model on the {plain(selection.dataset)} test split in one HTML file (about 6 MB, "
+        "opens offline): card, shape flow, training curves, first-layer filters, activations, "
         "confusion matrix and per-class report. The first build classifies every test image."
     )
 

@@ -339,7 +339,7 @@ def test_activation_stack_is_one_figure_a_block_per_layer(digits: torch.Tensor) 
         assert axis.colorbar.y == pytest.approx(1 - top / height)
         assert axis.colorbar.len == pytest.approx(tall / height)
         bottoms.append(top + tall)
-    first, second, third = blocks
+    first, second, _ = blocks
     tops = [heat.y0 - heat.dy / 2 for heat in blocks]
     assert tops[0] == pytest.approx(tops[1])  # two a row, side by side
     assert second.x0 > first.x0 + 300
