@@ -642,7 +642,7 @@ class Metric:
 def metric_row(metrics: Sequence[Metric], *, border: bool = False) -> None:
     """Metrics side by side, each as wide as its label and value: a row that does not fit
     wraps onto the next line instead of cutting a number."""
-    row = st.container(horizontal=True, gap="large", horizontal_alignment="distribute")
+    row = st.container(horizontal=True, gap="medium", horizontal_alignment="distribute")
     for metric in metrics:
         row.metric(
             metric.label,

@@ -293,6 +293,19 @@ _CLIPPED = """() => {
     const text = el.textContent.trim();
     if (text && el.scrollWidth > el.clientWidth + 1) found.push(text);
   }
+  // chips: a multiselect's that run out of its box, pills past their group's edge
+  for (const tags of main.querySelectorAll('[data-testid="stMultiSelectTagsContainer"]')) {
+    if (visible(tags) && tags.scrollWidth > tags.clientWidth + 1) {
+      found.push(`chips cut: ${tags.textContent}`);
+    }
+  }
+  for (const group of main.querySelectorAll('[data-testid="stButtonGroup"]')) {
+    const edge = group.getBoundingClientRect().right;
+    for (const pill of group.querySelectorAll('button')) {
+      const cut = pill.getBoundingClientRect().right > edge + 1;
+      if (cut) found.push(`pill cut: ${pill.textContent}`);
+    }
+  }
   for (const chart of main.querySelectorAll('[data-testid="stPlotlyChart"]')) {
     const svg = chart.querySelector('svg.main-svg');
     if (!svg || !visible(chart)) continue;
@@ -314,7 +327,8 @@ _CLIPPED = """() => {
 
 def clipped_texts(page) -> list[str]:
     """Texts of the main area shown cut: a label or value ending in an ellipsis or hidden
-    overflow, a figure wider than its column, a figure title reaching past its edge."""
+    overflow, chips running out of their box, a figure wider than its column, a figure title
+    reaching past its edge."""
     return page.evaluate(_CLIPPED)
 
 
