@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import PIL.Image
@@ -44,6 +46,15 @@ PAGES = [
 ]
 
 
+@contextmanager
+def patient_page(viewport: tuple[int, int] = (1280, 800)) -> Iterator[object]:
+    """A Chromium page that waits as long as a loaded machine needs for every step."""
+    with chromium_page(viewport=viewport) as page:
+        page.set_default_timeout(TIMEOUT_MS)
+        page.set_default_navigation_timeout(TIMEOUT_MS)
+        yield page
+
+
 def problems(page, settle_s: float = 20.0) -> list[str]:
     """Cut table cells, clipped texts and chips, missing glyphs — once the page has settled:
     plotly lays a figure out at its own width first and fits it to its column a moment later,
@@ -63,7 +74,7 @@ def problems(page, settle_s: float = 20.0) -> list[str]:
 @pytest.mark.parametrize("viewport", VIEWPORTS, ids=lambda v: f"{v[0]}x{v[1]}")
 def test_no_number_label_chip_or_glyph_is_cut(app_url: str, viewport: tuple[int, int]) -> None:
     found: dict[str, list[str]] = {}
-    with chromium_page(viewport=viewport) as page:
+    with patient_page(viewport) as page:
         for path, text in PAGES:
             page.goto(f"{app_url}{path}")
             page.get_by_text(text, exact=False).first.wait_for(timeout=TIMEOUT_MS)
@@ -87,7 +98,7 @@ def scroll_to_bottom_edge(locator) -> None:
 
 
 def test_a_runs_progress_shows_where_start_was_clicked(app_url: str) -> None:
-    with chromium_page(viewport=(1280, 800)) as page:
+    with patient_page() as page:
         page.goto(f"{app_url}/Train")
         wait_for_app(page, "Start training", TIMEOUT_MS)
         set_run(page, epochs=1, images=2000, test_images=500)
@@ -107,7 +118,7 @@ def test_a_runs_progress_shows_where_start_was_clicked(app_url: str) -> None:
 
 
 def test_a_cells_images_open_where_the_matrix_was_clicked(app_url: str) -> None:
-    with chromium_page(viewport=(1280, 800)) as page:
+    with patient_page() as page:
         page.goto(f"{app_url}/Confusion_matrix")
         wait_for_app(page, "Top confusions", TIMEOUT_MS)
         page.locator(".st-key-cm_chart").scroll_into_view_if_needed()
@@ -118,7 +129,7 @@ def test_a_cells_images_open_where_the_matrix_was_clicked(app_url: str) -> None:
         first.wait_for(timeout=TIMEOUT_MS)
         assert re.match(r"True 9 → predicted 7: \d+ images?", dialog.inner_text())
         assert in_view(page, first)
-        dialog.get_by_role("button", name="Close").click()
+        dialog.locator(".st-key-cm_close").get_by_role("button").click()
         dialog.wait_for(state="detached", timeout=TIMEOUT_MS)
         assert_no_exception(page)
 
@@ -137,7 +148,7 @@ _STACK = """chart => {
 def test_every_layer_is_a_block_with_its_own_colour_bar_and_no_blank_band(app_url: str) -> None:
     """resnet18-small on CIFAR-10: 38 layers, each a block of maps beside a colour bar as tall
     as them, in one chart no taller than its blocks (it was 29,656 px, ~5,800 of them blank)."""
-    with chromium_page(viewport=(1280, 800)) as page:
+    with patient_page() as page:
         page.goto(f"{app_url}/Activations?model=resnet18-small-cifar10&dataset=cifar10")
         wait_for_app(page, "(Grad-CAM)", TIMEOUT_MS)
         page.get_by_text("Show all layers").first.click()
@@ -160,7 +171,7 @@ def test_every_layer_is_a_block_with_its_own_colour_bar_and_no_blank_band(app_ur
 
 
 def test_a_second_input_shows_both_images_and_both_maps_readably(app_url: str) -> None:
-    with chromium_page(viewport=(1280, 800)) as page:
+    with patient_page() as page:
         page.goto(f"{app_url}/Activations?image=3")
         wait_for_app(page, "(Grad-CAM)", TIMEOUT_MS)
         page.get_by_text("Compare with a second input").first.click()
@@ -197,7 +208,7 @@ def photo() -> bytes:
 def test_a_1000_class_model_reads_an_uploaded_photo(app_url: str) -> None:
     """AlexNet (1000 outputs, 3×224×224) with MNIST selected was refused; now the photo is
     resized to its input and read with its own classes."""
-    with chromium_page(viewport=(1280, 800)) as page:
+    with patient_page() as page:
         page.goto(f"{app_url}/Activations?model=arch:alexnet&dataset=mnist")
         page.get_by_text("do not fit this model").first.wait_for(timeout=TIMEOUT_MS)
         uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
