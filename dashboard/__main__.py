@@ -1,4 +1,7 @@
-"""`python -m dashboard {train,evaluate,summary}`."""
+"""`python -m dashboard {train,evaluate,summary}`.
+
+The package's import has already made a Ctrl-C during start-up quit in one line (_interrupt).
+"""
 
 import sys
 

@@ -295,10 +295,11 @@ def rgb_filters(weights: np.ndarray, *, title: str = "", max_side: float = 640) 
 
 def weight_histogram(weights: np.ndarray, *, title: str = "", bins: int = 60) -> go.Figure:
     """Histogram of all weights of a layer, binned here so no raw weights reach the browser."""
-    w = _numpy(weights).astype(np.float64).ravel()
-    if w.size == 0:
+    every = _numpy(weights).astype(np.float64).ravel()
+    if every.size == 0:
         raise ShapeError("no weights to draw")
-    counts, edges = np.histogram(w, bins=bins)
+    w = every[np.isfinite(every)]  # NaN and ±inf have no bin: counted in the subtitle instead
+    counts, edges = np.histogram(w, bins=bins, range=None if w.size else (-1.0, 1.0))
     fig = go.Figure(
         go.Bar(
             x=(edges[:-1] + edges[1:]) / 2,
@@ -311,7 +312,10 @@ def weight_histogram(weights: np.ndarray, *, title: str = "", bins: int = 60) ->
         )
     )
     fig.add_vline(x=0, line={"color": MUTED, "width": 1, "dash": "dot"})
-    subtitle = f"{w.size:,} weights · mean {w.mean():.3g} · std {w.std():.3g}"
+    subtitle = f"{w.size:,} weights · mean {w.mean():.3g} · std {w.std():.3g}" if w.size else ""
+    if w.size < every.size:
+        left_out = f"{every.size - w.size:,} NaN or infinite weights left out"
+        subtitle = f"{subtitle} · {left_out}" if subtitle else left_out
     fig.update_layout(
         template=LENS_TEMPLATE,
         title=_title(title or "Weight distribution", subtitle),

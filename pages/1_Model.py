@@ -23,6 +23,7 @@ SOURCES = (
     "Untrained architecture",
 )
 FLASH_KEY = "model_flash"  # a message that must survive the rerun after a new selection
+SOURCE_KEY, SOURCE_FOR_KEY = "model_source", "model_source_for"  # the chooser, and for which model
 MEASURED_KEY = "model_measured"  # accuracy measured on demand: (model, dataset, root) → numbers
 INFER = "infer from the file"
 UPLOAD_MB = checkpoints.MAX_CHECKPOINT_BYTES // 2**20
@@ -69,8 +70,8 @@ def choose_now(keys: list[str], label: str, widget: str, **kwargs) -> None:
 
 def select_and_rerun(key: str, message: str, kind: str = "success") -> None:
     ui.add_model_choice(key)
-    ui.select_model(key)
-    st.session_state[FLASH_KEY] = (kind, message)
+    note = ui.select_model(key)
+    st.session_state[FLASH_KEY] = (kind, f"{message}. {note}" if note else message)
     st.rerun()
 
 
@@ -95,7 +96,9 @@ def upload_chooser() -> None:
     )
     names = models.model_names() + [models.TV_PREFIX + n for n in models.torchvision_names()]
     left, right = st.columns([2, 3])
-    architecture = left.selectbox("Its architecture", names, key="model_upload_arch")
+    architecture = left.selectbox(
+        "Its architecture", names, **ui.kept("model_upload_arch", names, names[0])
+    )
     options = {}
     info = models.model_info(architecture)
     with right:
@@ -105,7 +108,7 @@ def upload_chooser() -> None:
                 value = column.selectbox(
                     option.replace("_", " "),
                     [INFER, *allowed],
-                    key=f"model_upload_{architecture}_{option}",
+                    **ui.kept(f"model_upload_{architecture}_{option}", [INFER, *allowed], INFER),
                     help="Options that add no weights (activation, pooling) cannot be read from "
                     f"a file: the default is {allowed[0]!r}.",
                 )
@@ -115,7 +118,7 @@ def upload_chooser() -> None:
             st.caption(f"{architecture} has no options of its own.")
     partial = st.checkbox(
         "Load the layers that fit even if others do not (the rest stay random)",
-        key="model_upload_partial",
+        **ui.held("model_upload_partial", False),
     )
     if not st.button("Load and select", type="primary", disabled=uploaded is None):
         return
@@ -148,15 +151,13 @@ def zoo_chooser() -> None:
     name = left.selectbox(
         "torchvision model",
         names,
-        index=names.index("resnet18") if "resnet18" in names else 0,
-        key="model_zoo_name",
+        **ui.kept("model_zoo_name", names, "resnet18" if "resnet18" in names else names[0]),
     )
     info = models.model_info(models.TV_PREFIX + name)
     right.markdown(f"**{info.description}**  \n{info.origin}")
     weights = st.checkbox(
         "with ImageNet weights (downloaded once into the torch hub cache; needs the internet)",
-        value=True,
-        key="model_zoo_weights",
+        **ui.held("model_zoo_weights", True),
     )
     if not st.button("Use this model", type="primary", key="model_zoo_use"):
         return
@@ -266,12 +267,17 @@ def outputs_mismatch(view) -> str:
     )
 
 
+def measured() -> tuple | None:
+    """(accuracy, images, source) measured in this session for this model, dataset and root."""
+    key = (selection.model_key, selection.dataset, ui.data_root())
+    return st.session_state.setdefault(MEASURED_KEY, {}).get(key)
+
+
 def accuracy_panel(view) -> None:
     mismatch = outputs_mismatch(view)
     if mismatch:
         st.warning(ui.plain(mismatch), icon=":material/warning:")
         return
-    cache = st.session_state.setdefault(MEASURED_KEY, {})
     key = (selection.model_key, selection.dataset, ui.data_root())
     if st.button(f"Measure test accuracy on {ui.plain(selection.dataset)}", key="model_measure"):
         try:
@@ -280,12 +286,28 @@ def accuracy_panel(view) -> None:
         except LensError as err:
             ui.show_error(err)
             return
-        cache[key] = (pred.accuracy, len(pred.labels), pred.source)
-    if key in cache:
-        accuracy, count, source = cache[key]
+        found = (pred.accuracy, len(pred.labels), pred.source)
+        st.session_state.setdefault(MEASURED_KEY, {})[key] = found
+    found = measured()
+    if found is not None:
+        accuracy, count, source = found
         st.markdown(
             f"**Measured now: {percent(accuracy)}** on {count:,} test images ({ui.plain(source)})"
         )
+
+
+def accuracy_metric(view) -> tuple[str, str | None]:
+    """The Accuracy metric: measured in this session, else the card's, else what the model is."""
+    found = measured()
+    if found is not None:
+        return percent(found[0]), f"measured now on {found[1]:,} {selection.dataset} test images"
+    if view.card is not None:
+        if view.card.test_accuracy is None:
+            return "not measured", None
+        return percent(view.card.test_accuracy), "from the checkpoint's card"
+    if view.untrained:
+        return "untrained — random weights", None
+    return "ImageNet weights", None
 
 
 def model_panel() -> None:
@@ -298,22 +320,7 @@ def model_panel() -> None:
     st.subheader(ui.plain(view.label))
     if view.untrained:
         st.warning("untrained — random weights", icon=":material/casino:")
-    if view.card is not None:
-        accuracy = percent(view.card.test_accuracy)
-        if view.card.test_accuracy is None:
-            accuracy = "not measured"
-    elif view.untrained:
-        accuracy = "untrained — random weights"
-    else:
-        accuracy = "ImageNet weights"
-    ui.metric_row(
-        [
-            ui.Metric("Accuracy", accuracy),
-            ui.Metric("Parameters", f"{facts['params']:,}"),
-            ui.Metric("Layers", str(facts["layers"])),
-            ui.Metric("Input", "×".join(str(n) for n in view.input_shape)),
-        ]
-    )
+    metrics_slot = st.empty()  # filled last: "Measure test accuracy" below may change it
     kinds = ", ".join(f"{n} {kind}" for kind, n in facts["kinds"])
     trainable = facts["trainable"]
     st.caption(f"{view.architecture}: {kinds}; {trainable:,} trainable parameters")
@@ -322,6 +329,16 @@ def model_panel() -> None:
     elif not view.untrained:
         st.caption(models.model_info(view.architecture).description)
     accuracy_panel(view)
+    accuracy, where = accuracy_metric(view)
+    with metrics_slot.container():
+        ui.metric_row(
+            [
+                ui.Metric("Accuracy", accuracy, help=where),
+                ui.Metric("Parameters", f"{facts['params']:,}"),
+                ui.Metric("Layers", str(facts["layers"])),
+                ui.Metric("Input", "×".join(str(n) for n in view.input_shape)),
+            ]
+        )
     ui.report_button(selection)
     classes = list(view.classes)
     where = "the checkpoint's"
@@ -341,21 +358,8 @@ def model_panel() -> None:
 # --- the dataset ---------------------------------------------------------------------------------
 
 
-def _root_changed(widget: str) -> None:
-    st.session_state[ui.DATA_ROOT_KEY] = st.session_state[widget].strip() or None
-
-
 def dataset_panel() -> None:
-    widget = "_" + ui.DATA_ROOT_KEY
-    st.session_state[widget] = ui.data_root()
-    st.text_input(
-        "Data root",
-        key=widget,
-        on_change=_root_changed,
-        args=(widget,),
-        help="Where datasets live (--data-root, else $CNN_LENS_DATA): MNIST in MNIST/raw, "
-        "CIFAR-10 in cifar-10-batches-py or cifar10-jpg. Empty: the default.",
-    )
+    ui.data_root_field()
     try:
         info = data.dataset_info(selection.dataset, data_root=ui.data_root())
         splits = {name: ui.dataset_split(selection.dataset, name) for name in ("train", "test")}
@@ -377,7 +381,8 @@ def dataset_panel() -> None:
         st.markdown(f"**{name.title()} set:** {ui.plain(split.source)}")
     if any(split.is_sample for split in splits.values()):
         st.warning(
-            "The full set was not found: the bundled sample stands in.",
+            f"The full set was not found: the bundled sample stands in. To use the full set, "
+            f"{paths.DATA_ROOT_HINT}.",
             icon=":material/inventory_2:",
         )
     skipped = sum(split.skipped for split in splits.values())
@@ -402,8 +407,11 @@ if flash is not None:
     kind, text = flash
     (st.warning if kind == "warning" else st.success)(ui.plain(text))
 
+if st.session_state.get(SOURCE_FOR_KEY) != selection.model_key:  # a new model: its chooser
+    st.session_state[SOURCE_FOR_KEY] = selection.model_key
+    st.session_state[SOURCE_KEY] = SOURCES[source_of(selection.model_key)]
 source = st.radio(
-    "Choose a model from", SOURCES, index=source_of(selection.model_key), horizontal=True
+    "Choose a model from", SOURCES, horizontal=True, **ui.held(SOURCE_KEY, SOURCES[0])
 )
 if source == SOURCES[0]:
     checkpoint_chooser(

@@ -1,14 +1,18 @@
 """Shape flow: every layer's input and output shape, its parameters and multiply-adds, the
 output-size formula with its numbers, and what breaks when the input size changes."""
 
-import pandas as pd
 import streamlit as st
 
-from dashboard import figures, summary, ui
+from dashboard import ui
 from dashboard.errors import LensError
 
 ui.setup_page("Shape flow")
 selection = ui.sidebar()
+
+# Imported once the page shows: the first import of PyTorch takes seconds.
+import pandas as pd  # noqa: E402
+
+from dashboard import figures, summary  # noqa: E402
 
 # Session-state keys: stable names, so a later URL binding can seed them.
 C_KEY, H_KEY, W_KEY, FOR_KEY = "shape_c", "shape_h", "shape_w", "shape_model"
@@ -24,7 +28,8 @@ def reset_input_shape(shape: tuple[int, int, int]) -> None:
         st.session_state[key] = int(value)
 
 
-@st.cache_resource(max_entries=32, show_spinner=False)  # shared, read only: no unpickling
+# Shared, read only (no unpickling); a spinner shows only when drawing takes over 0.5 s.
+@st.cache_resource(max_entries=32, show_spinner="Drawing the flow diagram…")
 def diagram(
     model_key: str, shape: tuple[int, int, int], mtime: float, depth: int | None, folded: tuple
 ):
@@ -75,9 +80,9 @@ for key, value in zip((C_KEY, H_KEY, W_KEY), view.input_shape, strict=True):
         st.session_state[key] = int(value)
 
 size = st.columns([1, 1, 1, 1.4], vertical_alignment="bottom")
-size[0].number_input("Input channels C", 1, 64, key=C_KEY, step=1)
-size[1].number_input("Height H", 1, MAX_SIDE, key=H_KEY, step=1)
-size[2].number_input("Width W", 1, MAX_SIDE, key=W_KEY, step=1)
+size[0].number_input("Input channels C", 1, 64, step=1, **ui.held(C_KEY, view.input_shape[0]))
+size[1].number_input("Height H", 1, MAX_SIDE, step=1, **ui.held(H_KEY, view.input_shape[1]))
+size[2].number_input("Width W", 1, MAX_SIDE, step=1, **ui.held(W_KEY, view.input_shape[2]))
 default = summary.shape_text(view.input_shape)
 size[3].button(
     f"Reset to {default}",
@@ -141,17 +146,12 @@ depth: int | None = None
 folded: list[str] = []
 if deepest > 0:
     levels = [*range(deepest), EVERY_LAYER]
-    if st.session_state.get(DETAIL_KEY) not in levels:
-        st.session_state[DETAIL_KEY] = EVERY_LAYER
     containers = summary.container_names(flow)
-    st.session_state[FOLD_KEY] = [
-        name for name in st.session_state.get(FOLD_KEY, []) if name in containers
-    ]
     detail = st.columns([2, 3])
     chosen = detail[0].select_slider(
         "Detail",
         levels,
-        key=DETAIL_KEY,
+        **ui.kept(DETAIL_KEY, levels, EVERY_LAYER),
         format_func=lambda d: d if d == EVERY_LAYER else ("top level" if d == 0 else f"depth {d}"),
         help="Fold nested blocks into one row each: their rows carry the summed parameters "
         "and multiply-adds of everything inside.",
@@ -160,7 +160,7 @@ if deepest > 0:
     folded = detail[1].multiselect(
         "Fold these blocks",
         containers,
-        key=FOLD_KEY,
+        **ui.kept(FOLD_KEY, containers, []),
         placeholder="e.g. layer3",
         help="Each folded block becomes one row (and one block in the diagram).",
     )

@@ -10,16 +10,20 @@ Other pages open an image here by setting `st.session_state[inputs.IMAGE_INDEX_K
 
 from functools import partial
 
-import numpy as np
-import pandas as pd
 import streamlit as st
-import torch
 
-from dashboard import data, figures, gradcam, inputs, probe, ui
+from dashboard import ui
 from dashboard.errors import LensError
 
 ui.setup_page("Activations")
 selection = ui.sidebar()
+
+# Imported once the page shows: the first import of PyTorch takes seconds.
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from dashboard import data, figures, gradcam, images, inputs, probe  # noqa: E402
 
 MODE_KEY, COMPARE_KEY = "lens_image_mode", "lens_compare_index"
 BY_INDEX, BY_CLASS, MISTAKES = "by index", "by class", "misclassified"
@@ -31,7 +35,11 @@ MAX_LISTED = 2000  # misclassified images listed at once (an untrained model get
 ALL_PIXELS = 400_000  # shared by every layer of "show all layers": one light chart
 ALL_SIDE = 300  # pixels: each layer's block, two a row
 SHOWN_IN_ALL = ("Conv", "MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool")
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
+UPLOADER_KEY, UPLOAD_KEY, RESTORED_KEY = "_act_upload", "act_upload", "act_upload_restored"
+# A canvas starts empty on every visit: its strokes are kept and drawn again on the next one.
+CANVAS_KEY, DRAWING_KEY, DRAWN_BEFORE_KEY = "act_canvas", "act_drawing", "act_drawn_before"
+DRAWN_PIXELS_KEY = "act_drawn_pixels"
+UPLOAD_TYPES = [ext.removeprefix(".") for ext in images.IMAGE_EXTENSIONS]  # folders' list too
 
 
 # --------------------------------------------------------------------------- cached work
@@ -39,7 +47,7 @@ UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
 # the input tensor and the split ride along unhashed.
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+@st.cache_data(max_entries=32, show_spinner="Running the image through the model…")
 def forward(model_key: str, mtime: float, input_key: str, _model, _x: torch.Tensor) -> dict:
     """One forward pass: logits, softmax, every leaf layer's maps, and their global range."""
     logits, acts = probe.forward_with_activations(_model, _x)
@@ -57,7 +65,7 @@ def forward(model_key: str, mtime: float, input_key: str, _model, _x: torch.Tens
 
 @st.cache_data(max_entries=16, show_spinner="Measuring which channels fire over test images…")
 def dead_stats(
-    model_key: str, mtime: float, dataset: str, layers: tuple[str, ...], count: int, _model, _split
+    model_key: str, mtime: float, split_id: str, layers: tuple[str, ...], count: int, _model, _split
 ) -> dict[str, list[probe.ChannelStats]]:
     """Every activation layer's channel statistics over the first test images, in one pass."""
     return inputs.batch_channel_stats(_model, _split, layers, count)
@@ -71,11 +79,47 @@ def grad_cam(
 
 
 @st.cache_data(max_entries=16, show_spinner="Reading the image…")
-def uploaded(file_id: str, dataset: str, size: int, digits: bool, _raw: bytes, _info, name: str):
+def uploaded(file_id: str, info_key: tuple, digits: bool, _raw: bytes, _info, name: str):
     return inputs.prepare_upload(_raw, _info, digits=digits, name=name)
 
 
 # --------------------------------------------------------------------------- small helpers
+
+
+def drawn_pixels(canvas) -> np.ndarray | None:
+    """The canvas's pixels. Strokes drawn again from an earlier visit send none until touched:
+    their pixels from that visit stand in while they are unchanged."""
+    start, now = st.session_state.get(DRAWN_BEFORE_KEY), canvas.json_data
+    unchanged = bool(start) and bool(now) and now.get("objects") == start.get("objects")
+    if unchanged and inputs.canvas_digit(canvas.image_data) is None:
+        return st.session_state.get(DRAWN_PIXELS_KEY)
+    if canvas.image_data is not None:
+        st.session_state[DRAWN_PIXELS_KEY] = canvas.image_data
+    return canvas.image_data
+
+
+def kept_upload() -> tuple[str, str, bytes] | None:
+    """The uploaded image as (file id, name, bytes). Streamlit empties a file uploader when its
+    page is left: the last upload is kept and shown again on return, until another replaces
+    it or the user removes it from the uploader."""
+    returning = UPLOADER_KEY not in st.session_state  # the uploader is new on this visit
+    file = st.file_uploader(
+        f"An image file ({images.FORMAT_NAMES}; up to "
+        f"{images.MAX_IMAGE_BYTES // 2**20} MB and {images.MAX_PIXELS // 10**6} megapixels)",
+        type=UPLOAD_TYPES,
+        key=UPLOADER_KEY,
+    )
+    if file is not None:
+        st.session_state[UPLOAD_KEY] = (file.file_id, file.name, file.getvalue())
+        st.session_state[RESTORED_KEY] = False
+    elif returning and UPLOAD_KEY in st.session_state:
+        st.session_state[RESTORED_KEY] = True
+    elif not st.session_state.get(RESTORED_KEY):  # removed from the uploader by the user
+        st.session_state.pop(UPLOAD_KEY, None)
+    upload = st.session_state.get(UPLOAD_KEY)
+    if upload is not None and file is None:
+        st.caption(f"Showing {upload[1]}, uploaded before: upload another file to replace it.")
+    return upload
 
 
 def set_index(index: int) -> None:
@@ -131,6 +175,7 @@ try:
         split = ui.load_data(selection, view)
 except LensError as err:  # the data cannot be read: said below; uploads and drawings work
     unread = err
+split_id = ui.data_id(split) if split is not None else ""
 if split is not None:
     info = split.info
     classes = view.classes if len(view.classes) == info.num_classes else info.classes
@@ -250,11 +295,12 @@ with top[0]:
                 ui.show_error(err)
                 st.stop()
             wrong = inputs.mistakes(predictions)
+            true_classes = [None, *range(len(classes))]
             only = st.selectbox(
                 "True class",
-                [None, *range(len(classes))],
+                true_classes,
                 format_func=lambda k: "any" if k is None else classes[k],
-                key="_act_mistake_class",
+                **ui.kept("act_mistake_class", true_classes, None),
             )
             listed = wrong if only is None else [m for m in wrong if m.true == only]
             if not listed:
@@ -279,19 +325,13 @@ with top[0]:
                 )
         prepared = inputs.test_image(split, index)
     elif source == inputs.SOURCE_UPLOAD:
-        file = st.file_uploader(
-            "An image file (PNG, JPEG, GIF, BMP, WebP, TIFF; any size)",
-            type=UPLOAD_TYPES,
-            key="_act_upload",
-        )
-        if file is None:
+        upload = kept_upload()
+        if upload is None:
             st.info("Upload an image to see what the model makes of it.")
             st.stop()
+        file_id, name, raw = upload
         try:
-            how = f"{info.name}|{info.channels}|{info.mean}|{info.std}"  # all the key needs
-            prepared = uploaded(
-                file.file_id, how, info.size, digits, file.getvalue(), info, file.name
-            )
+            prepared = uploaded(file_id, ui.info_key(info), digits, raw, info, name)
         except LensError as err:
             ui.show_error(err)
             st.stop()
@@ -302,7 +342,10 @@ with top[0]:
             "Draw one digit, white on black:" if info.channels == 1 else "Draw, white on black:"
         )
         st.write("")  # room for the canvas's toolbar, which floats above it
+        if CANVAS_KEY not in st.session_state:  # a new visit: the strokes drawn last time
+            st.session_state[DRAWN_BEFORE_KEY] = st.session_state.get(DRAWING_KEY)
         canvas = st_canvas(
+            initial_drawing=st.session_state[DRAWN_BEFORE_KEY],
             fill_color="#000000",
             stroke_width=18,
             stroke_color="#FFFFFF",
@@ -311,11 +354,14 @@ with top[0]:
             width=280,
             drawing_mode="freedraw",
             return_image_data=True,
-            key="act_canvas",
+            key=CANVAS_KEY,
         )
+        if canvas.json_data is not None:
+            st.session_state[DRAWING_KEY] = canvas.json_data
+        pixels = drawn_pixels(canvas)
         st.caption("Large and in the middle works best; the bin icon clears the box.")
         try:
-            prepared = inputs.prepare_drawing(canvas.image_data, info)
+            prepared = inputs.prepare_drawing(pixels, info)
         except LensError as err:
             ui.show_error(err)
             st.stop()
@@ -329,14 +375,16 @@ with top[0]:
 
 x = inputs.model_input(prepared.pixels, info)
 try:
-    result = forward(selection.model_key, mtime, prepared.key, model, x)
+    result = forward(selection.model_key, mtime, inputs.input_key(x.numpy()), model, x)
 except LensError as err:
     ui.show_error(err)
     st.stop()
 probabilities = result["probabilities"]
 predicted = int(np.argmax(probabilities))
 
-model_id = (selection.model_key, mtime)
+# Figures of one input depend on the model, the input's pixels (item.key), the class names and
+# the normalization the model's input was made with: all in their keys.
+model_id = (selection.model_key, mtime, ui.info_key(info), tuple(classes))
 shown_image = pixels_for_display(prepared.pixels)
 comparing = split is not None and bool(st.session_state.get(TWO_KEY, False))
 
@@ -348,12 +396,12 @@ def input_images(item: inputs.Prepared, how: str) -> None:
         title, subtitle = item.name[0].upper() + item.name[1:], ""
     else:
         title, subtitle = "What the model sees", "×".join(map(str, x.shape[1:]))
-    images = [(title, subtitle, seen, ("seen", item.key, title, subtitle))]
+    pictures = [(title, subtitle, seen, ("seen", item.key, title, subtitle))]
     if how == inputs.SOURCE_UPLOAD:  # a drawing's original is the canvas beside it
         height, width = item.original.shape[:2]
         key = ("original", inputs.input_key(item.original), item.name)
-        images.insert(0, ("Original", f"{item.name} · {width}×{height}", item.original, key))
-    for title, subtitle, image, key in images:
+        pictures.insert(0, ("Original", f"{item.name} · {width}×{height}", item.original, key))
+    for title, subtitle, image, key in pictures:
         build = partial(figures.image_figure, image, title=title, subtitle=subtitle)
         name = f"image-{key[0]}-{item.name}"
         ui.figure(ui.cached_figure(("image", key), build), name, width="content")
@@ -492,9 +540,9 @@ if dead_from is not None:  # every layer's answer at once: a layer change then c
         min(BATCH_IMAGES, len(split), max(8, BATCH_MULT_ADDS // max(flow.mult_adds, 1)))
     )
     judged = tuple(dict.fromkeys(d for k in keys if (d := inputs.dead_layer(flow, k))))
-    batch = dead_stats(
-        selection.model_key, mtime, selection.dataset, judged, dead_count, model, split
-    )[dead_from]
+    batch = dead_stats(selection.model_key, mtime, split_id, judged, dead_count, model, split)[
+        dead_from
+    ]
     dead = np.array([s.dead for s in batch])
 what = f"{layer} after {partner.type}" if after else layer
 
@@ -532,7 +580,7 @@ def maps_figure(result: dict, item: inputs.Prepared, shared: tuple[float, float]
     """This input's maps of the chosen layer; `shared` puts them on a range common to two
     inputs."""
     maps = maps_of(result)
-    dead_source = (selection.dataset, dead_from, dead_count)
+    dead_source = (split_id, dead_from, dead_count)
     key = (*model_id, item.key, layer, after, scale, sort, dead_source, item.name, shared)
     build = partial(
         figures.activation_grid,
@@ -608,11 +656,17 @@ with st.expander("One neuron: its value and the input pixels it sees", expanded=
         ("act_neuron_c", "act_neuron_y", "act_neuron_x"), maps.shape, strict=False
     ):
         st.session_state[key] = min(int(st.session_state.get(key, 0)), size - 1)  # a new layer
-    channel = cells[0].number_input(f"{unit}", 0, len(maps) - 1, key="act_neuron_c", step=1)
+    channel = cells[0].number_input(
+        f"{unit}", 0, len(maps) - 1, step=1, **ui.held("act_neuron_c", 0)
+    )
     y = x_pos = 0
     if maps.ndim == 3:
-        y = cells[1].number_input("Row y", 0, maps.shape[1] - 1, key="act_neuron_y", step=1)
-        x_pos = cells[2].number_input("Column x", 0, maps.shape[2] - 1, key="act_neuron_x")
+        y = cells[1].number_input(
+            "Row y", 0, maps.shape[1] - 1, step=1, **ui.held("act_neuron_y", 0)
+        )
+        x_pos = cells[2].number_input(
+            "Column x", 0, maps.shape[2] - 1, **ui.held("act_neuron_x", 0)
+        )
     st.session_state[inputs.NEURON_KEY] = {
         "layer": layer,
         "channel": int(channel),
@@ -691,7 +745,8 @@ if cam_layers and cam_default is not None:
             "map on average, summed, negative parts cut."
         )
     try:
-        cam = grad_cam(selection.model_key, mtime, prepared.key, cam_layer, int(target), model, x)
+        x_key = inputs.input_key(x.numpy())
+        cam = grad_cam(selection.model_key, mtime, x_key, cam_layer, int(target), model, x)
     except LensError as err:
         cam_columns[1].error(str(err), icon=":material/warning:")
     else:

@@ -9,14 +9,18 @@ is rewritten here to the cell's (true, predicted) class indices, whatever the cl
 Other pages may set `COMPARE_KEY` to a model key to preselect the second model.
 """
 
-import numpy as np
 import streamlit as st
 
-from dashboard import confusion, data, figures, inputs, metrics, ui
+from dashboard import ui
 from dashboard.errors import LensError
 
 ui.setup_page("Confusion matrix")
 selection = ui.sidebar()
+
+# Imported once the page shows: the first import of PyTorch takes seconds.
+import numpy as np  # noqa: E402
+
+from dashboard import confusion, data, figures, inputs, metrics  # noqa: E402
 
 SPLIT_KEY, SHOW_KEY, ORDER_KEY, LEVEL_KEY = "cm_split", "cm_show", "cm_order", "cm_level"
 CELL_KEY, PAGE_KEY, CHART_KEY = "cm_cell", "cm_page", "cm_chart"
@@ -35,10 +39,9 @@ CIFAR100 = confusion.CIFAR100_NAMES
 
 
 @st.cache_data(max_entries=32, show_spinner="Counting…")
-def counted(
-    model_key: str, mtime: float, dataset: str, split: str, level: str, root: str, _pred
-) -> tuple[np.ndarray, dict]:
-    """(confusion matrix, classification report) of one model, split and class level."""
+def counted(predictions_key: str, _pred) -> tuple[np.ndarray, dict]:
+    """(confusion matrix, classification report) of one set of predictions: their key names
+    the model's content, the split's (pixels, labels, class names) and the class level."""
     return metrics.confusion(_pred), metrics.report(_pred)
 
 
@@ -61,9 +64,8 @@ def answers(sel: ui.Selection, split: str, level: str) -> metrics.Predictions:
     return pred
 
 
-def matrix_of(sel: ui.Selection, split: str, level: str, pred) -> tuple[np.ndarray, dict]:
-    mtime = ui.mtime_of(sel.model_key)
-    return counted(sel.model_key, mtime, sel.dataset, split, level, ui.data_root(), pred)
+def matrix_of(pred: metrics.Predictions) -> tuple[np.ndarray, dict]:
+    return counted(pred.key, pred)
 
 
 # --------------------------------------------------------------------------- state
@@ -225,7 +227,7 @@ try:
             format_func=lambda v: f"fine ({fine_count})" if v == LABELLED else "superclasses (20)",
         )
     pred = answers(selection, split, level)
-    cm, report = matrix_of(selection, split, level, pred)
+    cm, report = matrix_of(pred)
 except LensError as err:
     ui.show_error(err)
     st.stop()
@@ -384,12 +386,10 @@ preset = st.session_state.get(COMPARE_KEY)
 if preset and preset not in choices:
     choices.append(preset)
 choices = [k for k in choices if k != selection.model_key]
-if st.session_state.get(COMPARE_KEY) not in ["", *choices]:
-    st.session_state[COMPARE_KEY] = ""
 other_key = st.selectbox(
     "Second model (B), on the same images",
     ["", *choices],
-    key=COMPARE_KEY,
+    **ui.kept(COMPARE_KEY, ["", *choices], ""),
     format_func=lambda k: "— none —" if not k else ui.model_label(k),
 )
 if other_key:
@@ -397,7 +397,7 @@ if other_key:
     try:
         _, other_view = ui.load_model(other)
         pred_b = answers(other, split, level)
-        cm_b, report_b = matrix_of(other, split, level, pred_b)
+        cm_b, report_b = matrix_of(pred_b)
         changes = confusion.recall_changes(cm, cm_b, classes)
     except LensError as err:
         ui.show_error(err)

@@ -58,12 +58,12 @@ def pairing(
     return found, architectures, {key: ui.model_label(key) for key in found.comparable}
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@st.cache_data(max_entries=16, show_spinner="Measuring how far apart the weights are…")
 def distances(key_a: str, mtime_a: float, key_b: str, mtime_b: float, _a, _b) -> list:
     return compare.layer_distances(_a, _b)
 
 
-@st.cache_resource(max_entries=32, show_spinner=False)
+@st.cache_resource(max_entries=32, show_spinner="Running the image through the model…")
 def passed(model_key: str, mtime: float, input_key: str, _model, _x) -> compare.Forward:
     """One image through one model; shared read-only (no copy of the maps on every rerun)."""
     return compare.forward(_model, _x)
@@ -108,8 +108,9 @@ def pick_b(model_a, view_a) -> tuple[str, compare.Match] | None:
     )
     comparable, refused = list(found.comparable), found.refused
     shown = {k: compare.shown_path(checkpoint_path(k)) for k in keys}
-    by_text = {text: k for k, text in shown.items()}
-    ui.url_bound("b", B_KEY, by_text.get, lambda k: shown.get(k, str(k)))
+    links = {k: ui.model_link(k) for k in keys}  # never a server path in the address
+    by_link = {link: k for k, link in links.items() if link}
+    ui.url_bound("b", B_KEY, by_link.get, links.get)
     wanted = st.session_state.get(B_KEY)
     # A B that does not fit: say why, unless A just changed to a model that has no partner
     # at all (the box below says so).
@@ -277,10 +278,11 @@ def activations_section(model_a, model_b, view_a, view_b, names: tuple[str, str]
         )
     item = inputs.test_image(split, int(index))
     x = inputs.model_input(item.pixels, info)
+    x_key = inputs.input_key(x.numpy())  # the pixels as normalized for this dataset
     key_a, key_b = selection.model_key, st.session_state[B_KEY]
     try:
-        first = passed(key_a, ui.mtime_of(key_a), item.key, model_a, x)
-        second = passed(key_b, ui.mtime_of(key_b), item.key, model_b, x)
+        first = passed(key_a, ui.mtime_of(key_a), x_key, model_a, x)
+        second = passed(key_b, ui.mtime_of(key_b), x_key, model_b, x)
     except LensError as err:
         ui.show_error(err)
         return
@@ -310,7 +312,8 @@ def activations_section(model_a, model_b, view_a, view_b, names: tuple[str, str]
     for column, side, name, (result, view, maps, model_key) in zip(
         columns, "AB", names, passes, strict=True
     ):
-        model_id = (model_key, ui.mtime_of(model_key), item.key)
+        # Everything the two figures show: the model, its input, the true class, the side.
+        model_id = (model_key, ui.mtime_of(model_key), x_key, item.label, side, name)
         classes = classes_for(view, len(result.probabilities), info)
         with column:
             bars = partial(

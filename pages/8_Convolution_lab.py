@@ -13,18 +13,22 @@ arithmetic, `dashboard.lab_display` writes the grids, tables, sentences and figu
 
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import streamlit as st
-import torch
 
-from dashboard import inputs, lab, probe, ui
-from dashboard import lab_display as show
-from dashboard import lab_inputs as typed
+from dashboard import ui
 from dashboard.errors import LensError
-from dashboard.lab_inputs import NEURON_CHANNEL, NEURON_LAYER, NEURON_X, NEURON_Y
 
 ui.setup_page("Convolution lab", icon=":material/calculate:")
 selection = ui.sidebar()
+
+# Imported once the page shows: the first import of PyTorch takes seconds.
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from dashboard import inputs, lab, probe  # noqa: E402
+from dashboard import lab_display as show  # noqa: E402
+from dashboard import lab_inputs as typed  # noqa: E402
+from dashboard.lab_inputs import NEURON_CHANNEL, NEURON_LAYER, NEURON_X, NEURON_Y  # noqa: E402
 
 TABS = (
     "Worked convolution",
@@ -171,18 +175,19 @@ def plot(fig, name: str) -> None:
 
 @st.cache_data(max_entries=64, show_spinner="Recomputing the neuron…")
 def neuron(key: tuple, _model, _x: torch.Tensor, _flow) -> lab.NeuronArithmetic:
-    """`key`: (model key, mtime, dataset, image index, layer, channel, y, x) — the cache's key."""
+    """`key`: (model key, mtime, split id, image index, layer, channel, y, x) — the cache's key
+    (the split's id covers its pixels and normalization, see ui.data_id)."""
     layer, channel, y, x = key[4:]
     return lab.neuron_arithmetic(_model, _x, layer, channel, y, x, flow=_flow)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def classic_figure(dataset: str, size: int, index: int, _gray: np.ndarray):
+def classic_figure(split_id: str, size: int, index: int, _gray: np.ndarray):
     return show.classic_figure(_gray)
 
 
 @st.cache_data(max_entries=16, show_spinner="Filtering the image…")
-def learned_figures(model_key: str, mtime: float, dataset: str, index: int, _model, _x):
+def learned_figures(model_key: str, mtime: float, split_id: str, index: int, _model, _x):
     """(the first layer's filters, their responses to the image, closest classic kernels)."""
     return show.learned_figures(_model, _x)
 
@@ -512,7 +517,7 @@ def neuron_tab() -> None:
     pixels = split.images[index].numpy()
     x = inputs.model_input(pixels, split.info)
     mtime = ui.mtime_of(selection.model_key)
-    key = (selection.model_key, mtime, selection.dataset, index, layer, channel, y, x_pos)
+    key = (selection.model_key, mtime, ui.data_id(split), index, layer, channel, y, x_pos)
     try:
         a = neuron(key, model, x, flow)
     except LensError as err:
@@ -598,7 +603,7 @@ def classic_tab() -> None:
     gray = typed.gray_image(pixels)
     with cells[1]:
         st.markdown(show.CLASSIC_INTRO)
-        plot(classic_figure(selection.dataset, gray.shape[0], index, gray), "classic-kernels")
+        plot(classic_figure(ui.data_id(split), gray.shape[0], index, gray), "classic-kernels")
     with st.expander("The kernels' numbers"):
         show_panels(show.classic_kernel_panels(), st.columns(4))
 
@@ -611,7 +616,7 @@ def classic_tab() -> None:
     mtime = ui.mtime_of(selection.model_key)
     try:
         weights, responses, matches, raw = learned_figures(
-            selection.model_key, mtime, selection.dataset, index, model, x
+            selection.model_key, mtime, ui.data_id(split), index, model, x
         )
     except LensError as err:
         ui.show_error(err)
@@ -638,7 +643,9 @@ st.caption(
 requested = st.session_state.pop(TAB_REQUEST, None)
 if requested in TABS:
     st.session_state[TAB_KEY] = requested
-tabs = st.tabs(TABS, key=TAB_KEY, on_change="rerun")
+if st.session_state.get(TAB_KEY) not in TABS:
+    st.session_state[TAB_KEY] = TABS[0]
+tabs = st.tabs(TABS, **ui.held(TAB_KEY, TABS[0]))  # a callback: the open tab reruns alone
 DRAW = (worked_tab, channels_tab, pooling_tab, im2col_tab, neuron_tab, classic_tab)
 for tab, draw in zip(tabs, DRAW, strict=True):
     if tab.open:

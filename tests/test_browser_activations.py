@@ -122,7 +122,10 @@ def test_uploads_a_photo_of_a_digit_and_refuses_a_fake(app_url: str, shared_data
         error = page.locator('[data-testid="stAlertContentError"]')
         error.first.wait_for(timeout=TIMEOUT_MS)
         lines = [line for line in error.first.inner_text().splitlines() if line.strip()]
-        assert lines[-1] == "notes.png is not an image Pillow can read"  # after the ⚠️ icon
+        assert lines[-1] == (
+            "notes.png is not an image in a format read here "
+            "(PNG, JPEG, GIF, BMP, TIFF, WebP or PPM)"
+        )  # after the ⚠️ icon
         assert_no_exception(page)
 
         photo = {"name": "two.png", "mimeType": "image/png", "buffer": buffer.getvalue()}

@@ -24,6 +24,7 @@ from tests.browser import (
     PROGRESS,
     assert_no_exception,
     choose,
+    new_page,
     open_train,
     screenshot,
     set_run,
@@ -49,11 +50,7 @@ def two_users(viewport: tuple[int, int] = (1400, 1900)) -> Iterator[tuple[object
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
-            size = {"width": viewport[0], "height": viewport[1]}
-            yield (
-                browser.new_context(viewport=size).new_page(),
-                browser.new_context(viewport=size).new_page(),
-            )
+            yield new_page(browser, viewport), new_page(browser, viewport)
         finally:
             browser.close()
 

@@ -209,11 +209,11 @@ def test_a_mismatched_pair_gives_a_message(runs_dir: Path) -> None:
 
 
 def test_a_link_picks_b_and_a_wrong_one_is_explained() -> None:
-    app = run_page(PAGE, timeout=TIMEOUT, query={"b": "trained/study-lenet5-sgd"})
+    app = run_page(PAGE, timeout=TIMEOUT, query={"b": "study-lenet5-sgd"})
     assert app.selectbox(key="_compare_b").value == "ckpt:trained/study-lenet5-sgd.safetensors"
     assert not app.warning
 
-    app = run_page(PAGE, timeout=TIMEOUT, query={"b": "trained/course-net-mnist"})
+    app = run_page(PAGE, timeout=TIMEOUT, query={"b": "course-net-mnist"})
     (warning,) = [w.value for w in app.warning]
     assert warning == (
         "trained/course-net-mnist cannot stand beside study-lenet5-batchnorm as B: "
