@@ -271,7 +271,7 @@ mean, std = filters.normalization(view.card, split.info)
 size = view.input_shape[-1]
 split_id = ui.data_id(split)  # the images themselves: a data root or folder of other files
 shown, image = sample_image(split, split_id, int(index), size, mean, std)
-pick[1].image(shown, caption=f"{split.info.title} #{int(index):,}: {label}")
+pick[1].image(shown, caption=ui.plain(f"{split.info.title} #{int(index):,}: {label}"))
 pick[2].caption(
     "Each map below is what a kernel computes at every position of this image (red = positive, "
     "blue = negative). A learned filter whose map looks like a classic one's acts as an edge "

@@ -303,7 +303,9 @@ def activations_section(model_a, model_b, view_a, view_b, names: tuple[str, str]
     pixels = item.pixels[0] if item.pixels.shape[0] == 1 else item.pixels.transpose(1, 2, 0)
     k = max(1, THUMBNAIL // pixels.shape[0])
     label = classes_for(view_a, len(first.probabilities), info)[item.label]
-    row[1].image(pixels.repeat(k, axis=0).repeat(k, axis=1), caption=f"#{int(index):,}: {label}")
+    row[1].image(
+        pixels.repeat(k, axis=0).repeat(k, axis=1), caption=f"#{int(index):,}: {ui.plain(label)}"
+    )
     maps_a, maps_b = first.maps[layer], second.maps[layer]
     low, high = compare.shared_range(maps_a, maps_b)
     similarity = compare.cosine(maps_a, maps_b)

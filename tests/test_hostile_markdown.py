@@ -50,9 +50,10 @@ def hostile_checkpoint(folder: Path, stem: str = "hostile") -> Path:
 
 
 def hostile_folder(root: Path) -> Path:
-    """An image folder of two classes named with the probe, a few real PNGs in each."""
+    """An image folder of ten classes (as many as an untrained course-net's outputs) named with
+    the probe, a few PNGs in each."""
     rng = np.random.default_rng(0)
-    for name in (f"a {FOLDER_PROBE}", f"b {FOLDER_PROBE}"):
+    for name in (f"{letter} {FOLDER_PROBE}" for letter in "abcdefghij"):
         (root / name).mkdir(parents=True)
         for k in range(6):
             pixels = rng.integers(0, 256, (28, 28), dtype=np.uint8)
@@ -92,7 +93,8 @@ def test_every_page_escapes_a_cards_texts(page: str, hostile_key: str) -> None:
 
 
 @pytest.mark.parametrize("page", ["pages/1_Model.py", "pages/6_Confusion_matrix.py"])
-def test_class_folder_names_are_escaped(page: str, tmp_path: Path, monkeypatch) -> None:
+def test_class_folder_names_are_escaped(page: str, allowed_tmp_path: Path, monkeypatch) -> None:
+    tmp_path = allowed_tmp_path
     monkeypatch.setenv("CNN_LENS_CACHE", str(tmp_path / "cache"))
     folder = hostile_folder(tmp_path / "images")
     app = AppTest.from_file(str(REPO_ROOT / page), default_timeout=180)
