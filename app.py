@@ -14,21 +14,29 @@ st.caption(
     "Train or load a convolutional network and look inside it: filters, activation maps, "
     "the shape of every feature map, and where it gets confused."
 )
+st.markdown(
+    "**Where to start:** the sidebar has selected the best shipped MNIST model; open "
+    "**Activations** to see what each of its layers makes of a test image, or **Train** to "
+    "train your own."
+)
 ui.page_overview()
 flow_area = st.empty()
 
 
 def draw(table: shipped_flows.FlowTable) -> None:
     with flow_area.container():
-        st.subheader(f"Shape flow — {table.label}")
-        totals = st.columns(4)
-        totals[0].metric("Input", table.input)
-        totals[1].metric("Output", table.output)
-        totals[2].metric("Parameters", f"{table.params:,}")
-        totals[3].metric("Multiply-adds per image", f"{table.mult_adds:,}")
+        st.subheader(f"Shape flow — {ui.plain(table.label)}")
+        ui.metric_row(
+            [
+                ui.Metric("Input", table.input),
+                ui.Metric("Output", table.output),
+                ui.Metric("Parameters", f"{table.params:,}"),
+                ui.Metric("Multiply-adds per image", f"{table.mult_adds:,}"),
+            ]
+        )
         ui.layer_table(table.rows)
         if table.broken:
-            st.error(table.broken)
+            st.error(ui.plain(table.broken))
 
 
 def likely_model() -> str | None:

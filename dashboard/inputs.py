@@ -356,9 +356,10 @@ def canvas_digit(rgba: np.ndarray | None) -> np.ndarray | None:
 
 
 def prepare_drawing(rgba: np.ndarray | None, info: data.DatasetInfo) -> Prepared | None:
-    """A canvas drawing → the model's input (1-channel models); None while the canvas is blank."""
+    """A canvas drawing → the model's input; None while the canvas is blank. For 1-channel
+    models a digit centred like MNIST's; for colour models the canvas itself, resized."""
     if info.channels != 1:
-        raise LensError(f"drawing needs a 1-channel model; {info.title} has {info.channels}")
+        return _colour_drawing(rgba, info)
     digit = canvas_digit(rgba)
     if digit is None:
         return None
@@ -368,6 +369,76 @@ def prepare_drawing(rgba: np.ndarray | None, info: data.DatasetInfo) -> Prepared
     original = np.asarray(rgba)[..., :3]
     return Prepared(
         _resize_square(digit, info.size), _shrink(original), tuple(notes), name="your drawing"
+    )
+
+
+def _colour_drawing(rgba: np.ndarray | None, info: data.DatasetInfo) -> Prepared | None:
+    if rgba is None or canvas_digit(rgba) is None:  # nothing drawn yet
+        return None
+    rgb = np.ascontiguousarray(np.asarray(rgba)[..., :3])
+    pixels = data.preprocess_pil(PIL.Image.fromarray(rgb), info).numpy()
+    h, w = rgb.shape[:2]
+    notes = (f"your drawing resized from {w}×{h} to {info.size}×{info.size}",)
+    return Prepared(pixels, _shrink(rgb), notes, name="your drawing")
+
+
+# ---------------------------------------------------------------------------------------------
+# A model's own input and class names, for models no dataset of the app fits
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's weights were trained with these
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_CLASSES = 1000
+
+
+def imagenet_categories() -> tuple[str, ...]:
+    """ImageNet-1k's class names in output order, from torchvision's weights metadata (part of
+    the library: nothing is downloaded). Every torchvision classifier's weights share them."""
+    from torchvision.models import ResNet18_Weights
+
+    return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def class_names(
+    outputs: int, own: Sequence[str] = (), *, imagenet: bool = False
+) -> tuple[str, ...]:
+    """What to call a model's `outputs`: its own class names when it has as many, ImageNet's
+    categories for ImageNet weights, else "class 0", "class 1", …"""
+    if len(own) == outputs:
+        return tuple(map(str, own))
+    if imagenet and outputs == IMAGENET_CLASSES:
+        return imagenet_categories()
+    return tuple(f"class {i}" for i in range(outputs))
+
+
+def own_input(
+    input_shape: Sequence[int],
+    classes: Sequence[str],
+    *,
+    imagenet: bool = False,
+    like: data.DatasetInfo | None = None,
+) -> data.DatasetInfo:
+    """How to prepare an uploaded or drawn image for a model that no dataset fits: its own
+    channels and size, ImageNet's normalization for an ImageNet model (`imagenet`, or 1000
+    outputs on 3 channels), else the selected dataset's (`like`) when its channels match, else
+    0.5 ± 0.5."""
+    channels, height = int(input_shape[0]), int(input_shape[-1])
+    if imagenet or (channels == 3 and len(classes) == IMAGENET_CLASSES):
+        mean, std, source = IMAGENET_MEAN, IMAGENET_STD, "ImageNet's normalization"
+    elif like is not None and like.channels == channels:
+        mean, std, source = like.mean, like.std, f"{like.title}'s normalization"
+    else:
+        mean, std, source = (0.5,) * channels, (0.5,) * channels, "normalized to ±1"
+    shape = "×".join(map(str, input_shape))
+    return data.DatasetInfo(
+        name="",
+        title=f"its own {shape} input",
+        classes=tuple(classes),
+        channels=channels,
+        size=height,
+        mean=tuple(mean),
+        std=tuple(std),
+        augment=False,
+        description=f"an image resized to {shape}, {source}",
     )
 
 

@@ -61,7 +61,7 @@ class Selection:
         return self.model_key.removeprefix(ARCH_PREFIX).removeprefix(ZOO_PREFIX)
 
 
-def setup_page(title: str, icon: str = "🔎") -> None:
+def setup_page(title: str, icon: str = ":material/center_focus_strong:") -> None:
     """The first Streamlit call of every page; a link with ?present=1 opens in presentation
     mode, with the sidebar folded away."""
     if PRESENT_QUERY in st.query_params and PRESENT_KEY not in st.session_state:
@@ -917,22 +917,81 @@ def _present_changed() -> None:
         st.query_params.pop(PRESENT_QUERY, None)
 
 
-def layer_table(rows: list[dict]) -> None:
-    """The shape-flow table with counts shown with thousands separators (still sortable)."""
+def table(data, column_config: dict | None = None, *, hide_index: bool = True, **kwargs):
+    """`st.dataframe` with every column as wide as its header and widest value, so no number
+    is ever cut (the grid alone sizes columns from their first rows). `data`: a DataFrame,
+    a pandas Styler, or rows."""
     import pandas as pd
 
+    from dashboard import tables
+
+    frame = getattr(data, "data", data)  # a Styler holds its frame in .data
+    frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
+    config = tables.fitted_config(frame, column_config, index=not hide_index)
+    kwargs.setdefault("width", "stretch")
+    return st.dataframe(data, column_config=config, hide_index=hide_index, **kwargs)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number of a row of metrics."""
+
+    label: str
+    value: str
+    help: str | None = None
+    delta: str | None = None
+
+
+def metric_row(metrics: Sequence[Metric], *, border: bool = False) -> None:
+    """Metrics side by side, each as wide as its label and value: a row that does not fit
+    wraps onto the next line instead of cutting a number."""
+    row = st.container(horizontal=True, gap="medium", horizontal_alignment="distribute")
+    for metric in metrics:
+        row.metric(
+            metric.label,
+            metric.value,
+            metric.delta,
+            help=metric.help,
+            border=border,
+            width="content",
+        )
+
+
+def layer_table(rows: list[dict]) -> None:
+    """The home page's layer table: counts with thousands separators (still sortable); the
+    formulas and flags are on the Shape flow page (all ten columns would not fit a laptop)."""
     counts = st.column_config.NumberColumn(format="localized")
-    st.dataframe(
-        pd.DataFrame(rows),
-        hide_index=True,
-        width="stretch",
-        column_config={"Params": counts, "Mult-adds": counts},
-    )
+    table(rows, {"Params": counts, "Mult-adds": counts, "Formula": None, "Flag": None})
+
+
+# What Markdown and Streamlit's own syntax read in text: these characters always (code, emphasis,
+# links and images, HTML and autolinks, strikethrough, $maths$, tables), ":" before a letter or
+# "/" (:red[…], :material/…:, URLs), "_" at a word's edge (in snake_case it is literal), and
+# headings, quotes, lists and rules at a line's start.
+_MARKDOWN_ALWAYS = re.compile(r"([\\`*\[\]<>~$|])")
+_MARKDOWN_COLON = re.compile(r":(?=[A-Za-z/])")
+_MARKDOWN_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+_MARKDOWN_LINE_START = re.compile(r"^(\s*)([#+\-=])", re.MULTILINE)
+_MARKDOWN_ORDERED = re.compile(r"^(\s*\d+)([.)])", re.MULTILINE)
+
+
+def plain(text: object) -> str:
+    """`text` from a file or folder (a card's name, notes, a class folder's name) made safe
+    to put inside Markdown: whatever Markdown or Streamlit's own syntax would read (links,
+    images, emphasis, :emoji: and :color[…] directives, $maths$) is backslash-escaped, so it
+    shows as typed and `![x](http://host/…)` fetches nothing. Line breaks are kept."""
+    shown = _MARKDOWN_ALWAYS.sub(r"\\\1", str(text))
+    shown = _MARKDOWN_COLON.sub(r"\\:", shown)
+    shown = _MARKDOWN_UNDERSCORE.sub(r"\\_", shown)
+    shown = _MARKDOWN_LINE_START.sub(r"\1\\\2", shown)
+    shown = _MARKDOWN_ORDERED.sub(r"\1\\\2", shown)
+    return shown.replace("\n", "  \n")
 
 
 def show_error(err: Exception) -> None:
-    """A user-facing failure, in one line, where the content would have been."""
-    st.error(str(err), icon="⚠️")
+    """A user-facing failure, in one line, where the content would have been. The message
+    may quote names from files, so it is shown as text, never read as Markdown."""
+    st.error(plain(err), icon=":material/warning:")
 
 
 # --------------------------------------------------------------------------- the HTML report
@@ -989,8 +1048,8 @@ def report_button(selection: Selection) -> None:
         help="One self-contained file to send or open offline",
     )
     right.caption(
-        f"This model on the {selection.dataset} test split in one HTML file (about 6 MB, opens "
-        "offline): card, shape flow, training curves, first-layer filters, activations, "
+        f"This model on the {plain(selection.dataset)} test split in one HTML file (about 6 MB, "
+        "opens offline): card, shape flow, training curves, first-layer filters, activations, "
         "confusion matrix and per-class report. The first build classifies every test image."
     )
 
@@ -1060,52 +1119,60 @@ def runs_overlay(
     chosen, st.session_state[seen_key] = compare.overlay_choice(stored, default, available, seen)
     st.session_state[runs_key] = chosen
     with controls("Runs to compare"):
-        pick = st.columns([4, 1.2], gap="medium")
-        keys = pick[0].multiselect(
+        # Every run as a pill (click to add or remove): they wrap onto more lines, where a
+        # multiselect's chips ran out of its box.
+        keys = st.pills(
             "Runs to overlay",
             list(available),
-            format_func=lambda key: available[key].label,
-            placeholder="this session's runs and saved checkpoints",
+            selection_mode="multi",
+            format_func=lambda key: plain(available[key].label),
             help="Saved checkpoints (trained/, runs/) and the runs trained in this session.",
             **kept(runs_key, list(available), chosen),
         )
         choices = list(compare.CURVE_CHOICES)
-        curve = pick[1].selectbox("Curve", choices, **kept(curve_key, choices, "test accuracy"))
+        curve = st.columns([1, 2])[0].selectbox(
+            "Curve", choices, **kept(curve_key, choices, "test accuracy")
+        )
     if not keys:
         st.info("Pick one or more runs to overlay their curves.")
         return
     picked = [available[key] for key in keys]
-    left, right = st.columns([1, 1], gap="medium")
-    with left:
-        key = ("curves", curve, tuple((entry.key, entry.version) for entry in picked))
-        fig = cached_figure(key, lambda: compare.overlay_figure(picked, curve))
-        figure(fig, f"curves-{curve}", key=f"{prefix}_curves")
-    with right:
-        _hyperparameter_table(compare.hyperparameter_table([entry.row for entry in picked]))
+    key = ("curves", curve, tuple((entry.key, entry.version) for entry in picked))
+    fig = cached_figure(key, lambda: compare.overlay_figure(picked, curve))
+    figure(fig, f"curves-{curve}", key=f"{prefix}_curves")
+    _hyperparameter_table(compare.hyperparameter_table([entry.row for entry in picked]))
 
 
 SHORT_HEADERS = {"Test acc. (%)": "Test %"}  # narrower headers where the table is narrow
 
 
 def _hyperparameter_table(found: tuple[pd.DataFrame, list[str]]) -> None:
-    """One row per run; the differing columns first, pinned and marked ≠."""
-    table, differing = found
+    """One row per run with the settings that differ between them (marked ≠); the settings
+    they share in one line below, so the table fits its width instead of scrolling."""
+    import numpy as np
+    import pandas as pd
+
+    frame, differing = found
+    if not differing:  # one run, or runs set alike: every setting in the table
+        table(frame, hide_index=False, height=min(38 + 35 * len(frame), 460))
+        st.caption("Pick two or more runs: the settings that differ between them show here.")
+        return
     marked = {
         column: st.column_config.Column(
-            f"{SHORT_HEADERS.get(column, column)} ≠",
-            pinned=True,
-            width="medium" if column == "Model" else "small",
-            help="differs between the chosen runs",
+            f"{SHORT_HEADERS.get(column, column)} ≠", help="differs between the chosen runs"
         )
         for column in differing
     }
-    marked["_index"] = st.column_config.Column(width="medium")  # the runs' names in full
-    height = min(38 + 35 * len(table), 460)
-    st.dataframe(table, width="stretch", height=height, column_config=marked)
-    if differing:
-        st.caption(
-            f"First, marked ≠ and pinned: what differs between these runs — "
-            f"{', '.join(differing)}. The other columns are the same for all."
-        )
-    else:
-        st.caption("Pick two or more runs: the columns that differ come first, marked ≠.")
+    table(frame[differing], marked, hide_index=False, height=min(38 + 35 * len(frame), 460))
+    same = frame.drop(columns=differing).iloc[0]
+    counted = (int, np.integer)
+    shown = {
+        name: "—"
+        if pd.isna(value)
+        else f"{value:,}"
+        if isinstance(value, counted) and not isinstance(value, bool)
+        else plain(value)
+        for name, value in same.items()
+    }
+    shared = " · ".join(f"{name} **{value}**" for name, value in shown.items())
+    st.caption(f"What differs between these runs, marked ≠. The same for all: {shared}.")

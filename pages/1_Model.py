@@ -10,7 +10,7 @@ import streamlit as st
 from dashboard import ui
 from dashboard.errors import LensError
 
-ui.setup_page("Model", icon="🧠")
+ui.setup_page("Model", icon=":material/deployed_code:")
 selection = ui.sidebar()
 
 from dashboard import checkpoints, data, figures, models, paths, runs, uploads  # noqa: E402
@@ -128,8 +128,10 @@ def upload_chooser() -> None:
             raw, architecture, options, strict=not partial, original_name=uploaded.name
         )
     except checkpoints.MismatchError as err:
-        st.error(f"{uploaded.name} does not fit {architecture}:", icon="⚠️")
-        st.markdown("\n".join(f"- {line}" for line in uploads.mismatch_lines(err.report)))
+        st.error(
+            f"{ui.plain(uploaded.name)} does not fit {architecture}:", icon=":material/warning:"
+        )
+        st.markdown("\n".join(f"- {ui.plain(line)}" for line in uploads.mismatch_lines(err.report)))
         return
     except LensError as err:
         ui.show_error(err)
@@ -218,7 +220,7 @@ HYPER_ORDER = ("optimizer", "lr", "schedule", "weight_decay", "batch_size", "epo
 def hyperparameters(training: dict) -> str:
     """The card's training settings as one line, the usual ones first."""
     keys = [k for k in HYPER_ORDER if k in training] + [k for k in training if k not in HYPER_ORDER]
-    return " · ".join(f"{k.replace('_', ' ')} **{training[k]}**" for k in keys)
+    return " · ".join(f"{ui.plain(k.replace('_', ' '))} **{ui.plain(training[k])}**" for k in keys)
 
 
 def card_panel(card) -> None:
@@ -226,13 +228,16 @@ def card_panel(card) -> None:
     if training or card.history:
         epochs = len(card.history) or training.get("epochs") or "—"
         seconds = training.get("seconds")
-        cols = st.columns(4)
-        cols[0].metric("Trained on", card.dataset or "—")
-        cols[1].metric("Epochs", epochs)
-        cols[2].metric("Training time", f"{seconds:,.1f} s" if seconds else "—")
-        cols[3].metric("Created", (card.created or "—")[:10], help=card.created or None)
+        ui.metric_row(
+            [
+                ui.Metric("Trained on", card.dataset or "—"),
+                ui.Metric("Epochs", str(epochs)),
+                ui.Metric("Training time", f"{seconds:,.1f} s" if seconds else "—"),
+                ui.Metric("Created", (card.created or "—")[:10], help=card.created or None),
+            ]
+        )
     if card.dataset_source:
-        st.markdown(f"**Dataset source:** {card.dataset_source}")
+        st.markdown(f"**Dataset source:** {ui.plain(card.dataset_source)}")
     if card.command:
         st.markdown("**Made by**")
         st.code(card.command, language="bash", wrap_lines=True)
@@ -240,7 +245,7 @@ def card_panel(card) -> None:
         st.markdown(f"**Training hyper-parameters:** {hyperparameters(training)}")
     small_curves(card)
     if card.notes:
-        st.caption(f"Notes: {card.notes}")
+        st.caption(f"Notes: {ui.plain(card.notes)}")
 
 
 def outputs_mismatch(view) -> str:
@@ -271,10 +276,10 @@ def measured() -> tuple | None:
 def accuracy_panel(view) -> None:
     mismatch = outputs_mismatch(view)
     if mismatch:
-        st.warning(mismatch, icon="⚠️")
+        st.warning(ui.plain(mismatch), icon=":material/warning:")
         return
     key = (selection.model_key, selection.dataset, ui.data_root())
-    if st.button(f"Measure test accuracy on {selection.dataset}", key="model_measure"):
+    if st.button(f"Measure test accuracy on {ui.plain(selection.dataset)}", key="model_measure"):
         try:
             with st.spinner("Classifying the test set…"):
                 pred = ui.predictions(selection)
@@ -286,7 +291,9 @@ def accuracy_panel(view) -> None:
     found = measured()
     if found is not None:
         accuracy, count, source = found
-        st.markdown(f"**Measured now: {percent(accuracy)}** on {count:,} test images ({source})")
+        st.markdown(
+            f"**Measured now: {percent(accuracy)}** on {count:,} test images ({ui.plain(source)})"
+        )
 
 
 def accuracy_metric(view) -> tuple[str, str | None]:
@@ -310,14 +317,10 @@ def model_panel() -> None:
     except LensError as err:
         ui.show_error(err)
         return
-    st.subheader(view.label)
+    st.subheader(ui.plain(view.label))
     if view.untrained:
-        st.warning("untrained — random weights", icon="🎲")
-    cols = st.columns(4)
-    accuracy_slot = cols[0].empty()  # filled last: "Measure test accuracy" below may change it
-    cols[1].metric("Parameters", f"{facts['params']:,}")
-    cols[2].metric("Layers", facts["layers"])
-    cols[3].metric("Input", "×".join(str(n) for n in view.input_shape))
+        st.warning("untrained — random weights", icon=":material/casino:")
+    metrics_slot = st.empty()  # filled last: "Measure test accuracy" below may change it
     kinds = ", ".join(f"{n} {kind}" for kind, n in facts["kinds"])
     trainable = facts["trainable"]
     st.caption(f"{view.architecture}: {kinds}; {trainable:,} trainable parameters")
@@ -327,7 +330,15 @@ def model_panel() -> None:
         st.caption(models.model_info(view.architecture).description)
     accuracy_panel(view)
     accuracy, where = accuracy_metric(view)
-    accuracy_slot.metric("Accuracy", accuracy, help=where)
+    with metrics_slot.container():
+        ui.metric_row(
+            [
+                ui.Metric("Accuracy", accuracy, help=where),
+                ui.Metric("Parameters", f"{facts['params']:,}"),
+                ui.Metric("Layers", str(facts["layers"])),
+                ui.Metric("Input", "×".join(str(n) for n in view.input_shape)),
+            ]
+        )
     ui.report_button(selection)
     classes = list(view.classes)
     where = "the checkpoint's"
@@ -338,7 +349,8 @@ def model_panel() -> None:
         except LensError:
             classes = []
     if classes:
-        st.markdown(f"**{len(classes)} classes** ({where}): " + ", ".join(classes[:100]))
+        named = ui.plain(", ".join(classes[:100]))
+        st.markdown(f"**{len(classes)} classes** ({ui.plain(where)}): {named}")
     with st.expander("Architecture — print(model)", expanded=facts["text"].count("\n") < 40):
         st.code(facts["text"], language="text", height=420)
 
@@ -354,21 +366,24 @@ def dataset_panel() -> None:
     except LensError as err:
         ui.show_error(err)
         return
-    st.subheader(info.title)
-    st.caption(info.description)
-    cols = st.columns(5)
-    cols[0].metric("Classes", info.num_classes)
-    cols[1].metric("Channels", info.channels)
-    cols[2].metric("Image size", f"{info.size}×{info.size}")
-    cols[3].metric("Train images", f"{len(splits['train']):,}")
-    cols[4].metric("Test images", f"{len(splits['test']):,}")
+    st.subheader(ui.plain(info.title))
+    st.caption(ui.plain(info.description))
+    ui.metric_row(
+        [
+            ui.Metric("Classes", str(info.num_classes)),
+            ui.Metric("Channels", str(info.channels)),
+            ui.Metric("Image size", f"{info.size}×{info.size}"),
+            ui.Metric("Train images", f"{len(splits['train']):,}"),
+            ui.Metric("Test images", f"{len(splits['test']):,}"),
+        ]
+    )
     for name, split in splits.items():
-        st.markdown(f"**{name.title()} set:** {split.source}")
+        st.markdown(f"**{name.title()} set:** {ui.plain(split.source)}")
     if any(split.is_sample for split in splits.values()):
         st.warning(
             f"The full set was not found: the bundled sample stands in. To use the full set, "
             f"{paths.DATA_ROOT_HINT}.",
-            icon="📦",
+            icon=":material/inventory_2:",
         )
     skipped = sum(split.skipped for split in splits.values())
     if info.name.startswith(data.FOLDER_PREFIX) or skipped:
@@ -377,7 +392,7 @@ def dataset_panel() -> None:
     std = ", ".join(f"{s:.4f}" for s in info.std)
     st.markdown(f"**Normalization:** mean ({mean}), std ({std}) per channel, on the 0–1 scale")
     shown = ", ".join(info.classes[:100]) + (" …" if info.num_classes > 100 else "")
-    st.markdown(f"**Classes:** {shown}")
+    st.markdown(f"**Classes:** {ui.plain(shown)}")
 
 
 # --- the page ------------------------------------------------------------------------------------
@@ -390,7 +405,7 @@ st.caption(
 flash = st.session_state.pop(FLASH_KEY, None)
 if flash is not None:
     kind, text = flash
-    (st.warning if kind == "warning" else st.success)(text)
+    (st.warning if kind == "warning" else st.success)(ui.plain(text))
 
 if st.session_state.get(SOURCE_FOR_KEY) != selection.model_key:  # a new model: its chooser
     st.session_state[SOURCE_FOR_KEY] = selection.model_key

@@ -10,7 +10,7 @@ import streamlit as st
 from dashboard import ui
 from dashboard.errors import LensError
 
-ui.setup_page("Train", icon="🏋️")
+ui.setup_page("Train", icon=":material/model_training:")
 selection = ui.sidebar()
 
 from dashboard import data, figures, models, paths, runs, training  # noqa: E402
@@ -108,7 +108,7 @@ def model_settings(view) -> tuple[str, dict, bool]:
                 options[option] = column.selectbox(label, allowed, **kept)
     has_weights = view is not None and not view.untrained
     from_weights = st.checkbox(
-        f"Start from the weights of {view.label}"
+        f"Start from the weights of {ui.plain(view.label)}"
         if has_weights
         else "Start from the sidebar model's weights (none: it is untrained)",
         **held("from_weights", False),
@@ -189,9 +189,10 @@ def config_settings() -> tuple[training.TrainConfig, int | None, int | None, int
     )
     device = bottom[3].selectbox("Device", training.DEVICES, **held("device", DEFAULTS.device))
     with st.expander("More settings"):
-        more = st.columns(5)
+        more = [*st.columns(3), *st.columns(3)]  # two rows: five in one cut their labels
         eval_every = more[0].checkbox(
-            "Test after every epoch (else at the end)",
+            "Test after every epoch",
+            help="Else once, at the end.",
             **held("eval_every", DEFAULTS.eval_every_epoch),
         )
         snapshots = more[1].number_input(
@@ -311,9 +312,11 @@ def draw_run(run: runs.TrainingRun) -> None:
     active = not run.done
     head, stop = st.columns([5, 1])
     # The run's own dataset, not the sidebar's: the sidebar may have changed since it started.
-    head.markdown(f"**Run {run.id}** — {run.label} — {run.spec.dataset}")
+    head.markdown(f"**Run {run.id}** — {ui.plain(run.label)} — {ui.plain(run.spec.dataset)}")
     if run.skipped:  # an image folder's unreadable files: left out, and counted
-        head.caption(f"{run.skipped} unreadable files skipped. Data: {run.dataset_source}")
+        head.caption(
+            f"{run.skipped} unreadable files skipped. Data: {ui.plain(run.dataset_source)}"
+        )
     stop.button(
         "Stop",
         key=f"train_stop_{run.id}",
@@ -330,13 +333,16 @@ def draw_run(run: runs.TrainingRun) -> None:
         else "preparing…"
     )
     st.progress(p.fraction, text=f"{where} — {p.fraction:.0%}")
-    cols = st.columns(6)
-    cols[0].metric("Images / s", f"{p.images_per_second:,.0f}")
-    cols[1].metric("Elapsed", clock(p.elapsed))
-    cols[2].metric("ETA", clock(p.eta) if active else "—")
-    cols[3].metric("Train loss", "—" if p.train_loss is None else f"{p.train_loss:.4f}")
-    cols[4].metric("Train accuracy", percent(p.train_accuracy))
-    cols[5].metric("Test accuracy", percent(p.test_accuracy))
+    ui.metric_row(
+        [
+            ui.Metric("Images / s", f"{p.images_per_second:,.0f}"),
+            ui.Metric("Elapsed", clock(p.elapsed)),
+            ui.Metric("ETA", clock(p.eta) if active else "—"),
+            ui.Metric("Train loss", "—" if p.train_loss is None else f"{p.train_loss:.4f}"),
+            ui.Metric("Train accuracy", percent(p.train_accuracy)),
+            ui.Metric("Test accuracy", percent(p.test_accuracy)),
+        ]
+    )
     curve_charts(run)
     if run.result is not None:
         for note in run.notes + run.result.notes:
@@ -427,18 +433,27 @@ flash = st.session_state.pop(FLASH_KEY, None)
 if flash:
     st.success(flash)
 
-_, view = selected_view()
-architecture, options, from_weights = model_settings(view)
-try:
-    info = data.dataset_info(selection.dataset, data_root=ui.data_root())
-    st.caption(f"Dataset (from the sidebar): **{info.title}** — {info.description}")
-except LensError as err:
-    ui.show_error(err)
-config, limit, limit_test, input_size = config_settings()
-
 kept = session_runs()
 current = kept[-1] if kept else None
 active = current is not None and not current.done
+# Once this session has a run, its settings fold away: the run's progress, right under the
+# Start button, then shows where the user clicked instead of below the screen's edge.
+settings = (
+    st.expander("Settings: change them, then start another run", icon=":material/tune:")
+    if current is not None
+    else st.container()
+)
+with settings:
+    _, view = selected_view()
+    architecture, options, from_weights = model_settings(view)
+    try:
+        info = data.dataset_info(selection.dataset, data_root=ui.data_root())
+        st.caption(
+            f"Dataset (from the sidebar): **{ui.plain(info.title)}** — {ui.plain(info.description)}"
+        )
+    except LensError as err:
+        ui.show_error(err)
+    config, limit, limit_test, input_size = config_settings()
 if st.button("Start training", type="primary", disabled=active, key="train_start"):
     spec = runs.RunSpec(
         architecture=architecture,

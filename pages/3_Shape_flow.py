@@ -42,19 +42,20 @@ def diagram(
     return figures.shape_flow_diagram(plan.layers, title=title, max_width=DIAGRAM_WIDTH), plan
 
 
-def highlight(rows: list[dict]):
-    """The table as a pandas Styler: the breaking layer red, layers with a flag amber."""
-
-    def colour(row: pd.Series) -> list[str]:
-        if row["Output"] == summary.BROKEN_OUTPUT:
-            tint = "background-color: #fde2e2; color: #991b1b"
-        elif row["Flag"]:
-            tint = "background-color: #fff4d6"
-        else:
-            tint = ""
-        return [tint] * len(row)
-
-    return pd.DataFrame(rows).style.apply(colour, axis=1)
+def highlight(rows: list[dict], notes: set[str], columns: list[str] | None = None):
+    """The table (or some of its `columns`) as a pandas Styler: the breaking layer red, layers
+    with a flag amber (but not those whose flag is only a note on a standard design, `notes`)."""
+    frame = pd.DataFrame(rows)
+    tints = [
+        "background-color: #fde2e2; color: #991b1b"
+        if row["Output"] == summary.BROKEN_OUTPUT
+        else "background-color: #fff4d6"
+        if row["Flag"] and row["Layer"] not in notes
+        else ""
+        for row in rows
+    ]
+    shown = frame[columns] if columns else frame
+    return shown.style.apply(lambda row: [tints[row.name]] * len(row), axis=1)
 
 
 try:
@@ -66,8 +67,9 @@ except LensError as err:
 st.title("Shape flow")
 untrained = " Untrained — random weights: shapes and counts do not depend on them."
 st.caption(
-    f"**{view.label}** — one image on its way through the model: each layer's output shape, "
-    f"parameters, multiply-adds and receptive field.{untrained if view.untrained else ''}"
+    f"**{ui.plain(view.label)}** — one image on its way through the model: each layer's "
+    "output shape, parameters, multiply-adds and receptive field."
+    + (untrained if view.untrained else "")
 )
 
 # A new model starts at its own input size; sizes seeded before the first run are kept.
@@ -101,15 +103,18 @@ except LensError as err:
     ui.show_error(err)
     st.stop()
 
-totals = st.columns([1, 0.8, 1.25, 1.25, 1])
-totals[0].metric("Input", summary.shape_text(flow.input_shape))
-totals[1].metric("Output", summary.shape_text(flow.output_shape))
-totals[2].metric("Parameters", f"{flow.params_total:,}")
-totals[3].metric("Trainable", f"{flow.params_trainable:,}")
-totals[4].metric(
-    "Multiply-adds per image",
-    summary.count_text(flow.mult_adds),
-    help=f"{flow.mult_adds:,} multiply-accumulates for one image, bias excluded",
+ui.metric_row(
+    [
+        ui.Metric("Input", summary.shape_text(flow.input_shape)),
+        ui.Metric("Output", summary.shape_text(flow.output_shape)),
+        ui.Metric("Parameters", f"{flow.params_total:,}"),
+        ui.Metric("Trainable", f"{flow.params_trainable:,}"),
+        ui.Metric(
+            "Multiply-adds per image",
+            summary.count_text(flow.mult_adds),
+            help=f"{flow.mult_adds:,} multiply-accumulates for one image, bias excluded",
+        ),
+    ]
 )
 
 if flow.broken is not None:
@@ -118,12 +123,23 @@ if flow.broken is not None:
         f"{summary.shape_text(shape)}: {flow.broken.reason}. The model was built for {default}.",
         icon=":material/block:",
     )
-flagged = [r for r in flow.leaves if r.flag]
+shortcuts = [r for r in flow.leaves if r.flag and summary.is_shortcut_projection(r)]
+flagged = [r for r in flow.leaves if r.flag and r not in shortcuts]
 if flagged:
     lines = [f"- **{r.name}**: {r.flag}" for r in flagged[:FLAG_LINES]]
     if len(flagged) > FLAG_LINES:
         lines.append(f"- … and {len(flagged) - FLAG_LINES} more (the Flag column)")
     st.warning("**Flagged layers** (highlighted in the table):\n" + "\n".join(lines))
+if shortcuts:
+    names = ", ".join(r.name for r in shortcuts[:FLAG_LINES]) + (
+        f" and {len(shortcuts) - FLAG_LINES} more" if len(shortcuts) > FLAG_LINES else ""
+    )
+    st.info(
+        f"**{names}**: a 1×1 convolution with stride 2 reads every other row and column. "
+        "That is ResNet's standard shortcut (He et al. 2016): it halves the map to match the "
+        "block's output, while the 3×3 convolutions beside it read every pixel.",
+        icon=":material/info:",
+    )
 
 deepest = summary.max_depth(flow)
 depth: int | None = None
@@ -162,23 +178,33 @@ broken_row = summary.break_row(flow, model)
 if broken_row is not None:
     rows.append(broken_row)
 st.subheader("Layers")
-st.dataframe(
-    highlight(rows),
-    hide_index=True,
-    width="stretch",
+notes = {r.name for r in shortcuts}
+counts = st.column_config.NumberColumn(format="localized")
+ui.table(
+    highlight(rows, notes),
     height=min(38 + 35 * len(rows), 720),
     column_config={
-        "Layer": st.column_config.TextColumn(width="medium"),
-        "Params": st.column_config.NumberColumn(format="localized"),
+        "Params": counts,
         "Mult-adds": st.column_config.NumberColumn(format="localized", help="per image"),
         "K/S/P": st.column_config.TextColumn(help="kernel / stride / padding"),
         "RF": st.column_config.TextColumn(help="receptive field on the input"),
-        "Formula": st.column_config.TextColumn(
-            help="output size = ⌊(n − k + 2p) / s⌋ + 1 with this layer's numbers"
-        ),
-        "Flag": st.column_config.TextColumn(help="what does not fit: shown in colour"),
+        "Formula": None,  # in the table below: together they would not fit a laptop screen
+        "Flag": None,
     },
 )
+worked = [row for row in rows if row["Formula"] or row["Flag"]]
+if worked:
+    st.subheader("Output sizes worked out")
+    ui.table(
+        highlight(worked, notes, ["Layer", "Formula", "Flag"]),
+        height=min(38 + 35 * len(worked), 500),
+        column_config={
+            "Formula": st.column_config.TextColumn(
+                help="output size = ⌊(n − k + 2p) / s⌋ + 1 with this layer's numbers"
+            ),
+            "Flag": st.column_config.TextColumn(help="what does not fit: shown in colour"),
+        },
+    )
 st.download_button(
     "Download the table (CSV)",
     summary.rows_csv(rows),

@@ -118,7 +118,7 @@ except LensError as err:
     st.stop()
 
 st.title("Filters")
-st.caption(f"**{view.label}** — the weights each conv layer slides over its input.")
+st.caption(f"**{ui.plain(view.label)}** — the weights each conv layer slides over its input.")
 if view.untrained:
     st.warning(
         "**untrained — random weights.** These filters are where training starts; train the "
@@ -128,7 +128,7 @@ if view.untrained:
 
 layers = filters.conv_layer_list(model)
 if not layers:
-    st.info(f"{view.label} has no Conv2d layer, so there are no filters to show.")
+    st.info(f"{ui.plain(view.label)} has no Conv2d layer, so there are no filters to show.")
     st.stop()
 by_name = {layer.name: layer for layer in layers}
 if st.session_state.get(LAYER_KEY) not in by_name:  # the default, in the address bar too
@@ -247,7 +247,7 @@ st.subheader("Which learned filters are edge detectors?")
 try:  # at its own size: one image is resized below, not the whole split
     split = ui.dataset_split(selection.dataset, "test")
 except LensError as err:
-    st.info(f"No test image to apply the filters to: {err}")
+    st.info(f"No test image to apply the filters to: {ui.plain(err)}")
     st.stop()
 if layer.groups != 1 or layer.in_channels != split.info.channels:
     st.info(
@@ -271,7 +271,7 @@ mean, std = filters.normalization(view.card, split.info)
 size = view.input_shape[-1]
 split_id = ui.data_id(split)  # the images themselves: a data root or folder of other files
 shown, image = sample_image(split, split_id, int(index), size, mean, std)
-pick[1].image(shown, caption=f"{split.info.title} #{int(index):,}: {label}")
+pick[1].image(shown, caption=ui.plain(f"{split.info.title} #{int(index):,}: {label}"))
 pick[2].caption(
     "Each map below is what a kernel computes at every position of this image (red = positive, "
     "blue = negative). A learned filter whose map looks like a classic one's acts as an edge "
@@ -291,7 +291,7 @@ st.caption(
     "input channels) and each classic kernel resized to the filter's size; a negative cosine is "
     "the same edge with the opposite sign. |cosine| ≥ 0.8 is a close match."
 )
-st.dataframe(
+ui.table(
     [
         {
             "Filter": m.filter,
@@ -301,7 +301,6 @@ st.dataframe(
         }
         for m in sorted(matches, key=lambda m: -abs(m.cosine))
     ],
-    hide_index=True,
     width="content",
     height=min(38 + 35 * len(matches), 420),
     column_config={

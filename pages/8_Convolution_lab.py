@@ -18,7 +18,7 @@ import streamlit as st
 from dashboard import ui
 from dashboard.errors import LensError
 
-ui.setup_page("Convolution lab", icon="🧮")
+ui.setup_page("Convolution lab", icon=":material/calculate:")
 selection = ui.sidebar()
 
 # Imported once the page shows: the first import of PyTorch takes seconds.
@@ -124,7 +124,7 @@ def show_panels(panels: Sequence[show.Panel], columns: Sequence) -> None:
 def wide_panel(panel: show.Panel) -> None:
     """A panel too wide for a table: a scrolling grid."""
     st.markdown(panel.title)
-    st.dataframe(panel.grid, width="stretch")
+    ui.table(panel.grid, hide_index=False)
 
 
 def no_output(message: str) -> bool:
@@ -374,7 +374,7 @@ def bottleneck_section() -> None:
         ("Feature map W", "lab_bn_w", 56, 1),
     )
     b = lab.bottleneck_params(*map(int, sizes))
-    st.dataframe(show.bottleneck_frame(b), hide_index=True, width="stretch")
+    ui.table(show.bottleneck_frame(b))
     code(show.bottleneck_summary(b))
 
 
@@ -504,8 +504,8 @@ def neuron_tab() -> None:
     model, view, split, flow = loaded
     if view.untrained:
         untrained_warning(
-            f"**{view.label}: untrained — random weights.** The arithmetic still holds: every "
-            "activation is the same sum of products, only of random weights."
+            f"**{ui.plain(view.label)}: untrained — random weights.** The arithmetic still "
+            "holds: every activation is the same sum of products, only of random weights."
         )
     seen = st.session_state.get(typed.NEURON_SEEN)
     st.session_state.update(typed.adopted_neuron(st.session_state.get(inputs.NEURON_KEY), seen))
@@ -568,13 +568,13 @@ def conv_neuron(a: lab.NeuronArithmetic) -> None:
             code(sums)
     st.caption("Grey cells hang over the edge of the layer's input and read zero padding.")
     with st.expander(f"All {a.products.size:,} products"):
-        st.dataframe(show.conv_products_frame(a), hide_index=True, width="stretch")
+        ui.table(show.conv_products_frame(a))
 
 
 def linear_neuron(a: lab.NeuronArithmetic) -> None:
     st.markdown(show.linear_description(a))
     frame = show.linear_products_frame(a)
-    st.dataframe(frame, hide_index=True, width="stretch", height=300)
+    ui.table(frame, height=300)
     code(show.linear_text(a))
 
 
@@ -607,7 +607,7 @@ def classic_tab() -> None:
     with st.expander("The kernels' numbers"):
         show_panels(show.classic_kernel_panels(), st.columns(4))
 
-    st.subheader(f"What {view.label} learned in its first layer")
+    st.subheader(f"What {ui.plain(view.label)} learned in its first layer")
     if view.untrained:
         untrained_warning(
             "Untrained — random weights: these filters are noise, not edge detectors."
@@ -625,7 +625,7 @@ def classic_tab() -> None:
     with left:
         plot(weights, "first-layer-filters")
         st.markdown("Each filter's closest classic kernel (cosine of the gray-equivalent kernel):")
-        st.dataframe(matches, hide_index=True, height=220)
+        ui.table(matches, height=220, width="content")
     with right:
         plot(responses, "first-layer-responses")
     title, panels = show.learned_kernel_panels(raw)

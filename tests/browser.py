@@ -279,3 +279,151 @@ def wait_until_no_run_trains(page, url: str, since: float, limit_s: float) -> fl
             return time.monotonic() - since
         assert time.monotonic() - since < limit_s, "a closed tab's run outlived it"
         time.sleep(2)
+
+
+# --------------------------------------------------------------------------- tables
+
+# For every st.dataframe on the page: each column's width as glide-data-grid draws it (read from
+# the grid's React props), the widest text it must show (every row, formatted as drawn, and the
+# header), measured with the grid's own font, and the width the grid has to show them in.
+_TABLE_FIT = """canvas => {
+  const key = Object.keys(canvas).find(k => k.startsWith('__reactFiber$'));
+  const style = getComputedStyle(canvas.closest('.stDataFrameGlideDataEditor'));
+  const family = style.getPropertyValue('--gdg-font-family');
+  const pad = parseFloat(style.getPropertyValue('--gdg-cell-horizontal-padding'));
+  const ctx = document.createElement('canvas').getContext('2d');
+  const measure = (text, font) => {
+    ctx.font = font + ' ' + family;
+    return ctx.measureText(text).width;
+  };
+  for (let fiber = canvas[key]; fiber; fiber = fiber.return) {
+    const p = fiber.memoizedProps || {};
+    if (!Array.isArray(p.columns) || typeof p.getCellContent !== 'function') continue;
+    if (!p.columns.every(c => typeof c.width === 'number')) continue;
+    const columns = p.columns.map((column, c) => {
+      let widest = measure(column.title || '', style.getPropertyValue('--gdg-header-font-style'));
+      let text = column.title || '';
+      for (let r = 0; r < p.rows; r++) {
+        const cell = p.getCellContent([c, r]);
+        const shown = cell.kind === 'boolean' ? '' : String(cell.displayData ?? cell.data ?? '');
+        const bar = cell.kind === 'custom' && cell.data && cell.data.kind === 'progress-cell';
+        const extra = bar ? 40 : 0;  // the bar's narrowest beside its number
+        const width = measure(shown, style.getPropertyValue('--gdg-base-font-style')) + extra;
+        if (width > widest) { widest = width; text = shown; }
+      }
+      return {title: column.title, width: column.width, needed: widest + 2 * pad, text};
+    });
+    return {columns, visible: canvas.clientWidth};
+  }
+  return null;
+}"""
+
+
+def table_fit(page) -> list[dict]:
+    """Every table on the page: its columns (title, width, needed, widest text) and the
+    pixels it has to show them (`visible`)."""
+    grids = page.locator('[data-testid="stDataFrame"] [data-testid="data-grid-canvas"]')
+    return [grid.evaluate(_TABLE_FIT) for grid in grids.all()]
+
+
+def cut_cells(page) -> list[str]:
+    """What any table on the page shows cut: a column narrower than its widest text, or a
+    column pushed out of the table's visible width."""
+    problems = []
+    for number, table in enumerate(table_fit(page)):
+        assert table is not None, "a table whose columns could not be read"
+        right = 0.0
+        for column in table["columns"]:
+            right += column["width"]
+            if column["needed"] > column["width"] + 0.5:
+                problems.append(
+                    f"table {number}, column {column['title']!r}: {column['text']!r} needs "
+                    f"{column['needed']:.0f} px, has {column['width']}"
+                )
+            if right > table["visible"] + 1:
+                problems.append(
+                    f"table {number}, column {column['title']!r} lies past the table's "
+                    f"{table['visible']} visible pixels"
+                )
+    return problems
+
+
+# --------------------------------------------------------------------------- clipped text
+
+_CLIPPED = """() => {
+  const main = document.querySelector('[data-testid="stMain"]');
+  const found = [];
+  const visible = el => el.getClientRects().length > 0;
+  for (const el of main.querySelectorAll('*')) {
+    if (!visible(el) || el.closest('[data-testid="stDataFrame"]')) continue;
+    const style = getComputedStyle(el);
+    const oneLine = ['hidden', 'clip'].includes(style.overflowX) && style.whiteSpace === 'nowrap';
+    if (style.textOverflow !== 'ellipsis' && !oneLine) continue;
+    const text = el.textContent.trim();
+    if (text && el.scrollWidth > el.clientWidth + 1) found.push(text);
+  }
+  // chips: a multiselect's that run out of its box, pills past their group's edge
+  for (const tags of main.querySelectorAll('[data-testid="stMultiSelectTagsContainer"]')) {
+    if (visible(tags) && tags.scrollWidth > tags.clientWidth + 1) {
+      found.push(`chips cut: ${tags.textContent}`);
+    }
+  }
+  for (const group of main.querySelectorAll('[data-testid="stButtonGroup"]')) {
+    const edge = group.getBoundingClientRect().right;
+    for (const pill of group.querySelectorAll('button')) {
+      const cut = pill.getBoundingClientRect().right > edge + 1;
+      if (cut) found.push(`pill cut: ${pill.textContent}`);
+    }
+  }
+  for (const chart of main.querySelectorAll('[data-testid="stPlotlyChart"]')) {
+    const svg = chart.querySelector('svg.main-svg');
+    if (!svg || !visible(chart)) continue;
+    const box = chart.getBoundingClientRect();
+    const title = chart.querySelector('.gtitle');
+    const name = title ? title.textContent : 'a figure';
+    if (svg.getBoundingClientRect().width > box.width + 1) {
+      found.push(`figure ${name} wider than its place`);
+    }
+    for (const text of chart.querySelectorAll('.gtitle, .annotation-text, .xtitle, .ytitle')) {
+      const r = text.getBoundingClientRect();
+      const out = r.left < box.left - 1 || r.right > box.right + 1;
+      if (r.width && out) found.push(`figure text ${text.textContent}`);
+    }
+  }
+  return found;
+}"""
+
+
+def clipped_texts(page) -> list[str]:
+    """Texts of the main area shown cut: a label or value ending in an ellipsis or hidden
+    overflow, chips running out of their box, a figure wider than its column, a figure title
+    reaching past its edge."""
+    return page.evaluate(_CLIPPED)
+
+
+# --------------------------------------------------------------------------- missing glyphs
+
+_TOFU = """() => {
+  const canvas = document.createElement('canvas');
+  canvas.width = canvas.height = 40;
+  const ctx = canvas.getContext('2d', {willReadFrequently: true});
+  const font = getComputedStyle(document.body).fontFamily;
+  const draw = text => {
+    ctx.clearRect(0, 0, 40, 40);
+    ctx.font = `24px ${font}`;
+    ctx.fillText(text, 4, 30);
+    return ctx.getImageData(0, 0, 40, 40).data.join(',');
+  };
+  const missing = draw('\\u{10FFFD}');  // a private code point no font has: the empty box
+  const found = new Set();
+  for (const char of document.body.innerText) {
+    const symbol = char.codePointAt(0) > 0x2000 && !/\\s/.test(char);
+    if (symbol && draw(char) === missing) found.add(char);
+  }
+  return [...found];
+}"""
+
+
+def missing_glyphs(page) -> list[str]:
+    """Characters on the page that the browser has no font for: drawn as an empty box."""
+    return page.evaluate(_TOFU)

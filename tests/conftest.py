@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import gzip
 import inspect
+import json
 import os
 import shutil
 import sys
@@ -332,3 +333,14 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     runs = tmp_path_factory.mktemp("runs")
     with streamlit_server(env={"CNN_LENS_RUNS": str(runs)}) as url:
         yield url
+
+
+@pytest.fixture
+def allowed_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tmp_path, whose folders the app may read as if the server's owner allowed them (in the
+    settings file of a config folder of the test's own, which servers started here inherit)."""
+    config = tmp_path / "config"
+    config.mkdir(exist_ok=True)
+    monkeypatch.setenv("CNN_LENS_CONFIG", str(config))
+    (config / "settings.json").write_text(json.dumps({"allowed_roots": [str(tmp_path)]}))
+    return tmp_path

@@ -141,7 +141,7 @@ def test_two_sessions_train_different_models_at_once_and_never_mix(server) -> No
         # Each session's comparison offers its own run only.
         for page, header in ((first, first_header), (second, second_header)):
             own = re.match(r"Run (\d+)", header)[1]
-            chips = page.locator('[data-testid="stMultiSelect"]').inner_text()
+            chips = page.locator(".st-key-_train_compare_runs").inner_text()  # the runs' pills
             assert f"run {own} (this session)" in chips
             assert len(re.findall(r"\(this session\)", chips)) == 1
 

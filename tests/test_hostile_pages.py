@@ -58,6 +58,12 @@ def chart_titles(app: AppTest) -> list[str]:
     return [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in app.get("plotly_chart")]
 
 
+def noted(app: AppTest, notes: list[str]) -> bool:
+    """Whether the page's captions say every one of an image's preparation notes."""
+    shown = "\n".join(captions(app)).replace("\\", "")  # the page escapes Markdown
+    return all(f"{note[0].upper()}{note[1:]}." in shown for note in notes)
+
+
 def captions(app: AppTest) -> list[str]:
     return [c.value for c in app.caption]
 
@@ -151,11 +157,8 @@ def test_hostile_images_show_the_model_input_or_one_line(shared_datasets: Path):
             continue
         assert errors(app) == [], (name, errors(app))
         prepared = inputs.prepare_upload(raw, mnist, digits=True, name=name)  # the same steps
-        assert "What the model sees (1×28×28)" in chart_titles(app), name
-        assert f"Original — {name}" in chart_titles(app), name
-        assert [f"· {note}" for note in prepared.notes] == [
-            c for c in captions(app) if c.startswith("· ")
-        ], name
+        assert {"Original", "What the model sees"} <= set(chart_titles(app)), name
+        assert noted(app, prepared.notes), name
 
 
 def test_a_colour_model_takes_one_pixel_cmyk_and_transparency(shared_datasets: Path):
@@ -172,10 +175,8 @@ def test_a_colour_model_takes_one_pixel_cmyk_and_transparency(shared_datasets: P
         upload_image(app, name, raw)
         assert errors(app) == [], (name, errors(app))
         prepared = inputs.prepare_upload(raw, cifar, name=name)
-        assert "What the model sees (3×32×32)" in chart_titles(app), name
-        assert [f"· {note}" for note in prepared.notes] == [
-            c for c in captions(app) if c.startswith("· ")
-        ], name
+        assert "What the model sees" in chart_titles(app), name
+        assert noted(app, prepared.notes), name
 
 
 def test_an_image_over_the_size_limit_is_refused_on_the_page(monkeypatch: pytest.MonkeyPatch):
@@ -257,10 +258,9 @@ def hundred_class_checkpoint(folder: Path, card_classes: int = 100) -> Path:
 def test_a_checkpoint_with_the_wrong_number_of_classes_is_a_clear_message(tmp_path: Path):
     key = "ckpt:" + str(hundred_class_checkpoint(tmp_path))
     activations = page("pages/5_Activations.py", key)
-    assert one_error(activations) == (
-        "lenet100 has 100 outputs but MNIST has 10 classes: pick a dataset with 100 classes or a "
-        "model trained on this one"
-    )
+    assert errors(activations) == []  # the test images do not fit; uploads and drawings do
+    [note] = [i.value for i in activations.info if "do not fit this model" in i.value]
+    assert "lenet100 has 100 outputs, MNIST 10 classes" in note
     confusion = page("pages/6_Confusion_matrix.py", key)
     assert one_error(confusion) == (
         "the model has 100 outputs but the dataset has 10 classes: pick a dataset with 100 "

@@ -43,9 +43,9 @@ def open_page(model_key: str, dataset: str = "mnist", **state) -> AppTest:
 
 
 def charts(app: AppTest) -> dict[str, dict]:
-    """Every plotly figure of the page by its title."""
+    """Every plotly figure of the page by its title (a wrapped title's line breaks as spaces)."""
     specs = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
-    return {spec["layout"]["title"]["text"]: spec for spec in specs}
+    return {spec["layout"]["title"]["text"].replace("<br>", " "): spec for spec in specs}
 
 
 def array(value) -> np.ndarray:

@@ -204,7 +204,7 @@ def test_compare_keeps_runs_b_filters_and_image():
     app = opened(COMPARE, lens_model=SGD, lens_dataset="mnist")
     runs = ["card:trained/study-lenet5-base", "card:trained/study-lenet5-sgd"]
     changes = [
-        ("multiselect", "_compare_runs", runs),
+        ("button_group", "_compare_runs", runs),
         ("selectbox", "_compare_curve", "train loss"),
         ("selectbox", "_compare_b", BASE),
         ("selectbox", "_compare_filter_layer", "features.conv2"),

@@ -82,7 +82,7 @@ def test_a_run_trains_then_saves_under_a_name_without_overwriting_silently(runs_
     assert (run.spec.config.lr, run.train_images, run.test_images) == (0.002, 2000, 1000)
     assert app.text_input(key="_train_w_save_name").value == f"lenet5-mnist-run{run.id}"
     # The run shows in the comparison, with its numbers in the table.
-    assert app.multiselect(key="_train_compare_runs").value == [f"run:{run.id}"]
+    assert app.pills(key="_train_compare_runs").value == [f"run:{run.id}"]
     table = app.dataframe[-1].value
     assert table.loc[f"run {run.id}", "Test acc. (%)"] == round(100 * accuracy, 2)
 
@@ -119,7 +119,7 @@ def test_a_run_trains_then_saves_under_a_name_without_overwriting_silently(runs_
     saved = f"Saved as {taken}; it is the selected model on every page."
     assert saved in [s.value for s in app.success]
     # The saved run is now offered for comparison too.
-    assert f"{runs_dir}/taken" in app.multiselect(key="_train_compare_runs").options
+    assert f"{runs_dir}/taken" in app.pills(key="_train_compare_runs").options
 
 
 def test_stop_ends_a_run_from_the_page_and_the_stopped_run_can_be_saved():

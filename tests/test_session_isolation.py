@@ -40,6 +40,7 @@ VISITS = (
 
 # Ids: an element's is a hash of its content (compared in full anyway); a download built on
 # click has a random one.
+CACHE_FOLDER = re.compile(r"cache-\d+")
 IDS = re.compile(r'^(id|deferred_file_id): ".*"$', re.MULTILINE)
 
 
@@ -60,7 +61,9 @@ def contents(app: AppTest) -> list[str]:
             walk(child)
 
     walk(app._tree)
-    return found
+    # Each fresh server has a cache folder of its own (cache-0, cache-1, …), which the folder
+    # field's help names among the folders the app may read: the same for the user.
+    return [CACHE_FOLDER.sub("cache-N", text) for text in found]
 
 
 def session(state: dict[str, object]) -> dict[str, list[str]]:
@@ -78,8 +81,10 @@ def session(state: dict[str, object]) -> dict[str, list[str]]:
 
 
 @pytest.fixture
-def fresh_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """→ a function that empties every cache, in memory and on disk, as a new server sees it."""
+def fresh_server(allowed_tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """→ a function that empties every cache, in memory and on disk, as a new server sees it.
+    The server's owner allows the test's folders."""
+    tmp_path = allowed_tmp_path
     count = iter(range(100))
 
     def empty() -> None:
