@@ -1,4 +1,4 @@
-"""The command line: `python -m dashboard {train,evaluate,summary,explain}`.
+"""The command line: `python -m dashboard {train,evaluate,summary,atlas,explain}`.
 
 Contract (DESIGN.md): progress on stderr, one JSON object last on stdout, and for bad input a
 non-zero exit with a one-line reason on stderr — never a traceback.
@@ -11,13 +11,14 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import re
 import shlex
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,9 +55,30 @@ def parse_input_shape(text: str) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+def standard_json(payload: dict[str, Any]) -> dict[str, Any]:
+    """`payload` with every NaN or infinite number replaced by null, each one named in a note
+    under "notes" (JSON has no NaN: `json.dumps` would write a token other parsers refuse)."""
+    notes: list[str] = []
+
+    def clean(value: Any, where: str) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            notes.append(f"{where} is {value} (not a finite number): written as null")
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    cleaned = clean(payload, "")
+    if notes:
+        cleaned["notes"] = [*cleaned.get("notes", []), *notes]
+    return cleaned
+
+
 def print_json(payload: dict[str, Any]) -> None:
-    """The one JSON object a command prints last on stdout."""
-    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+    """The one JSON object a command prints last on stdout: standard JSON, always."""
+    sys.stdout.write(json.dumps(standard_json(payload), indent=2, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 
@@ -64,12 +86,14 @@ def _summary(args: argparse.Namespace) -> int:
     from dashboard import summary
 
     flow, title = summary.flow_for(args.target, input_shape=args.input_shape, model_name=args.model)
+    broken = flow.broken
     if args.json:
         print_json(summary.flow_to_json(flow, title))
     else:
         sys.stdout.write(summary.flow_to_text(flow, title) + "\n")
-    if flow.broken is not None:
-        print(f"summary: {flow.broken.layer} breaks: {flow.broken.reason}", file=sys.stderr)
+    if broken is not None:
+        where = f"{broken.layer} breaks: " if broken.layer else ""
+        print(f"summary: {where}{broken.reason}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
 
@@ -79,13 +103,42 @@ def _summary(args: argparse.Namespace) -> int:
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: a stopped run is saved but not finished
 
 
-def _positive_int(text: str) -> int:
+MAX_SEED = 2**32 - 1  # the range every seeded library accepts (numpy's too)
+THREADS_PER_CORE = 4  # more only slows torch down; 100,000 crashed OpenMP's thread pool
+
+
+def _whole(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _whole(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {MAX_SEED:,}, got {value:,}")
+    return value
+
+
+def max_threads() -> int:
+    return THREADS_PER_CORE * (os.cpu_count() or 1)
+
+
+def _threads(text: str) -> int:
+    value = _positive_int(text)
+    if value > max_threads():
+        raise argparse.ArgumentTypeError(
+            f"expected at most {max_threads()} threads ({THREADS_PER_CORE} per core on this "
+            f"machine's {os.cpu_count() or 1}), got {value:,}"
+        )
     return value
 
 
@@ -126,13 +179,20 @@ def _train_out(args: argparse.Namespace) -> Path:
         out = paths.RUNS_DIR / f"{slug(args.model)}-{slug(args.dataset)}-{stamp}"
     if args.name:
         checkpoints.validate_name(args.name, out.parent)
-    existing = [p for p in (Path(f"{out}.safetensors"), Path(f"{out}.json")) if p.exists()]
+    files = (Path(f"{out}.safetensors"), Path(f"{out}.json"))
+    if any(checkpoints.inside_shipped(p) for p in (out.parent, *files)):
+        raise LensError(
+            f"{out}: trained/ holds the shipped checkpoints, which are never replaced; runs "
+            "are saved in runs/ (or give another --out)"
+        )
+    existing = [p for p in files if p.exists()]
     if existing and not args.overwrite:
         raise LensError(f"{existing[0]} exists; pass --overwrite or choose another --out")
-    try:  # a folder that cannot be made fails now, not after the training
+    try:  # a folder that cannot be made or written fails now, not after the training
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise LensError(f"cannot create {out.parent}: {err.strerror or err}") from None
+    checkpoints.ensure_writable(out.parent)
     return out
 
 
@@ -277,6 +337,13 @@ def _load_train_test(args: argparse.Namespace, world: World) -> tuple[Split, Spl
             dist.barrier()
 
 
+def _print_data_notes(*splits: Split) -> None:
+    """What loading the data left out or found odd (an image folder's empty classes, links
+    not followed), once each, as notes on stderr."""
+    for note in dict.fromkeys(note for split in splits for note in split.notes):
+        print(f"note: {note}", file=sys.stderr)
+
+
 def _train(args: argparse.Namespace) -> int:
     import torch
 
@@ -316,6 +383,8 @@ def _train(args: argparse.Namespace) -> int:
         config.device = device
         world = training.current_world()
         train, test = _load_train_test(args, world)
+        if world.is_main:
+            _print_data_notes(train, test)
         info = train.info
         progress = _TrainProgress(args.epochs, enabled=world.is_main)
         stop = threading.Event()
@@ -350,6 +419,7 @@ def _train(args: argparse.Namespace) -> int:
             result=result,
             command=train_command(args, out, world.size),
             notes=result.notes,
+            data_root=args.data_root,
         )
         weights = checkpoints.save_checkpoint(
             result.model,
@@ -382,45 +452,30 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from dashboard import checkpoints, data, metrics, training
+    from dashboard import cache, metrics, training
 
     start = time.perf_counter()
-    loaded = checkpoints.load_checkpoint(args.checkpoint, architecture=args.model)
+    loaded, split = _checkpoint_split(args)
     card = loaded.card
-    dataset = args.dataset or card.dataset
-    if not dataset:
-        raise LensError(f"{loaded.path.name} has no card naming its dataset; pass --dataset NAME")
-    shape = card.input_shape
-    split = data.load_split(
-        dataset,
-        args.split,
-        data_root=args.data_root,
-        download=args.download,
-        input_size=shape[1] if shape else None,
-    )
-    split = data.take_first(split, args.limit)
-    if shape and split.info.channels != shape[0]:
-        raise LensError(
-            f"{loaded.path.name} takes {shape[0]}-channel images but {dataset} has "
-            f"{split.info.channels}"
-        )
-    if card.normalization and split.info.name == card.dataset:
-        # The statistics the model was trained with, even if the registry's change later.
-        info = dataclasses.replace(
-            split.info,
-            mean=tuple(card.normalization["mean"]),
-            std=tuple(card.normalization["std"]),
-        )
-        split = dataclasses.replace(split, info=info)
+    dataset = split.info.name
     device = training.resolve_device(args.device)
     model = loaded.model.to(device)
-    pred = metrics.predict(model, split, batch_size=args.batch_size, device=device)
-    classes = list(pred.classes)
-    if pred.probabilities.shape[1] != len(classes):
+    if not len(split):
+        raise LensError(f"{dataset} has no {args.split} images")
+    outputs = _output_count(model, split, device)  # before classifying thousands of images
+    if outputs != len(split.info.classes):
         raise LensError(
-            f"{loaded.path.name} has {pred.probabilities.shape[1]} outputs but {dataset} has "
-            f"{len(classes)} classes"
+            f"{loaded.path.name} has {outputs} outputs but {dataset} has "
+            f"{len(split.info.classes)} classes"
         )
+    model_id = cache.checkpoint_digest(loaded.path, card.architecture, card.model_args)
+    with _PredictProgress() as progress:
+        pred = metrics.cached_predict(
+            model, split, model_id, batch_size=args.batch_size, device=device, progress=progress
+        )
+    if not progress.ran:
+        print(f"evaluate: predictions read from the cache ({cache.results_dir()})", file=sys.stderr)
+    classes = list(pred.classes)
     cm = metrics.confusion(pred)
     rep = metrics.report(pred)
     per_class = {
@@ -432,7 +487,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         }
         for name in classes
     }
-    calibration_extras = _calibration_summary(args, loaded, model, device, pred)
+    calibration_extras = _calibration_summary(args, loaded, model, model_id, device, pred)
     for name, scores in calibration_extras.pop("per_class").items():
         per_class[name].update(scores)
     picked = pred.probabilities[np.arange(len(pred.labels)), pred.labels]
@@ -454,9 +509,47 @@ def _evaluate(args: argparse.Namespace) -> int:
             "top_confusions": [list(t) for t in top],
             **calibration_extras,
             "seconds": round(time.perf_counter() - start, 3),
+            "warnings": loaded.warnings,
         }
     )
     return 0
+
+
+def _output_count(model: Any, split: Split, device: Any) -> int:
+    """How many scores the model gives for one image of the split (its first)."""
+    import torch
+
+    from dashboard import data, metrics
+
+    x, _ = next(data.iterate_batches(data.take_first(split, 1), 1, shuffle=False, device=device))
+    with metrics.evaluating(model):
+        return int(torch.as_tensor(model(x)).shape[-1])
+
+
+class _PredictProgress:
+    """A tqdm bar of images classified, on stderr, drawn only when predictions really run (a
+    cached answer draws nothing); `ran` says whether they did."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.ran = False
+
+    def __enter__(self) -> _PredictProgress:
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        self.ran = True
+        if self.bar is None:
+            self.bar = tqdm(
+                total=total, desc="classifying", unit="img", file=sys.stderr, leave=False
+            )
+        self.bar.update(done - self.bar.n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _print_report_table(
@@ -480,11 +573,24 @@ def _print_report_table(
     print("\n".join(lines), file=sys.stderr)
 
 
-# --- explain, and evaluate's calibration -------------------------------------------------------
+# --- a checkpoint and a split ------------------------------------------------------------------
 
 
-def _checkpoint_split(loaded: Any, args: argparse.Namespace, split_name: str) -> Split:
-    """The split a checkpoint is read against: --dataset or the card's, at the card's input
+def _checkpoint_split(args: argparse.Namespace) -> tuple[Any, Split]:
+    """(the loaded checkpoint, its dataset's split): sized like the model's input, limited to
+    --limit images, normalized with the statistics the model was trained with."""
+    from dashboard import checkpoints, data
+
+    loaded = checkpoints.load_checkpoint(args.checkpoint, architecture=args.model)
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    split = data.take_first(_read_split(loaded, args, args.split), args.limit)
+    _print_data_notes(split)
+    return loaded, split
+
+
+def _read_split(loaded: Any, args: argparse.Namespace, split_name: str) -> Split:
+    """A split of --dataset (else the card's) as the checkpoint reads it: at the card's input
     size, normalized with the statistics the model was trained with."""
     from dashboard import data
 
@@ -505,38 +611,129 @@ def _checkpoint_split(loaded: Any, args: argparse.Namespace, split_name: str) ->
             f"{loaded.path.name} takes {shape[0]}-channel images but {dataset} has "
             f"{split.info.channels}"
         )
-    if card.normalization and split.info.name == card.dataset:
-        info = dataclasses.replace(
-            split.info,
-            mean=tuple(card.normalization["mean"]),
-            std=tuple(card.normalization["std"]),
-        )
+    saved = card.normalization if split.info.name == card.dataset else None
+    if saved:  # the statistics the model was trained with, even if the registry's change later
+        info = dataclasses.replace(split.info, mean=tuple(saved["mean"]), std=tuple(saved["std"]))
         split = dataclasses.replace(split, info=info)
     return split
 
 
+# --- atlas -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _progress_bar(unit: str, label: str) -> Iterator[Callable[[int, int], None]]:
+    """A tqdm bar on stderr, fed by a (done, total) callback; drawn from the first call on, so a
+    failure before any progress prints its one line alone."""
+    from tqdm import tqdm
+
+    bars: list[Any] = []
+
+    def advance(done: int, total: int) -> None:
+        if not bars:
+            bars.append(
+                tqdm(desc=label, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
+            )
+        bars[0].total = total
+        bars[0].update(done - bars[0].n)
+
+    try:
+        yield advance
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+def _atlas(args: argparse.Namespace) -> int:
+    from dashboard import training
+
+    loaded, split = _checkpoint_split(args)
+    device = training.resolve_device(args.device)
+    model = loaded.model.to(device)
+    with training._cpu_threads(args.threads):
+        return _atlas_run(args, loaded, split, model, device)
+
+
+def _atlas_run(args: argparse.Namespace, loaded: Any, split: Split, model: Any, device: Any) -> int:
+    from dashboard import atlas, atlas_sheet, feature_vis
+
+    with _progress_bar("img", f"atlas of {args.layer}") as advance:
+        result = atlas.compute_atlas(
+            model, split, args.layer, top=args.top, negatives=False, device=device, progress=advance
+        )
+    visuals = None
+    if args.visualize:
+        settings = feature_vis.VisSettings(steps=args.steps, seed=args.seed)
+        with _progress_bar("step", "feature visualization") as advance:
+            vis = feature_vis.visualize_channels(
+                model,
+                args.layer,
+                split.info.input_shape,
+                split.info.mean,
+                split.info.std,
+                settings=settings,
+                device=device,
+                progress=advance,
+            )
+        visuals = vis.rgb()
+    title = f"{loaded.path.stem} · {args.layer} · {split.source}"
+    image = atlas_sheet.sheet(
+        result, split.images, title=title, visualizations=visuals, classes=split.info.classes
+    )
+    out = Path(args.out) / f"{slug(loaded.path.stem)}-{slug(args.layer)}-atlas.png"
+    print(f"wrote {atlas_sheet.save_png(image, out)}", file=sys.stderr)
+    record = atlas.to_json(result)
+    if args.json:
+        print_json(record)
+    else:
+        sys.stdout.write(_atlas_table(result, split.info.classes) + "\n")
+    return 0
+
+
+def _atlas_table(result: Any, classes: tuple[str, ...]) -> str:
+    """One line per channel: its best image and activation, selectivity, dead share."""
+    favourite = result.preferred_class
+    lines = [f"{'channel':>7}  {'top image':>9}  {'max':>9}  {'selectivity':>11}  "
+             f"{'class':<12}  {'dead':>6}"]  # fmt: skip
+    for c in range(result.channels):
+        best = result.top(c)[0]
+        lines.append(
+            f"{c:>7}  {best.index:>9}  {best.activation:>9.4g}  {result.selectivity[c]:>11.3f}  "
+            f"{classes[favourite[c]][:12]:<12}  {result.dead_share[c]:>6.1%}"
+        )
+    lines.append(f"{result.layer}: {result.values_of}; {result.images:,} {result.split} images")
+    return "\n".join(lines)
+
+
+# --- explain, and evaluate's calibration -------------------------------------------------------
+
+
 def _calibration_summary(
-    args: argparse.Namespace, loaded: Any, model: Any, device: Any, pred: Any
+    args: argparse.Namespace, loaded: Any, model: Any, model_id: str, device: Any, pred: Any
 ) -> dict[str, Any]:
     """evaluate's calibration, per-class curve scores and top losses. The temperature is fitted
     on training images the model never saw (after the card's first `train_images`), else on
-    half of the test predictions (evaluation.calibrate says which)."""
+    half of the evaluated predictions (evaluation.calibrate says which)."""
     import torch
 
     from dashboard import data, evaluation, metrics
 
     card = loaded.card
     dataset = args.dataset or card.dataset
+    # Another dataset than the card's: none of its training images was seen; no card: unknown.
     trained_on = card.training.get("train_images") if dataset == card.dataset else 0
     held_out = None
-    if isinstance(trained_on, int):
-        train = _checkpoint_split(loaded, args, "train")
+    if isinstance(trained_on, int) and card.dataset and args.split == "test":
+        train = _read_split(loaded, args, "train")
         unseen = evaluation.held_out_range(len(train), trained_on)
         if len(unseen):
             print(f"temperature: {len(unseen):,} unseen training images", file=sys.stderr)
             chosen = data.subset(train, torch.arange(unseen.start, unseen.stop))
-            held_out = metrics.predict(model, chosen, batch_size=args.batch_size, device=device)
-    calibration = evaluation.calibrate(pred, held_out)
+            held_out = metrics.cached_predict(
+                model, chosen, model_id, batch_size=args.batch_size, device=device
+            )
+    enough = held_out is not None or len(pred.labels) >= 2  # else no temperature to fit
+    calibration = evaluation.calibrate(pred, held_out) if enough else None
     return {
         **evaluation.summary(pred, calibration),
         "per_class": evaluation.per_class_scores(pred),
@@ -549,21 +746,22 @@ def _finite(value: float | None) -> float | None:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from dashboard import attribution, attribution_figures, checkpoints, data, training
+    from dashboard import attribution, attribution_figures, data, training
 
     if args.out:
         attribution_figures.check_png_path(Path(args.out))
-    loaded = checkpoints.load_checkpoint(args.checkpoint, architecture=args.model)
-    split = _checkpoint_split(loaded, args, "test")
+    loaded, split = _checkpoint_split(args)
     if not 0 <= args.image < len(split):
-        raise LensError(f"image {args.image} does not exist: the test split has {len(split):,}")
+        raise LensError(
+            f"image {args.image} does not exist: the {args.split} split has {len(split):,}"
+        )
     device = training.resolve_device(args.device)
     model = loaded.model.to(device)
     pixels = split.images[args.image]  # (C, H, W) uint8
     x = data.normalize(pixels[None], split.info.mean, split.info.std).to(device)
     settings = attribution.Settings(baseline=args.baseline, steps=args.steps, layer=args.layer)
     print(
-        f"explaining test image {args.image} of {split.info.title} with "
+        f"explaining {args.split} image {args.image} of {split.info.title} with "
         f"{attribution.TITLES[args.method]}",
         file=sys.stderr,
         flush=True,
@@ -596,7 +794,7 @@ def _explain(args: argparse.Namespace) -> int:
         classes = split.info.classes
         name = classes[result.target] if result.target < len(classes) else result.target
         lines = [
-            f"{result.title} of class {name} (index {result.target}) for test image "
+            f"{result.title} of class {name} (index {result.target}) for {args.split} image "
             f"{args.image}: sum {result.attribution_sum:.6g}, logit {result.logit:.6g}, "
             f"probability {result.probability:.2%}"
         ]
@@ -674,10 +872,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="random crops and flips (default: the dataset's own choice)",
     )
-    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--seed", type=_seed, default=defaults.seed)
     train.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or mps")
     train.add_argument(
-        "--threads", type=_positive_int, default=None, help="CPU threads (default: torch's)"
+        "--threads", type=_threads, default=None, help="CPU threads (default: torch's)"
     )
     train.add_argument(
         "--option",
@@ -733,15 +931,50 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arguments(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
+    from dashboard.atlas import DEFAULT_TOP
+    from dashboard.feature_vis import VisSettings
+
+    atlas = commands.add_parser(
+        "atlas",
+        help="what every channel of a layer responds to over a split: a PNG sheet and JSON",
+    )
+    atlas.add_argument("checkpoint", help="NAME.safetensors (with its card) or a .pt/.pth")
+    atlas.add_argument("--layer", required=True, help="a conv, activation or pooling layer")
+    atlas.add_argument(
+        "--top", type=_positive_int, default=DEFAULT_TOP, help="images per channel (default 9)"
+    )
+    atlas.add_argument("--model", default=None, help="architecture of a bare state dict")
+    atlas.add_argument("--dataset", default=None, help="default: the card's dataset")
+    atlas.add_argument("--split", choices=("test", "train"), default="test")
+    atlas.add_argument(
+        "--limit", type=_positive_int, default=None, help="the first N images of the split only"
+    )
+    atlas.add_argument(
+        "--visualize", action="store_true", help="add each channel's feature visualization"
+    )
+    atlas.add_argument(
+        "--steps", type=_positive_int, default=VisSettings.steps, help="feature visualization steps"
+    )
+    atlas.add_argument(
+        "--seed", type=int, default=VisSettings.seed, help="feature visualization seed"
+    )
+    atlas.add_argument("--out", default=".", help="folder for the PNG sheet (default: here)")
+    atlas.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    atlas.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    atlas.add_argument(
+        "--threads", type=_positive_int, default=None, help="CPU threads (default: torch's)"
+    )
+    _add_data_arguments(atlas)
+    atlas.set_defaults(run=_atlas)
+
     from dashboard.attribution import BASELINES, METHODS
 
     explain = commands.add_parser(
         "explain", help="an attribution map of one test image (Captum), as JSON and a PNG"
     )
     explain.add_argument("checkpoint", help="NAME.safetensors (with its card) or a .pt/.pth")
-    explain.add_argument(
-        "--image", type=int, required=True, help="index of the image in the test split"
-    )
+    explain.add_argument("--image", type=int, required=True, help="index of the image in the split")
+    explain.add_argument("--split", choices=("test", "train"), default="test")
     explain.add_argument("--method", choices=METHODS, required=True)
     explain.add_argument(
         "--target", type=int, default=None, help="class index to explain (default: predicted)"
@@ -770,7 +1003,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps")
     explain.add_argument("--json", action="store_true", help="print the JSON record")
     _add_data_arguments(explain)
-    explain.set_defaults(run=_explain)
+    explain.set_defaults(run=_explain, limit=None)
 
     return parser
 
@@ -778,6 +1011,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        # `python -m dashboard` quits at once on a Ctrl-C while it imports; from here on a
+        # Ctrl-C is Python's KeyboardInterrupt again (train saves its partial run on it).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return int(args.run(args))
     except LensError as err:
@@ -791,4 +1028,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED

@@ -354,15 +354,16 @@ def per_class_scores(pred: Predictions) -> dict[str, dict[str, float | None]]:
     }
 
 
-def summary(pred: Predictions, calibration: Calibration, *, top: int = TOP_LOSSES) -> dict:
-    """What `python -m dashboard evaluate` adds to its JSON (besides `per_class_scores`)."""
+def summary(pred: Predictions, calibration: Calibration | None, *, top: int = TOP_LOSSES) -> dict:
+    """What `python -m dashboard evaluate` adds to its JSON (besides `per_class_scores`);
+    without a calibration (too few images to fit a temperature on) its numbers are null."""
     return {
-        "ece": reliability(pred.probabilities, pred.labels).ece,
-        "temperature": calibration.temperature,
-        "ece_before_temperature": calibration.before.ece,  # on the images measured after
-        "ece_after_temperature": calibration.after.ece,
-        "temperature_fitted_on": calibration.fitted_on,
-        "calibration_measured_on": calibration.evaluated_on,
+        "ece": reliability(pred.probabilities, pred.labels).ece if len(pred.labels) else None,
+        "temperature": calibration and calibration.temperature,
+        "ece_before_temperature": calibration and calibration.before.ece,  # on the images
+        "ece_after_temperature": calibration and calibration.after.ece,  # measured after
+        "temperature_fitted_on": calibration and calibration.fitted_on,
+        "calibration_measured_on": calibration and calibration.evaluated_on,
         "top_losses": [
             {
                 "index": loss.index,

@@ -36,7 +36,7 @@ from torch import nn
 from dashboard import attribution
 from dashboard.data import Split, iterate_batches, subset
 from dashboard.errors import LensError
-from dashboard.metrics import _fast_model
+from dashboard.metrics import fast_model
 
 RANDOM = "random"  # the reference order: pixels in a random order
 STEPS = 50
@@ -172,7 +172,7 @@ def faithfulness(
     own = attribution.private_copy(model)
     device = attribution._device(own)
     chosen = subset(split, torch.as_tensor(indices, dtype=torch.long))
-    fast = _fast_model(own, chosen, device)[0]  # answers like `own`, checked on the images
+    fast = fast_model(own, chosen, device)[0]  # answers like `own`, checked on the images
     explainer = attribution.Explainer(own, split.info, settings, owned=True, forward_only=fast)
     if any(m in attribution.LAYER_METHODS for m in methods):
         explainer.layer()  # fixed once (an unknown layer fails before any work)

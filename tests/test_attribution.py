@@ -147,7 +147,8 @@ def test_occlusion_is_the_mean_drop_over_the_windows_by_hand(model, mnist_test) 
     positions = [(y, x0) for y in range(0, 28 - window + 1, stride) for x0 in range(0, 25, stride)]
     for y, x0 in positions:
         occluded = x.clone()
-        occluded[..., y : y + window, x0 : x0 + window] = black[..., y : y + window, x0 : x0 + window]
+        rows, columns = slice(y, y + window), slice(x0, x0 + window)
+        occluded[..., rows, columns] = black[..., rows, columns]
         batch.append(occluded)
     scores = plain_logits(model, torch.cat(batch))[:, target].double()
     for (y, x0), score in zip(positions, scores, strict=True):
