@@ -720,13 +720,20 @@ def _calibration_summary(
 
     card = loaded.card
     dataset = args.dataset or card.dataset
-    # Another dataset than the card's: none of its training images was seen; no card: unknown.
+    # Another dataset than the card's: none of its training images was seen. Without a card
+    # naming its dataset (a bare state dict) nobody knows which were.
     trained_on = card.training.get("train_images") if dataset == card.dataset else 0
     held_out = None
     if isinstance(trained_on, int) and card.dataset and args.split == "test":
-        train = _read_split(loaded, args, "train")
-        unseen = evaluation.held_out_range(len(train), trained_on)
-        if len(unseen):
+        try:
+            train = _read_split(loaded, args, "train")
+        except LensError as err:  # no training split here: half of the test split serves
+            print(f"note: temperature not fitted on training images ({err})", file=sys.stderr)
+            train = None
+        # A bundled sample's images are not the first ones of the split the model saw.
+        usable = 0 if train is None or train.is_sample else len(train)
+        unseen = evaluation.held_out_range(usable, trained_on)
+        if train is not None and len(unseen):
             print(f"temperature: {len(unseen):,} unseen training images", file=sys.stderr)
             chosen = data.subset(train, torch.arange(unseen.start, unseen.stop))
             held_out = metrics.cached_predict(

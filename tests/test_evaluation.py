@@ -238,3 +238,32 @@ def test_evaluate_prints_curves_calibration_and_top_losses(
     single = json.loads(capsys.readouterr().out)
     assert single["temperature"] is None
     assert single["top_losses"][0]["index"] == 0
+
+
+def test_evaluate_fits_the_temperature_on_training_images_the_model_never_saw(
+    shared_datasets, capsys, tmp_path
+) -> None:
+    # The shipped LeNet-5 with a card saying it saw only the first 50,000 training digits.
+    card = json.loads(LENET5.with_suffix(".json").read_text())
+    card["training"]["train_images"] = 50_000
+    (tmp_path / "partial.json").write_text(json.dumps(card))
+    (tmp_path / "partial.safetensors").write_bytes(LENET5.read_bytes())
+    argv = ["evaluate", str(tmp_path / "partial.safetensors"), "--limit", "200"]
+    assert cli.main([*argv, "--device", "cpu", "--data-root", str(shared_datasets)]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    train = data.load_split("mnist", "train", data_root=shared_datasets)
+    if train.is_sample:  # the bundled sample is not where the model's images end
+        assert "random half" in payload["temperature_fitted_on"]
+        return
+    assert payload["temperature_fitted_on"] == "5,000 held-out training images"
+    norm = card["normalization"]
+    x = (train.images[50_000:55_000].float() / 255 - norm["mean"][0]) / norm["std"][0]
+    with torch.no_grad():
+        logits = checkpoints.load_checkpoint(LENET5).model.eval()(x).double()
+    labels = train.labels[50_000:55_000]
+
+    def nll(t: float) -> float:
+        return float(F.cross_entropy(logits / t, labels))
+
+    best = minimize_scalar(nll, bounds=(0.05, 20), method="bounded", options={"xatol": 1e-6})
+    assert payload["temperature"] == pytest.approx(best.x, rel=1e-3)
