@@ -47,10 +47,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from dashboard import probe
+from dashboard import gradcam, probe
 from dashboard.data import DatasetInfo
 from dashboard.errors import LensError, ShapeError, UnknownNameError
-from dashboard.inputs import is_activation
 
 METHODS = (
     "saliency",
@@ -144,49 +143,12 @@ class MapBatch:
 
 
 # ---------------------------------------------------------------------------------------------
-# Which layer Grad-CAM reads
+# Which layer Grad-CAM reads: the same layers, and the same default, as the Activations page's
+# Grad-CAM (`gradcam`): the layers with (C, H, W) outputs that run once per forward, and the
+# last conv block's output.
 
-
-def cam_layers(flow: probe.ShapeFlow) -> list[str]:
-    """Layers with (C, H, W) outputs that run once per forward, in order: leaves, and blocks
-    that are not Sequential (a ResNet's BasicBlock hands on its residual sum after its ReLU).
-    A module called twice (torchvision's ResNet reuses one ReLU) is left out: a hook on it
-    would see several outputs."""
-    return [r.name for r in _cam_records(flow)]
-
-
-def _cam_records(flow: probe.ShapeFlow) -> list[probe.LayerRecord]:
-    repeated = {r.name for r in flow.records if r.call_index > 0}
-    return [
-        r
-        for r in flow.records
-        if len(r.output_shape) == 3
-        and r.name not in repeated
-        and (r.is_leaf or r.type != "Sequential")
-    ]
-
-
-def default_layer(flow: probe.ShapeFlow) -> str | None:
-    """The last conv block's output: the outermost block holding the last conv (a ResNet's last
-    BasicBlock), else that conv's activation (LeNet's relu2: the rectified maps of the Grad-CAM
-    paper), else the conv itself. A conv's own maps before the ReLU are a poor choice: their
-    negative values count against the class and the map is often empty."""
-    candidates = _cam_records(flow)
-    names = {r.name for r in candidates}
-    leaves = flow.leaves
-    convs = [i for i, r in enumerate(leaves) if r.type == "Conv2d" and r.name in names]
-    if not convs:
-        return None
-    last = leaves[convs[-1]]
-    blocks = [r.name for r in candidates if not r.is_leaf and last.name.startswith(r.name + ".")]
-    if blocks:
-        return blocks[0]
-    for record in leaves[convs[-1] + 1 :]:  # past batch norm, to the activation
-        if len(record.output_shape) != 3 or record.type in {"Linear", "Conv2d"}:
-            break
-        if is_activation(record) and record.name in names:
-            return record.name
-    return last.name
+cam_layers = gradcam.spatial_layers
+default_layer = gradcam.default_layer
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,15 +238,8 @@ def private_copy(model: nn.Module) -> nn.Module:
 @contextmanager
 def shared(model: nn.Module) -> Iterator[nn.Module]:
     """Hold the probe's lock, eval mode and autograd; restore every module's own mode."""
-    with probe._LOCK:  # the lock every probe takes: one hooked forward at a time
-        modes = [(module, module.training) for module in model.modules()]
-        model.eval()
-        try:
-            with torch.enable_grad():
-                yield model
-        finally:
-            for module, training in modes:
-                module.training = training
+    with gradcam._shared_model(model), torch.enable_grad():  # gradcam's lock and modes
+        yield model
 
 
 def _device(model: nn.Module) -> torch.device:
