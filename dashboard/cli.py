@@ -494,6 +494,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     loss = float(-np.log(np.clip(picked, 1e-12, None)).mean()) if len(picked) else None
     top = metrics.top_confusions(cm, classes, k=5)
     _print_report_table(per_class, pred.accuracy, split, top)
+    if calibration_extras["temperature"] is not None:
+        print(
+            f"calibration: ECE {calibration_extras['ece']:.2%}; temperature "
+            f"{calibration_extras['temperature']:.3f} (fitted on "
+            f"{calibration_extras['temperature_fitted_on']}) takes it from "
+            f"{calibration_extras['ece_before_temperature']:.2%} to "
+            f"{calibration_extras['ece_after_temperature']:.2%} on "
+            f"{calibration_extras['calibration_measured_on']}",
+            file=sys.stderr,
+        )
     print_json(
         {
             "checkpoint": str(loaded.path),

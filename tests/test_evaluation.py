@@ -267,3 +267,33 @@ def test_evaluate_fits_the_temperature_on_training_images_the_model_never_saw(
 
     best = minimize_scalar(nll, bounds=(0.05, 20), method="bounded", options={"xatol": 1e-6})
     assert payload["temperature"] == pytest.approx(best.x, rel=1e-3)
+
+
+def test_the_figures_draw_the_numbers_computed(answers) -> None:
+    from dashboard import evaluation_figures
+
+    _, pred = answers
+    curves = evaluation.roc_curves(pred)
+    fig = evaluation_figures.class_curves(curves, kind="roc")
+    drawn = [t for t in fig.data if t.name != "chance"]
+    assert len(drawn) == 10
+    for trace, curve in zip(drawn, curves, strict=True):
+        truth = pred.labels == curve.cls
+        fpr, tpr, _ = skm.roc_curve(truth, pred.probabilities[:, curve.cls])
+        auc = skm.roc_auc_score(truth, pred.probabilities[:, curve.cls])
+        assert trace.name == f"{curve.name} (AUC {auc:.4f})"
+        assert len(trace.x) == len(fpr)  # 600 images: every point drawn
+        np.testing.assert_array_equal(trace.x, fpr)
+        np.testing.assert_array_equal(trace.y, tpr)
+    one = evaluation_figures.class_curves(evaluation.pr_curves(pred, [3]), kind="pr")
+    share = float((pred.labels == 3).mean())
+    assert one.data[-1].y == (share, share)  # the chance line: the class's share of images
+    reliability = evaluation.reliability(pred.probabilities, pred.labels)
+    bars = evaluation_figures.reliability_diagram(reliability).data[0]
+    filled = reliability.counts > 0
+    np.testing.assert_array_equal(bars.y, reliability.accuracy[filled])
+    hist = evaluation.confidence_histogram(pred)
+    right, wrong = evaluation_figures.confidence_histograms(hist, share=False).data
+    assert right.name == f"right ({int((pred.predicted == pred.labels).sum()):,})"
+    np.testing.assert_array_equal(right.y, hist.correct)
+    np.testing.assert_array_equal(wrong.y, hist.wrong)
