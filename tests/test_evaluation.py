@@ -252,7 +252,7 @@ def test_evaluate_fits_the_temperature_on_training_images_the_model_never_saw(
     assert cli.main([*argv, "--device", "cpu", "--data-root", str(shared_datasets)]) == 0
     payload = json.loads(capsys.readouterr().out)
     train = data.load_split("mnist", "train", data_root=shared_datasets)
-    if train.is_sample:  # the bundled sample is not where the model's images end
+    if train.is_sample or len(train) < 55_000:  # the shipped sample: no unseen digit
         assert "random half" in payload["temperature_fitted_on"]
         return
     assert payload["temperature_fitted_on"] == "5,000 held-out training images"
