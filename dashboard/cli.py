@@ -356,6 +356,13 @@ def _load_train_test(args: argparse.Namespace, world: World) -> tuple[Split, Spl
             dist.barrier()
 
 
+def _print_data_notes(*splits: Split) -> None:
+    """What loading the data left out or found odd (an image folder's empty classes, links
+    not followed), once each, as notes on stderr."""
+    for note in dict.fromkeys(note for split in splits for note in split.notes):
+        print(f"note: {note}", file=sys.stderr)
+
+
 def _train(args: argparse.Namespace) -> int:
     import torch
 
@@ -398,6 +405,8 @@ def _train(args: argparse.Namespace) -> int:
         config.device = device
         world = training.current_world()
         train, test = _load_train_test(args, world)
+        if world.is_main:
+            _print_data_notes(train, test)
         info = train.info
         progress = _TrainProgress(args.epochs, enabled=world.is_main)
         stop = threading.Event()
@@ -480,20 +489,30 @@ def _dynamics_json(log: Any) -> dict[str, Any] | None:
 def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from dashboard import metrics, training
+    from dashboard import cache, metrics, training
 
     start = time.perf_counter()
     loaded, split = _checkpoint_split(args)
+    card = loaded.card
     dataset = split.info.name
     device = training.resolve_device(args.device)
     model = loaded.model.to(device)
-    pred = metrics.predict(model, split, batch_size=args.batch_size, device=device)
-    classes = list(pred.classes)
-    if pred.probabilities.shape[1] != len(classes):
+    if not len(split):
+        raise LensError(f"{dataset} has no {args.split} images")
+    outputs = _output_count(model, split, device)  # before classifying thousands of images
+    if outputs != len(split.info.classes):
         raise LensError(
-            f"{loaded.path.name} has {pred.probabilities.shape[1]} outputs but {dataset} has "
-            f"{len(classes)} classes"
+            f"{loaded.path.name} has {outputs} outputs but {dataset} has "
+            f"{len(split.info.classes)} classes"
         )
+    model_id = cache.checkpoint_digest(loaded.path, card.architecture, card.model_args)
+    with _PredictProgress() as progress:
+        pred = metrics.cached_predict(
+            model, split, model_id, batch_size=args.batch_size, device=device, progress=progress
+        )
+    if not progress.ran:
+        print(f"evaluate: predictions read from the cache ({cache.results_dir()})", file=sys.stderr)
+    classes = list(pred.classes)
     cm = metrics.confusion(pred)
     rep = metrics.report(pred)
     per_class = {
@@ -527,6 +546,43 @@ def _evaluate(args: argparse.Namespace) -> int:
         }
     )
     return 0
+
+
+def _output_count(model: Any, split: Split, device: Any) -> int:
+    """How many scores the model gives for one image of the split (its first)."""
+    import torch
+
+    from dashboard import data, metrics
+
+    x, _ = next(data.iterate_batches(data.take_first(split, 1), 1, shuffle=False, device=device))
+    with metrics.evaluating(model):
+        return int(torch.as_tensor(model(x)).shape[-1])
+
+
+class _PredictProgress:
+    """A tqdm bar of images classified, on stderr, drawn only when predictions really run (a
+    cached answer draws nothing); `ran` says whether they did."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.ran = False
+
+    def __enter__(self) -> _PredictProgress:
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        self.ran = True
+        if self.bar is None:
+            self.bar = tqdm(
+                total=total, desc="classifying", unit="img", file=sys.stderr, leave=False
+            )
+        self.bar.update(done - self.bar.n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _print_report_table(
@@ -576,6 +632,7 @@ def _checkpoint_split(args: argparse.Namespace) -> tuple[Any, Split]:
         ),
         args.limit,
     )
+    _print_data_notes(split)
     if shape and split.info.channels != shape[0]:
         raise LensError(
             f"{loaded.path.name} takes {shape[0]}-channel images but {dataset} has "

@@ -262,6 +262,14 @@ def visible_records(
     return shown
 
 
+def is_shortcut_projection(record: probe.LayerRecord) -> bool:
+    """A 1×1 conv with stride > 1: ResNet's projection shortcut, which halves the map by
+    reading every other pixel on purpose (the 3×3 conv beside it reads them all). Its flag is
+    a note on a standard design, not a warning."""
+    stride = record.stride or (1, 1)
+    return record.type == "Conv2d" and record.kernel == (1, 1) and max(stride) > 1
+
+
 def collapsed_rows(
     flow: probe.ShapeFlow, *, depth: int | None = None, folded: Collection[str] = ()
 ) -> list[dict[str, Any]]:

@@ -208,3 +208,78 @@ def mismatch_lines(report: checkpoints.MismatchReport, limit: int = 12) -> list[
         file_classes, model_classes = report.class_counts
         lines.append(f"the file has {file_classes} classes, the model {model_classes}")
     return lines
+
+
+# --------------------------------------------------------------------------- links and datasets
+
+LINK_PREFIX = "upload:"  # links name an upload by content, never by its place on the server
+_LINK = re.compile(rf"{LINK_PREFIX}([0-9a-f]{{{HASH_CHARS}}})-([0-9a-f]{{8}})")
+
+
+def link_name(path: Path) -> str | None:
+    """`upload:<content hash>-<reading>` for a registered upload (the reading tells apart the
+    architectures one file was loaded as); None for any other file."""
+    path = Path(path).resolve()
+    digest, _, tag = path.stem.rpartition("-")
+    if path.parent.parent != uploads_dir().resolve() or not digest:
+        return None
+    name = f"{LINK_PREFIX}{path.parent.name}-{tag}"
+    return name if _LINK.fullmatch(name) else None
+
+
+def find_link(name: str) -> Path | None:
+    """The registered upload a link names, while the server keeps it (None otherwise)."""
+    match = _LINK.fullmatch(name)
+    if match is None:
+        return None
+    digest, tag = match.groups()
+    folder = uploads_dir() / digest
+    found = sorted(folder.glob(f"*-{tag}{checkpoints.WEIGHTS_SUFFIX}")) if folder.is_dir() else []
+    found = [p for p in found if p.with_suffix(checkpoints.CARD_SUFFIX).is_file()]
+    return found[0] if found else None
+
+
+class DatasetGuess(NamedTuple):
+    dataset: str  # a registry name or folder:PATH; "" when neither card nor shape says
+    note: str  # how it was chosen when the card does not name it ("" when it does)
+
+
+# (channels, side, outputs) → the datasets of that shape, the first one chosen
+SHAPE_DATASETS = {
+    (1, 28, 10): ("mnist", "fashion-mnist"),
+    (3, 32, 10): ("cifar10",),
+    (3, 32, 100): ("cifar100",),
+    (3, 32, 20): ("cifar100-coarse",),
+}
+TITLES = {
+    "mnist": "MNIST",
+    "fashion-mnist": "Fashion-MNIST",
+    "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100",
+    "cifar100-coarse": "CIFAR-100 (20 superclasses)",
+}
+
+
+def dataset_of(card: checkpoints.Card) -> DatasetGuess:
+    """The dataset a checkpoint belongs to: its card's, else the one its input shape and
+    output count say (an upload has no card of its own), saying when the shape fits several."""
+    if card.dataset:
+        return DatasetGuess(card.dataset, "")
+    outputs = card.num_classes or len(card.classes)
+    shape = tuple(card.input_shape or ())
+    if len(shape) != 3 or shape[1] != shape[2] or not outputs:
+        return DatasetGuess("", "")
+    fits = SHAPE_DATASETS.get((shape[0], shape[1], outputs), ())
+    if not fits:
+        return DatasetGuess("", "")
+    seen = f"{_shape(shape)} images in, {outputs} classes out"
+    if len(fits) == 1:
+        return DatasetGuess(
+            fits[0], f"Dataset {TITLES[fits[0]]}: the model's shape says so ({seen})."
+        )
+    others = " or ".join(TITLES[name] for name in fits[1:])
+    return DatasetGuess(
+        fits[0],
+        f"Dataset {TITLES[fits[0]]}, guessed from the model's shape ({seen}), which fits "
+        f"{others} as well: pick that in the sidebar if the model was trained on it.",
+    )

@@ -15,6 +15,9 @@ import pytest
 from dashboard import checkpoints, cli, data, probe
 from tests.conftest import REPO_ROOT
 
+# The command reads the test images of the data root the tests point it at.
+pytestmark = pytest.mark.reads_data
+
 LENET = REPO_ROOT / "trained" / "lenet5-mnist.safetensors"
 
 

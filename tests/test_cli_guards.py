@@ -122,8 +122,12 @@ def test_ctrl_c_while_starting_is_one_line_and_exit_130(command: list[str], dela
     )
     time.sleep(delay)
     child.send_signal(signal.SIGINT)
-    _, err = child.communicate(timeout=300)
+    out, err = child.communicate(timeout=300)
     if child.returncode == 0:  # it finished before the signal came
+        return
+    if child.returncode == -signal.SIGINT and out and not err:
+        # The command had printed its whole answer; the signal came while the interpreter was
+        # shutting down, where Python has put the system's own Ctrl-C action back.
         return
     assert "Traceback" not in err
     assert child.returncode == 130, err
