@@ -101,6 +101,20 @@ def folder_listing(folder: Path) -> dict[str, tuple[int, int]]:
 USER_FOLDERS_AT_START = {str(folder): folder_listing(folder) for folder in USER_FOLDERS}
 
 
+def changed_user_folders() -> dict[str, list[str]]:
+    """The user's folders whose entries, sizes or modification times differ from the start of
+    the run → the first ten paths that differ in each."""
+    changed = {}
+    for folder, before in USER_FOLDERS_AT_START.items():
+        after = folder_listing(Path(folder))
+        diff = sorted(
+            path for path in before.keys() | after.keys() if before.get(path) != after.get(path)
+        )
+        if diff:
+            changed[folder] = diff[:10]
+    return changed
+
+
 # --------------------------------------------------------------------------- this session's folders
 
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="cnn-lens-tests-"))
@@ -287,6 +301,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # The checks of the whole run come last, after everything they watch.
     last = [item for item in items if item.get_closest_marker("end_of_run")]
     items[:] = [item for item in items if item not in last] + last
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under pytest-xdist the end-of-run tests run in one worker while another may still be
+    running: the controller looks at the user's folders again once every worker is done."""
+    if hasattr(session.config, "workerinput"):  # a worker: its controller checks
+        return
+    changed = changed_user_folders()
+    if changed:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"the user's folders changed during the test run: {changed}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
