@@ -65,6 +65,7 @@ SECTIONS = {
     "f": "Confusion-matrix page: new model and cell gallery",
     "p": "Predictions kept on disk (CIFAR-10)",
     "g": "Page switches in Chromium",
+    "y": "What recording the training dynamics costs",
 }
 SEED = 0
 BATCH = 64
@@ -294,11 +295,16 @@ def tutorial_epoch(name: str, root: Path, n: int, workers: int) -> tuple[torch.n
     return model, time.perf_counter() - start
 
 
-def fit_epoch(name: str, train: data.Split, channels_last: bool) -> tuple[torch.nn.Module, float]:
+def fit_epoch(
+    name: str, train: data.Split, channels_last: bool, dynamics_every: int | None = None
+) -> tuple[torch.nn.Module, float]:
+    """One epoch of fit(), no test pass: (model, seconds). `dynamics_every` None: the default."""
     model = build(name)
     config = training.TrainConfig(
         epochs=1, batch_size=BATCH, lr=LR, optimizer="adam", seed=SEED, channels_last=channels_last
     )
+    if dynamics_every is not None:
+        config.dynamics_every = dynamics_every
     start = time.perf_counter()
     training.fit(model, train, None, config)
     return model, time.perf_counter() - start
@@ -1170,6 +1176,54 @@ def section_d(ctx: Context, rep: Report) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# (y) Training dynamics
+
+
+DYNAMICS_BUDGET = 0.10  # the share of training throughput the layers' statistics may cost
+
+
+def section_y(ctx: Context, rep: Report) -> None:
+    n = 3200 if ctx.quick else 10000
+    train = first(ctx.data.split("train"), n)
+    every = training.TrainConfig().dynamics_every
+    rounds = 1 if ctx.quick else 3
+    wall: dict[str, list[float]] = {"off": [], "on": []}
+    cpu: dict[str, list[float]] = {"off": [], "on": []}
+    for round_ in range(rounds):  # alternated, so a drift in load hits both alike
+        for mode in ("off", "on") if round_ % 2 == 0 else ("on", "off"):
+            start = time.process_time()
+            _, seconds = fit_epoch("lenet5", train, False, every if mode == "on" else 0)
+            wall[mode].append(seconds)
+            cpu[mode].append(time.process_time() - start)
+    cost = {k: median(t["on"]) / median(t["off"]) - 1 for k, t in (("wall", wall), ("cpu", cpu))}
+    rep.raw.update(images=n, every=every, wall_s=wall, cpu_s=cpu, cost=cost)
+    config = training.TrainConfig()
+    rep.say(
+        f"One epoch of lenet5 (Adam, batch {BATCH}, no test pass) on the first {n:,} MNIST "
+        f"training images, {ctx.threads} thread(s), {rounds} round(s) alternating: fit() as "
+        f"shipped (every layer's norms, update ratio and dead units every {every} steps and at "
+        f"the epoch's end, watching the {config.dead_window} batches before each sample; every "
+        "parameter's histogram at the start and the end of the epoch) against dynamics_every=0. "
+        "Medians; CPU seconds are the process's, less sensitive to a busy machine:"
+    )
+    rep.table(
+        ["dynamics", "wall s", "img/s", "CPU s"],
+        [
+            [mode, f"{median(wall[mode]):.2f}", f"{n / median(wall[mode]):,.0f}",
+             f"{median(cpu[mode]):.2f}"]
+            for mode in ("off", "on")
+        ],
+    )  # fmt: skip
+    rep.row(
+        "(y) training dynamics' cost, lenet5 epoch",
+        f"{cost['wall']:+.1%} wall, {cost['cpu']:+.1%} CPU",
+        f"≤ {DYNAMICS_BUDGET:.0%}",
+        verdict(max(cost.values()) <= DYNAMICS_BUDGET),
+        f"sampled every {every} steps",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # (e) and (f) The app
 
 
@@ -1767,6 +1821,7 @@ RUNNERS: dict[str, Callable[[Context, Report], None]] = {
     "f": section_f,
     "p": section_p,
     "g": section_g,
+    "y": section_y,
 }
 
 

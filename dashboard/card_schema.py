@@ -29,6 +29,7 @@ MAX_SIDE = 4096  # pixels per side of a model's input (ImageNet models take 224 
 MAX_EPOCHS = 100_000
 MAX_TEXT = 10_000  # characters of a free-text field (notes, command, dataset source)
 MAX_LABEL = 500  # characters of a name, a class name or an option value
+MAX_TENSORS = 10_000  # parameter tensors of a model (torchvision's largest have ~500)
 
 Check = Callable[[Any, str], Any]  # (value, where) → the value to keep, or raise _SchemaError
 
@@ -206,6 +207,31 @@ NORMALIZATION = record(
     {"mean": _STATISTICS, "std": list_of(number(1e-12, 1e6), MAX_CHANNELS)}, other=None
 )
 METRICS = record({"test_accuracy": _ACCURACY, "test_loss": _LOSS})
+_NAMES = list_of(text(), MAX_TENSORS)
+_VALUES = list_of(optional(number(0)), MAX_TENSORS)  # null: not measured (or not finite)
+DYNAMICS_EPOCH = record(
+    {
+        "epoch": whole(1, MAX_EPOCHS),
+        "samples": whole(0, 10**9),
+        "weight_norm": _VALUES,
+        "grad_norm": _VALUES,
+        "update_ratio": _VALUES,
+        "dead_share": list_of(optional(number(0, 1)), MAX_TENSORS),
+    },
+    other=None,
+)
+DYNAMICS = record(
+    {
+        "every": whole(0, 10**9),
+        "window": whole(0, 10**9),
+        "bins": whole(0, 100_000),
+        "tensors": _NAMES,
+        "activations": _NAMES,
+        "units": list_of(whole(0, 10**9), MAX_TENSORS),
+        "epochs": list_of(DYNAMICS_EPOCH, MAX_EPOCHS),
+    },
+    other=None,
+)
 
 # Every key a card may hold, with its rule; keys not listed are kept (a later version's) but
 # never read.
@@ -226,6 +252,7 @@ CARD: dict[str, Check] = {
     "created": text(100),
     "versions": record({}, text(), limit=64),
     "notes": text(MAX_TEXT),
+    "dynamics": DYNAMICS,
 }
 
 
@@ -251,6 +278,7 @@ def _check_agreement(values: Mapping[str, Any]) -> None:
     channels = args.get("in_channels")
     if shape and channels is not None and shape[0] != channels:
         raise _SchemaError(f"'input_shape' has {shape[0]} channels but 'model_args' has {channels}")
+    _check_dynamics(values.get("dynamics"))
     normalization = values.get("normalization")
     if normalization is not None:
         mean, std = normalization.get("mean"), normalization.get("std")
@@ -258,6 +286,27 @@ def _check_agreement(values: Mapping[str, Any]) -> None:
             raise _SchemaError("'normalization' should hold 'mean' and 'std' lists of equal length")
         if shape and len(mean) not in (1, shape[0]):
             raise _SchemaError(f"'normalization' has {len(mean)} channels but the input {shape[0]}")
+
+
+def _check_dynamics(dynamics: Mapping[str, Any] | None) -> None:
+    """Each epoch's lists hold one number per tensor (or activation) the record names."""
+    if not dynamics:
+        return
+    tensors, activations = dynamics.get("tensors", []), dynamics.get("activations", [])
+    if len(dynamics.get("units", activations)) != len(activations):
+        raise _SchemaError("'dynamics.units' should hold one count per activation")
+    for i, epoch in enumerate(dynamics.get("epochs", [])):
+        for key, names in (
+            ("weight_norm", tensors),
+            ("grad_norm", tensors),
+            ("update_ratio", tensors),
+            ("dead_share", activations),
+        ):
+            if key in epoch and len(epoch[key]) != len(names):
+                raise _SchemaError(
+                    f"'dynamics.epochs[{i}].{key}' has {len(epoch[key])} values for "
+                    f"{len(names)} {'activations' if key == 'dead_share' else 'tensors'}"
+                )
 
 
 # --- parsing with a bounded depth -----------------------------------------------------------------

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from dashboard import __version__, card_schema
+from dashboard.dynamics import DynamicsLog
 from dashboard.errors import CheckpointError, LensError
 from dashboard.paths import REPO_ROOT, TRAINED_DIR
 
@@ -72,6 +73,9 @@ MAX_CHECKPOINT_BYTES = 600 * 1024**2  # bigger files are refused before a byte i
 MAX_CARD_BYTES = card_schema.MAX_CARD_BYTES
 MAX_NAME_LENGTH = 100
 HISTORY_PREFIX = "lens_history/"
+# Training dynamics (dynamics.DynamicsLog.to_tensors) under the history prefix, so a reader that
+# knows only the filter snapshots skips them like any other unknown history key.
+DYNAMICS_PREFIX = HISTORY_PREFIX + "dynamics/"
 WEIGHTS_SUFFIX = ".safetensors"
 CARD_SUFFIX = ".json"
 TORCH_SUFFIXES = (".pt", ".pth")
@@ -118,6 +122,8 @@ class Card:
     created: str = ""  # ISO 8601 with time zone
     versions: dict[str, str] = field(default_factory=dict)
     notes: str = ""
+    # Training dynamics in a few numbers per epoch (dynamics.DynamicsLog.card_record); {} none.
+    dynamics: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept
     # Where the weights are (set by read_card / list_checkpoints / load_checkpoint); not stored.
@@ -144,6 +150,8 @@ class Card:
             if f.name in ("format", "extra", "path", "problem"):
                 continue
             value = getattr(self, f.name)
+            if f.name == "dynamics" and not value:
+                continue  # a card without training dynamics has no key for them
             out[f.name] = list(value) if isinstance(value, tuple) else value
         out.update({k: v for k, v in self.extra.items() if k not in out})
         return _finite(out)
@@ -488,18 +496,23 @@ def _strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _split_history(
     tensors: dict[str, torch.Tensor],
-) -> tuple[dict[str, torch.Tensor], FilterHistory]:
-    """Weights for load_state_dict, and the `lens_history/epochN/LAYER` snapshots apart."""
+) -> tuple[dict[str, torch.Tensor], FilterHistory, dict[str, torch.Tensor]]:
+    """Weights for load_state_dict, the `lens_history/epochN/LAYER` snapshots, and the training
+    dynamics' tensors (their prefix removed), apart."""
     state: dict[str, torch.Tensor] = {}
     history: FilterHistory = {}
+    dynamics: dict[str, torch.Tensor] = {}
     for key, tensor in tensors.items():
         if not key.startswith(HISTORY_PREFIX):
             state[key] = tensor
             continue
+        if key.startswith(DYNAMICS_PREFIX):
+            dynamics[key.removeprefix(DYNAMICS_PREFIX)] = tensor
+            continue
         match = re.fullmatch(r"epoch(\d+)/(.+)", key.removeprefix(HISTORY_PREFIX))
         if match:  # a malformed snapshot key is dropped: it is never a weight either
             history.setdefault(int(match[1]), {})[match[2]] = tensor
-    return state, {epoch: history[epoch] for epoch in sorted(history)}
+    return state, {epoch: history[epoch] for epoch in sorted(history)}, dynamics
 
 
 # --- rebuilding the model ----------------------------------------------------------------------
@@ -624,10 +637,12 @@ class LoadedCheckpoint:
     model: nn.Module  # rebuilt, weights loaded, eval mode, requires_grad untouched
     card: Card  # for a bare user file: a minimal card (architecture, name, model_args, shape)
     path: Path  # the weights file
-    filter_history: FilterHistory  # epoch → layer → first-conv weights ({} if none saved)
+    filter_history: FilterHistory  # epoch → layer → conv weights ({} if none saved)
     mismatch: MismatchReport | None = None  # what strict=False skipped; None when all fit
     # One line each, for the user: weights that hold NaN or infinite values, an invalid card.
     warnings: list[str] = field(default_factory=list)
+    # Every layer's statistics over the run and its weights' histograms (None if none saved).
+    dynamics: DynamicsLog | None = None
 
 
 def nonfinite_warning(name: str, state: Mapping[str, torch.Tensor]) -> str:
@@ -680,7 +695,7 @@ def load_checkpoint(
     reports the rest in `.mismatch`; a file of which nothing fits is always an error.
     """
     weights = _weights_path(path)
-    state, history = _split_history(_strip_wrappers(_read_tensors(weights)))
+    state, history, dynamics_tensors = _split_history(_strip_wrappers(_read_tensors(weights)))
     card_path = _card_path(weights)
     card: Card | None = None
     invalid: Card | None = None
@@ -743,7 +758,12 @@ def load_checkpoint(
     if nonfinite:
         warnings.append(nonfinite)
     mismatch = None if report.ok else report
-    return LoadedCheckpoint(model, card, weights, history, mismatch, warnings)
+    try:
+        dynamics = DynamicsLog.from_stored(dynamics_tensors, card.dynamics)
+    except (ValueError, TypeError, RuntimeError, KeyError, IndexError):
+        dynamics = None  # an untrusted file's history is only a view: skip it, keep the weights
+        warnings.append(f"{weights.name}: its training dynamics are damaged and were skipped")
+    return LoadedCheckpoint(model, card, weights, history, mismatch, warnings, dynamics)
 
 
 # --- saving ------------------------------------------------------------------------------------
@@ -759,7 +779,7 @@ def _save_path(path: str | os.PathLike[str]) -> Path:
 
 
 def _tensors_to_save(
-    model: nn.Module, filter_history: FilterHistory | None
+    model: nn.Module, filter_history: FilterHistory | None, dynamics: DynamicsLog | None = None
 ) -> dict[str, torch.Tensor]:
     """Contiguous CPU tensors, no two sharing memory (safetensors refuses tied storage)."""
     tensors: dict[str, torch.Tensor] = {}
@@ -774,6 +794,9 @@ def _tensors_to_save(
             raise CheckpointError(f"filter history epochs must be integers ≥ 0, got {epoch!r}")
         for layer, weight in layers.items():
             tensors[f"{HISTORY_PREFIX}epoch{epoch}/{layer}"] = weight
+    if dynamics is not None:
+        for key, value in dynamics.to_tensors().items():
+            tensors[DYNAMICS_PREFIX + key] = value
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()  # storages already written
     for key, value in tensors.items():
@@ -820,8 +843,11 @@ def save_checkpoint(
     *,
     overwrite: bool = False,
     filter_history: FilterHistory | None = None,
+    dynamics: DynamicsLog | None = None,
 ) -> Path:
-    """Write NAME.safetensors and NAME.json; → the weights path.
+    """Write NAME.safetensors and NAME.json; → the weights path. `filter_history` and
+    `dynamics` go into the weights file under `lens_history/` (the card's own `dynamics` record
+    is the caller's: `runs.result_card` writes it).
 
     Both files are written to temporary files and fsynced first. Then the old card goes, the
     weights are renamed into place, and the new card last: at every instant a card on disk
@@ -843,7 +869,7 @@ def save_checkpoint(
     )
     card_bytes = stamped.to_json().encode("utf-8")
     weights_bytes = safetensors.torch.save(
-        _tensors_to_save(model, filter_history), metadata={"format": "pt"}
+        _tensors_to_save(model, filter_history, dynamics), metadata={"format": "pt"}
     )
     temps: list[Path] = []
     try:

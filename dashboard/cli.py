@@ -121,6 +121,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _whole_at_least_0(text: str) -> int:
+    value = _whole(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {value}")
+    return value
+
+
+def _snapshot_layers(text: str) -> int | None:
+    """'all' → None (every conv layer that fits the snapshot budget), else a count ≥ 0."""
+    return None if text.strip().lower() == "all" else _whole_at_least_0(text)
+
+
 def _seed(text: str) -> int:
     value = _whole(text)
     if not 0 <= value <= MAX_SEED:
@@ -241,13 +253,18 @@ class _TrainProgress:
         self.epochs = epochs
         self.enabled = enabled
         self.bar: Any = None
+        self.sample: Any = None  # the epoch's latest DynamicsEvent
 
     def __call__(self, event: Event) -> None:
         from tqdm import tqdm
 
+        from dashboard.dynamics import DynamicsEvent, sample_line
         from dashboard.training import StepEvent
 
         if not self.enabled:
+            return
+        if isinstance(event, DynamicsEvent):
+            self.sample = event
             return
         if isinstance(event, StepEvent):
             if self.bar is None:
@@ -280,6 +297,8 @@ class _TrainProgress:
             file=sys.stderr,
             flush=True,
         )
+        if self.sample is not None and self.sample.epoch == event.epoch:
+            print(f"  layers: {sample_line(self.sample)}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -372,6 +391,9 @@ def _train(args: argparse.Namespace) -> int:
         augment=args.augment,
         label_smoothing=args.label_smoothing,
         threads=args.threads,
+        snapshot_layers=args.snapshot_layers,
+        dynamics_every=args.dynamics_every,
+        dead_window=args.dead_window,
     )
     training.check_config(config)
     training.resolve_device(args.device)
@@ -427,6 +449,7 @@ def _train(args: argparse.Namespace) -> int:
             out,
             overwrite=args.overwrite,
             filter_history=result.filter_history,
+            dynamics=result.dynamics,
         )
     if result.stopped:
         print(f"{result.stopped}; saved the partial run to {weights}", file=sys.stderr)
@@ -441,9 +464,23 @@ def _train(args: argparse.Namespace) -> int:
             "dataset_source": dataset_source,
             "device": result.device,
             "stopped": result.stopped,
+            "dynamics": _dynamics_json(result.dynamics),
         }
     )
     return EXIT_INTERRUPTED if result.stopped else 0
+
+
+def _dynamics_json(log: Any) -> dict[str, Any] | None:
+    """The train JSON's `dynamics`: the sampling, and the last epoch's numbers per layer."""
+    if log is None:
+        return None
+    last = log.summaries[-1] if log.summaries else None
+    record: dict[str, Any] = {"samples": len(log.steps), "every": log.every, "window": log.window}
+    if last is not None:
+        record["epoch"] = last.epoch
+        record["update_ratio"] = dict(zip(log.tensors, last.update_ratio, strict=True))
+        record["dead_share"] = dict(zip(log.activations, last.dead_share, strict=True))
+    return record
 
 
 # --- evaluate ----------------------------------------------------------------------------------
@@ -858,7 +895,7 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
     summary.set_defaults(run=_summary)
 
-    from dashboard.training import OPTIMIZERS, SCHEDULES, TrainConfig
+    from dashboard.training import OPTIMIZERS, SCHEDULES, SNAPSHOT_BUDGET, TrainConfig
 
     defaults = TrainConfig()
     train = commands.add_parser(
@@ -922,6 +959,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--out", default=None, help="checkpoint path, no suffix (default: runs/MODEL-DATASET-TIME)"
+    )
+    train.add_argument(
+        "--dynamics-every",
+        type=_whole_at_least_0,
+        default=defaults.dynamics_every,
+        help="steps between samples of every layer's norms, update ratio and dead units (0: off)",
+    )
+    train.add_argument(
+        "--dead-window",
+        type=_positive_int,
+        default=defaults.dead_window,
+        help="batches before each sample in which dead units are counted",
+    )
+    train.add_argument(
+        "--snapshot-layers",
+        type=_snapshot_layers,
+        default=None,
+        help="conv layers whose filters are kept per epoch: N (the first N) or all (default: "
+        f"all that fit {SNAPSHOT_BUDGET // 1024**2} MB)",
     )
     train.add_argument("--name", default=None, help="the checkpoint's name (default: from --out)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")

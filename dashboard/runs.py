@@ -278,7 +278,7 @@ class TrainingRun:
             self._events.append(event)
             if isinstance(event, StepEvent):
                 self._last_step = event
-            else:
+            elif isinstance(event, EpochEvent):
                 self._last_epoch = event
                 self._history.append(event)
 
@@ -462,6 +462,8 @@ def live_curve(events: Sequence[Event], label: str, metric: str = "accuracy") ->
             value = event.accuracy if metric == "accuracy" else event.loss
             points.setdefault(x, [None, None])[0] = value
             continue
+        if not isinstance(event, EpochEvent):
+            continue  # the layers' statistics (DynamicsEvent) have their own figures
         value = event.test_accuracy if metric == "accuracy" else event.test_loss
         if value is None:
             continue
@@ -633,6 +635,7 @@ def result_card(
         metrics={"test_accuracy": result.final_test_accuracy, "test_loss": result.final_test_loss},
         command=command,
         notes="; ".join([*partial, *notes]),
+        dynamics=result.dynamics.card_record() if result.dynamics is not None else {},
     )
 
 
@@ -772,6 +775,7 @@ def save_run(
             target,
             overwrite=overwrite,
             filter_history=result.filter_history,
+            dynamics=result.dynamics,
         )
     except OSError as err:  # save_checkpoint wraps its own; this catches anything around it
         raise LensError(f"could not save {target.name}: {err.strerror or err}") from None

@@ -25,7 +25,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from dashboard import dynamics
 from dashboard.data import Split, iterate_batches, subset
+from dashboard.dynamics import DynamicsEvent, DynamicsLog
 from dashboard.errors import LensError, UnknownNameError
 from dashboard.metrics import evaluating, logits_in_batches
 
@@ -37,6 +39,11 @@ STEP_GAMMA = 0.1  # "step": the learning rate falls tenfold every third of the e
 # Evaluation keeps no activations for backward, but a batch whose feature maps outgrow the
 # CPU caches is slower per image: bn-cnn tests 2.6× faster in batches of 128 than of 1,000.
 EVAL_BATCH = 128
+# Per-epoch filter snapshots of every conv layer (snapshot_layers=None) stop at the layer that
+# would take the run's snapshots past this: the small nets keep all layers, the CIFAR ResNet
+# and VGG the first ones (every layer, every epoch would add ~20 MB to their checkpoints).
+SNAPSHOT_BUDGET = 8 * 1024**2
+MAX_BINS = 4096
 
 
 @dataclass
@@ -52,7 +59,15 @@ class TrainConfig:
     augment: bool | None = None  # None: the dataset's default (CIFAR crops and flips, digits none)
     label_smoothing: float = 0.0  # softens one-hot targets; 0.1 helps the larger models
     eval_every_epoch: bool = True  # test after every epoch for the live curves, else at the end
-    snapshot_layers: int = 2  # first N conv layers' filters kept per epoch for the filter slider
+    # First N conv layers' filters kept per epoch for the filter slider; None: every conv layer
+    # while the run's snapshots fit snapshot_budget bytes (the command line's choice).
+    snapshot_layers: int | None = 2
+    snapshot_budget: int = SNAPSHOT_BUDGET
+    # Every layer's norms, update ratio and dead units, sampled every N steps and at each epoch's
+    # end (0: off); the activations are watched in the `dead_window` batches before a sample.
+    dynamics_every: int = 50
+    dead_window: int = 10
+    histogram_bins: int = 64  # per parameter tensor and epoch, range fixed at the start
     log_every: int = 20  # steps between StepEvents: a smooth live curve, cheap to draw
     threads: int | None = None  # CPU threads for this run; None leaves torch's (the caller's)
     # CPU conv nets train in the channels-last layout: 15-30 % less time per step (bench/), the
@@ -95,7 +110,7 @@ class EpochEvent:
         return self.steps < self.steps_per_epoch
 
 
-Event = StepEvent | EpochEvent
+Event = StepEvent | EpochEvent | DynamicsEvent
 
 
 @dataclass
@@ -111,6 +126,7 @@ class FitResult:
     device: str  # what the run used, e.g. "cpu", "cuda:0", "cpu, 2 processes (gloo)"
     batch_size: int = 0  # the batch size actually used (after clamping to the dataset)
     notes: list[str] = field(default_factory=list)  # adjustments and warnings, one line each
+    dynamics: DynamicsLog | None = None  # every layer's statistics and histograms (None: off)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,11 +301,15 @@ def check_config(config: TrainConfig) -> list[str]:
         raise LensError(f"batch size must be at least 1, got {config.batch_size}")
     if not math.isfinite(config.lr) or config.lr < 0:
         raise LensError(f"learning rate must be a number ≥ 0, got {config.lr}")
+    if config.dynamics_every < 0 or config.dead_window < 1:
+        raise LensError("dynamics_every must be ≥ 0 (0: off) and dead_window ≥ 1")
+    if not 2 <= config.histogram_bins <= MAX_BINS:
+        raise LensError(f"histogram_bins must be from 2 to {MAX_BINS:,}")
     if not math.isfinite(config.weight_decay) or config.weight_decay < 0:
         raise LensError(f"weight decay must be a number ≥ 0, got {config.weight_decay}")
     if not 0 <= config.label_smoothing < 1:
         raise LensError(f"label smoothing must be in [0, 1), got {config.label_smoothing}")
-    if config.log_every < 1 or config.snapshot_layers < 0:
+    if config.log_every < 1 or (config.snapshot_layers or 0) < 0:
         raise LensError("log_every must be ≥ 1 and snapshot_layers ≥ 0")
     if config.threads is not None and config.threads < 1:
         raise LensError(f"threads must be at least 1, got {config.threads}")
@@ -354,8 +374,28 @@ def evaluate_model(
     return loss_sum / count, correct / count
 
 
-def _first_convs(model: nn.Module, n: int) -> list[tuple[str, nn.Conv2d]]:
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)][:n]
+def _snapshot_convs(
+    model: nn.Module, config: TrainConfig
+) -> tuple[list[tuple[str, nn.Conv2d]], str | None]:
+    """The conv layers whose filters are kept per epoch, and a note when some are left out."""
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if config.snapshot_layers is not None:
+        return convs[: config.snapshot_layers], None
+    kept: list[tuple[str, nn.Conv2d]] = []
+    used = 0
+    for name, conv in convs:
+        size = conv.weight.numel() * conv.weight.element_size() * (config.epochs + 1)
+        if used + size > config.snapshot_budget:
+            break
+        kept.append((name, conv))
+        used += size
+    if len(kept) == len(convs):
+        return kept, None
+    rest = sum(c.weight.numel() * c.weight.element_size() for _, c in convs[len(kept) :])
+    return kept, (
+        f"filter snapshots per epoch cover the first {len(kept)} of {len(convs)} conv layers: "
+        f"the others would add {rest * (config.epochs + 1) / 1024**2:.1f} MB to the checkpoint"
+    )
 
 
 def _snapshot(convs: list[tuple[str, nn.Conv2d]]) -> dict[str, torch.Tensor]:
@@ -459,8 +499,11 @@ def fit(
         if config.channels_last
         else nullcontext(torch.contiguous_format)
     )
-    with _cpu_threads(config.threads), layout as memory_format:
-        return _fit(model, train, test, config, on_event, should_stop, memory_format)
+    recorder = dynamics.Recorder(
+        model, every=config.dynamics_every, window=config.dead_window, bins=config.histogram_bins
+    )
+    with _cpu_threads(config.threads), layout as memory_format, recorder:
+        return _fit(model, train, test, config, on_event, should_stop, memory_format, recorder)
 
 
 @contextmanager
@@ -485,6 +528,7 @@ def _fit(
     on_event: Callable[[Event], None] | None,
     should_stop: Callable[[], bool] | threading.Event | None,
     memory_format: torch.memory_format,
+    recorder: dynamics.Recorder,
 ) -> FitResult:
     notes = check_config(config)
     if len(train.labels) == 0:
@@ -516,8 +560,10 @@ def _fit(
         net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     optimizer = make_optimizer(model.parameters(), config)
     schedule = make_schedule(optimizer, config, steps_per_epoch)
-    convs = _first_convs(model, config.snapshot_layers)
+    convs, left_out = _snapshot_convs(model, config)
+    notes += [left_out] if left_out else []
     filter_history = {0: _snapshot(convs)}
+    recorder.start(steps_per_epoch, dynamics.all_reduce_max if world.size > 1 else None)
     test_share = (
         subset(test, torch.arange(world.rank, len(test.labels), world.size))
         if test is not None and world.size > 1
@@ -565,6 +611,7 @@ def _fit(
         )
         for x, y in batches:
             lr = optimizer.param_groups[0]["lr"]
+            recorder.before_step(steps_done + 1)
             logits = net(x)  # (B, K)
             loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
             correct = (logits.detach().argmax(dim=1) == y).sum().item()
@@ -582,6 +629,7 @@ def _fit(
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            recorder.after_backward(steps_done + 1)
             optimizer.step()
             if schedule.per_step and schedule.scheduler is not None:
                 schedule.scheduler.step()
@@ -593,6 +641,11 @@ def _fit(
             window_loss += loss_sum
             window_correct += correct
             window_images += count
+            sample = recorder.after_step(
+                epoch=epoch, step=step, global_step=steps_done, elapsed=time.perf_counter() - start
+            )
+            if sample is not None:
+                emit(sample)
             if step % config.log_every == 0 or step == steps_per_epoch:
                 now = time.perf_counter()
                 running = train_seconds + (now - epoch_start)
@@ -629,6 +682,7 @@ def _fit(
             evaluate() if (config.eval_every_epoch or last) and not diverged else (None, None)
         )
         filter_history[epoch] = _snapshot(convs)
+        recorder.end_epoch(epoch)
         event = EpochEvent(
             epoch=epoch,
             train_loss=epoch_loss / epoch_images,
@@ -661,4 +715,5 @@ def _fit(
         else f"{device}, {world.size} processes ({world.backend})",
         batch_size=plan.batch_size,
         notes=notes,
+        dynamics=recorder.log,
     )

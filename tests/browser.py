@@ -197,6 +197,13 @@ def wait_for_app(page, text: str, timeout_ms: int = 60_000) -> None:
     _idle(page, timeout_ms)
 
 
+def figure_title(page, text: str):
+    """The plotly titles reading `text`, wherever the figure broke its lines (a title wraps at
+    <br> to fit its figure, and the break leaves no space in the text)."""
+    words = (re.escape(word) for word in text.split())
+    return page.locator(".gtitle", has_text=re.compile(r"\s*".join(words)))
+
+
 def settle(page, timeout_ms: int = 120_000) -> None:
     """Wait until Streamlit has finished the rerun a widget change started: first for a run
     to start since the last wait, then for the app to be idle."""

@@ -35,17 +35,49 @@ TRAINED_DATA = REPO_ROOT / "trained" / "data"
 # --------------------------------------------------------------------------- the user's folders
 
 APP_NAME = "cnn-lens"
+# The variables this session redirects (below). pytest-xdist's workers inherit the controller's
+# environment, already redirected: the user's own values travel to them in USER_ENV_VARIABLE.
+REDIRECTED = (
+    "CNN_LENS_CACHE", "CNN_LENS_RUNS", "CNN_LENS_CONFIG", "CNN_LENS_DATA", "TORCH_HOME", "HOME",
+    "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME",
+)  # fmt: skip
+USER_ENV_VARIABLE = "CNN_LENS_TESTS_USER_ENV"
+if USER_ENV_VARIABLE in os.environ:
+    USER_ENV: dict[str, str | None] = json.loads(os.environ[USER_ENV_VARIABLE])
+else:
+    USER_ENV = {name: os.environ.get(name) for name in REDIRECTED}
+    os.environ[USER_ENV_VARIABLE] = json.dumps(USER_ENV)
+
+
+def _set_environment(values: dict[str, str | None]) -> None:
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def _user_folder(kind: str) -> Path:
+    """platformdirs' folder of `kind` ("cache", "config") as the user's own environment has it."""
+    current = {name: os.environ.get(name) for name in REDIRECTED}
+    try:
+        _set_environment(USER_ENV)
+        return Path(getattr(platformdirs, f"user_{kind}_dir")(APP_NAME))
+    finally:
+        _set_environment(current)
+
+
 # Where the app would write on this machine without the variables below: checked unchanged at
-# the end of the run (tests/test_isolation.py). Read before HOME and XDG_* are redirected.
+# the end of the run (tests/test_isolation.py).
 USER_FOLDERS = (
-    Path(platformdirs.user_cache_dir(APP_NAME)),
-    Path(platformdirs.user_config_dir(APP_NAME)),
+    _user_folder("cache"),
+    _user_folder("config"),
     REPO_ROOT / "runs",
     # and the folders the user's own variables name, if set (their data root among them)
     *(
-        Path(os.environ[name]).expanduser()
+        Path(USER_ENV[name]).expanduser()  # type: ignore[arg-type]
         for name in ("CNN_LENS_CACHE", "CNN_LENS_RUNS", "CNN_LENS_CONFIG", "CNN_LENS_DATA")
-        if os.environ.get(name)
+        if USER_ENV.get(name)
     ),
 )
 
@@ -67,6 +99,20 @@ def folder_listing(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 USER_FOLDERS_AT_START = {str(folder): folder_listing(folder) for folder in USER_FOLDERS}
+
+
+def changed_user_folders() -> dict[str, list[str]]:
+    """The user's folders whose entries, sizes or modification times differ from the start of
+    the run → the first ten paths that differ in each."""
+    changed = {}
+    for folder, before in USER_FOLDERS_AT_START.items():
+        after = folder_listing(Path(folder))
+        diff = sorted(
+            path for path in before.keys() | after.keys() if before.get(path) != after.get(path)
+        )
+        if diff:
+            changed[folder] = diff[:10]
+    return changed
 
 
 # --------------------------------------------------------------------------- this session's folders
@@ -255,6 +301,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # The checks of the whole run come last, after everything they watch.
     last = [item for item in items if item.get_closest_marker("end_of_run")]
     items[:] = [item for item in items if item not in last] + last
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under pytest-xdist the end-of-run tests run in one worker while another may still be
+    running: the controller looks at the user's folders again once every worker is done."""
+    if hasattr(session.config, "workerinput"):  # a worker: its controller checks
+        return
+    changed = changed_user_folders()
+    if changed:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"the user's folders changed during the test run: {changed}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

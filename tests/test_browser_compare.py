@@ -11,6 +11,7 @@ import pytest
 from tests.browser import (
     assert_no_exception,
     chromium_page,
+    figure_title,
     screenshot,
     wait_for_app,
 )
@@ -21,8 +22,14 @@ A, B = "study-lenet5-batchnorm", "study-lenet5-base"  # the sidebar's first mode
 
 
 def titles(page) -> list[str]:
-    """The titles of every plotly figure drawn so far."""
-    return page.locator(".gtitle").evaluate_all("els => els.map(e => e.textContent)")
+    """The titles of every plotly figure drawn so far, without spaces (a title's line breaks
+    leave none)."""
+    found = page.locator(".gtitle").evaluate_all("els => els.map(e => e.textContent)")
+    return [squeezed(title) for title in found]
+
+
+def squeezed(text: str) -> str:
+    return "".join(text.split())
 
 
 def test_compare_from_the_sidebar_link(app_url: str) -> None:
@@ -34,13 +41,15 @@ def test_compare_from_the_sidebar_link(app_url: str) -> None:
         assert page.url.split("?")[0].endswith("/Compare")
         grids = [f"A · {A} · filters of features.conv1", f"B · {B} · filters of features.conv1"]
         for title in grids:  # plotly draws after the script has finished
-            page.locator(".gtitle", has_text=title).first.wait_for(timeout=TIMEOUT_MS)
+            figure_title(page, title).first.wait_for(timeout=TIMEOUT_MS)
         assert_no_exception(page)
         shown = titles(page)
-        assert "Test accuracy" in shown
-        assert f"A · {A} · maps of features.conv1" in shown
+        assert squeezed("Test accuracy") in shown
+        assert squeezed(f"A · {A} · maps of features.conv1") in shown
         # both grids are drawn heatmaps with the same colour bar range
-        bars = page.locator(".js-plotly-plot").filter(has_text="filters of features.conv1")
+        bars = page.locator(".js-plotly-plot").filter(
+            has=figure_title(page, "filters of features.conv1")
+        )
         assert bars.count() == 2
         ticks = [bar.locator(".cbaxis text").all_inner_texts() for bar in bars.all()]
         assert ticks[0] == ticks[1]

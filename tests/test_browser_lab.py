@@ -9,6 +9,7 @@ import pytest
 from tests.browser import (
     assert_no_exception,
     chromium_page,
+    figure_title,
     screenshot,
     wait_for_app,
 )
@@ -53,7 +54,8 @@ def test_step_through_the_worked_example_and_open_a_neuron(app_url: str) -> None
 
         page.get_by_role("tab", name="Any neuron").click()
         page.get_by_text("model's activation ✓").first.wait_for(timeout=60_000)
-        wait_for_app(page, "What this neuron sees")
+        figure_title(page, "What this neuron sees").first.wait_for(timeout=60_000)
+        wait_for_app(page, "computed by hand")
         assert_no_exception(page)
         assert "computed by hand" in code_text(page)
         screenshot(page, "lab_neuron")

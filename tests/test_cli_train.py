@@ -88,6 +88,36 @@ def test_train_prints_its_json_and_saves_a_checkpoint_with_its_card(run, shared_
     assert sorted(loaded.filter_history) == [0, 1]
 
 
+def test_train_records_every_layers_dynamics_in_its_json_card_and_checkpoint(run):
+    """2,000 images in batches of 64: 32 steps, sampled at the epoch's end (every 50 otherwise);
+    the last epoch's weight norms in the card are the saved weights' own."""
+    payload, out = run["payload"], run["out"]
+    loaded = checkpoints.load_checkpoint(payload["checkpoint"])
+    names = [name for name, _ in loaded.model.named_parameters()]
+    summary = payload["dynamics"]
+    assert (summary["samples"], summary["every"], summary["window"], summary["epoch"]) == (
+        1, 50, 10, 1
+    )  # fmt: skip
+    assert list(summary["update_ratio"]) == names
+    assert all(0 < r < 1 for r in summary["update_ratio"].values())
+    assert all(0 <= s <= 1 for s in summary["dead_share"].values())
+    assert "  layers: update/weight median" in run["stderr"]
+    record = json.loads(Path(f"{out}.json").read_text())["dynamics"]
+    assert record["tensors"] == names
+    assert list(record["activations"]) == list(summary["dead_share"])
+    (epoch,) = record["epochs"]
+    assert (epoch["epoch"], epoch["samples"]) == (1, 1)
+    weights = dict(loaded.model.named_parameters())
+    for name, norm in zip(names, epoch["weight_norm"], strict=True):
+        exact = float(torch.linalg.vector_norm(weights[name].detach().double()))
+        assert norm == pytest.approx(exact, rel=1e-6), name
+    assert loaded.dynamics is not None
+    assert loaded.dynamics.steps == [32]
+    assert sorted(loaded.dynamics.histograms) == [0, 1]
+    for name, counts in loaded.dynamics.histograms[1].items():
+        assert int(counts.sum()) == weights[name].numel(), name
+
+
 def test_evaluate_reports_what_sklearn_computes_from_the_predictions(run, shared_datasets):
     result = run_cli("evaluate", f"{run['out']}.safetensors", "--data-root", str(shared_datasets))
     assert result.returncode == 0, result.stderr

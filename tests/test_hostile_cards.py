@@ -8,6 +8,7 @@ then the card edited the way a hostile or careless hand would."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from collections.abc import Callable
@@ -42,6 +43,11 @@ def with_wrong_history(card: dict) -> None:
     card["history"] = [{"epoch": "one", "test_accuracy": "z"}, [1, 2]]
 
 
+def with_wrong_dynamics(card: dict) -> None:
+    epoch = {"epoch": 1, "weight_norm": [1.0, 2.0], "grad_norm": [0.5], "dead_share": []}
+    card["dynamics"] = {"tensors": ["features.conv1.weight"], "activations": [], "epochs": [epoch]}
+
+
 def with_fifty_million_classes(card: dict) -> None:
     card["model_args"]["num_classes"] = 50_000_000
 
@@ -66,6 +72,10 @@ SPOILED: dict[str, tuple[Callable[[dict], None] | None, str]] = {
         with_fifty_million_classes,
         "bad-classes.json: 'model_args.num_classes' should be a whole number from 1 to 100,000, "
         "got 50000000",
+    ),
+    "bad-dynamics": (
+        with_wrong_dynamics,
+        "bad-dynamics.json: 'dynamics.epochs[0].weight_norm' has 2 values for 1 tensors",
     ),
     "bad-deep": (None, "bad-deep.json nests more than 16 levels deep"),
 }
@@ -148,6 +158,9 @@ def test_the_nesting_depth_is_counted_without_recursion_and_strings_do_not_count
         ({"versions": {"torch": 2}}, "'versions.torch' should be text"),
         ({"notes": "x" * 10_001}, "'notes' should be text of at most 10,000 characters"),
         ({"history": [{}] * 100_001}, "'history' should be a list of at most 100,000 items"),
+        ({"dynamics": {"every": -1}}, "'dynamics.every' should be a whole number from 0"),
+        ({"dynamics": {"tensors": [1]}}, "'dynamics.tensors[0]' should be text"),
+        ({"dynamics": {"epochs": [{"epoch": 1, "grad_norm": [math.inf]}]}}, "grad_norm[0]"),
     ],
 )
 def test_the_schema_checks_types_ranges_and_agreement(change: dict, reason: str):

@@ -121,9 +121,16 @@ def test_blank_canvas_is_no_input() -> None:
     assert inputs.prepare_drawing(black, MNIST) is None
 
 
-def test_drawing_needs_a_one_channel_model() -> None:
-    with pytest.raises(LensError, match="1-channel"):
-        inputs.prepare_drawing(np.zeros((8, 8, 4), dtype=np.uint8), CIFAR)
+def test_a_colour_model_reads_the_canvas_itself_resized() -> None:
+    assert inputs.prepare_drawing(np.zeros((8, 8, 4), dtype=np.uint8), CIFAR) is None  # blank
+    canvas = np.zeros((280, 280, 4), dtype=np.uint8)
+    canvas[..., 3] = 255
+    canvas[:, 140:] = (255, 255, 255, 255)  # the right half painted white
+    prepared = inputs.prepare_drawing(canvas, CIFAR)
+    assert prepared is not None
+    assert prepared.pixels.shape == (3, 32, 32)
+    assert (prepared.pixels[:, :, :15] == 0).all()
+    assert (prepared.pixels[:, :, 17:] == 255).all()
 
 
 # --------------------------------------------------------------------------- uploads

@@ -141,14 +141,7 @@ def test_nothing_landed_in_the_apps_default_folders() -> None:
 def test_the_users_cache_config_and_runs_are_unchanged_by_the_run() -> None:
     """The user's cache and config folders (platformdirs') and the repository's runs/, as at
     the start of the run: same entries, sizes and modification times."""
-    changed = {}
-    for folder, before in conftest.USER_FOLDERS_AT_START.items():
-        after = conftest.folder_listing(Path(folder))
-        diff = sorted(
-            path for path in before.keys() | after.keys() if before.get(path) != after.get(path)
-        )
-        if diff:
-            changed[folder] = diff[:10]
+    changed = conftest.changed_user_folders()
     assert not changed, (
         f"changed during the test run (by a test, or another program writing there): {changed}"
     )

@@ -72,11 +72,15 @@ def test_a_run_trains_in_the_background_and_sends_every_event(mnist_train, mnist
     # log_every=20 over 32 steps: steps 20 and 32, then the epoch, twice.
     events = run.events_since(0)
     kinds = [
-        (type(e).__name__, e.epoch, e.step if isinstance(e, StepEvent) else e.steps) for e in events
+        (type(e).__name__, e.epoch, e.steps if isinstance(e, EpochEvent) else e.step)
+        for e in events
     ]
+    # The layers' statistics are sampled every 50 steps (the 50th is the second epoch's 18th)
+    # and at each epoch's last step.
     assert kinds == [
-        ("StepEvent", 1, 20), ("StepEvent", 1, 32), ("EpochEvent", 1, 32),
-        ("StepEvent", 2, 20), ("StepEvent", 2, 32), ("EpochEvent", 2, 32),
+        ("StepEvent", 1, 20), ("DynamicsEvent", 1, 32), ("StepEvent", 1, 32), ("EpochEvent", 1, 32),
+        ("DynamicsEvent", 2, 18), ("StepEvent", 2, 20), ("DynamicsEvent", 2, 32),
+        ("StepEvent", 2, 32), ("EpochEvent", 2, 32),
     ]  # fmt: skip
     assert run.events_since(4) == events[4:]
     assert run.history == [e for e in events if isinstance(e, EpochEvent)]
