@@ -1,4 +1,4 @@
-"""The command line: `python -m dashboard {train,evaluate,summary}`.
+"""The command line: `python -m dashboard {train,evaluate,summary,probes}`.
 
 Contract (DESIGN.md): progress on stderr, one JSON object last on stdout, and for bad input a
 non-zero exit with a one-line reason on stderr — never a traceback.
@@ -475,6 +475,76 @@ def _print_report_table(
     print("\n".join(lines), file=sys.stderr)
 
 
+# --- probes ------------------------------------------------------------------------------------
+
+PROBE_IMAGES = 10_000  # default training and test images of `probes` (a seeded sample of each)
+
+
+class _FractionBar:
+    """A tqdm bar on stderr fed by (fraction, text) progress reports."""
+
+    def __init__(self, description: str) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=100, desc=description, file=sys.stderr, leave=False, unit="%")
+
+    def __call__(self, fraction: float, text: str) -> None:
+        self.bar.set_postfix_str(text, refresh=False)
+        self.bar.update(round(100 * fraction) - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _probes(args: argparse.Namespace) -> int:
+    from dashboard import checkpoints, representations
+
+    loaded = checkpoints.load_checkpoint(args.checkpoint, architecture=args.model)
+    card, model = loaded.card, loaded.model
+    splits = {
+        split: representations.checkpoint_split(
+            card, args.dataset, split, data_root=args.data_root, download=args.download
+        )
+        for split in ("train", "test")
+    }
+    blocks = representations.model_blocks(model, splits["test"].info.input_shape)
+    features = {}
+    for (split, images), count in zip(
+        splits.items(), (args.train_images, args.test_images), strict=True
+    ):
+        chosen = representations.sample_indices(len(images), count)
+        bar = _FractionBar(f"{split} features")
+        try:
+            features[split] = representations.extract_features(
+                model, images, blocks, indices=chosen, on_progress=bar
+            )
+        finally:
+            bar.close()
+        print(f"{split}: {len(chosen):,} images of {images.source}", file=sys.stderr)
+    bar = _FractionBar("probes")
+    try:
+        report = representations.probe_layers(features["train"], features["test"], on_progress=bar)
+    finally:
+        bar.close()
+    if args.json:
+        print_json(report.to_json())
+        return 0
+    width = max(len(p.layer) for p in report.layers)
+    lines = [f"{'layer':<{width}}  features  probe %   k-NN %  silhouette"]
+    for p in report.layers:
+        sil = "—" if p.silhouette is None else f"{p.silhouette:+.3f}"
+        lines.append(
+            f"{p.layer:<{width}}  {p.features:8,d}  {100 * p.probe_accuracy:7.2f}  "
+            f"{100 * p.knn_accuracy:7.2f}  {sil:>10}"
+        )
+    lines.append(
+        f"the model itself: {100 * report.model_accuracy:.2f} % on the same "
+        f"{report.test_images:,} test images (probes trained on {report.train_images:,})"
+    )
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-root",
@@ -598,6 +668,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     _add_data_arguments(evaluate)
     evaluate.set_defaults(run=_evaluate)
+
+    probes = commands.add_parser(
+        "probes", help="how separable the classes are at each layer: linear probe, k-NN, silhouette"
+    )
+    probes.add_argument("checkpoint", help="NAME.safetensors (with its card) or a .pt/.pth")
+    probes.add_argument("--model", default=None, help="architecture of a bare state dict")
+    probes.add_argument("--dataset", default=None, help="default: the card's dataset")
+    probes.add_argument(
+        "--train-images",
+        type=_positive_int,
+        default=PROBE_IMAGES,
+        help=f"training images the probes learn from (default {PROBE_IMAGES:,}, a seeded sample)",
+    )
+    probes.add_argument(
+        "--test-images",
+        type=_positive_int,
+        default=PROBE_IMAGES,
+        help=f"test images they are scored on (default {PROBE_IMAGES:,}, a seeded sample)",
+    )
+    probes.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_data_arguments(probes)
+    probes.set_defaults(run=_probes)
 
     return parser
 
