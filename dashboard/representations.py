@@ -248,13 +248,11 @@ def checkpoint_split(
     if not name:
         raise LensError(f"{card.name} names no dataset: pass --dataset NAME")
     shape = card.input_shape
-    loaded = data.load_split(
-        name, split, data_root=data_root, download=download, input_size=shape[1] if shape else None
-    )
-    if shape and loaded.info.channels != shape[0]:
-        raise LensError(
-            f"{card.name} takes {shape[0]}-channel images but {name} has {loaded.info.channels}"
-        )
+    size = shape[1] if shape else None
+    channels = data.dataset_info(name, data_root=data_root, input_size=size).channels
+    if shape and channels != shape[0]:  # before any image is read or downloaded
+        raise LensError(f"{card.name} takes {shape[0]}-channel images but {name} has {channels}")
+    loaded = data.load_split(name, split, data_root=data_root, download=download, input_size=size)
     stats = card.normalization
     if stats and loaded.info.name == card.dataset:
         info = dataclasses.replace(loaded.info, mean=tuple(stats["mean"]), std=tuple(stats["std"]))
