@@ -3,14 +3,16 @@
 Libraries, chosen by measurement (the README has the numbers):
 - PCA: scikit-learn (`svd_solver="auto"`: the exact covariance eigen-decomposition for few
   features, a randomized SVD for many; explained variance against the data's total variance).
-- t-SNE: openTSNE, single-threaded. Its Barnes-Hut t-SNE takes about 40 % of scikit-learn's
-  CPU time for 5,000 points, switches to FFT-accelerated gradients (FIt-SNE) from 10,000 points
-  in 2-D (below that the FFT grid's fixed cost loses: 6× Barnes-Hut's at 500 points), and its
-  callbacks report the iterations (scikit-learn's TSNE can only print). One thread: two threads
-  on a busy 2-core machine cost 3–6× the CPU time in spinning. openTSNE adds ~13 MB.
+- t-SNE: openTSNE, single-threaded. Its Barnes-Hut t-SNE takes about 70 % of scikit-learn's
+  CPU time for 5,000 points (both on one thread); it switches to FFT-accelerated gradients
+  (FIt-SNE) from 10,000 points in 2-D (below that the FFT grid's fixed cost loses: 6× the time
+  of Barnes-Hut at 500 points, 2× at 5,000); its callbacks report the iterations (scikit-learn's
+  TSNE can only print). One thread: two threads on a busy 2-core machine cost 2–6× the CPU
+  time in spinning. openTSNE adds ~13 MB.
 - UMAP: umap-learn, imported only when UMAP is asked for: it brings numba and llvmlite (~210 MB
-  installed, seconds to import, and ~30 s of JIT compilation the first time it runs on a
-  machine; numba caches the compiled code after that).
+  installed, seconds to import) and compiles its code in every new process, ~45 CPU-seconds
+  before its first map. Handing it exact neighbours (`exact_neighbours`) skips pynndescent
+  and about half of that; later maps of 5,000 points take ~5 CPU-seconds.
 Both t-SNE and UMAP start from the first 50 principal components when there are more features
 (the usual recipe: it drops noise and makes the neighbour search cheap), and both are
 reproducible with their seed.
@@ -193,11 +195,13 @@ def umap(
     if on_progress is not None:
         bar = {"bar_format": _EpochCounter.FORMAT, "mininterval": 0, "miniters": 1}
         progress = {"disable": False, "file": _EpochCounter(on_progress), **bar}
+    k = min(neighbours, len(x) - 1)
     model = umap_learn.UMAP(
         n_components=dims,
-        n_neighbors=min(neighbours, len(x) - 1),
+        n_neighbors=k,
         random_state=seed,
         n_jobs=1,
+        precomputed_knn=(*exact_neighbours(x, k), None),
         tqdm_kwds=progress,
     )
     with warnings.catch_warnings():
@@ -206,6 +210,27 @@ def umap(
     if on_progress is not None:
         on_progress(1.0, "UMAP done")
     return Projection("umap", coords, seed)
+
+
+def exact_neighbours(x: np.ndarray, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, Euclidean distances) of each row's k nearest rows, itself first (distance 0).
+
+    Given to UMAP, they spare it pynndescent's approximate search, whose numba code is compiled
+    afresh in every process: ~20 CPU-seconds of a first UMAP call. Distances are computed from
+    differences, not from a matrix product, so a point is at exactly 0 from itself and from its
+    duplicates, as UMAP's own search finds."""
+    import torch
+
+    points = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    indices, distances = [], []
+    for start in range(0, len(points), chunk):  # (chunk, N) distances at a time
+        block = torch.cdist(
+            points[start : start + chunk], points, compute_mode="donot_use_mm_for_euclid_dist"
+        )
+        found = block.topk(k, dim=1, largest=False)  # sorted, nearest first
+        indices.append(found.indices)
+        distances.append(found.values)
+    return torch.cat(indices).numpy().astype(np.int64), torch.cat(distances).numpy()
 
 
 def project(

@@ -131,6 +131,20 @@ def test_nearest_neighbours_equal_scikit_learn(features: dict[str, np.ndarray]) 
         assert index not in found.indices
 
 
+def test_exact_neighbours_for_umap_are_the_nearest(features: dict[str, np.ndarray]) -> None:
+    x = np.vstack([features["fc1"][:700], features["fc1"][:5]])  # five duplicated rows
+    indices, distances = proj.exact_neighbours(x, 6, chunk=256)
+    exact = np.sqrt(((x[:, None, :].astype(np.float64) - x[None]) ** 2).sum(axis=2))
+    smallest = np.sort(exact, axis=1)[:, :6]
+    np.testing.assert_allclose(distances, smallest, rtol=1e-5, atol=1e-5)
+    chosen = np.take_along_axis(exact, indices, axis=1)  # the rows found are that near
+    np.testing.assert_allclose(chosen, smallest, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(indices[5:700, 0], np.arange(5, 700))  # itself first …
+    assert np.all(distances[:, 0] == 0)  # … at exactly 0, and so is a duplicate
+    assert set(indices[700][:2]) == {0, 700}
+    assert distances[700][1] == 0
+
+
 def test_neighbours_of_a_dead_vector_and_bad_requests() -> None:
     x = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     found = proj.nearest_neighbours(x, 0, k=10)
