@@ -22,8 +22,8 @@ COLOUR_BY = {"true": "true class", "predicted": "predicted class", "correct": "c
 PROBE = "#2563eb"  # logistic-regression probe
 KNN = "#d97706"  # k-NN
 SILHOUETTE = "#7c3aed"
-FOCUS = "#111827"  # ring around the clicked image
-NEIGHBOUR = "#f59e0b"  # rings around its nearest neighbours
+FOCUS = "#111827"  # rings around the clicked image (thick) and its neighbours (thin): black,
+NEIGHBOUR = "#111827"  # a colour no class takes
 CKA_SCALE = "Viridis"
 MAX_CELL_TEXT = 24  # layers per side up to which every CKA value is written in its cell
 
@@ -99,15 +99,15 @@ def embedding_scatter(
             continue
         marker = {"size": size, "color": colour, "opacity": 0.8, "line": {"width": 0}}
         traces.append(_points(xyz[mask], custom[mask], name, marker, hover))
-    rings = [(list(neighbours), NEIGHBOUR, "nearest neighbours")]
+    rings = [(list(neighbours), NEIGHBOUR, "nearest neighbours", 2.2, 1.5)]
     if focus is not None:
-        rings.append(([focus], FOCUS, "clicked image"))
-    for rows, colour, name in rings:
+        rings.append(([focus], FOCUS, "clicked image", 3.0, 3.0))
+    for rows, colour, name, grow, width in rings:
         if rows:
             marker = {
-                "size": size * 2.6,
+                "size": size * grow,
                 "color": "rgba(0,0,0,0)",
-                "line": {"width": 2.5, "color": colour},
+                "line": {"width": width, "color": colour},
             }
             traces.append(_points(xyz[rows], custom[rows], name, marker, hover))
     fig = go.Figure(traces)
@@ -140,6 +140,7 @@ def embedding_scatter(
                 "yaxis": {**scene_axis, "title": axes[1]},
                 "zaxis": {**scene_axis, "title": axes[2]},
                 "aspectmode": "data",
+                "camera": {"eye": {"x": 1.6, "y": 1.6, "z": 1.1}},  # the whole cloud in view
             },
         )
     return fig
@@ -198,7 +199,11 @@ def explained_variance_bars(explained: np.ndarray, *, title: str = "") -> go.Fig
             title or "Explained variance",
             f"the first {len(share)} components hold {total[-1]:.1f} % of the variance",
         ),
-        xaxis={"title": "principal component", "dtick": 1 if len(share) <= 20 else None},
+        xaxis={
+            "title": "principal component",
+            "dtick": 1 if len(share) <= 20 else None,
+            "range": [0.4, len(share) + 0.6],
+        },
         yaxis={"title": "% of the variance", "range": [0, 100 * 1.02], "ticksuffix": " %"},
         legend={"orientation": "h", "y": -0.22},
         width=640,
@@ -296,13 +301,16 @@ def probe_chart(
             "overlaying": "y",
             "side": "right",
             "range": [-1, 1],
+            "tickmode": "linear",  # its own ticks, not the left axis' grid
+            "tick0": -1,
+            "dtick": 0.5,
             "showgrid": False,
             "zeroline": True,
             "zerolinecolor": GRID,
         },
-        legend={"orientation": "h", "y": -0.32 if count > 6 else -0.22},
+        legend={"x": 1.12, "y": 1, "xanchor": "left", "yanchor": "top"},
         hovermode="closest",
-        width=max(640, 70 * count + 220),
+        width=max(640, 70 * count + 220) + 200,
         height=480,
     )
     return fig
