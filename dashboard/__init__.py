@@ -5,4 +5,11 @@ data → models → training → checkpoints → probe → metrics → figures, 
 `ui` as the only module that imports Streamlit.
 """
 
+import sys
+
 __version__ = "0.1.0"
+
+if sys.argv[:1] == ["-m"]:  # being found by `python -m dashboard …`: see __main__
+    from dashboard import _interrupt
+
+    _interrupt.quit_quietly_on_ctrl_c()

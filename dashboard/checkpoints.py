@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import pickle
 import platform
@@ -37,7 +38,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from dashboard import __version__
+from dashboard import __version__, card_schema
 from dashboard.errors import CheckpointError, LensError
 from dashboard.paths import REPO_ROOT, TRAINED_DIR
 
@@ -49,9 +50,13 @@ __all__ = [
     "LoadedCheckpoint",
     "MismatchError",
     "MismatchReport",
+    "build_for_card",
+    "card_input_shape",
     "compare_state_dicts",
     "current_versions",
     "ensure_free_space",
+    "ensure_writable",
+    "inside_shipped",
     "list_checkpoints",
     "load_checkpoint",
     "read_card",
@@ -64,8 +69,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "cnn-lens/1"
 MAX_CHECKPOINT_BYTES = 600 * 1024**2  # bigger files are refused before a byte is read
-# A card is a few kB; this limit only stops a wrong file from filling memory.
-MAX_CARD_BYTES = 16 * 1024**2
+MAX_CARD_BYTES = card_schema.MAX_CARD_BYTES
 MAX_NAME_LENGTH = 100
 HISTORY_PREFIX = "lens_history/"
 WEIGHTS_SUFFIX = ".safetensors"
@@ -118,6 +122,9 @@ class Card:
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept
     # Where the weights are (set by read_card / list_checkpoints / load_checkpoint); not stored.
     path: Path | None = field(default=None, compare=False)
+    # Why the card on disk could not be used ("" when it could): this card then stands in for
+    # it, holding only its name and the architecture it names. Not stored.
+    problem: str = field(default="", compare=False)
 
     @property
     def test_accuracy(self) -> float | None:
@@ -134,85 +141,54 @@ class Card:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"format": self.format}
         for f in fields(self):
-            if f.name in ("format", "extra", "path"):
+            if f.name in ("format", "extra", "path", "problem"):
                 continue
             value = getattr(self, f.name)
             out[f.name] = list(value) if isinstance(value, tuple) else value
         out.update({k: v for k, v in self.extra.items() if k not in out})
-        return out
+        return _finite(out)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        """Standard JSON: a NaN or infinite number (a loss that diverged) is written as null."""
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "card") -> Card:
-        """Check types and fill defaults; anything that is not a CNN Lens card → CheckpointError."""
+        """Check every key against the schema (card_schema) and fill defaults; anything that is
+        not a valid CNN Lens card → CheckpointError naming the first key that breaks it."""
         if not isinstance(data, dict):
             raise CheckpointError(f"{source} is not a CNN Lens card (a JSON object was expected)")
         fmt = data.get("format")
         if fmt != FORMAT:
-            found = f"format {fmt!r}" if fmt is not None else "no 'format' key"
+            found = f"format {card_schema._shown(fmt)}" if fmt is not None else "no 'format' key"
             raise CheckpointError(f"{source} is not a CNN Lens card ({found}, expected {FORMAT!r})")
-        known = {f.name for f in fields(cls)} - {"extra", "path"}
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in known or f.name not in data or data[f.name] is None:
-                continue
-            values[f.name] = _checked(f.name, data[f.name], source)
+        values = card_schema.check_card(data, source)
         for required in ("name", "architecture"):
             if not values.get(required):
                 raise CheckpointError(f"{source} has no {required!r}; it cannot be loaded")
+        known = {f.name for f in fields(cls)} - {"extra", "path", "problem"}
         values["extra"] = {k: v for k, v in data.items() if k not in known}
         return cls(**values)
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "card") -> Card:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise CheckpointError(
-                f"{source} is not valid JSON ({err.msg} at line {err.lineno})"
-            ) from err
-        return cls.from_dict(data, source=source)
+        return cls.from_dict(card_schema.parse(text, source), source=source)
+
+    @classmethod
+    def stand_in(cls, weights: Path, problem: str, architecture: str = "") -> Card:
+        """The card of weights whose own card is invalid: their file name, the architecture the
+        card names (if it names one) and the reason; shapes come from the weights on loading."""
+        return cls(name=weights.stem, architecture=architecture, path=weights, problem=problem)
 
 
-# The JSON type each card key must have; the containers' contents are checked in _checked.
-_CARD_TYPES: dict[str, type] = {
-    "format": str,
-    "name": str,
-    "architecture": str,
-    "model_args": dict,
-    "input_shape": list,
-    "dataset": str,
-    "dataset_source": str,
-    "classes": list,
-    "normalization": dict,
-    "training": dict,
-    "history": list,
-    "metrics": dict,
-    "command": str,
-    "created": str,
-    "versions": dict,
-    "notes": str,
-}
-
-
-def _checked(key: str, value: Any, source: str) -> Any:
-    def bad(expected: str) -> CheckpointError:
-        return CheckpointError(f"{source}: {key!r} should be {expected}, got {value!r:.60}")
-
-    if not isinstance(value, _CARD_TYPES[key]):
-        raise bad(f"a JSON {_CARD_TYPES[key].__name__}")
-    if key == "input_shape":
-        if len(value) != 3 or not all(_is_int(v) and v > 0 for v in value):
-            raise bad("three positive integers [C, H, W]")
-        return tuple(value)
-    if key == "classes" and not all(isinstance(v, str) for v in value):
-        raise bad("a list of strings")
-    if key == "history" and not all(isinstance(v, dict) for v in value):
-        raise bad("a list of objects, one per epoch")
-    if key == "model_args" and not isinstance(value.get("options", {}), dict):
-        raise bad("an object whose 'options' is an object")
+def _finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float inside it replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
     return value
 
 
@@ -355,7 +331,9 @@ def _size_text(size: int) -> str:
         return f"{size} bytes"
     if size < 1024**2:
         return f"{size / 1024:.1f} kB"
-    return f"{size / 1024**2:,.1f} MB"
+    if size < 1024**3:
+        return f"{size / 1024**2:,.1f} MB"
+    return f"{size / 1024**3:,.1f} GB"
 
 
 def _check_file(path: Path, limit: int, what: str = "checkpoint") -> int:
@@ -375,22 +353,35 @@ def _check_file(path: Path, limit: int, what: str = "checkpoint") -> int:
     return size
 
 
-def read_card(path: str | os.PathLike[str]) -> Card:
-    """The card beside a checkpoint; `path` may be NAME, NAME.safetensors or NAME.json."""
+def read_card(path: str | os.PathLike[str], *, strict: bool = False) -> Card:
+    """The card beside a checkpoint; `path` may be NAME, NAME.safetensors or NAME.json.
+
+    A card that is too large, nested too deeply, not JSON or against the schema does not stop
+    its weights from being used: unless `strict`, a stand-in card comes back (`Card.stand_in`)
+    with `.problem` saying in one line what is wrong and only the architecture the card names.
+    A missing card or checkpoint is always a CheckpointError.
+    """
     weights = _weights_path(path)
     card_path = _card_path(weights)
     if not card_path.exists() and not weights.exists():
         raise CheckpointError(f"no checkpoint at {weights}")
     if not card_path.exists():
         raise CheckpointError(f"no card {card_path.name} beside {weights.name}")
-    _check_file(card_path, MAX_CARD_BYTES, "card")
+    text, data = "", None
     try:
-        text = card_path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise CheckpointError(f"{card_path.name} is not a text file, so not a card") from err
-    except OSError as err:
-        raise CheckpointError(f"cannot read {card_path}: {err.strerror or err}") from err
-    card = Card.from_json(text, source=card_path.name)
+        _check_file(card_path, MAX_CARD_BYTES, "card")
+        try:
+            text = card_path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise CheckpointError(f"{card_path.name} is not a text file, so not a card") from err
+        except OSError as err:
+            raise CheckpointError(f"cannot read {card_path}: {err.strerror or err}") from err
+        data = card_schema.parse(text, card_path.name)
+        card = Card.from_dict(data, source=card_path.name)
+    except CheckpointError as err:
+        if strict:
+            raise
+        return Card.stand_in(weights, str(err), card_schema.architecture_in(data, text))
     card.path = weights
     return card
 
@@ -514,8 +505,12 @@ def _split_history(
 # --- rebuilding the model ----------------------------------------------------------------------
 
 
-def _build(architecture: str, model_args: Mapping[str, Any]) -> nn.Module:
-    """build_model from card-style arguments; never downloads (the weights come from the file)."""
+def _build(
+    architecture: str, model_args: Mapping[str, Any], *, check_size: bool = False
+) -> nn.Module:
+    """build_model from card-style arguments; never downloads (the weights come from the file).
+    `check_size` first counts the weights the arguments describe (arguments not taken from a
+    file's tensors may describe any size)."""
     from dashboard import models
 
     kwargs = {k: model_args[k] for k in BUILD_ARGS if model_args.get(k) is not None}
@@ -524,6 +519,8 @@ def _build(architecture: str, model_args: Mapping[str, Any]) -> nn.Module:
         (k, v) for k, v in model_args.items() if k not in (*BUILD_ARGS, "options", "pretrained")
     )
     try:
+        if check_size:
+            _check_model_size(architecture, kwargs, options)
         return models.build_model(architecture, **kwargs, **options, pretrained=False)
     except LensError:
         raise
@@ -531,6 +528,25 @@ def _build(architecture: str, model_args: Mapping[str, Any]) -> nn.Module:
         raise CheckpointError(
             f"cannot build {architecture} with {dict(model_args)}: {err}"
         ) from err
+
+
+def _check_model_size(architecture: str, kwargs: Mapping[str, Any], options: Mapping) -> None:
+    """Refuse arguments that describe a model larger than any checkpoint this app reads (a card
+    claiming fifty million classes), counted on meta tensors before a byte is allocated."""
+    from dashboard import models
+
+    try:
+        with torch.device("meta"):
+            model = models.build_model(architecture, **kwargs, **options, pretrained=False)
+    except NotImplementedError:  # a builder that computes with tensors: counted when built
+        return
+    size = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    if size > MAX_CHECKPOINT_BYTES:
+        shown = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+        raise CheckpointError(
+            f"{architecture} with {shown} would hold {_size_text(size)} of weights, more than "
+            f"the {_size_text(MAX_CHECKPOINT_BYTES)} a checkpoint may hold; it was not built"
+        )
 
 
 def _infer_and_build(
@@ -576,6 +592,18 @@ def _infer_and_build(
     return model, args
 
 
+def build_for_card(card: Card) -> nn.Module:
+    """The card's architecture with its arguments and fresh weights (for shapes: a card is
+    enough), refused in one line when the arguments describe more weights than a checkpoint may
+    hold."""
+    return _build(card.architecture, card.model_args, check_size=True)
+
+
+def card_input_shape(card: Card) -> tuple[int, int, int]:
+    """The (C, H, W) the card's model takes: its own record, else what its arguments say."""
+    return card.input_shape or _input_shape(card.architecture, card.model_args)
+
+
 def _input_shape(architecture: str, args: Mapping[str, Any]) -> tuple[int, int, int]:
     from dashboard import models
 
@@ -598,6 +626,44 @@ class LoadedCheckpoint:
     path: Path  # the weights file
     filter_history: FilterHistory  # epoch → layer → first-conv weights ({} if none saved)
     mismatch: MismatchReport | None = None  # what strict=False skipped; None when all fit
+    # One line each, for the user: weights that hold NaN or infinite values, an invalid card.
+    warnings: list[str] = field(default_factory=list)
+
+
+def nonfinite_warning(name: str, state: Mapping[str, torch.Tensor]) -> str:
+    """'' when every floating-point tensor is finite, else one line naming those that are not
+    (with their NaN and infinite counts): such weights load, but make NaN outputs."""
+    found = []
+    for key, tensor in state.items():
+        if not tensor.is_floating_point():
+            continue
+        finite = torch.isfinite(tensor)
+        if bool(finite.all()):
+            continue
+        nans = int(torch.isnan(tensor).sum())
+        infinite = tensor.numel() - int(finite.sum()) - nans
+        counts = [f"{n:,} {w}" for n, w in ((nans, "NaN"), (infinite, "infinite")) if n]
+        found.append(f"{key} ({', '.join(counts)})")
+    if not found:
+        return ""
+    return (
+        f"{name} holds non-finite weights in {_plural(len(found), 'tensor')}: {_some(found, 4)}; "
+        "its outputs will be NaN, and figures leave those values blank"
+    )
+
+
+def _refuse_bool_weights(
+    name: str, state: Mapping[str, torch.Tensor], model_state: Mapping[str, torch.Tensor]
+) -> None:
+    """True/false tensors where the model has numbers are not weights (copying would turn them
+    into 0.0 and 1.0 silently)."""
+    numeric = {k for k, v in model_state.items() if v.is_floating_point()}
+    found = [k for k, v in state.items() if v.dtype == torch.bool and k in numeric]
+    if found:
+        raise CheckpointError(
+            f"{name} holds true/false values where weights belong ({_some(found)}); "
+            "weights are numbers, so it was not loaded"
+        )
 
 
 def load_checkpoint(
@@ -617,18 +683,28 @@ def load_checkpoint(
     state, history = _split_history(_strip_wrappers(_read_tensors(weights)))
     card_path = _card_path(weights)
     card: Card | None = None
+    invalid: Card | None = None
     if weights.suffix == WEIGHTS_SUFFIX and card_path.exists():
         card = read_card(weights)
+    if card is not None and card.problem:
+        architecture = architecture or card.architecture
+        if not architecture:
+            raise CheckpointError(
+                f"{card.problem}; it names no architecture, so say which one {weights.name} "
+                "holds (--model NAME, or upload it on the Model page)"
+            )
+        invalid = card
+        card = None  # read the weights as a bare state dict of that architecture
     if card is not None and architecture in (None, card.architecture):
         architecture = card.architecture
         args = {**card.model_args, **(model_args or {})}
-        model = _build(architecture, args)
+        model = _build(architecture, args, check_size=True)
     elif architecture is not None:
         if model_args is None:
             model, args = _infer_and_build(architecture, state)
         else:
             args = dict(model_args)
-            model = _build(architecture, args)
+            model = _build(architecture, args, check_size=True)
         card = Card(
             name=weights.stem,
             architecture=architecture,
@@ -636,6 +712,12 @@ def load_checkpoint(
             input_shape=_input_shape(architecture, args),
             notes=f"a state dict loaded from {weights.name}, with no card",
         )
+        if invalid is not None:
+            card.notes = (
+                f"its card is invalid ({invalid.problem}); the weights are read as "
+                f"{architecture}, with the shapes they show"
+            )
+            card.problem = invalid.problem
     else:
         raise CheckpointError(
             f"no card beside {weights.name}: say which architecture it is (--model NAME)"
@@ -643,6 +725,7 @@ def load_checkpoint(
     card.path = weights
 
     model_state = model.state_dict()
+    _refuse_bool_weights(weights.name, state, model_state)
     report = compare_state_dicts(state, model_state)
     if not report.ok:
         fitting = {
@@ -655,7 +738,12 @@ def load_checkpoint(
         state = fitting
     model.load_state_dict(state, strict=False)
     model.eval()
-    return LoadedCheckpoint(model, card, weights, history, None if report.ok else report)
+    warnings = [card.notes] if card.problem else []
+    nonfinite = nonfinite_warning(weights.name, state)
+    if nonfinite:
+        warnings.append(nonfinite)
+    mismatch = None if report.ok else report
+    return LoadedCheckpoint(model, card, weights, history, mismatch, warnings)
 
 
 # --- saving ------------------------------------------------------------------------------------
@@ -809,6 +897,27 @@ def ensure_free_space(folder: Path, needed: int) -> None:
         )
 
 
+def ensure_writable(folder: Path) -> None:
+    """Refuse before a long run when files cannot be created in `folder` (a read-only file
+    system, no permission): a file is created there and removed again."""
+    probe = folder / f".write-check-{secrets.token_hex(6)}.tmp"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        probe.unlink()
+    except OSError as err:
+        raise CheckpointError(
+            f"cannot write in {_shown(folder)} ({err.strerror or err}): choose another --out"
+        ) from None
+
+
+def inside_shipped(path: Path) -> bool:
+    """Whether `path` (after `..` and symbolic links) lies in trained/, the shipped folder."""
+    shipped = TRAINED_DIR.resolve()
+    resolved = path.resolve()
+    return resolved == shipped or resolved.is_relative_to(shipped)
+
+
 # --- shipped checkpoints and user-typed names --------------------------------------------------
 
 
@@ -822,7 +931,8 @@ def _listing_order(card: Card) -> tuple[int, str, float, str]:
 
 def list_checkpoints(folder: Path = TRAINED_DIR) -> list[Card]:
     """Cards (with `.path` set to their weights) in `folder`, by dataset (MNIST first), then best
-    accuracy first. Unreadable cards and cards without weights are skipped with a warning."""
+    accuracy first. An invalid card is listed as its stand-in (`.problem` says why), so its
+    weights stay usable; cards without weights are skipped with a warning."""
     cards = []
     if not folder.is_dir():
         return cards
@@ -837,6 +947,8 @@ def list_checkpoints(folder: Path = TRAINED_DIR) -> list[Card]:
         if card.path is None or not card.path.is_file():
             log.warning("skipping %s: its weights %s are missing", card_path, card_path.stem)
             continue
+        if card.problem:
+            log.warning("%s is invalid: %s", card_path, card.problem)
         cards.append(card)
     return sorted(cards, key=_listing_order)
 

@@ -1,4 +1,4 @@
-"""The command line: `python -m dashboard {train,evaluate,summary,probes}`.
+"""The command line: `python -m dashboard {train,evaluate,summary,atlas,probes}`.
 
 Contract (DESIGN.md): progress on stderr, one JSON object last on stdout, and for bad input a
 non-zero exit with a one-line reason on stderr — never a traceback.
@@ -10,13 +10,15 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
+import os
 import re
 import shlex
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,9 +55,30 @@ def parse_input_shape(text: str) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+def standard_json(payload: dict[str, Any]) -> dict[str, Any]:
+    """`payload` with every NaN or infinite number replaced by null, each one named in a note
+    under "notes" (JSON has no NaN: `json.dumps` would write a token other parsers refuse)."""
+    notes: list[str] = []
+
+    def clean(value: Any, where: str) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            notes.append(f"{where} is {value} (not a finite number): written as null")
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    cleaned = clean(payload, "")
+    if notes:
+        cleaned["notes"] = [*cleaned.get("notes", []), *notes]
+    return cleaned
+
+
 def print_json(payload: dict[str, Any]) -> None:
-    """The one JSON object a command prints last on stdout."""
-    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+    """The one JSON object a command prints last on stdout: standard JSON, always."""
+    sys.stdout.write(json.dumps(standard_json(payload), indent=2, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 
@@ -63,12 +86,14 @@ def _summary(args: argparse.Namespace) -> int:
     from dashboard import summary
 
     flow, title = summary.flow_for(args.target, input_shape=args.input_shape, model_name=args.model)
+    broken = flow.broken
     if args.json:
         print_json(summary.flow_to_json(flow, title))
     else:
         sys.stdout.write(summary.flow_to_text(flow, title) + "\n")
-    if flow.broken is not None:
-        print(f"summary: {flow.broken.layer} breaks: {flow.broken.reason}", file=sys.stderr)
+    if broken is not None:
+        where = f"{broken.layer} breaks: " if broken.layer else ""
+        print(f"summary: {where}{broken.reason}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
 
@@ -78,13 +103,42 @@ def _summary(args: argparse.Namespace) -> int:
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: a stopped run is saved but not finished
 
 
-def _positive_int(text: str) -> int:
+MAX_SEED = 2**32 - 1  # the range every seeded library accepts (numpy's too)
+THREADS_PER_CORE = 4  # more only slows torch down; 100,000 crashed OpenMP's thread pool
+
+
+def _whole(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _whole(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {MAX_SEED:,}, got {value:,}")
+    return value
+
+
+def max_threads() -> int:
+    return THREADS_PER_CORE * (os.cpu_count() or 1)
+
+
+def _threads(text: str) -> int:
+    value = _positive_int(text)
+    if value > max_threads():
+        raise argparse.ArgumentTypeError(
+            f"expected at most {max_threads()} threads ({THREADS_PER_CORE} per core on this "
+            f"machine's {os.cpu_count() or 1}), got {value:,}"
+        )
     return value
 
 
@@ -125,13 +179,20 @@ def _train_out(args: argparse.Namespace) -> Path:
         out = paths.RUNS_DIR / f"{slug(args.model)}-{slug(args.dataset)}-{stamp}"
     if args.name:
         checkpoints.validate_name(args.name, out.parent)
-    existing = [p for p in (Path(f"{out}.safetensors"), Path(f"{out}.json")) if p.exists()]
+    files = (Path(f"{out}.safetensors"), Path(f"{out}.json"))
+    if any(checkpoints.inside_shipped(p) for p in (out.parent, *files)):
+        raise LensError(
+            f"{out}: trained/ holds the shipped checkpoints, which are never replaced; runs "
+            "are saved in runs/ (or give another --out)"
+        )
+    existing = [p for p in files if p.exists()]
     if existing and not args.overwrite:
         raise LensError(f"{existing[0]} exists; pass --overwrite or choose another --out")
-    try:  # a folder that cannot be made fails now, not after the training
+    try:  # a folder that cannot be made or written fails now, not after the training
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise LensError(f"cannot create {out.parent}: {err.strerror or err}") from None
+    checkpoints.ensure_writable(out.parent)
     return out
 
 
@@ -276,6 +337,13 @@ def _load_train_test(args: argparse.Namespace, world: World) -> tuple[Split, Spl
             dist.barrier()
 
 
+def _print_data_notes(*splits: Split) -> None:
+    """What loading the data left out or found odd (an image folder's empty classes, links
+    not followed), once each, as notes on stderr."""
+    for note in dict.fromkeys(note for split in splits for note in split.notes):
+        print(f"note: {note}", file=sys.stderr)
+
+
 def _train(args: argparse.Namespace) -> int:
     import torch
 
@@ -315,6 +383,8 @@ def _train(args: argparse.Namespace) -> int:
         config.device = device
         world = training.current_world()
         train, test = _load_train_test(args, world)
+        if world.is_main:
+            _print_data_notes(train, test)
         info = train.info
         progress = _TrainProgress(args.epochs, enabled=world.is_main)
         stop = threading.Event()
@@ -349,6 +419,7 @@ def _train(args: argparse.Namespace) -> int:
             result=result,
             command=train_command(args, out, world.size),
             notes=result.notes,
+            data_root=args.data_root,
         )
         weights = checkpoints.save_checkpoint(
             result.model,
@@ -381,45 +452,30 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from dashboard import checkpoints, data, metrics, training
+    from dashboard import cache, metrics, training
 
     start = time.perf_counter()
-    loaded = checkpoints.load_checkpoint(args.checkpoint, architecture=args.model)
+    loaded, split = _checkpoint_split(args)
     card = loaded.card
-    dataset = args.dataset or card.dataset
-    if not dataset:
-        raise LensError(f"{loaded.path.name} has no card naming its dataset; pass --dataset NAME")
-    shape = card.input_shape
-    split = data.load_split(
-        dataset,
-        args.split,
-        data_root=args.data_root,
-        download=args.download,
-        input_size=shape[1] if shape else None,
-    )
-    split = data.take_first(split, args.limit)
-    if shape and split.info.channels != shape[0]:
-        raise LensError(
-            f"{loaded.path.name} takes {shape[0]}-channel images but {dataset} has "
-            f"{split.info.channels}"
-        )
-    if card.normalization and split.info.name == card.dataset:
-        # The statistics the model was trained with, even if the registry's change later.
-        info = dataclasses.replace(
-            split.info,
-            mean=tuple(card.normalization["mean"]),
-            std=tuple(card.normalization["std"]),
-        )
-        split = dataclasses.replace(split, info=info)
+    dataset = split.info.name
     device = training.resolve_device(args.device)
     model = loaded.model.to(device)
-    pred = metrics.predict(model, split, batch_size=args.batch_size, device=device)
-    classes = list(pred.classes)
-    if pred.probabilities.shape[1] != len(classes):
+    if not len(split):
+        raise LensError(f"{dataset} has no {args.split} images")
+    outputs = _output_count(model, split, device)  # before classifying thousands of images
+    if outputs != len(split.info.classes):
         raise LensError(
-            f"{loaded.path.name} has {pred.probabilities.shape[1]} outputs but {dataset} has "
-            f"{len(classes)} classes"
+            f"{loaded.path.name} has {outputs} outputs but {dataset} has "
+            f"{len(split.info.classes)} classes"
         )
+    model_id = cache.checkpoint_digest(loaded.path, card.architecture, card.model_args)
+    with _PredictProgress() as progress:
+        pred = metrics.cached_predict(
+            model, split, model_id, batch_size=args.batch_size, device=device, progress=progress
+        )
+    if not progress.ran:
+        print(f"evaluate: predictions read from the cache ({cache.results_dir()})", file=sys.stderr)
+    classes = list(pred.classes)
     cm = metrics.confusion(pred)
     rep = metrics.report(pred)
     per_class = {
@@ -449,9 +505,47 @@ def _evaluate(args: argparse.Namespace) -> int:
             "classes": classes,
             "top_confusions": [list(t) for t in top],
             "seconds": round(time.perf_counter() - start, 3),
+            "warnings": loaded.warnings,
         }
     )
     return 0
+
+
+def _output_count(model: Any, split: Split, device: Any) -> int:
+    """How many scores the model gives for one image of the split (its first)."""
+    import torch
+
+    from dashboard import data, metrics
+
+    x, _ = next(data.iterate_batches(data.take_first(split, 1), 1, shuffle=False, device=device))
+    with metrics.evaluating(model):
+        return int(torch.as_tensor(model(x)).shape[-1])
+
+
+class _PredictProgress:
+    """A tqdm bar of images classified, on stderr, drawn only when predictions really run (a
+    cached answer draws nothing); `ran` says whether they did."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.ran = False
+
+    def __enter__(self) -> _PredictProgress:
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        self.ran = True
+        if self.bar is None:
+            self.bar = tqdm(
+                total=total, desc="classifying", unit="img", file=sys.stderr, leave=False
+            )
+        self.bar.update(done - self.bar.n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _print_report_table(
@@ -475,57 +569,168 @@ def _print_report_table(
     print("\n".join(lines), file=sys.stderr)
 
 
+# --- atlas -------------------------------------------------------------------------------------
+
+
+def _checkpoint_split(args: argparse.Namespace) -> tuple[Any, Split]:
+    """(the loaded checkpoint, its dataset's split --split): sized like the model's input,
+    limited to --limit images, normalized with the statistics the model was trained with."""
+    loaded = _load_checkpoint(args)
+    return loaded, _model_split(args, loaded, args.split, limit=args.limit)
+
+
+def _load_checkpoint(args: argparse.Namespace) -> Any:
+    """The checkpoint --model names (its warnings printed on stderr)."""
+    from dashboard import checkpoints
+
+    loaded = checkpoints.load_checkpoint(args.checkpoint, architecture=args.model)
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return loaded
+
+
+def _model_split(
+    args: argparse.Namespace, loaded: Any, split_name: str, *, limit: int | None = None
+) -> Split:
+    """One split of --dataset (default: the card's) as `loaded`'s model takes it: sized like
+    its input, its first `limit` images, normalized with the statistics it was trained with."""
+    from dashboard import data
+
+    card = loaded.card
+    dataset = args.dataset or card.dataset
+    if not dataset:
+        raise LensError(f"{loaded.path.name} has no card naming its dataset; pass --dataset NAME")
+    shape = card.input_shape
+    size = shape[1] if shape else None
+    channels = data.dataset_info(dataset, data_root=args.data_root, input_size=size).channels
+    if shape and channels != shape[0]:  # before any image is read or downloaded
+        raise LensError(
+            f"{loaded.path.name} takes {shape[0]}-channel images but {dataset} has {channels}"
+        )
+    split = data.take_first(
+        data.load_split(
+            dataset, split_name, data_root=args.data_root, download=args.download, input_size=size
+        ),
+        limit,
+    )
+    _print_data_notes(split)
+    saved = card.normalization if split.info.name == card.dataset else None
+    if saved:  # the statistics the model was trained with, even if the registry's change later
+        info = dataclasses.replace(split.info, mean=tuple(saved["mean"]), std=tuple(saved["std"]))
+        split = dataclasses.replace(split, info=info)
+    return split
+
+
+@contextlib.contextmanager
+def _progress_bar(unit: str, label: str) -> Iterator[Callable[[int, int], None]]:
+    """A tqdm bar on stderr, fed by a (done, total) callback; drawn from the first call on, so a
+    failure before any progress prints its one line alone."""
+    from tqdm import tqdm
+
+    bars: list[Any] = []
+
+    def advance(done: int, total: int) -> None:
+        if not bars:
+            bars.append(
+                tqdm(desc=label, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
+            )
+        bars[0].total = total
+        bars[0].update(done - bars[0].n)
+
+    try:
+        yield advance
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+def _atlas(args: argparse.Namespace) -> int:
+    from dashboard import training
+
+    loaded, split = _checkpoint_split(args)
+    device = training.resolve_device(args.device)
+    model = loaded.model.to(device)
+    with training._cpu_threads(args.threads):
+        return _atlas_run(args, loaded, split, model, device)
+
+
+def _atlas_run(args: argparse.Namespace, loaded: Any, split: Split, model: Any, device: Any) -> int:
+    from dashboard import atlas, atlas_sheet, feature_vis
+
+    with _progress_bar("img", f"atlas of {args.layer}") as advance:
+        result = atlas.compute_atlas(
+            model, split, args.layer, top=args.top, negatives=False, device=device, progress=advance
+        )
+    visuals = None
+    if args.visualize:
+        settings = feature_vis.VisSettings(steps=args.steps, seed=args.seed)
+        with _progress_bar("step", "feature visualization") as advance:
+            vis = feature_vis.visualize_channels(
+                model,
+                args.layer,
+                split.info.input_shape,
+                split.info.mean,
+                split.info.std,
+                settings=settings,
+                device=device,
+                progress=advance,
+            )
+        visuals = vis.rgb()
+    title = f"{loaded.path.stem} · {args.layer} · {split.source}"
+    image = atlas_sheet.sheet(
+        result, split.images, title=title, visualizations=visuals, classes=split.info.classes
+    )
+    out = Path(args.out) / f"{slug(loaded.path.stem)}-{slug(args.layer)}-atlas.png"
+    print(f"wrote {atlas_sheet.save_png(image, out)}", file=sys.stderr)
+    record = atlas.to_json(result)
+    if args.json:
+        print_json(record)
+    else:
+        sys.stdout.write(_atlas_table(result, split.info.classes) + "\n")
+    return 0
+
+
+def _atlas_table(result: Any, classes: tuple[str, ...]) -> str:
+    """One line per channel: its best image and activation, selectivity, dead share."""
+    favourite = result.preferred_class
+    lines = [f"{'channel':>7}  {'top image':>9}  {'max':>9}  {'selectivity':>11}  "
+             f"{'class':<12}  {'dead':>6}"]  # fmt: skip
+    for c in range(result.channels):
+        best = result.top(c)[0]
+        lines.append(
+            f"{c:>7}  {best.index:>9}  {best.activation:>9.4g}  {result.selectivity[c]:>11.3f}  "
+            f"{classes[favourite[c]][:12]:<12}  {result.dead_share[c]:>6.1%}"
+        )
+    lines.append(f"{result.layer}: {result.values_of}; {result.images:,} {result.split} images")
+    return "\n".join(lines)
+
+
 # --- probes ------------------------------------------------------------------------------------
 
 PROBE_IMAGES = 10_000  # default training and test images of `probes` (a seeded sample of each)
 
 
-class _FractionBar:
-    """A tqdm bar on stderr fed by (fraction, text) progress reports."""
-
-    def __init__(self, description: str) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=100, desc=description, file=sys.stderr, leave=False, unit="%")
-
-    def __call__(self, fraction: float, text: str) -> None:
-        self.bar.set_postfix_str(text, refresh=False)
-        self.bar.update(round(100 * fraction) - self.bar.n)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 def _probes(args: argparse.Namespace) -> int:
-    from dashboard import checkpoints, representations
+    from dashboard import representations
 
-    loaded = checkpoints.load_checkpoint(args.checkpoint, architecture=args.model)
-    card, model = loaded.card, loaded.model
-    splits = {
-        split: representations.checkpoint_split(
-            card, args.dataset, split, data_root=args.data_root, download=args.download
-        )
-        for split in ("train", "test")
-    }
+    loaded = _load_checkpoint(args)
+    model = loaded.model
+    splits = {name: _model_split(args, loaded, name) for name in ("train", "test")}
     blocks = representations.model_blocks(model, splits["test"].info.input_shape)
     features = {}
-    for (split, images), count in zip(
+    for (name, split), count in zip(
         splits.items(), (args.train_images, args.test_images), strict=True
     ):
-        chosen = representations.sample_indices(len(images), count)
-        bar = _FractionBar(f"{split} features")
-        try:
-            features[split] = representations.extract_features(
-                model, images, blocks, indices=chosen, on_progress=bar
+        chosen = representations.sample_indices(len(split), count)
+        with _progress_bar("%", f"{name} features") as advance:
+            features[name] = representations.extract_features(
+                model, split, blocks, indices=chosen, on_progress=_percent(advance)
             )
-        finally:
-            bar.close()
-        print(f"{split}: {len(chosen):,} images of {images.source}", file=sys.stderr)
-    bar = _FractionBar("probes")
-    try:
-        report = representations.probe_layers(features["train"], features["test"], on_progress=bar)
-    finally:
-        bar.close()
+        print(f"{name}: {len(chosen):,} images of {split.source}", file=sys.stderr)
+    with _progress_bar("%", "probes") as advance:
+        report = representations.probe_layers(
+            features["train"], features["test"], on_progress=_percent(advance)
+        )
     if args.json:
         print_json(report.to_json())
         return 0
@@ -543,6 +748,11 @@ def _probes(args: argparse.Namespace) -> int:
     )
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
+
+
+def _percent(advance: Callable[[int, int], None]) -> Callable[[float, str], None]:
+    """A (fraction, text) progress report fed to a (done, total) bar, in per cent."""
+    return lambda fraction, _text: advance(round(100 * fraction), 100)
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -610,10 +820,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="random crops and flips (default: the dataset's own choice)",
     )
-    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--seed", type=_seed, default=defaults.seed)
     train.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or mps")
     train.add_argument(
-        "--threads", type=_positive_int, default=None, help="CPU threads (default: torch's)"
+        "--threads", type=_threads, default=None, help="CPU threads (default: torch's)"
     )
     train.add_argument(
         "--option",
@@ -669,6 +879,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arguments(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
+    from dashboard.atlas import DEFAULT_TOP
+    from dashboard.feature_vis import VisSettings
+
+    atlas = commands.add_parser(
+        "atlas",
+        help="what every channel of a layer responds to over a split: a PNG sheet and JSON",
+    )
+    atlas.add_argument("checkpoint", help="NAME.safetensors (with its card) or a .pt/.pth")
+    atlas.add_argument("--layer", required=True, help="a conv, activation or pooling layer")
+    atlas.add_argument(
+        "--top", type=_positive_int, default=DEFAULT_TOP, help="images per channel (default 9)"
+    )
+    atlas.add_argument("--model", default=None, help="architecture of a bare state dict")
+    atlas.add_argument("--dataset", default=None, help="default: the card's dataset")
+    atlas.add_argument("--split", choices=("test", "train"), default="test")
+    atlas.add_argument(
+        "--limit", type=_positive_int, default=None, help="the first N images of the split only"
+    )
+    atlas.add_argument(
+        "--visualize", action="store_true", help="add each channel's feature visualization"
+    )
+    atlas.add_argument(
+        "--steps", type=_positive_int, default=VisSettings.steps, help="feature visualization steps"
+    )
+    atlas.add_argument(
+        "--seed", type=int, default=VisSettings.seed, help="feature visualization seed"
+    )
+    atlas.add_argument("--out", default=".", help="folder for the PNG sheet (default: here)")
+    atlas.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    atlas.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    atlas.add_argument(
+        "--threads", type=_positive_int, default=None, help="CPU threads (default: torch's)"
+    )
+    _add_data_arguments(atlas)
+    atlas.set_defaults(run=_atlas)
+
     probes = commands.add_parser(
         "probes", help="how separable the classes are at each layer: linear probe, k-NN, silhouette"
     )
@@ -697,6 +943,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        # `python -m dashboard` quits at once on a Ctrl-C while it imports; from here on a
+        # Ctrl-C is Python's KeyboardInterrupt again (train saves its partial run on it).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return int(args.run(args))
     except LensError as err:
@@ -710,4 +960,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED

@@ -7,6 +7,8 @@ Pure functions of cards, runs, models and arrays: no Streamlit, nothing cached h
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ import plotly.graph_objects as go
 import torch
 from torch import nn
 
-from dashboard import checkpoints, figures, paths, probe, runs
+from dashboard import checkpoints, figures, models, paths, probe, runs
 from dashboard.errors import LensError, ShapeError
 
 OUTCOME = "Test acc. (%)"  # runs.hyperparameter_row's result column
@@ -150,7 +152,8 @@ def overlay_figure(picked: Sequence[Compared], choice: str) -> go.Figure:
     )
     if len(splits) == 1:  # one line per run: the legend names it by the run alone
         fig.for_each_trace(lambda t: t.update(name=t.legendgroup, legendgrouptitle=None))
-        fig.update_layout(title_subtitle_text=f"{len(picked)} runs, one line each")
+        shown = "one run" if len(picked) == 1 else f"{len(picked)} runs, one line each"
+        fig.update_layout(title_subtitle_text=shown)
     fig.update_layout(height=540, legend={"orientation": "h", "y": -0.16})
     return fig
 
@@ -293,19 +296,65 @@ def default_partner(name_a: str, names: Mapping[str, str]) -> str:
 # Weights, A against B
 
 
+def _built_as(card: Any) -> str:
+    """A card's architecture and arguments, as one comparable text."""
+    return json.dumps([card.architecture, card.model_args], sort_keys=True, default=str)
+
+
+@functools.lru_cache(maxsize=8)
+def _initial_weights(built_as: str, seed: int) -> dict[str, torch.Tensor]:
+    """The weights a run starts from: the model built right after `torch.manual_seed(seed)`,
+    as the command line and the Train page build it (the global generator left untouched)."""
+    architecture, args = json.loads(built_as)
+    args = dict(args or {})
+    options = args.pop("options", None) or {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = models.build_model(architecture, **args, **options)
+    return model.state_dict()
+
+
+def different_options(card_a: Any, card_b: Any) -> str:
+    """How two cards' architecture options differ, in words ("" when they do not)."""
+    a, b = ((getattr(c, "model_args", {}) or {}).get("options") or {} for c in (card_a, card_b))
+    keys = sorted(set(a) | set(b))
+    return ", ".join(
+        f"{k}: {a.get(k, 'default')} vs {b.get(k, 'default')}" for k in keys if a.get(k) != b.get(k)
+    )
+
+
 def same_start(card_a: Any, card_b: Any) -> bool | None:
-    """Whether A and B were trained from the same random weights: the same seed (and neither
-    fine-tuned from other weights). None when a card is missing or does not say."""
+    """Whether A and B were trained from the same random weights in every tensor they share:
+    the same seed, and neither fine-tuned from other weights. With different architectures or
+    options both starting points are rebuilt from the seed and compared. None when a card is
+    missing or does not say."""
     facts = [getattr(card, "training", None) or {} for card in (card_a, card_b)]
     seeds = [f.get("seed") for f in facts]
     if None in seeds or any("initial_weights" in f for f in facts):
         return None
-    return seeds[0] == seeds[1]
+    if seeds[0] != seeds[1]:
+        return False
+    if _built_as(card_a) == _built_as(card_b):
+        return True
+    try:
+        first, second = (_initial_weights(_built_as(c), int(seeds[0])) for c in (card_a, card_b))
+    except (LensError, TypeError, ValueError):
+        return None
+    shared = [k for k in first if k in second and first[k].shape == second[k].shape]
+    return bool(shared) and all(torch.equal(first[k], second[k]) for k in shared)
 
 
 def start_note(card_a: Any, card_b: Any) -> str:
     """What the cosines can mean for this pair, in one sentence."""
     same = same_start(card_a, card_b)
+    options = different_options(card_a, card_b)
+    if same and options:
+        return (
+            f"A and B differ in their options ({options}) but share a seed, and the tensors "
+            "they have in common started from the same weights (both rebuilt from that seed "
+            "and compared): a cosine near 1 is a layer both kept; where they part, the "
+            "options as well as training may be why."
+        )
     if same:
         return (
             "A and B were trained from the same seed, so they started from the same weights: a "
@@ -313,8 +362,9 @@ def start_note(card_a: Any, card_b: Any) -> str:
         )
     if same is False:
         return (
-            "A and B started from different random weights: their filters need not line up, so "
-            "low cosines are expected."
+            "A and B started from different random weights"
+            + (f" (their options differ: {options})" if options else "")
+            + ": their filters need not line up, so low cosines are expected."
         )
     return "Where A and B started from is not known (no card or no seed): read cosines with care."
 

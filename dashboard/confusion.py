@@ -165,6 +165,7 @@ def coarse_predictions(
         probabilities=probabilities,
         classes=tuple(coarse_classes),
         source=f"{pred.source}; read as {C} superclasses",
+        key=f"{pred.key}:superclasses" if pred.key else "",
     )
 
 

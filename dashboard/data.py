@@ -23,8 +23,10 @@ import json
 import os
 import pickle
 import socket
+import stat
 import tarfile
 import tempfile
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -39,7 +41,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from dashboard import paths
+from dashboard import images, paths
 from dashboard.errors import DatasetUnavailableError, ShapeError, UnknownNameError
 
 try:  # numpy >= 2 moved the array reconstructor; CIFAR's files name the old module
@@ -49,11 +51,16 @@ except ImportError:  # pragma: no cover - numpy 1.x
 
 FOLDER_PREFIX = "folder:"
 DEFAULT_FOLDER_SIZE = 32
-# Extensions torchvision's ImageFolder accepts; other files in a class folder are ignored.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# Image files in a class folder (the formats every image may have); other files are ignored.
+IMAGE_EXTENSIONS = images.IMAGE_EXTENSIONS
+# Listing a folder stops past this many entries or seconds: `folder:/usr` is not a dataset.
+MAX_SCAN_ENTRIES = 2_000_000
+MAX_SCAN_SECONDS = 60.0
+# Pseudo file systems of the kernel: never listed (endless, or files that block on reading).
+_SYSTEM_FOLDERS = ("/proc", "/sys", "/dev", "/run")
 # A download that stalls (firewalled, not refused) fails after this many seconds of silence.
 DOWNLOAD_TIMEOUT_S = 60.0
-_CACHE_FORMAT = "1"  # bump when the cached tensors' meaning changes
+_CACHE_FORMAT = "2"  # bump when the cached tensors' meaning changes
 
 
 @dataclass(frozen=True)
@@ -161,6 +168,7 @@ class Split:
     source: str  # which files were used, as a sentence a user can check
     is_sample: bool  # True when the bundled sample stands in for the full set
     skipped: int = 0  # unreadable files skipped (folders)
+    notes: tuple[str, ...] = ()  # warnings about the files (folders): empty classes, links, …
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -293,7 +301,8 @@ _REGISTRY: dict[str, _Registered] = {
                 "60,000 32×32 colour images in 10 classes (A. Krizhevsky, 2009); torchvision "
                 "downloads cifar-10-python.tar.gz from www.cs.toronto.edu/~kriz into "
                 "<data root>/cifar-10-batches-py (a JPEG copy in <data root>/cifar10-jpg "
-                "also works)"
+                "also works), and a real 3,000-image sample ships in "
+                "trained/data/cifar10-sample for offline use"
             ),
             folder="cifar-10-batches-py",
             native_size=32,
@@ -392,7 +401,10 @@ def _folder_path(name: str) -> Path | None:
     raw = name[len(FOLDER_PREFIX) :].strip()
     if not raw:
         raise UnknownNameError("folder: needs a path, e.g. folder:/home/me/pictures")
-    return Path(raw).expanduser().resolve()
+    try:
+        return Path(raw).expanduser().resolve()
+    except (OSError, RuntimeError) as err:  # RuntimeError: a loop of symbolic links
+        raise DatasetUnavailableError(f"image folder {raw} cannot be opened ({err})") from err
 
 
 def _check_split(split: str) -> None:
@@ -773,6 +785,9 @@ def _load_registered(reg: _Registered, split: str, root: Path, download: bool) -
     if missing:
         if info.name == "mnist":
             return _load_mnist_sample(split, root / info.folder, failure)
+        if info.name == "cifar10" and paths.CIFAR10_SAMPLE_DIR.is_dir():
+            where = f"{root / info.folder} or {root / _CIFAR10_JPEG_FOLDER}"
+            return _load_cifar10_sample(split, where, failure)
         raise DatasetUnavailableError(_unavailable_message(reg, root, missing, failure))
     folder = root / info.folder
     if reg.loader == "idx":
@@ -789,14 +804,28 @@ def _load_mnist_sample(split: str, full_folder: Path, why: str) -> _Loaded:
     if find_idx(sample, _IDX_FILES[split][0]) is None:
         raise DatasetUnavailableError(
             f"MNIST not found under {full_folder} ({why}) and the bundled sample is missing "
-            f"from {sample}; run tools/make_mnist_sample.py or pass --data-root"
+            f"from {sample}; run tools/make_mnist_sample.py, or {paths.DATA_ROOT_HINT}"
         )
     images, labels = _read_idx_pair(sample, split)
     which = (
         f"first {len(labels):,} train images" if split == "train" else _count(len(labels), split)
     )
-    source = f"bundled MNIST sample: {which} (full set not found under {full_folder}; {why})"
+    source = (
+        f"bundled MNIST sample: {which} (full set not found under {full_folder}; {why}; "
+        f"{paths.SHORT_DATA_ROOT_HINT})"
+    )
     return _Loaded(images, labels, source, is_sample=True)
+
+
+def _load_cifar10_sample(split: str, full_folders: str, why: str) -> _Loaded:
+    """The bundled CIFAR-10 sample (200 train / 100 test JPEGs a class), read like the JPEG
+    copy of the full set."""
+    loaded = _load_cifar10_jpeg(paths.CIFAR10_SAMPLE_DIR, split)
+    source = (
+        f"bundled CIFAR-10 sample (JPEG copy): {_count(len(loaded.labels), split)} "
+        f"(full set not found under {full_folders}; {why})"
+    )
+    return loaded._replace(source=source, is_sample=True)
 
 
 @contextlib.contextmanager
@@ -845,8 +874,7 @@ def _unavailable_message(reg: _Registered, root: Path, missing: list[str], why: 
         how = f"download {cls.url} and extract it in {root}"
     return (
         f"{info.title} not found: missing {', '.join(missing)} in {root / info.folder} ({why}); "
-        f"{how}, or point --data-root / ${paths.DATA_ROOT_ENV} at a folder that has "
-        f"{info.folder}/"
+        f"{how}, or {paths.DATA_ROOT_HINT}"
     )
 
 
@@ -857,6 +885,12 @@ class _FolderLayout(NamedTuple):
     root: Path
     classes: tuple[str, ...]
     split_dirs: bool  # True: root/train and root/test; False: every 5th file of a class is test
+    links_out: int = 0  # what listing the class folders left out (see _Walk)
+    unreadable: int = 0
+
+    def split_root(self, split: str) -> Path:
+        """The folder holding the split's class folders."""
+        return self.root / split if self.split_dirs else self.root
 
 
 class _ImageFile(NamedTuple):
@@ -866,68 +900,196 @@ class _ImageFile(NamedTuple):
     mtime_ns: int
 
 
-def _class_dirs(folder: Path) -> list[str]:
-    with os.scandir(folder) as entries:
-        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+class _Listing(NamedTuple):
+    files: list[_ImageFile]
+    notes: tuple[str, ...]  # warnings for the user: empty classes, links not followed, …
 
 
-def _image_files(folder: Path, label: int) -> list[_ImageFile]:
-    """Image files under a class folder (recursively, symlinks followed), in sorted order.
-    os.scandir and plain strings: pathlib costs seconds on 50,000 files."""
+class _Walk:
+    """One listing's limits (entries, seconds) and what it left out."""
+
+    def __init__(self, root: Path, links_out: int = 0, unreadable: int = 0) -> None:
+        self.root = root
+        self.entries = 0
+        self.started = time.monotonic()
+        self.links_out = links_out  # symbolic links leading out of their folder, or into a loop
+        self.unreadable = unreadable  # folders that could not be listed
+        self.special = 0  # image names on pipes, devices or sockets: never opened
+
+    def scandir(self, folder: str) -> list[os.DirEntry[str]]:
+        """The folder's entries, or none (counted) when it cannot be read."""
+        try:
+            with os.scandir(folder) as entries:
+                found = list(entries)
+        except OSError:  # permission denied, vanished, not a folder
+            self.unreadable += 1
+            return []
+        self.entries += len(found)
+        elapsed = time.monotonic() - self.started
+        if self.entries > MAX_SCAN_ENTRIES or elapsed > MAX_SCAN_SECONDS:
+            raise DatasetUnavailableError(
+                f"image folder {self.root}: listing stopped after {self.entries:,} entries "
+                f"in {elapsed:.0f} s; give the folder that holds one subfolder per class"
+            )
+        return found
+
+    def follows(self, path: str, is_link: bool, within: str) -> bool:
+        """Whether to follow `path`: not a symbolic link, or one leading inside `within` (a
+        real path) — never out of its folder, up to a folder above, or to `within` itself
+        (a loop)."""
+        if not is_link or os.path.realpath(path).startswith(within + os.sep):
+            return True
+        self.links_out += 1
+        return False
+
+    def folder(self, path: Path, within: str) -> bool:
+        """Whether `path` is a folder to list: a real one, or a link followed (see follows)."""
+        return path.is_dir() and self.follows(str(path), path.is_symlink(), within)
+
+    def notes(self) -> tuple[str, ...]:
+        notes = []
+        if self.links_out:
+            notes.append(
+                f"{_plural(self.links_out, 'symbolic link')} not followed (they lead out of "
+                "their folder or into a loop)"
+            )
+        if self.unreadable:
+            notes.append(f"{_plural(self.unreadable, 'folder')} could not be read")
+        if self.special:
+            notes.append(
+                f"{_plural(self.special, 'image name')} on a pipe, device or socket not read"
+            )
+        return tuple(notes)
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def _class_dirs(folder: Path, walk: _Walk) -> list[str]:
+    within = os.path.realpath(folder)
+    return sorted(
+        e.name
+        for e in walk.scandir(str(folder))
+        if not e.name.startswith(".")
+        and _is_dir(e)
+        and walk.follows(e.path, e.is_symlink(), within)
+    )
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _image_files(folder: Path, label: int, walk: _Walk) -> list[_ImageFile]:
+    """Image files under a class folder (recursively), in sorted order. Symbolic links are
+    followed only inside the class folder, each folder once. os.scandir and plain strings:
+    pathlib costs seconds on 50,000 files."""
     found: list[_ImageFile] = []
+    within = os.path.realpath(folder)
     stack = [str(folder)]
-    seen = {os.path.realpath(folder)}  # a link back up the tree must not loop forever
+    seen = {within}
     while stack:
-        with os.scandir(stack.pop()) as entries:
-            for e in entries:
-                if e.name.startswith("."):
+        for e in walk.scandir(stack.pop()):
+            if e.name.startswith(".") or not walk.follows(e.path, e.is_symlink(), within):
+                continue
+            if _is_dir(e):
+                real = os.path.realpath(e.path)
+                if real in seen:  # a second link to a folder already listed
+                    walk.links_out += 1
+                else:
+                    seen.add(real)
+                    stack.append(e.path)
+            elif e.name.lower().endswith(IMAGE_EXTENSIONS):
+                try:
+                    st = e.stat()
+                except OSError:  # a dangling link: kept, so decoding counts it as skipped
+                    found.append(_ImageFile(label, e.path, -1, -1))
                     continue
-                if e.is_dir():
-                    real = os.path.realpath(e.path)
-                    if real not in seen:
-                        seen.add(real)
-                        stack.append(e.path)
-                elif e.name.lower().endswith(IMAGE_EXTENSIONS):
-                    try:
-                        st = e.stat()
-                    except OSError:  # a dangling link: kept, so decoding counts it as skipped
-                        found.append(_ImageFile(label, e.path, -1, -1))
-                        continue
+                if stat.S_ISREG(st.st_mode):
                     found.append(_ImageFile(label, e.path, st.st_size, st.st_mtime_ns))
+                else:  # opening a pipe would wait for a writer forever
+                    walk.special += 1
     found.sort()
     return found
 
 
+def _refuse_system_folder(root: Path) -> None:
+    if root == Path(root.anchor):
+        raise DatasetUnavailableError(
+            f"image folder {root} is the root of the file system: give the folder that holds "
+            "one subfolder per class"
+        )
+    if os.name == "posix":
+        for system in map(Path, _SYSTEM_FOLDERS):
+            if root == system or system in root.parents:
+                raise DatasetUnavailableError(
+                    f"image folder {root} is in {system}, a system folder, not a folder of images"
+                )
+
+
 def _scan_folder(root: Path) -> _FolderLayout:
-    if not root.is_dir():
-        raise DatasetUnavailableError(f"image folder {root} does not exist")
-    split_dirs = (root / "train").is_dir() and (root / "test").is_dir()
+    _refuse_system_folder(root)
+    try:
+        kind = root.stat().st_mode
+    except FileNotFoundError:
+        raise DatasetUnavailableError(f"image folder {root} does not exist") from None
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise DatasetUnavailableError(f"image folder {root} cannot be read ({reason})") from err
+    if not stat.S_ISDIR(kind):
+        what = "a file" if stat.S_ISREG(kind) else "not a folder"
+        raise DatasetUnavailableError(
+            f"image folder {root} is {what}: give the folder that holds one subfolder per class"
+        )
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise DatasetUnavailableError(f"image folder {root} cannot be read (permission denied)")
+    walk = _Walk(root)
+    real_root = os.path.realpath(root)
+    split_dirs = walk.folder(root / "train", real_root) and walk.folder(root / "test", real_root)
     class_root = root / "train" if split_dirs else root
-    classes = tuple(_class_dirs(class_root))
+    classes = tuple(_class_dirs(class_root, walk))
     if len(classes) < 2:
+        left_out = "".join(f"; {note}" for note in walk.notes())
         raise DatasetUnavailableError(
             f"image folder {class_root} needs at least two class subfolders "
-            f"(found {len(classes)}): put each class's images in its own folder"
+            f"(found {len(classes)}): put each class's images in its own folder{left_out}"
         )
     if split_dirs:
-        extra = sorted(set(_class_dirs(root / "test")) - set(classes))
+        # test/'s own links are counted when the test split is listed
+        extra = sorted(set(_class_dirs(root / "test", _Walk(root))) - set(classes))
         if extra:
             raise DatasetUnavailableError(
                 f"{root / 'test'} has class folders missing from train/: {', '.join(extra)}"
             )
-    return _FolderLayout(root, classes, split_dirs)
+    return _FolderLayout(root, classes, split_dirs, walk.links_out, walk.unreadable)
 
 
-def _split_files(layout: _FolderLayout, split: str) -> list[_ImageFile]:
+def _split_files(layout: _FolderLayout, split: str) -> _Listing:
+    walk = _Walk(layout.root, layout.links_out, layout.unreadable)
     files: list[_ImageFile] = []
+    empty: list[str] = []
+    within = os.path.realpath(layout.split_root(split))
     for label, name in enumerate(layout.classes):
-        if layout.split_dirs:
-            if (layout.root / split / name).is_dir():
-                files.extend(_image_files(layout.root / split / name, label))
-        else:
-            in_class = _image_files(layout.root / name, label)
-            files.extend(f for i, f in enumerate(in_class) if (i % 5 == 4) == (split == "test"))
-    return files
+        folder = layout.split_root(split) / name
+        in_class = _image_files(folder, label, walk) if walk.folder(folder, within) else []
+        if not layout.split_dirs:
+            in_class = [f for i, f in enumerate(in_class) if (i % 5 == 4) == (split == "test")]
+        if not in_class:
+            empty.append(name)
+        files.extend(in_class)
+    notes = list(walk.notes())
+    if empty:
+        which = "class folder " if len(empty) == 1 else "class folders "
+        verb = "has" if len(empty) == 1 else "have"
+        notes.append(
+            f"{which}{', '.join(empty)} {verb} no {split} images but still "
+            f"{'counts as a class' if len(empty) == 1 else 'count as classes'}"
+        )
+    return _Listing(files, tuple(notes))
 
 
 def _cache_path(layout: _FolderLayout, split: str, size: int, files: list[_ImageFile]) -> Path:
@@ -940,35 +1102,13 @@ def _cache_path(layout: _FolderLayout, split: str, size: int, files: list[_Image
     return paths.cache_dir() / "folders" / name
 
 
-def _decode_file(path: str) -> torch.Tensor | None:
-    """(3, H, W) uint8 upright RGB, or None when the file cannot be decoded."""
-    import torchvision.io  # decoding folders only: importing torchvision takes seconds
-    import torchvision.transforms.v2.functional as TF
-
-    try:
-        image = torchvision.io.decode_image(
-            torchvision.io.read_file(path),
-            mode=torchvision.io.ImageReadMode.RGB,
-            apply_exif_orientation=True,
-        )
-    except RuntimeError:  # not JPEG/PNG/WEBP/GIF (BMP, TIFF, …) or broken: PIL decides
-        try:
-            with PIL.Image.open(path) as im:
-                rgb = np.asarray(PIL.ImageOps.exif_transpose(im).convert("RGB"))
-        except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError):
-            return None
-        return torch.from_numpy(rgb.copy()).permute(2, 0, 1)
-    if image.dtype != torch.uint8:  # 16-bit PNG
-        image = TF.to_dtype(image, torch.uint8, scale=True)
-    return image
-
-
 class _PartStats(NamedTuple):
     channels: int  # 1 when every image of the split is grayscale (R = G = B everywhere)
     mean: tuple[float, ...]
     std: tuple[float, ...]
     count: int
     skipped: int
+    refused: tuple[str, ...] = ()  # why the first skipped files were skipped, one line each
 
 
 class _FolderPart(NamedTuple):
@@ -977,54 +1117,73 @@ class _FolderPart(NamedTuple):
     labels: torch.Tensor  # (N,) int64
 
 
+_REASONS_KEPT = 3  # skipped files named in the split's source
+
+
 def _decode_folder_part(
     layout: _FolderLayout, split: str, size: int, files: list[_ImageFile]
 ) -> _FolderPart:
-    images = torch.empty((len(files), 3, size, size), dtype=torch.uint8)
-    kept: list[int] = []
-    for f in files:
-        decoded = _decode_file(f.path)
-        if decoded is not None:
-            images[len(kept)] = _resize_one(decoded, size)
-            kept.append(f.label)
-    n = len(kept)
-    skipped = len(files) - n
+    """Every file through the image gate, decoded in worker processes (images.decode_files),
+    resized here to size × size."""
+    decoded = torch.empty((len(files), 3, size, size), dtype=torch.uint8)
+    slots = decoded.numpy()  # the same memory: numpy's copy costs less per image than torch's
+
+    def keep(index: int, rgb: np.ndarray) -> None:  # (H, W, 3)
+        if rgb.shape[:2] == (size, size):
+            slots[index] = rgb.transpose(2, 0, 1)
+        else:
+            decoded[index] = _resize_one(torch.from_numpy(rgb).permute(2, 0, 1), size)
+
+    where = layout.split_root(split)
+    inside = f"{where}{os.sep}"  # every listed path starts so (os.path.relpath is slow)
+    names = [f.path.removeprefix(inside) for f in files]
+    refused = images.decode_files([f.path for f in files], names, size, keep)
+    kept = [i for i in range(len(files)) if i not in refused]
+    n, skipped = len(kept), len(refused)
+    reasons = tuple(refused[i] for i in sorted(refused)[:_REASONS_KEPT])
     if n == 0:
-        where = layout.root / split if layout.split_dirs else layout.root
-        detail = f" ({skipped} unreadable files)" if skipped else ""
+        detail = f" ({_plural(skipped, 'unreadable file')}: {reasons[0]})" if skipped else ""
         raise DatasetUnavailableError(f"no readable {split} images in {where}{detail}")
-    images, labels = images[:n], torch.tensor(kept, dtype=torch.int64)
-    gray = bool((images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all())
-    images = (images[:, :1] if gray else images).contiguous()
-    mean, std = channel_stats(images)
-    return _FolderPart(_PartStats(1 if gray else 3, mean, std, n, skipped), images, labels)
+    if skipped:
+        decoded = decoded.index_select(0, torch.tensor(kept, dtype=torch.int64))
+    labels = torch.tensor([files[i].label for i in kept], dtype=torch.int64)
+    gray = bool((decoded[:, 0] == decoded[:, 1]).all() and (decoded[:, 1] == decoded[:, 2]).all())
+    decoded = (decoded[:, :1] if gray else decoded).contiguous()
+    mean, std = channel_stats(decoded)
+    stats = _PartStats(1 if gray else 3, mean, std, n, skipped, reasons)
+    return _FolderPart(stats, decoded, labels)
 
 
-def _listed(layout: _FolderLayout, split: str, size: int) -> tuple[list[_ImageFile], Path]:
-    files = _split_files(layout, split)
-    if not files:
+def _listed(layout: _FolderLayout, split: str, size: int) -> tuple[_Listing, Path]:
+    listing = _split_files(layout, split)
+    if not listing.files:
         hint = "" if layout.split_dirs else " (every 5th file of a class is test: add images)"
         raise DatasetUnavailableError(f"no {split} images in {layout.root}{hint}")
-    return files, _cache_path(layout, split, size, files)
+    return listing, _cache_path(layout, split, size, listing.files)
 
 
-def _folder_part(layout: _FolderLayout, split: str, size: int) -> _FolderPart:
-    """Decode one split of a folder, or read it back from the cache."""
-    files, path = _listed(layout, split, size)
+def _folder_part(
+    layout: _FolderLayout, split: str, size: int, listed: tuple[_Listing, Path] | None = None
+) -> tuple[_FolderPart, tuple[str, ...]]:
+    """Decode one split of a folder, or read it back from the cache; and the listing's notes.
+    `listed`: the split's listing and cache path when the caller has them already."""
+    listing, path = listed or _listed(layout, split, size)
     with contextlib.suppress(FileNotFoundError, _StaleCacheError):
         stats = _read_cached_stats(path)
         with safe_open(str(path), framework="pt") as f:
-            return _FolderPart(stats, f.get_tensor("images"), f.get_tensor("labels"))
-    part = _decode_folder_part(layout, split, size, files)
+            part = _FolderPart(stats, f.get_tensor("images"), f.get_tensor("labels"))
+            return part, listing.notes
+    part = _decode_folder_part(layout, split, size, listing.files)
     _write_cached_part(path, part)
-    return part
+    return part, listing.notes
 
 
 def _folder_stats(layout: _FolderLayout, split: str, size: int) -> _PartStats:
     """A split's channels and normalization: the cache file's header when it exists."""
+    listed = _listed(layout, split, size)
     with contextlib.suppress(FileNotFoundError, _StaleCacheError):
-        return _read_cached_stats(_listed(layout, split, size)[1])
-    return _folder_part(layout, split, size).stats
+        return _read_cached_stats(listed[1])
+    return _folder_part(layout, split, size, listed)[0].stats
 
 
 class _StaleCacheError(Exception):
@@ -1043,6 +1202,7 @@ def _read_cached_stats(path: Path) -> _PartStats:
             tuple(json.loads(meta["std"])),
             int(meta["count"]),
             int(meta["skipped"]),
+            tuple(json.loads(meta["refused"])),
         )
     except FileNotFoundError:
         raise
@@ -1061,6 +1221,7 @@ def _write_cached_part(path: Path, part: _FolderPart) -> None:
         "std": json.dumps(stats.std),
         "count": str(stats.count),
         "skipped": str(stats.skipped),
+        "refused": json.dumps(stats.refused),
     }
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
@@ -1097,25 +1258,27 @@ def _folder_info(layout: _FolderLayout, size: int, train: _PartStats) -> Dataset
     )
 
 
-def _part_source(prefix: str, where: Path, split: str, stats: _PartStats) -> str:
+def _part_source(
+    prefix: str, where: Path, split: str, stats: _PartStats, notes: tuple[str, ...]
+) -> str:
     text = f"{prefix}, {_count(stats.count, split)} ({where})"
     if stats.skipped:
-        text += f", {stats.skipped} unreadable files skipped"
-    return text
+        more = ", …" if stats.skipped > len(stats.refused) else ""
+        text += f", {stats.skipped} unreadable files skipped ({'; '.join(stats.refused)}{more})"
+    return "".join([text, *(f", {note}" for note in notes)])
 
 
 def _load_folder(root: Path, split: str, size: int) -> Split:
     layout = _scan_folder(root)
-    part = _folder_part(layout, split, size)
+    part, notes = _folder_part(layout, split, size)
     train = part.stats if split == "train" else _folder_stats(layout, "train", size)
     info = _folder_info(layout, size, train)
-    where = root / split if layout.split_dirs else root
     prefix = f"image folder {root.name}"
     if not layout.split_dirs:
         prefix += " (every 5th image of each class held out as test)"
-    source = _part_source(prefix, where, split, part.stats)
-    images = _to_channels(part.images, info.channels)
-    return Split(info, split, images, part.labels, source, False, part.stats.skipped)
+    source = _part_source(prefix, layout.split_root(split), split, part.stats, notes)
+    pixels = _to_channels(part.images, info.channels)
+    return Split(info, split, pixels, part.labels, source, False, part.stats.skipped, notes)
 
 
 def _load_cifar10_jpeg(folder: Path, split: str) -> _Loaded:
@@ -1126,8 +1289,8 @@ def _load_cifar10_jpeg(folder: Path, split: str) -> _Loaded:
             f"{folder} should hold train/ and test/ with the CIFAR-10 class folders "
             f"({' '.join(_CIFAR10_CLASSES)})"
         )
-    part = _folder_part(layout, split, 32)
-    source = _part_source("CIFAR-10 (JPEG copy)", folder / split, split, part.stats)
+    part, notes = _folder_part(layout, split, 32)
+    source = _part_source("CIFAR-10 (JPEG copy)", folder / split, split, part.stats, notes)
     return _Loaded(_to_channels(part.images, 3), part.labels, source, skipped=part.stats.skipped)
 
 

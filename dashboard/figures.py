@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
+from dashboard import tables
 from dashboard.errors import ShapeError
 
 FONT = "Inter, 'Segoe UI', 'Helvetica Neue', Arial, sans-serif"
@@ -49,6 +50,7 @@ RUN_COLOURS = (
 DIVERGING = "RdBu_r"  # positive weights red, negative blue, zero white
 SCALE_MODES = ("per map", "per layer", "global")
 NORMALIZE_MODES = ("counts", "row", "column", "all")
+MIN_WIDTH = 300  # pixels: an image figure's narrowest, two fit side by side on a laptop
 MAX_MOSAIC_PIXELS = 400_000  # about a screenful; larger activation mosaics are thinned
 
 LENS_TEMPLATE = go.layout.Template(
@@ -191,7 +193,7 @@ def filter_grid(
     scale: str = "shared",
     channel: int | None = None,
     title: str = "",
-    max_side: float = 760,
+    max_side: float = 640,
     limit: float | None = None,
 ) -> go.Figure:
     """Conv filters (C_out, C_in, kh, kw) as one diverging mosaic; channel None = input mean.
@@ -254,7 +256,7 @@ def filter_grid(
     return fig
 
 
-def rgb_filters(weights: np.ndarray, *, title: str = "", max_side: float = 760) -> go.Figure:
+def rgb_filters(weights: np.ndarray, *, title: str = "", max_side: float = 640) -> go.Figure:
     """First-layer filters (C_out, 3, kh, kw) as RGB images, each scaled so 0 is mid grey."""
     w = _numpy(weights).astype(np.float64)
     if w.ndim != 4 or w.shape[1] != 3:
@@ -293,10 +295,11 @@ def rgb_filters(weights: np.ndarray, *, title: str = "", max_side: float = 760) 
 
 def weight_histogram(weights: np.ndarray, *, title: str = "", bins: int = 60) -> go.Figure:
     """Histogram of all weights of a layer, binned here so no raw weights reach the browser."""
-    w = _numpy(weights).astype(np.float64).ravel()
-    if w.size == 0:
+    every = _numpy(weights).astype(np.float64).ravel()
+    if every.size == 0:
         raise ShapeError("no weights to draw")
-    counts, edges = np.histogram(w, bins=bins)
+    w = every[np.isfinite(every)]  # NaN and ±inf have no bin: counted in the subtitle instead
+    counts, edges = np.histogram(w, bins=bins, range=None if w.size else (-1.0, 1.0))
     fig = go.Figure(
         go.Bar(
             x=(edges[:-1] + edges[1:]) / 2,
@@ -309,7 +312,10 @@ def weight_histogram(weights: np.ndarray, *, title: str = "", bins: int = 60) ->
         )
     )
     fig.add_vline(x=0, line={"color": MUTED, "width": 1, "dash": "dot"})
-    subtitle = f"{w.size:,} weights · mean {w.mean():.3g} · std {w.std():.3g}"
+    subtitle = f"{w.size:,} weights · mean {w.mean():.3g} · std {w.std():.3g}" if w.size else ""
+    if w.size < every.size:
+        left_out = f"{every.size - w.size:,} NaN or infinite weights left out"
+        subtitle = f"{subtitle} · {left_out}" if subtitle else left_out
     fig.update_layout(
         template=LENS_TEMPLATE,
         title=_title(title or "Weight distribution", subtitle),
@@ -345,7 +351,7 @@ def labelled_grid(
     title: str = "",
     subtitle: str = "",
     value_name: str = "value",
-    max_side: float = 760,
+    max_side: float = 640,
     max_pixels: int = MAX_MOSAIC_PIXELS,
     colorbar: bool = True,
 ) -> go.Figure:
@@ -437,10 +443,10 @@ def labelled_grid(
     title = title or "Maps"
     _image_layout(fig, layout.height + pad, layout.width, title, subtitle, max_side=max_side)
     fig.update_layout(showlegend=False)
-    if not colorbar:  # no room to keep for a scale: as narrow as the mosaic and the title
+    if not colorbar:  # no room to keep for a scale: as narrow as the mosaic
         cell = min(max_side / max(layout.height + pad, layout.width), 40.0)
-        text = 6.5 * max(len(title), len(subtitle)) + 60
-        fig.update_layout(width=int(max(layout.width * cell + 50, text)))
+        fig.update_layout(width=int(max(MIN_WIDTH, layout.width * cell + 50)))
+        fit_titles(fig)
     return fig
 
 
@@ -458,7 +464,7 @@ def activation_grid(
     colorscale: str = "Viridis",
     global_range: tuple[float, float] | None = None,
     max_pixels: int = MAX_MOSAIC_PIXELS,
-    max_side: float = 760,
+    max_side: float = 640,
 ) -> go.Figure:
     """One image's activations (C, H, W) as one tiled heatmap; (C,) or (C, 1, 1) as bars.
 
@@ -601,23 +607,45 @@ def _activation_bars(
     return fig
 
 
+@dataclass(frozen=True)
+class _StackBlock:
+    """One layer of `activation_stack`: its mosaic and where it sits, in figure pixels."""
+
+    name: str
+    z: np.ndarray  # the mosaic as drawn (scaled per map, or raw values)
+    custom: np.ndarray  # hover records: channel, y, x, value
+    low: float  # the colour range of this layer
+    high: float
+    label: str
+    x: float  # left edge of the mosaic
+    y: float  # top edge of the mosaic
+    unit: float  # pixels per mosaic cell
+    height: float  # pixels
+
+
 def activation_stack(
     layers: Sequence[tuple[str, np.ndarray]],
     *,
     scale: str = "per layer",
     global_range: tuple[float, float] | None = None,
     max_pixels: int = MAX_MOSAIC_PIXELS,
-    width: int = 760,
+    width: int = 300,
+    columns: int = 1,
+    colorbars: bool = True,
     title: str = "",
     colorscale: str = "Viridis",
 ) -> go.Figure:
-    """Several layers' maps (name, (C, H, W)) as ONE figure: each layer's mosaic drawn `width`
-    pixels wide under the previous one, with its name above it. One chart however deep the
+    """Several layers' maps (name, (C, H, W)) as ONE figure: a block per layer, `columns`
+    blocks a row in forward order, each mosaic `width` pixels wide with its name above it and
+    its own colour bar beside it, exactly as tall as its maps. One chart however deep the
     model: a page showing every layer sends one figure, not dozens.
 
-    Colours: "per layer" and "per map" scale each layer (each map) to its own range, so one
-    colour bar reads "min … max"; "global" draws raw values on `global_range`. The layers
-    share `max_pixels`; a layer over its share is thinned. Hover gives the true values.
+    The figure is sized to its blocks, one data unit a pixel, with no band left over; it is
+    not meant to be stretched (its width, `columns` × (`width` + a colour bar), fits a laptop's
+    page at two columns of 300). Colours: "per layer" draws each layer's values on its own
+    range, "global" on `global_range`, "per map" each map on its own range (the bar then reads
+    "map min … map max"). The layers share `max_pixels`; a layer over its share is thinned.
+    Hover gives the true values.
     """
     if not layers:
         raise ShapeError("no layers to draw")
@@ -626,45 +654,98 @@ def activation_stack(
     if scale == "global" and global_range is None:
         raise ValueError('scale "global" needs global_range=(low, high)')
     share = max_pixels / len(layers)
-    traces: list[go.Heatmap] = []
-    labels: list[dict[str, Any]] = []
-    top = 0.0
-    label_gap = 34.0  # pixels above each mosaic for its name
-    for name, maps in layers:
+    label_gap, row_gap = 30.0, 18.0  # pixels: a layer's name above it, space under a row
+    bar = 80.0 if colorbars else 12.0  # pixels beside each mosaic: its colour bar and ticks
+    blocks: list[_StackBlock] = []
+    top, row_height = 0.0, 0.0
+    for k, (name, maps) in enumerate(layers):
         a = _numpy(maps).astype(np.float32)
         if a.ndim != 3 or a.shape[0] == 0:
             raise ShapeError(f"layer {name}: maps must be (C, H, W), got {a.shape}")
         C, H, W = a.shape
         stride = max(1, math.ceil(math.sqrt(C * H * W / share)))
         values = a[:, ::stride, ::stride]
-        z = values if scale == "global" else scale_maps(values, scale).astype(np.float32)
+        if scale == "per map":
+            z, low, high = scale_maps(values, scale).astype(np.float32), 0.0, 1.0
+        elif scale == "global":
+            z, (low, high) = values, (float(global_range[0]), float(global_range[1]))
+        else:
+            z, low, high = values, float(a.min()), float(a.max())
         mosaic, layout = tile(z, pad=max(1, values.shape[1] // 16))
         ys, xs = np.indices((H, W))[:, ::stride, ::stride]
-        custom = _hover_records(np.arange(C), ys, xs, values, layout)
-        unit = width / layout.width  # figure pixels per mosaic pixel
-        top += label_gap
-        traces.append(
-            go.Heatmap(
-                z=mosaic,
-                x0=unit / 2,
-                dx=unit,
-                y0=top + unit / 2,
-                dy=unit,
-                customdata=custom,
-                coloraxis="coloraxis",
-                hoverongaps=False,
-                hovertemplate=f"<b>{name}</b><br>channel %{{customdata[0]}}"
-                "<br>y %{customdata[1]}, x %{customdata[2]}"
-                "<br>activation %{customdata[3]:.4~g}<extra></extra>",
-                name=name,
+        column = k % columns
+        if column == 0 and k:
+            top += row_height + row_gap
+            row_height = 0.0
+        unit = width / layout.width
+        shown = f" · 1/{stride} resolution" if stride > 1 else ""
+        blocks.append(
+            _StackBlock(
+                name,
+                mosaic,
+                _hover_records(np.arange(C), ys, xs, values, layout),
+                low,
+                high if high > low else low + 1.0,
+                f"<b>{name}</b> · {C} × {H}×{W}{shown}",
+                column * (width + bar),
+                top + label_gap,
+                unit,
+                layout.height * unit,
             )
         )
-        shown = f" · 1/{stride} resolution" if stride > 1 else ""
-        labels.append(
+        row_height = max(row_height, label_gap + layout.height * unit)
+    total_w, total_h = columns * (width + bar), top + row_height
+    fig = go.Figure()
+    axes: dict[str, Any] = {}
+    for k, block in enumerate(blocks):
+        axis = "coloraxis" if k == 0 else f"coloraxis{k + 1}"
+        fig.add_trace(
+            go.Heatmap(
+                z=block.z,
+                x0=block.x + block.unit / 2,
+                dx=block.unit,
+                y0=block.y + block.unit / 2,
+                dy=block.unit,
+                customdata=block.custom,
+                coloraxis=axis,
+                hoverongaps=False,
+                hovertemplate=f"<b>{block.name}</b><br>channel %{{customdata[0]}}"
+                "<br>y %{customdata[1]}, x %{customdata[2]}"
+                "<br>activation %{customdata[3]:.4~g}<extra></extra>",
+                name=block.name,
+            )
+        )
+        colorbar: dict[str, Any] = {
+            "x": (block.x + width + 8) / total_w,  # paper: 0 … 1 across the blocks
+            "xanchor": "left",
+            "y": 1 - block.y / total_h,
+            "yanchor": "top",
+            "len": block.height / total_h,
+            "lenmode": "fraction",
+            "thickness": 12,
+            "outlinewidth": 0,
+            "tickfont": {"size": 10},
+        }
+        if scale == "per map":
+            colorbar |= {"tickvals": [0, 1], "ticktext": ["map min", "map max"]}
+        axes[axis] = {
+            "colorscale": colorscale,
+            "cmin": block.low,
+            "cmax": block.high,
+            "showscale": colorbars,
+            "colorbar": colorbar,
+        }
+    hidden = {"visible": False, "showgrid": False, "zeroline": False, "fixedrange": True}
+    fig.update_layout(
+        template=LENS_TEMPLATE,
+        title=_title(title or "Every layer", f"{len(layers)} layers · {scale} scale"),
+        xaxis={**hidden, "range": [0, total_w], "domain": [0, 1]},
+        yaxis={**hidden, "range": [total_h, 0], "domain": [0, 1]},
+        annotations=[
             {
-                "text": f"<b>{name}</b> · {C} × {H}×{W}{shown}",
-                "x": 0,
-                "y": top - 6,
+                "text": block.label,
+                "x": block.x,
+                "y": block.y - 6,
                 "xref": "x",
                 "yref": "y",
                 "xanchor": "left",
@@ -672,37 +753,13 @@ def activation_stack(
                 "showarrow": False,
                 "font": {"size": 13, "color": INK},
             }
-        )
-        top += layout.height * unit
-    if scale == "global":
-        low, high = float(global_range[0]), float(global_range[1])
-        colorbar: dict[str, Any] = {"title": {"text": "activation"}}
-    else:
-        low, high = 0.0, 1.0
-        what = "map" if scale == "per map" else "layer"
-        colorbar = {
-            "title": {"text": f"per-{what}<br>scale"},
-            "tickvals": [0, 1],
-            "ticktext": [f"{what} min", f"{what} max"],
-        }
-    fig = go.Figure(traces)
-    axis = {"visible": False, "showgrid": False, "zeroline": False}
-    fig.update_layout(
-        template=LENS_TEMPLATE,
-        title=_title(title or "Every layer", f"{len(layers)} layers · {scale} scale"),
-        coloraxis={
-            "colorscale": colorscale,
-            "cmin": low,
-            "cmax": high if high > low else low + 1.0,
-            "colorbar": {"thickness": 14, "outlinewidth": 0, "len": 0.5, "y": 1, **colorbar},
-        },
-        xaxis={**axis, "range": [0, width]},
-        yaxis={**axis, "range": [top + 4, 0], "scaleanchor": "x"},
-        annotations=labels,
-        width=width + 170,
-        height=int(top + 130),
-        margin={"l": 20, "r": 20, "t": 90, "b": 20},
+            for block in blocks
+        ],
+        width=int(total_w + 20),
+        height=int(total_h + 100),
+        margin={"l": 10, "r": 10, "t": 90, "b": 10, "autoexpand": False},
         showlegend=False,
+        **axes,
     )
     return fig
 
@@ -730,7 +787,12 @@ def boxed_image(
     return fig
 
 
-def image_figure(image: np.ndarray, *, title: str = "", caption: str = "") -> go.Figure:
+NARROW_TITLE_PX = 190  # titles of figures that sit in a third of a laptop's page wrap here
+
+
+def image_figure(
+    image: np.ndarray, *, title: str = "", subtitle: str = "", caption: str = ""
+) -> go.Figure:
     """An input image, (H, W), (H, W, 3) or (3, H, W), drawn pixel-exact without tick clutter."""
     rgb, values = _rgb(image)
     H, W = rgb.shape[:2]
@@ -746,7 +808,8 @@ def image_figure(image: np.ndarray, *, title: str = "", caption: str = "") -> go
             ),
         )
     )
-    _image_layout(fig, H, W, title or "Input image", "", max_side=320)
+    _image_layout(fig, H, W, title or "Input image", subtitle, max_side=320)
+    fit_titles(fig, NARROW_TITLE_PX)
     if caption:
         fig.add_annotation(
             text=caption,
@@ -853,6 +916,7 @@ def probability_bars(
         height=max(220, 130 + 28 * len(shown)),
         showlegend=False,
     )
+    fit_titles(fig, NARROW_TITLE_PX)
     return fig
 
 
@@ -1462,6 +1526,52 @@ def _rgb(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(rgb), a
 
 
+def _text_px(text: str, font_px: float) -> float:
+    """An upper estimate of `text`'s width: Source Sans advances, plus a margin for the
+    sans-serif fonts a browser may draw instead."""
+    return 1.15 * tables.text_width(text, font_px)
+
+
+def wrap(text: str, width_px: float, font_px: float) -> str:
+    """`text` broken at spaces into lines (<br>) no wider than `width_px` where a word allows."""
+    if "<br>" in text or _text_px(text, font_px) <= width_px:
+        return text
+    lines, line = [], ""
+    for word in text.split(" "):
+        trial = f"{line} {word}" if line else word
+        if line and _text_px(trial, font_px) > width_px:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    return "<br>".join([*lines, line])
+
+
+def fit_titles(fig: go.Figure, room: float | None = None) -> None:
+    """Wrap a fixed-width figure's title and subtitle to its width (or `room` pixels, for a
+    figure that usually sits in a narrow column and is shrunk to it): plotly never wraps, so a
+    long title ran past the figure's edge and was cut. The lines added take room above the
+    plot area (the figure grows), not from it."""
+    width, title = fig.layout.width, fig.layout.title
+    if not (width or room) or not title.text:
+        return
+    left = fig.layout.margin.l if fig.layout.margin.l is not None else 60
+    room = room or width - left - 10
+    text = wrap(title.text, room, title.font.size or 18)
+    sub = title.subtitle.text or ""
+    sub_wrapped = wrap(sub, room, 12)
+    added = 22 * (text.count("<br>") - title.text.count("<br>"))
+    added += 15 * (sub_wrapped.count("<br>") - sub.count("<br>"))
+    if not added:
+        return
+    top = fig.layout.margin.t if fig.layout.margin.t is not None else 80
+    fig.update_layout(
+        title_text=text, margin_t=top + added, height=(fig.layout.height or 450) + added
+    )
+    if sub:
+        fig.update_layout(title_subtitle_text=sub_wrapped)
+
+
 def _title(text: str, subtitle: str = "") -> dict[str, Any]:
     """Title with a muted subtitle line."""
     title: dict[str, Any] = {"text": text}
@@ -1478,7 +1588,7 @@ def _image_layout(
     title: str,
     subtitle: str,
     *,
-    max_side: float = 760,
+    max_side: float = 640,
     background: str = "white",
 ) -> None:
     """Pixel-image axes (y down, square pixels, no ticks) and a size that fits the content."""
@@ -1497,7 +1607,8 @@ def _image_layout(
         xaxis={**axis, "range": [-0.5, width - 0.5]},
         yaxis={**axis, "range": [height - 0.5, -0.5], "scaleanchor": "x"},
         plot_bgcolor=background,
-        width=int(max(380, width * cell + 150, 6.5 * max(len(title), len(subtitle)) + 60)),
+        width=int(max(MIN_WIDTH, width * cell + 150)),
         height=int(height * cell + (110 if subtitle else 80)),
         margin={"l": 20, "r": 20, "t": 80 if subtitle else 50, "b": 20},
     )
+    fit_titles(fig)

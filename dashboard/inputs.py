@@ -4,9 +4,10 @@ Inputs come from three places, and all end as the same record, `Prepared`: uint8
 like the dataset's images `(C, H, W)`, normalized by `model_input` exactly as the test split is.
 
 - a test-set image, by index, by class, or among the model's mistakes;
-- an uploaded file of any format and size. Pillow decodes it with a pixel limit checked before
-  any pixel is decoded (a decompression bomb costs a header read, not gigabytes); JPEGs are
-  decoded at a reduced scale when they are large; the image is turned upright by its EXIF tag;
+- an uploaded image file (PNG, JPEG, GIF, BMP, TIFF, WebP, PPM), through the same gate as
+  folder images (`images.decode`: byte, format and pixel limits checked before any pixel is
+  decoded, so a decompression bomb costs a header read, not gigabytes); JPEGs are decoded at a
+  reduced scale when they are large; the image is turned upright by its EXIF tag;
   16-bit images are rescaled (not clamped) to 8 bits; the first frame of an animation is used;
   transparency is composited onto the dataset's background. For 1-channel models the image is
   made light-on-dark like MNIST (dark ink on paper is inverted, and the note says so), and for
@@ -21,18 +22,16 @@ The session-state keys other pages use to point this page at an input or a neuro
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import PIL.Image
-import PIL.ImageOps
 import torch
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 
-from dashboard import data, metrics, probe
+from dashboard import data, images, metrics, probe
 from dashboard.errors import LensError
 
 # Session-state keys and the query parameter other pages (the confusion-matrix gallery, the
@@ -45,8 +44,6 @@ IMAGE_QUERY = "image"  # ?image=123 opens that test image
 SOURCE_TEST, SOURCE_UPLOAD, SOURCE_DRAW = "test image", "upload", "draw"
 SOURCES = (SOURCE_TEST, SOURCE_UPLOAD, SOURCE_DRAW)
 
-MAX_UPLOAD_BYTES = 50 * 1024 * 1024
-MAX_PIXELS = 40_000_000  # after JPEG draft scaling; a 40-Mpx RGBA frame is 160 MB decoded
 WORK_SIDE = 1024  # images are shrunk to this longer side before any float work
 DISPLAY_SIDE = 480  # the "original" returned for display
 MNIST_SIZE = 28
@@ -161,66 +158,14 @@ def mistakes(pred: metrics.Predictions, true_class: int | None = None) -> list[M
 def decode_image(raw: bytes, name: str = "") -> np.ndarray:
     """Bytes of an image file → (H, W, 4) uint8 RGBA, upright, longer side ≤ WORK_SIDE.
 
-    Every failure is a one-line LensError: empty, too large, not an image, truncated.
+    Through the image gate (images.decode: size, format, pixel limits checked before Pillow
+    decodes a pixel); every failure is a one-line LensError: empty, too large, not an image,
+    truncated. Big JPEGs are decoded at 1/2, 1/4 or 1/8 scale.
     """
-    what = name or "the file"
-    if not raw:
-        raise LensError(f"{what} is empty")
-    if len(raw) > MAX_UPLOAD_BYTES:
-        raise LensError(
-            f"{what} is {len(raw) / 2**20:.0f} MB; images up to "
-            f"{MAX_UPLOAD_BYTES // 2**20} MB are accepted"
-        )
-    try:
-        with PIL.Image.open(io.BytesIO(raw)) as image:
-            if image.format == "JPEG":  # decode big JPEGs at 1/2, 1/4 or 1/8 scale
-                image.draft(None, (WORK_SIDE, WORK_SIDE))
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise LensError(
-                    f"{what} is {width:,}×{height:,} pixels; images up to "
-                    f"{MAX_PIXELS / 1e6:.0f} megapixels are accepted"
-                )
-            image.load()  # the first frame of an animation
-            upright = PIL.ImageOps.exif_transpose(image)
-            rgba = _to_rgba(upright)
-    except LensError:
-        raise
-    except PIL.Image.DecompressionBombError as err:
-        raise LensError(f"{what} claims to be {_claimed_size(err)}: refused as too large") from err
-    except PIL.UnidentifiedImageError as err:
-        raise LensError(f"{what} is not an image Pillow can read") from err
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as err:
-        reason = (str(err).splitlines() or [type(err).__name__])[0]
-        raise LensError(f"{what} could not be decoded ({reason})") from err
-    if rgba.width == 0 or rgba.height == 0:
-        raise LensError(f"{what} has no pixels")
+    image = images.decode(raw, name or "the file", draft_to=WORK_SIDE)
+    rgba = images.to_rgba(image)
     rgba.thumbnail((WORK_SIDE, WORK_SIDE), PIL.Image.Resampling.LANCZOS, reducing_gap=3.0)
     return np.asarray(rgba)
-
-
-def _claimed_size(err: Exception) -> str:
-    """'Image size (2500000000 pixels) exceeds …' → '2,500,000,000 pixels'."""
-    digits = str(err).partition("(")[2].partition(" pixels")[0]
-    return f"{int(digits):,} pixels" if digits.isdigit() else "a huge size"
-
-
-def _to_rgba(image: PIL.Image.Image) -> PIL.Image.Image:
-    """Any Pillow mode → RGBA; high-bit-depth gray rescaled to 0..255 (Pillow would clamp)."""
-    if image.mode.startswith("I") or image.mode == "F":
-        values = np.asarray(image).astype(np.float64)
-        if image.mode.startswith("I;16"):
-            top = 65535.0
-        elif image.mode == "I" and values.max(initial=0) <= 255:
-            top = 255.0
-        elif image.mode == "I" and values.min(initial=0) >= 0 and values.max() <= 65535:
-            top = 65535.0
-        else:  # 32-bit integers or floats of unknown range: stretch what is there
-            values = values - values.min()
-            top = float(values.max()) or 1.0
-        gray = np.rint(np.clip(values / top, 0.0, 1.0) * 255).astype(np.uint8)
-        return PIL.Image.fromarray(gray).convert("RGBA")
-    return image.convert("RGBA")
 
 
 def prepare_upload(
@@ -411,9 +356,10 @@ def canvas_digit(rgba: np.ndarray | None) -> np.ndarray | None:
 
 
 def prepare_drawing(rgba: np.ndarray | None, info: data.DatasetInfo) -> Prepared | None:
-    """A canvas drawing → the model's input (1-channel models); None while the canvas is blank."""
+    """A canvas drawing → the model's input; None while the canvas is blank. For 1-channel
+    models a digit centred like MNIST's; for colour models the canvas itself, resized."""
     if info.channels != 1:
-        raise LensError(f"drawing needs a 1-channel model; {info.title} has {info.channels}")
+        return _colour_drawing(rgba, info)
     digit = canvas_digit(rgba)
     if digit is None:
         return None
@@ -423,6 +369,76 @@ def prepare_drawing(rgba: np.ndarray | None, info: data.DatasetInfo) -> Prepared
     original = np.asarray(rgba)[..., :3]
     return Prepared(
         _resize_square(digit, info.size), _shrink(original), tuple(notes), name="your drawing"
+    )
+
+
+def _colour_drawing(rgba: np.ndarray | None, info: data.DatasetInfo) -> Prepared | None:
+    if rgba is None or canvas_digit(rgba) is None:  # nothing drawn yet
+        return None
+    rgb = np.ascontiguousarray(np.asarray(rgba)[..., :3])
+    pixels = data.preprocess_pil(PIL.Image.fromarray(rgb), info).numpy()
+    h, w = rgb.shape[:2]
+    notes = (f"your drawing resized from {w}×{h} to {info.size}×{info.size}",)
+    return Prepared(pixels, _shrink(rgb), notes, name="your drawing")
+
+
+# ---------------------------------------------------------------------------------------------
+# A model's own input and class names, for models no dataset of the app fits
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's weights were trained with these
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_CLASSES = 1000
+
+
+def imagenet_categories() -> tuple[str, ...]:
+    """ImageNet-1k's class names in output order, from torchvision's weights metadata (part of
+    the library: nothing is downloaded). Every torchvision classifier's weights share them."""
+    from torchvision.models import ResNet18_Weights
+
+    return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def class_names(
+    outputs: int, own: Sequence[str] = (), *, imagenet: bool = False
+) -> tuple[str, ...]:
+    """What to call a model's `outputs`: its own class names when it has as many, ImageNet's
+    categories for ImageNet weights, else "class 0", "class 1", …"""
+    if len(own) == outputs:
+        return tuple(map(str, own))
+    if imagenet and outputs == IMAGENET_CLASSES:
+        return imagenet_categories()
+    return tuple(f"class {i}" for i in range(outputs))
+
+
+def own_input(
+    input_shape: Sequence[int],
+    classes: Sequence[str],
+    *,
+    imagenet: bool = False,
+    like: data.DatasetInfo | None = None,
+) -> data.DatasetInfo:
+    """How to prepare an uploaded or drawn image for a model that no dataset fits: its own
+    channels and size, ImageNet's normalization for an ImageNet model (`imagenet`, or 1000
+    outputs on 3 channels), else the selected dataset's (`like`) when its channels match, else
+    0.5 ± 0.5."""
+    channels, height = int(input_shape[0]), int(input_shape[-1])
+    if imagenet or (channels == 3 and len(classes) == IMAGENET_CLASSES):
+        mean, std, source = IMAGENET_MEAN, IMAGENET_STD, "ImageNet's normalization"
+    elif like is not None and like.channels == channels:
+        mean, std, source = like.mean, like.std, f"{like.title}'s normalization"
+    else:
+        mean, std, source = (0.5,) * channels, (0.5,) * channels, "normalized to ±1"
+    shape = "×".join(map(str, input_shape))
+    return data.DatasetInfo(
+        name="",
+        title=f"its own {shape} input",
+        classes=tuple(classes),
+        channels=channels,
+        size=height,
+        mean=tuple(mean),
+        std=tuple(std),
+        augment=False,
+        description=f"an image resized to {shape}, {source}",
     )
 
 

@@ -6,20 +6,28 @@ comes from the same arrays without running the model again. It runs a private in
 the model (batch norm folded into the convolution before it, ReLUs in place, channels-last on
 the CPU): the same answers as a plain forward pass, up to 6× faster than one in batches of
 1,000; the caller's model is never touched.
+
+`cached_predict` keeps the probabilities in the on-disk result cache (`dashboard.cache`), keyed by
+the model's content and the split's identity: a checkpoint is classified once per split, ever,
+and a restarted server, another session and the command line read the same entry.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from dashboard import cache
 from dashboard.data import Split, iterate_batches, take_first
+
+# progress(done, total) after each batch, and (0, total) before the first; counts are images.
+Progress = Callable[[int, int], None]
 
 # Batches of 256 keep a small net's feature maps near the caches: bn-cnn's 10,000 MNIST test
 # images go ~2× faster than in batches of 1,000 on the CPU (bench/benchmark.py, section c).
@@ -40,6 +48,9 @@ class Predictions:
     probabilities: np.ndarray  # (N, K) float32 softmax
     classes: tuple[str, ...]  # K class names
     source: str  # where the images came from (the split's source), for captions
+    # What these answers are of (model content and split identity, see cached_predict): caches
+    # of anything computed from them are keyed by it. "" when not known (predict alone).
+    key: str = ""
 
     @property
     def accuracy(self) -> float:
@@ -157,8 +168,15 @@ def _probabilities(
     batch_size: int,
     device: str | torch.device,
     layout: torch.memory_format = torch.contiguous_format,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
-    chunks = list(_softmax_batches(model, split, batch_size, device, layout))
+    chunks = []
+    done = 0
+    for chunk in _softmax_batches(model, split, batch_size, device, layout):
+        chunks.append(chunk)
+        done += len(chunk)
+        if progress is not None:
+            progress(done, len(split))
     return torch.cat(chunks) if chunks else torch.zeros((0, len(split.info.classes)))
 
 
@@ -170,7 +188,7 @@ def _plain(model: nn.Module, device: str | torch.device) -> nn.Module:
     return copy.deepcopy(model).eval().to(device)
 
 
-def _fast_model(
+def fast_model(
     model: nn.Module, split: Split, device: str | torch.device
 ) -> tuple[nn.Module, torch.memory_format]:
     """(model, input layout): the inference copy when it answers like the model itself on the
@@ -201,20 +219,63 @@ def predict(
     *,
     batch_size: int | None = None,
     device: str | torch.device = "cpu",
+    progress: Progress | None = None,
 ) -> Predictions:
     """The model's softmax over every image of the split, in order, in batches of `batch_size`
     (default: `default_batch`). A private inference copy runs (see `inference_copy`): the model
-    itself, shared by the app's sessions, is untouched."""
-    fast, layout = _fast_model(model, split, device)
+    itself, shared by the app's sessions, is untouched. `progress(done, total)` hears of every
+    batch (images done of the split's)."""
+    if progress is not None:
+        progress(0, len(split))
+    fast, layout = fast_model(model, split, device)
     batch = batch_size or default_batch(split)
-    probs = _probabilities(fast, split, batch, device, layout).numpy()
+    probs = _probabilities(fast, split, batch, device, layout, progress).numpy()
+    return _answers(split, probs.astype(np.float32, copy=False), key="")
+
+
+def _answers(split: Split, probabilities: np.ndarray, key: str) -> Predictions:
     return Predictions(
         labels=split.labels.cpu().numpy().astype(np.int64),
-        predicted=probs.argmax(axis=1).astype(np.int64),
-        probabilities=probs.astype(np.float32, copy=False),
+        predicted=probabilities.argmax(axis=1).astype(np.int64),
+        probabilities=probabilities,
         classes=tuple(split.info.classes),
         source=split.source,
+        key=key,
     )
+
+
+PREDICTIONS_KIND = "predictions"
+
+
+def prediction_key_parts(model_id: str, split: Split) -> dict:
+    """Everything a model's predictions on a split depend on: the model's content
+    (`cache.checkpoint_digest` or `cache.state_digest`) and the split's identity."""
+    return {"model": model_id, "split": cache.split_identity(split)}
+
+
+def cached_predict(
+    model: nn.Module,
+    split: Split,
+    model_id: str,
+    *,
+    persist: bool = True,
+    batch_size: int | None = None,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+) -> Predictions:
+    """`predict`, computed once per (model content, split) and kept in the result cache (on
+    disk when `persist`; a model that exists only in this process need not be). `model_id`
+    names the model's content; `progress` hears of the batches only when they really run.
+    The batch size and device change nothing in the answers, so they are not in the key."""
+    parts = prediction_key_parts(model_id, split)
+
+    def compute() -> dict[str, np.ndarray]:
+        pred = predict(model, split, batch_size=batch_size, device=device, progress=progress)
+        return {"probabilities": pred.probabilities}
+
+    arrays = cache.cached_arrays(PREDICTIONS_KIND, parts, compute, persist=persist)
+    key = cache.entry_key(PREDICTIONS_KIND, parts)
+    return _answers(split, arrays["probabilities"], key=key)
 
 
 def confusion(pred: Predictions) -> np.ndarray:

@@ -20,6 +20,7 @@ geometry from each operation's inputs to its outputs. That needs no fallback for
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -36,6 +37,16 @@ from dashboard.errors import LensError, ShapeError, UnknownNameError
 # One model object is shared by every Streamlit session; hooks and the eval-mode switch must not
 # interleave. Re-entrant so that a probe may call another probe.
 _LOCK = threading.RLock()
+
+# Above this many values per image the shape flow is traced on meta tensors (shapes without
+# data: nothing the size of the input is allocated); below it a real zero image is cheaper.
+META_ABOVE_VALUES = 1 << 20
+# A model that cannot run on meta tensors is traced for real only up to this input size.
+MAX_REAL_TRACE_VALUES = 1 << 24
+# Beyond this an input's shapes overflow the 64-bit sizes tensors are measured in.
+MAX_TRACE_VALUES = 1 << 40
+# What one real forward pass may need for its layers' outputs; more is refused in one line.
+MAX_FORWARD_BYTES = 2 * 1024**3
 
 Pair = tuple[int, int]
 
@@ -602,24 +613,89 @@ def _model_dtype(model: nn.Module) -> torch.dtype:
     return torch.get_default_dtype()
 
 
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """`model` with meta tensors for its parameters and buffers: the same modules, names, shapes,
+    dtypes and requires_grad flags, no data. The shared model itself is never touched (swapping
+    its parameters would break another session's forward pass), and shared weights stay shared.
+    Copied under the probes' lock, so that no other probe's hooks are on it to be copied."""
+    memo: dict[int, Any] = {}
+    with _LOCK:
+        for tensor in (*model.parameters(), *model.buffers()):
+            meta = torch.empty_like(tensor, device="meta")
+            if isinstance(tensor, nn.Parameter):
+                meta = nn.Parameter(meta, requires_grad=tensor.requires_grad)
+            memo[id(tensor)] = meta
+        return copy.deepcopy(model, memo)
+
+
+def _is_meta(device: str | torch.device | None) -> bool:
+    return device is not None and torch.device(device).type == "meta"
+
+
+def _unsupported_on_meta(error: Exception) -> bool:
+    """An operation with no meta implementation (data-dependent code), not a shape error."""
+    return isinstance(error, NotImplementedError) or "meta" in str(error).lower()
+
+
+def _shape_words(shape: tuple[int, ...]) -> str:
+    return "×".join(f"{n:,}" for n in shape)
+
+
 def shape_flow(
     model: nn.Module,
     input_shape: tuple[int, ...],
     *,
     device: str | torch.device | None = None,
 ) -> ShapeFlow:
-    """Run one image of `input_shape` (no batch dim, e.g. (1, 28, 28)) and record every call.
+    """Record every module call of one image of `input_shape` (no batch dim, e.g. (1, 28, 28)).
 
-    Shapes come from a real forward pass on a batch of one zero image, made on `device` (default:
-    where the model's parameters are, else the CPU). An input the model cannot take is reported
-    in `broken` (the innermost module entered and not left when the forward raised), never raised.
+    Shapes come from a forward pass of a batch of one zero image on `device` (default: where the
+    model's parameters are, else the CPU). An input of more than META_ABOVE_VALUES values, or
+    `device="meta"`, is traced on meta tensors instead, through a copy of the model without
+    data: the same records, with nothing allocated (a 20,000² image takes milliseconds). A model
+    that cannot run on meta tensors is traced for real up to MAX_REAL_TRACE_VALUES values, and
+    beyond that refused in `broken`. An input the model cannot take is reported in `broken` (the
+    innermost module entered and not left when the forward raised), never raised.
     """
     input_shape = tuple(int(n) for n in input_shape)
     params_trainable, params_total = _param_counts(model.parameters())
-    if not input_shape or min(input_shape) <= 0:
-        reason = f"input shape must be positive sizes such as C,H,W, got {input_shape}"
+
+    def refused(reason: str) -> ShapeFlow:
         broken = BreakReport("", type(model).__name__, reason)
         return ShapeFlow(input_shape, [], None, params_total, params_trainable, 0, broken)
+
+    if not input_shape or min(input_shape) <= 0:
+        return refused(f"input shape must be positive sizes such as C,H,W, got {input_shape}")
+    values = math.prod(input_shape)
+    if values > MAX_TRACE_VALUES:
+        return refused(
+            f"an input of {_shape_words(input_shape)} is {values:,} values per image; shapes "
+            f"are worked out for up to {MAX_TRACE_VALUES:,}"
+        )
+    if device is None and values > META_ABOVE_VALUES:
+        device = "meta"
+    on_meta = _is_meta(_model_device(model))
+    if not _is_meta(device) and not on_meta:
+        return _traced_flow(model, input_shape, device)
+    try:
+        return _traced_flow(model if on_meta else _meta_copy(model), input_shape, "meta")
+    except Exception as error:  # not copyable, or code that needs data: trace it for real
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    if values <= MAX_REAL_TRACE_VALUES and not on_meta:
+        return _traced_flow(model, input_shape, None)
+    return refused(
+        f"{type(model).__name__} cannot be traced on meta tensors ({reason}), and an input of "
+        f"{_shape_words(input_shape)} is too large to run for real: at most "
+        f"{MAX_REAL_TRACE_VALUES:,} values per image"
+    )
+
+
+def _traced_flow(
+    model: nn.Module, input_shape: tuple[int, ...], device: str | torch.device | None
+) -> ShapeFlow:
+    """shape_flow's forward pass with hooks. On meta tensors a failure that is not about shapes
+    (an operation meta tensors cannot do) is raised, for shape_flow to trace another way."""
+    params_trainable, params_total = _param_counts(model.parameters())
 
     names = {id(module): name for name, module in model.named_modules()}
     calls: list[_Call] = []
@@ -670,6 +746,8 @@ def shape_flow(
                 output = model(x)
         except Exception as error:  # any failure of the forward is a fact about this input
             culprit = stack[-1] if stack else _Call("", model, 0, input_shape)
+            if _is_meta(x.device) and _unsupported_on_meta(error):
+                raise
             reason = _break_reason(culprit, error)
             broken = BreakReport(culprit.name, type(culprit.module).__name__, reason)
 
@@ -687,6 +765,34 @@ def shape_flow(
         mult_adds=sum(r.mult_adds for r in records if r.is_leaf),
         broken=broken,
     )
+
+
+def forward_bytes(flow: ShapeFlow, element_size: int = 4) -> int:
+    """Memory one image's real forward pass needs for its input and every leaf layer's output
+    (an upper bound: a plain forward frees most outputs on the way; hooks keep them)."""
+    values = math.prod(flow.input_shape) + sum(math.prod(r.output_shape) for r in flow.leaves)
+    return values * element_size
+
+
+def size_text(size: int) -> str:
+    return f"{size / 1024**3:,.1f} GB" if size >= 1024**3 else f"{size / 1024**2:,.1f} MB"
+
+
+def check_forward_memory(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1) -> None:
+    """Refuse, in one line, a real forward pass of `batch` images of `input_shape` whose layer
+    outputs would need more than MAX_FORWARD_BYTES (worked out on meta tensors: nothing is
+    allocated). Inputs of up to META_ABOVE_VALUES values pass without a trace."""
+    if math.prod(input_shape) <= META_ABOVE_VALUES:
+        return
+    flow = shape_flow(model, input_shape, device="meta")
+    needed = forward_bytes(flow) * batch
+    if needed > MAX_FORWARD_BYTES:
+        images = f"{batch} images" if batch != 1 else "an image"
+        raise ShapeError(
+            f"running {type(model).__name__} on {images} of {_shape_words(input_shape)} would "
+            f"need about {size_text(needed)} for its layers' outputs; the limit is "
+            f"{size_text(MAX_FORWARD_BYTES)}"
+        )
 
 
 def check_input(model: nn.Module, input_shape: tuple[int, ...]) -> BreakReport | None:
@@ -769,6 +875,8 @@ def _capture(
 
         return hook
 
+    if x.dim() >= 2:
+        check_forward_memory(model, tuple(x.shape[1:]), x.shape[0])
     device = _model_device(model)
     x = x.to(device) if device is not None else x
     with _probing(model), _hooks() as handles:

@@ -325,15 +325,15 @@ def _activations_section(
         stack = [(name, maps[name][row].numpy()) for name in layers if maps[name].dim() == 4]
         figure = ""
         if stack:
+            # No colour bars: they would crowd the row; the lead sentence explains colours.
             fig = figures.activation_stack(
                 stack,
                 scale="per layer",
                 max_pixels=ACTIVATION_PIXELS,
                 width=ACTIVATION_WIDTH,
+                colorbars=False,
                 title="Conv maps",
             )
-            # One colour bar per image would crowd the row; the lead sentence explains colours.
-            fig.update_layout(coloraxis_showscale=False, width=ACTIVATION_WIDTH + 40)
             figure = plots.add(fig, f"activations-{index}")
         cards.append(
             f'<div class="example" id="example-{index}" data-index="{index}" '
@@ -392,7 +392,7 @@ def _per_class_section(pred: metrics.Predictions) -> str:
     total = len(pred.labels)
     body.append(
         f'<tr class="total" data-class="accuracy"><td>accuracy</td><td></td><td></td>'
-        f'<td class="num">{report["accuracy"]:.3f}</td><td class="num">{total:,}</td></tr>'
+        f'<td class="num">{_percent(report["accuracy"])}</td><td class="num">{total:,}</td></tr>'
     )
     head = "".join(
         f'<th class="{"num" if c != "Class" else ""}">{c}</th>'
@@ -453,6 +453,7 @@ def _json_for_script(value: Any) -> str:
 
 
 def _percent(value: float) -> str:
+    """An accuracy, the same way everywhere in the report: "99.25 %"."""
     return f"{100 * value:.2f} %"
 
 

@@ -229,37 +229,6 @@ def find_block(blocks: Sequence[Block], name: str) -> Block:
 # Images and features
 
 
-def checkpoint_split(
-    card: Any,
-    dataset: str | None,
-    split: str,
-    *,
-    data_root: str | None = None,
-    download: bool = True,
-) -> Split:
-    """A split as a checkpoint's model takes it: the card's dataset unless another is named,
-    resized to the card's input size, normalized with the card's statistics when it is the
-    dataset the model was trained on."""
-    import dataclasses
-
-    from dashboard import data
-
-    name = dataset or card.dataset
-    if not name:
-        raise LensError(f"{card.name} names no dataset: pass --dataset NAME")
-    shape = card.input_shape
-    size = shape[1] if shape else None
-    channels = data.dataset_info(name, data_root=data_root, input_size=size).channels
-    if shape and channels != shape[0]:  # before any image is read or downloaded
-        raise LensError(f"{card.name} takes {shape[0]}-channel images but {name} has {channels}")
-    loaded = data.load_split(name, split, data_root=data_root, download=download, input_size=size)
-    stats = card.normalization
-    if stats and loaded.info.name == card.dataset:
-        info = dataclasses.replace(loaded.info, mean=tuple(stats["mean"]), std=tuple(stats["std"]))
-        loaded = dataclasses.replace(loaded, info=info)
-    return loaded
-
-
 def sample_indices(total: int, count: int | None, seed: int = SAMPLE_SEED) -> np.ndarray:
     """`count` of `total` image indices, a seeded random sample in split order (all of them when
     count is None or ≥ total). Random, not the first N: an image folder is sorted by class, so

@@ -27,11 +27,13 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any, NamedTuple
 
 import torch
@@ -555,6 +557,46 @@ def training_record(run: TrainingRun) -> dict[str, Any]:
     )
 
 
+# An absolute path inside a dataset source: POSIX, drive letter or UNC, up to the next ; ( or ).
+_ABSOLUTE_PATH = re.compile(r"(?:(?<=[\s(])|^)(?:/|[A-Za-z]:[\\/]|\\\\)[^;()]*")
+
+
+def portable_source(text: str, data_root: str | os.PathLike[str] | None = None) -> str:
+    """A dataset source as a card records it: every absolute path of this machine replaced by
+    where it is relative to the data root ("MNIST/raw in the data root"), to the repository
+    ("trained/data/mnist-sample") or to the home folder ("~/pets"), else by its last two parts
+    ("…/pets/train"). A card travels; the folders of the machine that trained it do not."""
+    roots = [
+        (Path(os.path.abspath(paths.data_root(data_root))), "in the data root"),
+        (paths.REPO_ROOT, ""),
+        (Path.home(), "~"),
+    ]
+
+    def shown(match: re.Match[str]) -> str:
+        text = match[0].rstrip()
+        if not text.startswith("/"):  # a Windows path, written on Windows
+            return _last_parts(PureWindowsPath(text))
+        path = Path(text)
+        for root, where in roots:
+            for candidate in dict.fromkeys((root, root.resolve())):
+                if path == candidate or path.is_relative_to(candidate):
+                    relative = path.relative_to(candidate).as_posix()
+                    if where == "~":
+                        return f"~/{relative}".rstrip("/.")
+                    if where:
+                        return f"{relative} {where}" if relative != "." else "the data root"
+                    return relative
+        return _last_parts(path) + match[0][len(text) :]
+
+    return _ABSOLUTE_PATH.sub(shown, text)
+
+
+def _last_parts(path: PurePath) -> str:
+    """'…/pets/train': the last two names of a path, without its root or drive."""
+    names = path.parts[1:] if path.anchor else path.parts
+    return "…/" + "/".join(names[-2:])
+
+
 def result_card(
     *,
     name: str,
@@ -566,9 +608,11 @@ def result_card(
     result: FitResult,
     command: str,
     notes: Sequence[str] = (),
+    data_root: str | os.PathLike[str] | None = None,
 ) -> checkpoints.Card:
     """The card of a fit() result: one format for `python -m dashboard train` and the Train
-    page. A stopped run's reason leads the notes."""
+    page. A stopped run's reason leads the notes; the dataset source names no folder of this
+    machine (`portable_source`, with the data root the splits were read from)."""
     partial = [f"partial run: {result.stopped}"] if result.stopped else []
     return checkpoints.Card(
         name=name,
@@ -581,7 +625,7 @@ def result_card(
         },
         input_shape=info.input_shape,
         dataset=info.name,
-        dataset_source=dataset_source,
+        dataset_source=portable_source(dataset_source, data_root),
         classes=list(info.classes),
         normalization={"mean": list(info.mean), "std": list(info.std)},
         training=facts,
@@ -695,7 +739,7 @@ def default_name(run: TrainingRun) -> str:
 def saved_path(name: str, folder: Path | None = None) -> Path:
     """Where `name` would be saved (validated: LensError for a name that is not allowed)."""
     folder = paths.RUNS_DIR if folder is None else folder
-    if folder.resolve() == paths.TRAINED_DIR.resolve():
+    if checkpoints.inside_shipped(folder):  # trained/ itself, a folder in it, or a link to it
         raise LensError("trained/ holds the shipped checkpoints: runs are saved in runs/")
     return checkpoints.validate_name(name, folder)
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from dashboard import models, probe
@@ -57,7 +58,8 @@ def model_for(
     """A registry name or checkpoint file → (model, its input shape, a title for the table).
 
     For a checkpoint only its card (or `model_name` for a bare state dict) is read: shapes do
-    not depend on the weights, so `summary` works without loading them.
+    not depend on the weights, so `summary` works without loading them. A card that is invalid
+    cannot say the shapes: then safetensors weights (never a pickle) are read for them.
     """
     path = Path(target)
     if path.suffix in CHECKPOINT_SUFFIXES or path.exists():
@@ -71,12 +73,27 @@ def model_for(
             if model_name is None:
                 raise
             return model_for(model_name)[0], models.model_info(model_name).input_shape, path.name
-        args = dict(card.model_args)
-        options = args.pop("options", {}) or {}
-        model = models.build_model(card.architecture, **args, **options)
-        return model, tuple(card.input_shape), f"{card.name} ({card.architecture})"  # type: ignore[return-value]
+        if card.problem:
+            if card.path is None or card.path.suffix != checkpoints.WEIGHTS_SUFFIX:
+                raise LensError(card.problem)
+            loaded = checkpoints.load_checkpoint(card.path, architecture=model_name)
+            title = f"{loaded.card.name} ({loaded.card.architecture}, shapes from the weights)"
+            return loaded.model, loaded.card.input_shape, title  # type: ignore[return-value]
+        model = _shapes_only(lambda: checkpoints.build_for_card(card))
+        return model, checkpoints.card_input_shape(card), f"{card.name} ({card.architecture})"
     info = models.model_info(target)
-    return models.build_model(target), info.input_shape, target
+    return _shapes_only(lambda: models.build_model(target)), info.input_shape, target
+
+
+def _shapes_only(build: Callable[[], nn.Module]) -> nn.Module:
+    """A model built for its shapes and counts only: on meta tensors (no weights allocated, so
+    `summary tv:vit_h_14` takes no 2.5 GB) where its builder allows; builders that compute with
+    tensors (torchvision's RegNets) build on the CPU."""
+    try:
+        with torch.device("meta"):
+            return build()
+    except NotImplementedError:
+        return build()
 
 
 def flow_for(
@@ -194,7 +211,8 @@ def flow_to_text(flow: probe.ShapeFlow, title: str) -> str:
     if flow.output_shape is not None:
         out.append(f"Output:               {shape_text(flow.output_shape)}")
     if flow.broken is not None:
-        out.append(f"BREAKS at {flow.broken.layer} ({flow.broken.type}): {flow.broken.reason}")
+        where = f" at {flow.broken.layer} ({flow.broken.type})" if flow.broken.layer else ""
+        out.append(f"BREAKS{where}: {flow.broken.reason}")
     return "\n".join(out)
 
 
@@ -242,6 +260,14 @@ def visible_records(
             hidden.add(record.name)
             shown.append(record)
     return shown
+
+
+def is_shortcut_projection(record: probe.LayerRecord) -> bool:
+    """A 1×1 conv with stride > 1: ResNet's projection shortcut, which halves the map by
+    reading every other pixel on purpose (the 3×3 conv beside it reads them all). Its flag is
+    a note on a standard design, not a warning."""
+    stride = record.stride or (1, 1)
+    return record.type == "Conv2d" and record.kernel == (1, 1) and max(stride) > 1
 
 
 def collapsed_rows(

@@ -4,20 +4,25 @@ The only module that imports Streamlit. Pages call `sidebar()` first; it draws t
 dataset choices and keeps them in session state so they hold across pages (the "dummy key"
 pattern from Streamlit's multipage docs: a widget's own key is dropped when its page is left, so
 the value lives under a permanent key and is copied into the widget key before each draw).
-Loaders are cached by strings (path + modification time), never by objects.
+Loaders are cached by strings (path + modification time), never by objects; results that
+outlive the process (predictions) are kept on disk by content (dashboard.cache).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from dashboard import paths
+from dashboard import paths, settings
 from dashboard.errors import LensError
 
 if TYPE_CHECKING:  # torch-heavy modules load on first use: the home page paints before them
@@ -29,6 +34,8 @@ MODEL_KEY = "lens_model"  # permanent session-state keys
 DATASET_KEY = "lens_dataset"
 FOLDER_KEY = "lens_folder"
 EXTRA_MODELS_KEY = "lens_extra_models"
+LINK_NOTE_KEY = "lens_link_note"  # a link's model that is not on this server: what shows instead
+DATASET_NOTE_KEY = "lens_dataset_note"  # (model, dataset, how that dataset was guessed)
 ARCH_PREFIX = "arch:"  # an architecture with fresh random weights
 ZOO_PREFIX = "zoo:"  # a torchvision model with its ImageNet weights
 CKPT_PREFIX = "ckpt:"
@@ -54,7 +61,7 @@ class Selection:
         return self.model_key.removeprefix(ARCH_PREFIX).removeprefix(ZOO_PREFIX)
 
 
-def setup_page(title: str, icon: str = "🔎") -> None:
+def setup_page(title: str, icon: str = ":material/center_focus_strong:") -> None:
     """The first Streamlit call of every page; a link with ?present=1 opens in presentation
     mode, with the sidebar folded away."""
     if PRESENT_QUERY in st.query_params and PRESENT_KEY not in st.session_state:
@@ -108,7 +115,9 @@ def model_label(model_key: str) -> str:
         card = _card_for(model_key)
     except LensError:
         return model_key.removeprefix(CKPT_PREFIX)
-    accuracy = card.metrics.get("test_accuracy")
+    if card.problem:  # listed all the same (its weights load by the architecture it names);
+        return f"{card.name} — invalid card"  # the reason: model_warnings, once selected
+    accuracy = card.test_accuracy
     shown = f" — {accuracy:.2%} on {card.dataset}" if accuracy is not None else ""
     return f"{card.name}{shown}"
 
@@ -123,23 +132,40 @@ def model_choices() -> list[str]:
     return saved + extra + [ARCH_PREFIX + name for name in models.model_names()]
 
 
-def select_model(model_key: str) -> None:
-    """Make `model_key` the selection on every page; a checkpoint brings its dataset along."""
+def select_model(model_key: str) -> str:
+    """Make `model_key` the selection on every page. A checkpoint brings its dataset along: the
+    one its card names, else the one its shape says (an upload); → a note on how that dataset
+    was chosen when it is a guess ("" otherwise)."""
     st.session_state[MODEL_KEY] = model_key
-    if model_key.startswith(CKPT_PREFIX):
-        try:
-            dataset = _card_for(model_key).dataset
-        except LensError:
-            return
-        if dataset.startswith("folder:"):
-            st.session_state[FOLDER_KEY] = dataset.removeprefix("folder:")
-            st.session_state[DATASET_KEY] = FOLDER_CHOICE
-        elif dataset in REGISTRY_DATASETS:
-            st.session_state[DATASET_KEY] = dataset
+    st.session_state.pop(LINK_NOTE_KEY, None)
+    st.session_state.pop(DATASET_NOTE_KEY, None)
+    if not model_key.startswith(CKPT_PREFIX):
+        return ""
+    from dashboard import uploads
+
+    try:
+        dataset, note = uploads.dataset_of(_card_for(model_key))
+    except LensError:
+        return ""
+    if dataset.startswith("folder:"):
+        st.session_state[FOLDER_KEY] = dataset.removeprefix("folder:")
+        st.session_state[DATASET_KEY] = FOLDER_CHOICE
+    elif dataset in REGISTRY_DATASETS:
+        st.session_state[DATASET_KEY] = dataset
+    if note:
+        st.session_state[DATASET_NOTE_KEY] = (model_key, dataset, note)
+    return note
 
 
 def _model_changed() -> None:
     select_model(st.session_state["_" + MODEL_KEY])
+
+
+def _dataset_note(model_key: str, dataset: str) -> None:
+    """Under the sidebar's dataset: how it was chosen from the model's shape, while it holds."""
+    noted = st.session_state.get(DATASET_NOTE_KEY)
+    if noted is not None and noted[:2] == (model_key, dataset):
+        st.caption(noted[2])
 
 
 def _persistent_selectbox(
@@ -245,10 +271,14 @@ def sidebar() -> Selection:
     """Draw the shared sidebar (pages, model, dataset) and return the current selection."""
     with st.sidebar:
         navigation()
-        choices = model_choices()
-        url_bound("model", MODEL_KEY, _model_from_url(choices), _model_for_url)
+        choices = _first_model_choices()
         datasets = [*REGISTRY_DATASETS, FOLDER_CHOICE]
+        for key, options in ((MODEL_KEY, choices), (DATASET_KEY, datasets)):
+            if st.session_state.get(key) not in options:  # the defaults, even in the first link
+                st.session_state[key] = options[0]
+        url_bound("model", MODEL_KEY, _model_from_url(choices), model_link, _model_refused)
         url_bound("dataset", DATASET_KEY, one_of(REGISTRY_DATASETS))
+        choices = model_choices()  # with the link's upload, when it brought one
         model_key = _persistent_selectbox(
             "Model",
             choices,
@@ -257,7 +287,10 @@ def sidebar() -> Selection:
             format_func=model_label,
             help="A shipped checkpoint from trained/, or an architecture with random weights.",
         )
+        model_warnings(model_key)
         dataset = _persistent_selectbox("Dataset", datasets, DATASET_KEY)
+        _dataset_note(model_key, dataset)
+        refused = ""
         if dataset == FOLDER_CHOICE:
             st.text_input(
                 "Image folder",
@@ -265,33 +298,110 @@ def sidebar() -> Selection:
                 on_change=store,
                 args=(FOLDER_KEY,),
                 placeholder="/path/to/images (one subfolder per class)",
+                help="A folder with one subfolder of images per class, under the folders this "
+                "server lets the app read: " + ", ".join(map(str, allowed_roots())),
             )
-            dataset = "folder:" + st.session_state.get(FOLDER_KEY, "")
+            folder = st.session_state.get(FOLDER_KEY, "")
+            refused = folder_refusal(folder)
+            if refused:
+                st.error(refused, icon=":material/folder_off:")
+            dataset = "folder:" + folder
         share_controls()
+    link_note = st.session_state.get(LINK_NOTE_KEY)
+    if link_note:
+        st.warning(link_note, icon=":material/link_off:")
+    if refused:  # nothing of a folder outside the allowed roots is listed or read
+        st.error(refused, icon=":material/folder_off:")
+        st.stop()
     return Selection(model_key=model_key, dataset=dataset)
 
 
+def model_warnings(model_key: str) -> None:
+    """Under the model choice: what loading a user's checkpoint found wrong with it (weights
+    that are NaN or infinite, an invalid card). Shipped checkpoints are checked by the tests,
+    so the home page still paints before torch is imported for them."""
+    if not model_key.startswith(CKPT_PREFIX) or model_key.startswith(SHIPPED_PREFIX):
+        return
+    try:
+        view = _load(model_key, mtime_of(model_key))[1]
+    except LensError:
+        return  # the page says why it cannot be loaded
+    for warning in view.warnings:  # names from a file: shown as text, never as markdown
+        st.warning(re.sub(r"([\\`*_\[\]!<>#|~$])", r"\\\1", warning), icon=":material/warning:")
+
+
+def _first_model_choices() -> list[str]:
+    """The sidebar's model choices; the first time a session runs, PyTorch is imported to list
+    them, which takes seconds on a busy machine: say so."""
+    if "torch" in sys.modules:
+        return model_choices()
+    with st.spinner("Starting: loading PyTorch and the model list…"):
+        return model_choices()
+
+
+# --------------------------------------------------------------------------- models in links
+
 SHIPPED_PREFIX = CKPT_PREFIX + "trained/"  # shipped checkpoints go in links by their bare name
+RUN_LINK = "run:"  # a saved run in the runs folder, by its name
 
 
-def _model_for_url(model_key: object) -> str:
+def model_link(model_key: object) -> str | None:
+    """How a model is named in a link, never by a server path: a shipped checkpoint by its name,
+    a saved run as run:NAME, an upload as upload:<content hash>-<reading>, an architecture by
+    its key; None for a file that has no such name (the link then leaves the model out)."""
+    from dashboard import checkpoints, uploads
+
     key = str(model_key)
-    if key.startswith(SHIPPED_PREFIX) and key.endswith(".safetensors"):
-        return key.removeprefix(SHIPPED_PREFIX).removesuffix(".safetensors")
-    return key
+    if not key.startswith(CKPT_PREFIX):
+        return key
+    path = _resolve(key)
+    if path.suffix != checkpoints.WEIGHTS_SUFFIX:
+        return None
+    folder = path.parent.resolve()
+    if folder == paths.TRAINED_DIR.resolve():
+        return path.stem
+    if folder == paths.RUNS_DIR.resolve():
+        return RUN_LINK + path.stem
+    return uploads.link_name(path)
 
 
 def _model_from_url(choices: list[str]) -> Callable[[str], str | None]:
-    """A link's model: a shipped checkpoint's name or any key the sidebar offers."""
+    """A link's model: a shipped checkpoint's name, run:NAME, upload:ID, or a key the sidebar
+    offers. A link's upload joins this session's choices."""
+    from dashboard import checkpoints, uploads
 
     def parse(text: str) -> str | None:
-        for key in (text, f"{SHIPPED_PREFIX}{text}.safetensors"):
-            if key in choices:
-                select_model(key)  # brings the card's dataset, unless the link names one
-                return key
-        return None
+        if text.startswith(uploads.LINK_PREFIX):
+            path = uploads.find_link(text)
+            found = checkpoint_key(path) if path is not None else None
+        elif text.startswith(RUN_LINK):
+            name = text.removeprefix(RUN_LINK)  # a plain name: never a path
+            path = paths.RUNS_DIR / f"{name}{checkpoints.WEIGHTS_SUFFIX}"
+            found = checkpoint_key(path) if re.fullmatch(r"\w[\w.-]*", name, re.ASCII) else None
+        else:
+            found = next(
+                (k for k in (text, f"{SHIPPED_PREFIX}{text}.safetensors") if k in choices), None
+            )
+        if found is None or (found not in choices and not found.startswith(CKPT_PREFIX)):
+            return None
+        if found not in choices:
+            if not _resolve(found).is_file():
+                return None
+            add_model_choice(found)
+        select_model(found)  # brings the card's dataset, unless the link names one
+        return found
 
     return parse
+
+
+def _model_refused(text: str) -> None:
+    """A link named a model this server does not have: say so, and which model shows instead."""
+    shown = re.sub(r"[^A-Za-z0-9:._+-]", "", text)[:80] or "?"  # plain text: no markdown
+    instead = st.session_state.get(MODEL_KEY) or model_choices()[0]
+    st.session_state[LINK_NOTE_KEY] = (
+        f"The link's model {shown} is not on this server (an upload is kept only while its "
+        f"file stays in the server's cache): showing {model_label(instead)} instead."
+    )
 
 
 @dataclass(frozen=True)
@@ -306,6 +416,7 @@ class ModelView:
     dataset: str  # the card's dataset ("" when unknown)
     untrained: bool
     card: object | None  # checkpoints.Card for checkpoints
+    warnings: tuple[str, ...] = ()  # one line each: non-finite weights, an invalid card
 
 
 def _resolve(model_key: str) -> Path:
@@ -314,11 +425,29 @@ def _resolve(model_key: str) -> Path:
 
 
 def mtime_of(model_key: str) -> float:
-    """Modification time of a checkpoint choice, so caches notice a file that changed."""
+    """Latest modification time of a checkpoint choice's weights and card, so caches notice
+    either file changing (a card renamed or re-described keeps its weights file as it was)."""
     if not model_key.startswith(CKPT_PREFIX):
-        return 0.0
+        return 0.0  # architectures and zoo models are built the same every time (see _load)
     path = _resolve(model_key)
-    return path.stat().st_mtime if path.exists() else 0.0
+    times = [p.stat().st_mtime for p in (path, path.with_suffix(".json")) if p.exists()]
+    return max(times, default=0.0)
+
+
+UNTRAINED_SEED = 0  # an untrained architecture's random weights: the same in every session
+
+
+def _untrained(name: str, pretrained: bool):  # -> nn.Module
+    """A registry or zoo model. Random weights are drawn from a fixed seed (the global random
+    state untouched), so `arch:NAME` is one model: every session, link, cache entry and
+    restarted server sees the same weights, and caches keyed by the choice stay true."""
+    import torch
+
+    from dashboard import models
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(UNTRAINED_SEED)
+        return models.build_model(name, pretrained=pretrained)
 
 
 @st.cache_resource(max_entries=6, show_spinner="Loading the model…")
@@ -340,12 +469,13 @@ def _load(model_key: str, mtime: float) -> tuple[object, ModelView, dict]:
             dataset=card.dataset,
             untrained=False,
             card=card,
+            warnings=tuple(loaded.warnings),
         )
         return loaded.model, view, loaded.filter_history
     pretrained = model_key.startswith(ZOO_PREFIX)
     name = model_key.removeprefix(ZOO_PREFIX if pretrained else ARCH_PREFIX)
     info = models.model_info(name)
-    model = models.build_model(name, pretrained=pretrained)
+    model = _untrained(name, pretrained)
     model.eval()
     view = ModelView(
         model_key, model_label(model_key), name, info.input_shape, (), "", not pretrained, None
@@ -359,6 +489,20 @@ def load_model(selection: Selection) -> tuple[object, ModelView]:
     return model, view
 
 
+def model_id(selection: Selection) -> str:
+    """The selected model's content, for caches that outlive the process (dashboard.cache): a
+    checkpoint's weights file and the architecture it is loaded as; another model's tensors."""
+    from dashboard import cache
+
+    model, view = load_model(selection)
+    if selection.is_checkpoint and view.card is not None:
+        card = view.card
+        return cache.checkpoint_digest(
+            _resolve(selection.model_key), card.architecture, card.model_args
+        )
+    return cache.state_digest(model)
+
+
 def filter_history(selection: Selection) -> dict:
     """Per-epoch first-layer filter snapshots saved with the checkpoint ({} if none)."""
     return _load(selection.model_key, mtime_of(selection.model_key))[2]
@@ -369,6 +513,8 @@ def input_shape_for(selection: Selection) -> tuple[int, int, int]:
 
     if selection.is_checkpoint:
         card = _card_for(selection.model_key)
+        if card.problem:  # the card cannot say: the weights do
+            return load_model(selection)[1].input_shape
         if card.input_shape:
             return tuple(card.input_shape)  # type: ignore[return-value]
     return models.model_info(selection.architecture).input_shape
@@ -383,20 +529,137 @@ def shape_flow(model_key: str, input_shape: tuple[int, int, int], mtime: float) 
     return probe.shape_flow(model, input_shape)
 
 
+# --------------------------------------------------------------------------- data root and folders
+
 DATA_ROOT_KEY = "lens_data_root"
+ROOT_PICK_KEY, ROOT_MESSAGE_KEY = "_lens_data_root", "lens_data_root_message"
+
+
+def server_options() -> settings.ServerOptions:
+    """The server's own options: `streamlit run app.py -- --data-root DIR --allow-root DIR`."""
+    return settings.server_options(sys.argv[1:])
+
+
+def pinned_data_root() -> str:
+    """What fixes the data root for this server ("" when the app may choose it): the server's
+    --data-root, else $CNN_LENS_DATA."""
+    if server_options().data_root:
+        return "--data-root"
+    return f"${paths.DATA_ROOT_ENV}" if os.environ.get(paths.DATA_ROOT_ENV) else ""
 
 
 def data_root() -> str:
-    """The data root for this session: set on the Model page, else --data-root's defaults."""
-    return st.session_state.get(DATA_ROOT_KEY) or str(paths.data_root(None))
+    """The data root of this session: --data-root, $CNN_LENS_DATA, the one set in the app (the
+    settings file), else the per-user default; read when the session starts."""
+    if not st.session_state.get(DATA_ROOT_KEY):
+        st.session_state[DATA_ROOT_KEY] = str(paths.data_root(server_options().data_root))
+    return st.session_state[DATA_ROOT_KEY]
+
+
+def allowed_roots() -> list[Path]:
+    """The folders under which this server lets the app read (see dashboard/settings.py)."""
+    server, saved = server_options(), settings.load()
+    roots = [server.data_root, os.environ.get(paths.DATA_ROOT_ENV), saved.data_root]
+    data_roots = [r for r in roots if r] + [paths.default_data_root()]
+    return settings.allowed_roots(data_roots, paths.cache_root(), server, saved)
+
+
+def folder_refusal(folder: str) -> str:
+    """Why the app will not read the image folder `folder` ("" when it may)."""
+    if not folder.strip():
+        return ""  # the dataset's own message asks for a path
+    try:
+        path = settings.check_allowed(folder, allowed_roots())
+    except LensError as err:
+        return str(err)
+    return settings.readable_folder(path)
+
+
+def _root_chosen() -> None:
+    """The Model page's data root changed: an allowed folder becomes this session's and every
+    later session's (the settings file); anything else is refused with the reason."""
+    chosen = str(st.session_state.get(ROOT_PICK_KEY) or "").strip()
+    if chosen == data_root():
+        return
+    try:
+        if not chosen:  # emptied: forget the choice, back to the default
+            settings.save_data_root(None)
+            st.session_state[DATA_ROOT_KEY] = str(paths.data_root(server_options().data_root))
+            return
+        path = settings.check_allowed(chosen, allowed_roots())
+        problem = settings.readable_folder(path)
+        if problem or not path.is_dir():
+            raise LensError(problem or f"{chosen} does not exist")
+        settings.save_data_root(path)
+    except LensError as err:
+        st.session_state[ROOT_MESSAGE_KEY] = str(err)
+        return
+    st.session_state[DATA_ROOT_KEY] = str(path)
+
+
+def data_root_field() -> None:
+    """The Model page's Data root: one of the folders this server allows, remembered for every
+    later session; fixed (and said so) when the server's owner set it."""
+    current = data_root()
+    layouts = f"Datasets are read there as {paths.DATA_LAYOUTS}."
+    pinned = pinned_data_root()
+    if pinned:
+        st.text_input("Data root", value=current, disabled=True, key="_lens_data_root_fixed")
+        st.caption(f"Set for this server by {pinned} (the person running it). {layouts}")
+        return
+    roots = ", ".join(str(root) for root in allowed_roots())
+    st.session_state[ROOT_PICK_KEY] = current
+    st.text_input(
+        "Data root",
+        key=ROOT_PICK_KEY,
+        on_change=_root_chosen,
+        help="Where datasets live: a folder inside those this server lets the app read "
+        f"({roots}). Remembered for every later session.",
+    )
+    message = st.session_state.pop(ROOT_MESSAGE_KEY, None)
+    if message:
+        st.error(message, icon=":material/folder_off:")
+    st.caption(
+        f"{layouts} The app may use a folder inside {roots}; the person running the server "
+        f"allows more with `--allow-root DIR`. Remembered in {settings.settings_path()}."
+    )
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the dataset…")
-def _split(dataset: str, split: str, input_size: int | None, root: str) -> data.Split:
-    """A split as uint8 tensors in memory; shared by every session, never modified."""
+def _split(
+    dataset: str, split: str, input_size: int | None, root: str, folder_signature: tuple
+) -> data.Split:
+    """A split as uint8 tensors in memory; shared by every session, never modified.
+    `folder_signature` is part of the key only (see `_split_of`)."""
     from dashboard import data
 
     return data.load_split(dataset, split, data_root=root, input_size=input_size)
+
+
+def _folder_signature(dataset: str) -> tuple:
+    """An image folder's class folders and their modification times (`PATH/<class>` and
+    `PATH/{train,test}/<class>`): a class added, removed or renamed, or an image added to or
+    removed from a class, gives the folder a new cache key. A few stat calls; the images
+    themselves are not listed (one rewritten in place under its name is read after a restart)."""
+    if not dataset.startswith("folder:"):
+        return ()
+    root = Path(dataset.removeprefix("folder:"))
+    folders = [root]
+    for parent in (root, root / "train", root / "test"):
+        with contextlib.suppress(OSError), os.scandir(parent) as entries:
+            folders += sorted(Path(e.path) for e in entries if e.is_dir())
+    signature = []
+    for folder in folders:
+        try:
+            signature.append((str(folder), folder.stat().st_mtime_ns))
+        except OSError:  # missing or unreadable: loading says why
+            signature.append((str(folder), -1))
+    return tuple(signature)
+
+
+def _split_of(dataset: str, split: str, input_size: int | None, root: str) -> data.Split:
+    """The cached split, loaded again when an image folder's classes or files changed."""
+    return _split(dataset, split, input_size, root, _folder_signature(dataset))
 
 
 def _input_size(selection: Selection, view: ModelView) -> int | None:
@@ -415,12 +678,12 @@ def _input_size(selection: Selection, view: ModelView) -> int | None:
 
 def load_data(selection: Selection, view: ModelView, split: str = "test") -> data.Split:
     """The selected dataset's split, sized for the selected model; mismatches are LensErrors."""
-    return _split(selection.dataset, split, _input_size(selection, view), data_root())
+    return _split_of(selection.dataset, split, _input_size(selection, view), data_root())
 
 
 def dataset_split(dataset: str, split: str, input_size: int | None = None) -> data.Split:
     """A dataset's split at its own size (or resized), cached and shared: never modify it."""
-    return _split(dataset, split, input_size, data_root())
+    return _split_of(dataset, split, input_size, data_root())
 
 
 def session_alive_check():  # -> Callable[[], bool] | None
@@ -436,22 +699,55 @@ def session_alive_check():  # -> Callable[[], bool] | None
     return lambda: runtime.is_active_session(session_id)
 
 
-@st.cache_data(max_entries=16, show_spinner="Classifying every image of the split…")
-def _predictions(
-    model_key: str, mtime: float, dataset: str, split: str, input_size: int | None, root: str
-) -> metrics.Predictions:
-    from dashboard import metrics
+def data_id(split: data.Split) -> str:
+    """A split's identity for cache keys: its pixels, labels, size, class names and
+    normalization (dashboard.cache.split_identity), so two folders, uploads or data roots with
+    the same name but other files never share an entry. Computed once per split."""
+    from dashboard import cache
 
-    model, _, _ = _load(model_key, mtime)
-    return metrics.predict(model, _split(dataset, split, input_size, root))
+    return cache.entry_key("split", cache.split_identity(split))
+
+
+def info_key(info: data.DatasetInfo) -> tuple:
+    """What an image prepared for a dataset depends on (its size, channels, class names and
+    normalization), for cache keys: a dataset's name alone does not fix them (a folder's
+    normalization comes from its images)."""
+    return (info.name, info.classes, info.channels, info.size, info.mean, info.std)
+
+
+@contextlib.contextmanager
+def progress_bar(text: str, unit: str = "images") -> Iterator[Callable[[int, int], None]]:
+    """`with ui.progress_bar("Classifying") as progress:` → a callback `progress(done, total)`
+    that draws a progress bar with counts on its first call (work served from a cache never
+    calls it, so shows nothing) and removes the bar at the end of the block."""
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        fraction = min(1.0, done / total) if total else 1.0
+        label = f"{text}: {done:,} of {total:,} {unit}"
+        if bar is None:
+            bar = st.progress(fraction, text=label)
+        else:
+            bar.progress(fraction, text=label)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.empty()
 
 
 def predictions(selection: Selection, split: str = "test") -> metrics.Predictions:
-    """The selected model's answers on the selected split, cached per checkpoint and split."""
-    _, view = load_model(selection)
-    size = _input_size(selection, view)
-    mtime = mtime_of(selection.model_key)
-    return _predictions(selection.model_key, mtime, selection.dataset, split, size, data_root())
+    """The selected model's answers on the selected split: computed once per checkpoint content
+    and split, ever, and kept on disk (metrics.cached_predict); a bar with counts shows while
+    they are first computed."""
+    from dashboard import metrics
+
+    model, view = load_model(selection)
+    images = load_data(selection, view, split)
+    with progress_bar(f"Classifying the {split} images of {images.info.title}") as progress:
+        return metrics.cached_predict(model, images, model_id(selection), progress=progress)
 
 
 # --------------------------------------------------------------------------- presenting, sharing
@@ -492,13 +788,15 @@ def url_bound(
     param: str,
     key: str,
     parse: Callable[[str], object | None] = str,
-    show: Callable[[object], str] = str,
+    show: Callable[[object], str | None] = str,
+    refused: Callable[[str], None] | None = None,
 ) -> None:
     """Keep session-state `key` in the URL as ?param=, so a link reopens the same view.
 
     Call before the widget that owns `key` is drawn. On this page's first run in a session a
-    value in the URL is adopted (when `parse` accepts it: it returns None for anything invalid);
-    after that the current value is written back on every run."""
+    value in the URL is adopted (when `parse` accepts it: it returns None for anything invalid,
+    and `refused` hears of it); after that the current value is written back on every run
+    (`show` → None leaves it out of the address)."""
     adopted = st.session_state.setdefault(URL_ADOPTED_KEY, set())
     if (_page_id(), param) not in adopted:
         adopted.add((_page_id(), param))
@@ -508,8 +806,13 @@ def url_bound(
             st.session_state[key] = value
         elif raw is not None:
             del st.query_params[param]  # nonsense in a link: the page's default instead
-    if st.session_state.get(key) is not None:
-        st.query_params[param] = show(st.session_state[key])
+            if refused is not None:
+                refused(raw)
+    shown = show(st.session_state[key]) if st.session_state.get(key) is not None else None
+    if shown is not None:
+        st.query_params[param] = shown
+    else:
+        st.query_params.pop(param, None)
 
 
 def one_of(options: Sequence[object]) -> Callable[[str], object | None]:
@@ -614,22 +917,81 @@ def _present_changed() -> None:
         st.query_params.pop(PRESENT_QUERY, None)
 
 
-def layer_table(rows: list[dict]) -> None:
-    """The shape-flow table with counts shown with thousands separators (still sortable)."""
+def table(data, column_config: dict | None = None, *, hide_index: bool = True, **kwargs):
+    """`st.dataframe` with every column as wide as its header and widest value, so no number
+    is ever cut (the grid alone sizes columns from their first rows). `data`: a DataFrame,
+    a pandas Styler, or rows."""
     import pandas as pd
 
+    from dashboard import tables
+
+    frame = getattr(data, "data", data)  # a Styler holds its frame in .data
+    frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
+    config = tables.fitted_config(frame, column_config, index=not hide_index)
+    kwargs.setdefault("width", "stretch")
+    return st.dataframe(data, column_config=config, hide_index=hide_index, **kwargs)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number of a row of metrics."""
+
+    label: str
+    value: str
+    help: str | None = None
+    delta: str | None = None
+
+
+def metric_row(metrics: Sequence[Metric], *, border: bool = False) -> None:
+    """Metrics side by side, each as wide as its label and value: a row that does not fit
+    wraps onto the next line instead of cutting a number."""
+    row = st.container(horizontal=True, gap="medium", horizontal_alignment="distribute")
+    for metric in metrics:
+        row.metric(
+            metric.label,
+            metric.value,
+            metric.delta,
+            help=metric.help,
+            border=border,
+            width="content",
+        )
+
+
+def layer_table(rows: list[dict]) -> None:
+    """The home page's layer table: counts with thousands separators (still sortable); the
+    formulas and flags are on the Shape flow page (all ten columns would not fit a laptop)."""
     counts = st.column_config.NumberColumn(format="localized")
-    st.dataframe(
-        pd.DataFrame(rows),
-        hide_index=True,
-        width="stretch",
-        column_config={"Params": counts, "Mult-adds": counts},
-    )
+    table(rows, {"Params": counts, "Mult-adds": counts, "Formula": None, "Flag": None})
+
+
+# What Markdown and Streamlit's own syntax read in text: these characters always (code, emphasis,
+# links and images, HTML and autolinks, strikethrough, $maths$, tables), ":" before a letter or
+# "/" (:red[…], :material/…:, URLs), "_" at a word's edge (in snake_case it is literal), and
+# headings, quotes, lists and rules at a line's start.
+_MARKDOWN_ALWAYS = re.compile(r"([\\`*\[\]<>~$|])")
+_MARKDOWN_COLON = re.compile(r":(?=[A-Za-z/])")
+_MARKDOWN_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+_MARKDOWN_LINE_START = re.compile(r"^(\s*)([#+\-=])", re.MULTILINE)
+_MARKDOWN_ORDERED = re.compile(r"^(\s*\d+)([.)])", re.MULTILINE)
+
+
+def plain(text: object) -> str:
+    """`text` from a file or folder (a card's name, notes, a class folder's name) made safe
+    to put inside Markdown: whatever Markdown or Streamlit's own syntax would read (links,
+    images, emphasis, :emoji: and :color[…] directives, $maths$) is backslash-escaped, so it
+    shows as typed and `![x](http://host/…)` fetches nothing. Line breaks are kept."""
+    shown = _MARKDOWN_ALWAYS.sub(r"\\\1", str(text))
+    shown = _MARKDOWN_COLON.sub(r"\\:", shown)
+    shown = _MARKDOWN_UNDERSCORE.sub(r"\\_", shown)
+    shown = _MARKDOWN_LINE_START.sub(r"\1\\\2", shown)
+    shown = _MARKDOWN_ORDERED.sub(r"\1\\\2", shown)
+    return shown.replace("\n", "  \n")
 
 
 def show_error(err: Exception) -> None:
-    """A user-facing failure, in one line, where the content would have been."""
-    st.error(str(err), icon="⚠️")
+    """A user-facing failure, in one line, where the content would have been. The message
+    may quote names from files, so it is shown as text, never read as Markdown."""
+    st.error(plain(err), icon=":material/warning:")
 
 
 # --------------------------------------------------------------------------- the HTML report
@@ -637,17 +999,17 @@ def show_error(err: Exception) -> None:
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def _report_html(
-    model_key: str, mtime: float, dataset: str, input_size: int | None, root: str
+    model_key: str, mtime: float, content: str, split_content: str, _images: data.Split
 ) -> str:
-    """The selected model's report; cached by checkpoint, its mtime, dataset and data root."""
-    from dashboard import report
+    """The report of a model (choice, files' mtime, weights' content) on a test split (by its
+    content: pixels, labels, class names, normalization)."""
+    from dashboard import metrics, report
 
     model, view, _ = _load(model_key, mtime)
-    split = _split(dataset, "test", input_size, root)
-    pred = _predictions(model_key, mtime, dataset, "test", input_size, root)
-    flow = shape_flow(model_key, tuple(split.images.shape[1:]), mtime)
+    pred = metrics.cached_predict(model, _images, content)
+    flow = shape_flow(model_key, tuple(_images.images.shape[1:]), mtime)
     facts = report.ModelFacts(view.label, view.architecture, view.untrained, view.card)
-    return report.build_report(model, facts, split, pred, flow=flow)
+    return report.build_report(model, facts, _images, pred, flow=flow)
 
 
 def report_button(selection: Selection) -> None:
@@ -665,8 +1027,12 @@ def report_button(selection: Selection) -> None:
     facts = report.ModelFacts(view.label, view.architecture, view.untrained, view.card)
 
     def build() -> str:  # called on click, outside the script run: no session state here
+        from dashboard import cache
+
         try:
-            return _report_html(key, mtime, selection.dataset, size, root)
+            split = _split_of(selection.dataset, "test", size, root)
+            identity = json.dumps(cache.split_identity(split))
+            return _report_html(key, mtime, model_id(selection), identity, split)
         except LensError as err:
             return report.error_page(view.label, str(err))
 
@@ -682,8 +1048,8 @@ def report_button(selection: Selection) -> None:
         help="One self-contained file to send or open offline",
     )
     right.caption(
-        f"This model on the {selection.dataset} test split in one HTML file (about 6 MB, opens "
-        "offline): card, shape flow, training curves, first-layer filters, activations, "
+        f"This model on the {plain(selection.dataset)} test split in one HTML file (about 6 MB, "
+        "opens offline): card, shape flow, training curves, first-layer filters, activations, "
         "confusion matrix and per-class report. The first build classifies every test image."
     )
 
@@ -691,24 +1057,30 @@ def report_button(selection: Selection) -> None:
 # --------------------------------------------------------------------------- runs overlaid
 
 
-@st.cache_resource(max_entries=128, show_spinner=False)  # shared by every page and session
+@st.cache_resource(max_entries=128, show_spinner="Drawing…")  # shared by every page and session
 def cached_figure(key: tuple, _build: Callable[[], object]):
     """A figure built once per `key` (everything it depends on), shared read-only: plotly
     spends tens of milliseconds building each, which a widget change should not pay again."""
     return _build()
 
 
+def held(permanent: str, default: object) -> dict:
+    """Widget arguments (key, on_change, args) keeping its value under `permanent`, so it is
+    the same when the user comes back from another page (see `keep`):
+    `st.number_input("Epochs", **ui.held("train_epochs", 5))`."""
+    return {"key": keep(permanent, default), "on_change": store, "args": (permanent,)}
+
+
 def kept(permanent: str, options: Sequence[object], default: object) -> dict:
-    """Widget arguments (key, on_change, args) keeping its value under `permanent` (see
-    `keep`); a stored value no longer among `options` falls back to `default`, and a stored
-    list keeps the items still offered."""
+    """`held`, for a choice among `options`: a stored value no longer among them falls back to
+    `default`, and a stored list keeps the items still offered."""
     value = st.session_state.get(permanent, default)
     if isinstance(value, list):
         value = [v for v in value if v in options]
     elif value not in options:
         value = default
     st.session_state[permanent] = value
-    return {"key": keep(permanent, value), "on_change": store, "args": (permanent,)}
+    return held(permanent, value)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -747,52 +1119,60 @@ def runs_overlay(
     chosen, st.session_state[seen_key] = compare.overlay_choice(stored, default, available, seen)
     st.session_state[runs_key] = chosen
     with controls("Runs to compare"):
-        pick = st.columns([4, 1.2], gap="medium")
-        keys = pick[0].multiselect(
+        # Every run as a pill (click to add or remove): they wrap onto more lines, where a
+        # multiselect's chips ran out of its box.
+        keys = st.pills(
             "Runs to overlay",
             list(available),
-            format_func=lambda key: available[key].label,
-            placeholder="this session's runs and saved checkpoints",
+            selection_mode="multi",
+            format_func=lambda key: plain(available[key].label),
             help="Saved checkpoints (trained/, runs/) and the runs trained in this session.",
             **kept(runs_key, list(available), chosen),
         )
         choices = list(compare.CURVE_CHOICES)
-        curve = pick[1].selectbox("Curve", choices, **kept(curve_key, choices, "test accuracy"))
+        curve = st.columns([1, 2])[0].selectbox(
+            "Curve", choices, **kept(curve_key, choices, "test accuracy")
+        )
     if not keys:
         st.info("Pick one or more runs to overlay their curves.")
         return
     picked = [available[key] for key in keys]
-    left, right = st.columns([1, 1], gap="medium")
-    with left:
-        key = ("curves", curve, tuple((entry.key, entry.version) for entry in picked))
-        fig = cached_figure(key, lambda: compare.overlay_figure(picked, curve))
-        figure(fig, f"curves-{curve}", key=f"{prefix}_curves")
-    with right:
-        _hyperparameter_table(compare.hyperparameter_table([entry.row for entry in picked]))
+    key = ("curves", curve, tuple((entry.key, entry.version) for entry in picked))
+    fig = cached_figure(key, lambda: compare.overlay_figure(picked, curve))
+    figure(fig, f"curves-{curve}", key=f"{prefix}_curves")
+    _hyperparameter_table(compare.hyperparameter_table([entry.row for entry in picked]))
 
 
 SHORT_HEADERS = {"Test acc. (%)": "Test %"}  # narrower headers where the table is narrow
 
 
 def _hyperparameter_table(found: tuple[pd.DataFrame, list[str]]) -> None:
-    """One row per run; the differing columns first, pinned and marked ≠."""
-    table, differing = found
+    """One row per run with the settings that differ between them (marked ≠); the settings
+    they share in one line below, so the table fits its width instead of scrolling."""
+    import numpy as np
+    import pandas as pd
+
+    frame, differing = found
+    if not differing:  # one run, or runs set alike: every setting in the table
+        table(frame, hide_index=False, height=min(38 + 35 * len(frame), 460))
+        st.caption("Pick two or more runs: the settings that differ between them show here.")
+        return
     marked = {
         column: st.column_config.Column(
-            f"{SHORT_HEADERS.get(column, column)} ≠",
-            pinned=True,
-            width="medium" if column == "Model" else "small",
-            help="differs between the chosen runs",
+            f"{SHORT_HEADERS.get(column, column)} ≠", help="differs between the chosen runs"
         )
         for column in differing
     }
-    marked["_index"] = st.column_config.Column(width="medium")  # the runs' names in full
-    height = min(38 + 35 * len(table), 460)
-    st.dataframe(table, width="stretch", height=height, column_config=marked)
-    if differing:
-        st.caption(
-            f"First, marked ≠ and pinned: what differs between these runs — "
-            f"{', '.join(differing)}. The other columns are the same for all."
-        )
-    else:
-        st.caption("Pick two or more runs: the columns that differ come first, marked ≠.")
+    table(frame[differing], marked, hide_index=False, height=min(38 + 35 * len(frame), 460))
+    same = frame.drop(columns=differing).iloc[0]
+    counted = (int, np.integer)
+    shown = {
+        name: "—"
+        if pd.isna(value)
+        else f"{value:,}"
+        if isinstance(value, counted) and not isinstance(value, bool)
+        else plain(value)
+        for name, value in same.items()
+    }
+    shared = " · ".join(f"{name} **{value}**" for name, value in shown.items())
+    st.caption(f"What differs between these runs, marked ≠. The same for all: {shared}.")

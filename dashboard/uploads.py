@@ -5,6 +5,10 @@ file name is cleaned and validated, never used as a path), read with
 `checkpoints.load_checkpoint` (safetensors, or `torch.load(weights_only=True)` for `.pt`/`.pth`:
 a pickle that would run code is refused), and saved beside it as a CNN Lens checkpoint with a
 card naming the architecture the user gave, so every page loads it by its key like any other.
+
+A refused upload is deleted at once (a malicious pickle does not wait on the server's disk), and
+what is kept is bounded: beyond MAX_KEPT_UPLOADS uploads or MAX_KEPT_BYTES, the least recently
+stored ones are removed.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import replace
@@ -21,11 +26,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from dashboard import checkpoints, paths
-from dashboard.errors import CheckpointError
+from dashboard.errors import CheckpointError, LensError
 
 SUFFIXES = (".safetensors", ".pt", ".pth")
 HASH_CHARS = 16  # of the SHA-256: the folder name that keeps different files apart
 MAX_STEM = 80
+MAX_KEPT_UPLOADS = 32  # uploads kept on disk (one folder each, with what was made from it)
+MAX_KEPT_BYTES = 4 * 1024**3
 
 
 class Registered(NamedTuple):
@@ -48,6 +55,9 @@ def safe_stem(filename: str) -> str:
             stem = stem[: -len(suffix)]
             break
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip(".-_")[:MAX_STEM].rstrip(".")
+    base, dot, rest = stem.partition(".")
+    if base.lower() in checkpoints.WINDOWS_RESERVED:  # CON.pt is a fine name on this server
+        stem = f"{base}_{dot}{rest}"
     return stem or "upload"
 
 
@@ -66,9 +76,11 @@ def store_upload(data: bytes, filename: str, folder: Path | None = None) -> Path
             f"{checkpoints.MAX_CHECKPOINT_BYTES / 2**20:,.0f} MB"
         )
     digest = hashlib.sha256(data).hexdigest()[:HASH_CHARS]
-    where = (uploads_dir() if folder is None else folder) / digest
+    root = uploads_dir() if folder is None else folder
+    where = root / digest
     target = checkpoints.validate_name(safe_stem(filename), where).with_suffix(suffix)
     if target.is_file() and target.stat().st_size == len(data):
+        os.utime(where)  # used again: the last to be removed
         return target
     try:
         where.mkdir(parents=True, exist_ok=True)
@@ -82,7 +94,44 @@ def store_upload(data: bytes, filename: str, folder: Path | None = None) -> Path
                 os.unlink(temp)
     except OSError as err:
         raise CheckpointError(f"could not store {target.name}: {err.strerror or err}") from None
+    prune(root, keep=where)
     return target
+
+
+def discard(raw: Path) -> None:
+    """Delete a refused upload; its folder goes too unless a checkpoint made from the same bytes
+    (registered earlier as another architecture) is still in it."""
+    raw.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        raw.parent.rmdir()  # only when empty
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+
+
+def prune(root: Path, *, keep: Path | None = None) -> list[Path]:
+    """Remove the least recently stored upload folders under `root` until at most
+    MAX_KEPT_UPLOADS remain holding at most MAX_KEPT_BYTES (`keep`, the one just stored, is
+    never removed); → the folders removed."""
+    if not root.is_dir():
+        return []
+    folders = sorted(
+        (p for p in root.iterdir() if p.is_dir() and not p.is_symlink()),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,  # newest first: these are kept
+    )
+    kept = total = 0
+    removed = []
+    for folder in folders:
+        size = _folder_bytes(folder)
+        if folder == keep or (kept < MAX_KEPT_UPLOADS and total + size <= MAX_KEPT_BYTES):
+            kept += 1
+            total += size
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 def _load(
@@ -113,7 +162,11 @@ def register_upload(
     the upload. A file that does not fit raises checkpoints.MismatchError (with `.report`);
     `strict=False` loads the tensors that fit and keeps the report."""
     options = dict(options or {})
-    loaded = _load(raw, architecture, options, strict)
+    try:
+        loaded = _load(raw, architecture, options, strict)
+    except LensError:
+        discard(raw)  # refused: nothing of it stays on the server (the user may send it again)
+        raise
     args = loaded.card.model_args
     tag = hashlib.sha256(json.dumps([architecture, args], sort_keys=True).encode()).hexdigest()
     out = raw.parent / f"{raw.stem}-{tag[:8]}{checkpoints.WEIGHTS_SUFFIX}"
@@ -155,3 +208,78 @@ def mismatch_lines(report: checkpoints.MismatchReport, limit: int = 12) -> list[
         file_classes, model_classes = report.class_counts
         lines.append(f"the file has {file_classes} classes, the model {model_classes}")
     return lines
+
+
+# --------------------------------------------------------------------------- links and datasets
+
+LINK_PREFIX = "upload:"  # links name an upload by content, never by its place on the server
+_LINK = re.compile(rf"{LINK_PREFIX}([0-9a-f]{{{HASH_CHARS}}})-([0-9a-f]{{8}})")
+
+
+def link_name(path: Path) -> str | None:
+    """`upload:<content hash>-<reading>` for a registered upload (the reading tells apart the
+    architectures one file was loaded as); None for any other file."""
+    path = Path(path).resolve()
+    digest, _, tag = path.stem.rpartition("-")
+    if path.parent.parent != uploads_dir().resolve() or not digest:
+        return None
+    name = f"{LINK_PREFIX}{path.parent.name}-{tag}"
+    return name if _LINK.fullmatch(name) else None
+
+
+def find_link(name: str) -> Path | None:
+    """The registered upload a link names, while the server keeps it (None otherwise)."""
+    match = _LINK.fullmatch(name)
+    if match is None:
+        return None
+    digest, tag = match.groups()
+    folder = uploads_dir() / digest
+    found = sorted(folder.glob(f"*-{tag}{checkpoints.WEIGHTS_SUFFIX}")) if folder.is_dir() else []
+    found = [p for p in found if p.with_suffix(checkpoints.CARD_SUFFIX).is_file()]
+    return found[0] if found else None
+
+
+class DatasetGuess(NamedTuple):
+    dataset: str  # a registry name or folder:PATH; "" when neither card nor shape says
+    note: str  # how it was chosen when the card does not name it ("" when it does)
+
+
+# (channels, side, outputs) → the datasets of that shape, the first one chosen
+SHAPE_DATASETS = {
+    (1, 28, 10): ("mnist", "fashion-mnist"),
+    (3, 32, 10): ("cifar10",),
+    (3, 32, 100): ("cifar100",),
+    (3, 32, 20): ("cifar100-coarse",),
+}
+TITLES = {
+    "mnist": "MNIST",
+    "fashion-mnist": "Fashion-MNIST",
+    "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100",
+    "cifar100-coarse": "CIFAR-100 (20 superclasses)",
+}
+
+
+def dataset_of(card: checkpoints.Card) -> DatasetGuess:
+    """The dataset a checkpoint belongs to: its card's, else the one its input shape and
+    output count say (an upload has no card of its own), saying when the shape fits several."""
+    if card.dataset:
+        return DatasetGuess(card.dataset, "")
+    outputs = card.num_classes or len(card.classes)
+    shape = tuple(card.input_shape or ())
+    if len(shape) != 3 or shape[1] != shape[2] or not outputs:
+        return DatasetGuess("", "")
+    fits = SHAPE_DATASETS.get((shape[0], shape[1], outputs), ())
+    if not fits:
+        return DatasetGuess("", "")
+    seen = f"{_shape(shape)} images in, {outputs} classes out"
+    if len(fits) == 1:
+        return DatasetGuess(
+            fits[0], f"Dataset {TITLES[fits[0]]}: the model's shape says so ({seen})."
+        )
+    others = " or ".join(TITLES[name] for name in fits[1:])
+    return DatasetGuess(
+        fits[0],
+        f"Dataset {TITLES[fits[0]]}, guessed from the model's shape ({seen}), which fits "
+        f"{others} as well: pick that in the sidebar if the model was trained on it.",
+    )

@@ -10,7 +10,7 @@ import streamlit as st
 from dashboard import ui
 from dashboard.errors import LensError
 
-ui.setup_page("Model", icon="🧠")
+ui.setup_page("Model", icon=":material/deployed_code:")
 selection = ui.sidebar()
 
 from dashboard import checkpoints, data, figures, models, paths, runs, uploads  # noqa: E402
@@ -23,6 +23,7 @@ SOURCES = (
     "Untrained architecture",
 )
 FLASH_KEY = "model_flash"  # a message that must survive the rerun after a new selection
+SOURCE_KEY, SOURCE_FOR_KEY = "model_source", "model_source_for"  # the chooser, and for which model
 MEASURED_KEY = "model_measured"  # accuracy measured on demand: (model, dataset, root) → numbers
 INFER = "infer from the file"
 UPLOAD_MB = checkpoints.MAX_CHECKPOINT_BYTES // 2**20
@@ -69,8 +70,8 @@ def choose_now(keys: list[str], label: str, widget: str, **kwargs) -> None:
 
 def select_and_rerun(key: str, message: str, kind: str = "success") -> None:
     ui.add_model_choice(key)
-    ui.select_model(key)
-    st.session_state[FLASH_KEY] = (kind, message)
+    note = ui.select_model(key)
+    st.session_state[FLASH_KEY] = (kind, f"{message}. {note}" if note else message)
     st.rerun()
 
 
@@ -95,7 +96,9 @@ def upload_chooser() -> None:
     )
     names = models.model_names() + [models.TV_PREFIX + n for n in models.torchvision_names()]
     left, right = st.columns([2, 3])
-    architecture = left.selectbox("Its architecture", names, key="model_upload_arch")
+    architecture = left.selectbox(
+        "Its architecture", names, **ui.kept("model_upload_arch", names, names[0])
+    )
     options = {}
     info = models.model_info(architecture)
     with right:
@@ -105,7 +108,7 @@ def upload_chooser() -> None:
                 value = column.selectbox(
                     option.replace("_", " "),
                     [INFER, *allowed],
-                    key=f"model_upload_{architecture}_{option}",
+                    **ui.kept(f"model_upload_{architecture}_{option}", [INFER, *allowed], INFER),
                     help="Options that add no weights (activation, pooling) cannot be read from "
                     f"a file: the default is {allowed[0]!r}.",
                 )
@@ -115,7 +118,7 @@ def upload_chooser() -> None:
             st.caption(f"{architecture} has no options of its own.")
     partial = st.checkbox(
         "Load the layers that fit even if others do not (the rest stay random)",
-        key="model_upload_partial",
+        **ui.held("model_upload_partial", False),
     )
     if not st.button("Load and select", type="primary", disabled=uploaded is None):
         return
@@ -125,8 +128,10 @@ def upload_chooser() -> None:
             raw, architecture, options, strict=not partial, original_name=uploaded.name
         )
     except checkpoints.MismatchError as err:
-        st.error(f"{uploaded.name} does not fit {architecture}:", icon="⚠️")
-        st.markdown("\n".join(f"- {line}" for line in uploads.mismatch_lines(err.report)))
+        st.error(
+            f"{ui.plain(uploaded.name)} does not fit {architecture}:", icon=":material/warning:"
+        )
+        st.markdown("\n".join(f"- {ui.plain(line)}" for line in uploads.mismatch_lines(err.report)))
         return
     except LensError as err:
         ui.show_error(err)
@@ -146,15 +151,13 @@ def zoo_chooser() -> None:
     name = left.selectbox(
         "torchvision model",
         names,
-        index=names.index("resnet18") if "resnet18" in names else 0,
-        key="model_zoo_name",
+        **ui.kept("model_zoo_name", names, "resnet18" if "resnet18" in names else names[0]),
     )
     info = models.model_info(models.TV_PREFIX + name)
     right.markdown(f"**{info.description}**  \n{info.origin}")
     weights = st.checkbox(
         "with ImageNet weights (downloaded once into the torch hub cache; needs the internet)",
-        value=True,
-        key="model_zoo_weights",
+        **ui.held("model_zoo_weights", True),
     )
     if not st.button("Use this model", type="primary", key="model_zoo_use"):
         return
@@ -217,7 +220,7 @@ HYPER_ORDER = ("optimizer", "lr", "schedule", "weight_decay", "batch_size", "epo
 def hyperparameters(training: dict) -> str:
     """The card's training settings as one line, the usual ones first."""
     keys = [k for k in HYPER_ORDER if k in training] + [k for k in training if k not in HYPER_ORDER]
-    return " · ".join(f"{k.replace('_', ' ')} **{training[k]}**" for k in keys)
+    return " · ".join(f"{ui.plain(k.replace('_', ' '))} **{ui.plain(training[k])}**" for k in keys)
 
 
 def card_panel(card) -> None:
@@ -225,13 +228,16 @@ def card_panel(card) -> None:
     if training or card.history:
         epochs = len(card.history) or training.get("epochs") or "—"
         seconds = training.get("seconds")
-        cols = st.columns(4)
-        cols[0].metric("Trained on", card.dataset or "—")
-        cols[1].metric("Epochs", epochs)
-        cols[2].metric("Training time", f"{seconds:,.1f} s" if seconds else "—")
-        cols[3].metric("Created", (card.created or "—")[:10], help=card.created or None)
+        ui.metric_row(
+            [
+                ui.Metric("Trained on", card.dataset or "—"),
+                ui.Metric("Epochs", str(epochs)),
+                ui.Metric("Training time", f"{seconds:,.1f} s" if seconds else "—"),
+                ui.Metric("Created", (card.created or "—")[:10], help=card.created or None),
+            ]
+        )
     if card.dataset_source:
-        st.markdown(f"**Dataset source:** {card.dataset_source}")
+        st.markdown(f"**Dataset source:** {ui.plain(card.dataset_source)}")
     if card.command:
         st.markdown("**Made by**")
         st.code(card.command, language="bash", wrap_lines=True)
@@ -239,7 +245,7 @@ def card_panel(card) -> None:
         st.markdown(f"**Training hyper-parameters:** {hyperparameters(training)}")
     small_curves(card)
     if card.notes:
-        st.caption(f"Notes: {card.notes}")
+        st.caption(f"Notes: {ui.plain(card.notes)}")
 
 
 def outputs_mismatch(view) -> str:
@@ -261,24 +267,47 @@ def outputs_mismatch(view) -> str:
     )
 
 
+def measured() -> tuple | None:
+    """(accuracy, images, source) measured in this session for this model, dataset and root."""
+    key = (selection.model_key, selection.dataset, ui.data_root())
+    return st.session_state.setdefault(MEASURED_KEY, {}).get(key)
+
+
 def accuracy_panel(view) -> None:
     mismatch = outputs_mismatch(view)
     if mismatch:
-        st.warning(mismatch, icon="⚠️")
+        st.warning(ui.plain(mismatch), icon=":material/warning:")
         return
-    cache = st.session_state.setdefault(MEASURED_KEY, {})
     key = (selection.model_key, selection.dataset, ui.data_root())
-    if st.button(f"Measure test accuracy on {selection.dataset}", key="model_measure"):
+    if st.button(f"Measure test accuracy on {ui.plain(selection.dataset)}", key="model_measure"):
         try:
             with st.spinner("Classifying the test set…"):
                 pred = ui.predictions(selection)
         except LensError as err:
             ui.show_error(err)
             return
-        cache[key] = (pred.accuracy, len(pred.labels), pred.source)
-    if key in cache:
-        accuracy, count, source = cache[key]
-        st.markdown(f"**Measured now: {percent(accuracy)}** on {count:,} test images ({source})")
+        found = (pred.accuracy, len(pred.labels), pred.source)
+        st.session_state.setdefault(MEASURED_KEY, {})[key] = found
+    found = measured()
+    if found is not None:
+        accuracy, count, source = found
+        st.markdown(
+            f"**Measured now: {percent(accuracy)}** on {count:,} test images ({ui.plain(source)})"
+        )
+
+
+def accuracy_metric(view) -> tuple[str, str | None]:
+    """The Accuracy metric: measured in this session, else the card's, else what the model is."""
+    found = measured()
+    if found is not None:
+        return percent(found[0]), f"measured now on {found[1]:,} {selection.dataset} test images"
+    if view.card is not None:
+        if view.card.test_accuracy is None:
+            return "not measured", None
+        return percent(view.card.test_accuracy), "from the checkpoint's card"
+    if view.untrained:
+        return "untrained — random weights", None
+    return "ImageNet weights", None
 
 
 def model_panel() -> None:
@@ -288,22 +317,10 @@ def model_panel() -> None:
     except LensError as err:
         ui.show_error(err)
         return
-    st.subheader(view.label)
+    st.subheader(ui.plain(view.label))
     if view.untrained:
-        st.warning("untrained — random weights", icon="🎲")
-    cols = st.columns(4)
-    if view.card is not None:
-        accuracy = percent(view.card.test_accuracy)
-        if view.card.test_accuracy is None:
-            accuracy = "not measured"
-    elif view.untrained:
-        accuracy = "untrained — random weights"
-    else:
-        accuracy = "ImageNet weights"
-    cols[0].metric("Accuracy", accuracy)
-    cols[1].metric("Parameters", f"{facts['params']:,}")
-    cols[2].metric("Layers", facts["layers"])
-    cols[3].metric("Input", "×".join(str(n) for n in view.input_shape))
+        st.warning("untrained — random weights", icon=":material/casino:")
+    metrics_slot = st.empty()  # filled last: "Measure test accuracy" below may change it
     kinds = ", ".join(f"{n} {kind}" for kind, n in facts["kinds"])
     trainable = facts["trainable"]
     st.caption(f"{view.architecture}: {kinds}; {trainable:,} trainable parameters")
@@ -312,6 +329,16 @@ def model_panel() -> None:
     elif not view.untrained:
         st.caption(models.model_info(view.architecture).description)
     accuracy_panel(view)
+    accuracy, where = accuracy_metric(view)
+    with metrics_slot.container():
+        ui.metric_row(
+            [
+                ui.Metric("Accuracy", accuracy, help=where),
+                ui.Metric("Parameters", f"{facts['params']:,}"),
+                ui.Metric("Layers", str(facts["layers"])),
+                ui.Metric("Input", "×".join(str(n) for n in view.input_shape)),
+            ]
+        )
     ui.report_button(selection)
     classes = list(view.classes)
     where = "the checkpoint's"
@@ -322,7 +349,8 @@ def model_panel() -> None:
         except LensError:
             classes = []
     if classes:
-        st.markdown(f"**{len(classes)} classes** ({where}): " + ", ".join(classes[:100]))
+        named = ui.plain(", ".join(classes[:100]))
+        st.markdown(f"**{len(classes)} classes** ({ui.plain(where)}): {named}")
     with st.expander("Architecture — print(model)", expanded=facts["text"].count("\n") < 40):
         st.code(facts["text"], language="text", height=420)
 
@@ -330,39 +358,33 @@ def model_panel() -> None:
 # --- the dataset ---------------------------------------------------------------------------------
 
 
-def _root_changed(widget: str) -> None:
-    st.session_state[ui.DATA_ROOT_KEY] = st.session_state[widget].strip() or None
-
-
 def dataset_panel() -> None:
-    widget = "_" + ui.DATA_ROOT_KEY
-    st.session_state[widget] = ui.data_root()
-    st.text_input(
-        "Data root",
-        key=widget,
-        on_change=_root_changed,
-        args=(widget,),
-        help="Where datasets live (--data-root, else $CNN_LENS_DATA): MNIST in MNIST/raw, "
-        "CIFAR-10 in cifar-10-batches-py or cifar10-jpg. Empty: the default.",
-    )
+    ui.data_root_field()
     try:
         info = data.dataset_info(selection.dataset, data_root=ui.data_root())
         splits = {name: ui.dataset_split(selection.dataset, name) for name in ("train", "test")}
     except LensError as err:
         ui.show_error(err)
         return
-    st.subheader(info.title)
-    st.caption(info.description)
-    cols = st.columns(5)
-    cols[0].metric("Classes", info.num_classes)
-    cols[1].metric("Channels", info.channels)
-    cols[2].metric("Image size", f"{info.size}×{info.size}")
-    cols[3].metric("Train images", f"{len(splits['train']):,}")
-    cols[4].metric("Test images", f"{len(splits['test']):,}")
+    st.subheader(ui.plain(info.title))
+    st.caption(ui.plain(info.description))
+    ui.metric_row(
+        [
+            ui.Metric("Classes", str(info.num_classes)),
+            ui.Metric("Channels", str(info.channels)),
+            ui.Metric("Image size", f"{info.size}×{info.size}"),
+            ui.Metric("Train images", f"{len(splits['train']):,}"),
+            ui.Metric("Test images", f"{len(splits['test']):,}"),
+        ]
+    )
     for name, split in splits.items():
-        st.markdown(f"**{name.title()} set:** {split.source}")
+        st.markdown(f"**{name.title()} set:** {ui.plain(split.source)}")
     if any(split.is_sample for split in splits.values()):
-        st.warning("The full set was not found: the bundled sample stands in.", icon="📦")
+        st.warning(
+            f"The full set was not found: the bundled sample stands in. To use the full set, "
+            f"{paths.DATA_ROOT_HINT}.",
+            icon=":material/inventory_2:",
+        )
     skipped = sum(split.skipped for split in splits.values())
     if info.name.startswith(data.FOLDER_PREFIX) or skipped:
         st.markdown(f"**Unreadable files skipped:** {skipped}")
@@ -370,7 +392,7 @@ def dataset_panel() -> None:
     std = ", ".join(f"{s:.4f}" for s in info.std)
     st.markdown(f"**Normalization:** mean ({mean}), std ({std}) per channel, on the 0–1 scale")
     shown = ", ".join(info.classes[:100]) + (" …" if info.num_classes > 100 else "")
-    st.markdown(f"**Classes:** {shown}")
+    st.markdown(f"**Classes:** {ui.plain(shown)}")
 
 
 # --- the page ------------------------------------------------------------------------------------
@@ -383,10 +405,13 @@ st.caption(
 flash = st.session_state.pop(FLASH_KEY, None)
 if flash is not None:
     kind, text = flash
-    (st.warning if kind == "warning" else st.success)(text)
+    (st.warning if kind == "warning" else st.success)(ui.plain(text))
 
+if st.session_state.get(SOURCE_FOR_KEY) != selection.model_key:  # a new model: its chooser
+    st.session_state[SOURCE_FOR_KEY] = selection.model_key
+    st.session_state[SOURCE_KEY] = SOURCES[source_of(selection.model_key)]
 source = st.radio(
-    "Choose a model from", SOURCES, index=source_of(selection.model_key), horizontal=True
+    "Choose a model from", SOURCES, horizontal=True, **ui.held(SOURCE_KEY, SOURCES[0])
 )
 if source == SOURCES[0]:
     checkpoint_chooser(

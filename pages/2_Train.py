@@ -10,7 +10,7 @@ import streamlit as st
 from dashboard import ui
 from dashboard.errors import LensError
 
-ui.setup_page("Train", icon="🏋️")
+ui.setup_page("Train", icon=":material/model_training:")
 selection = ui.sidebar()
 
 from dashboard import data, figures, models, paths, runs, training  # noqa: E402
@@ -22,17 +22,13 @@ FOLLOWS_KEY = "train_follows"  # the sidebar choice the architecture default cam
 NAMED_KEY = "train_named"  # the run the save box's default name was made for
 COMPARE_PREFIX = "train_compare"  # the overlay's session-state keys: train_compare_runs, …
 FLASH_KEY = "train_flash"
-W = "train_w_"  # prefix of every value widget's key: kept when the user visits another page
+W = "train_w_"  # prefix of every value's permanent key (the widget's own key: "_" + it)
 REFRESH_S = 0.5  # the live panel redraws this often while a run trains
 STOP_WAIT_S = 1.0  # Stop waits this long for the run to end before the page redraws
 KEEP_RUNS = 8  # runs (their curves) a session keeps for comparing
 MAX_INPUT_SIZE = 64  # resizing keeps the whole split in memory: 60,000 × 3 × 64² bytes at most
 DEFAULTS = training.TrainConfig()
 AUGMENT_CHOICES = ("dataset default", "on", "off")
-
-# Streamlit drops a widget's value when its page is left; writing it back keeps it.
-for _key in [k for k in st.session_state if isinstance(k, str) and k.startswith(W)]:
-    st.session_state[_key] = st.session_state[_key]
 
 
 def session_runs() -> list[runs.TrainingRun]:
@@ -56,8 +52,10 @@ def clock(seconds: float | None) -> str:
     )
 
 
-def default(key: str, value) -> None:
-    st.session_state.setdefault(W + key, value)
+def held(name: str, default) -> dict:
+    """A widget's arguments keeping its value under W + name while the user visits other
+    pages (Streamlit drops a widget's own key when its page is left)."""
+    return ui.held(W + name, default)
 
 
 # --- settings ------------------------------------------------------------------------------------
@@ -93,7 +91,7 @@ def model_settings(view) -> tuple[str, dict, bool]:
     architecture = left.selectbox(
         "Architecture",
         names,
-        key=W + "arch",
+        **ui.kept(W + "arch", names, "lenet5"),
         help="Defaults to the sidebar's model; tv:NAME models are torchvision's.",
     )
     info = models.model_info(architecture)
@@ -102,20 +100,18 @@ def model_settings(view) -> tuple[str, dict, bool]:
     if info.options:
         columns = right.columns(len(info.options))
         for column, (option, allowed) in zip(columns, info.options.items(), strict=True):
-            key = f"{W}opt_{architecture}_{option}"
-            if st.session_state.get(key) not in allowed:
-                st.session_state[key] = allowed[0]
+            kept = ui.kept(f"{W}opt_{architecture}_{option}", allowed, allowed[0])
             label = option.replace("_", " ")
             if isinstance(allowed[0], bool):
-                options[option] = column.checkbox(label, key=key)
+                options[option] = column.checkbox(label, **kept)
             else:
-                options[option] = column.selectbox(label, allowed, key=key)
+                options[option] = column.selectbox(label, allowed, **kept)
     has_weights = view is not None and not view.untrained
     from_weights = st.checkbox(
-        f"Start from the weights of {view.label}"
+        f"Start from the weights of {ui.plain(view.label)}"
         if has_weights
         else "Start from the sidebar model's weights (none: it is untrained)",
-        key=W + "from_weights",
+        **held("from_weights", False),
         disabled=not has_weights,
         help="Fine-tune: every tensor of the sidebar's model whose name and shape fit is copied "
         "into a new model (the shared one is never trained); the rest start random.",
@@ -125,102 +121,105 @@ def model_settings(view) -> tuple[str, dict, bool]:
 
 def config_settings() -> tuple[training.TrainConfig, int | None, int | None, int | None]:
     st.subheader("Training")
-    default("epochs", DEFAULTS.epochs)
-    default("batch", DEFAULTS.batch_size)
-    default("limit", 0)
-    default("limit_test", 0)
-    default("lr", DEFAULTS.lr)
-    default("optimizer", DEFAULTS.optimizer)
-    default("schedule", DEFAULTS.schedule)
-    default("wd", DEFAULTS.weight_decay)
-    default("smoothing", DEFAULTS.label_smoothing)
-    default("augment", AUGMENT_CHOICES[0])
-    default("seed", DEFAULTS.seed)
-    default("device", DEFAULTS.device)
-    default("input_size", 0)
-    default("eval_every", DEFAULTS.eval_every_epoch)
-    default("snapshots", DEFAULTS.snapshot_layers)
-    default("log_every", DEFAULTS.log_every)
-    default("threads", 1)
     top, middle, bottom = st.columns(4), st.columns(4), st.columns(4)
-    epochs = top[0].number_input("Epochs", min_value=1, max_value=500, step=1, key=W + "epochs")
-    batch = top[1].number_input("Batch size", min_value=1, max_value=8192, step=16, key=W + "batch")
+    epochs = top[0].number_input(
+        "Epochs", min_value=1, max_value=500, step=1, **held("epochs", DEFAULTS.epochs)
+    )
+    batch = top[1].number_input(
+        "Batch size", min_value=1, max_value=8192, step=16, **held("batch", DEFAULTS.batch_size)
+    )
     lr = top[2].number_input(
         "Learning rate",
         min_value=0.0,
         max_value=10.0,
         step=1e-4,
         format="%.5f",
-        key=W + "lr",
+        **held("lr", DEFAULTS.lr),
         help="Peak learning rate: 1e-3 suits adam; plain sgd wants about 0.05.",
     )
     optimizer = top[3].selectbox(
         "Optimizer",
         training.OPTIMIZERS,
-        key=W + "optimizer",
+        **held("optimizer", DEFAULTS.optimizer),
         help="momentum and nesterov: SGD with momentum 0.9.",
     )
     schedule = middle[0].selectbox(
         "Schedule",
         training.SCHEDULES,
-        key=W + "schedule",
+        **held("schedule", DEFAULTS.schedule),
         help="step: ×0.1 every third of the epochs; cosine and onecycle: over the whole run.",
     )
     wd = middle[1].number_input(
-        "Weight decay", min_value=0.0, max_value=1.0, step=1e-4, format="%.5f", key=W + "wd"
+        "Weight decay",
+        min_value=0.0,
+        max_value=1.0,
+        step=1e-4,
+        format="%.5f",
+        **held("wd", DEFAULTS.weight_decay),
     )
     smoothing = middle[2].number_input(
-        "Label smoothing", min_value=0.0, max_value=0.99, step=0.05, key=W + "smoothing"
+        "Label smoothing",
+        min_value=0.0,
+        max_value=0.99,
+        step=0.05,
+        **held("smoothing", DEFAULTS.label_smoothing),
     )
     augment = middle[3].selectbox(
         "Augmentation",
         AUGMENT_CHOICES,
-        key=W + "augment",
+        **held("augment", AUGMENT_CHOICES[0]),
         help="Random crops and flips; the dataset's default is on for CIFAR, off for digits.",
     )
     limit = bottom[0].number_input(
         "Training images (0 = all)",
         min_value=0,
         step=500,
-        key=W + "limit",
+        **held("limit", 0),
         help="Train on the first N training images only: a quick run.",
     )
     limit_test = bottom[1].number_input(
         "Test images (0 = all)",
         min_value=0,
         step=500,
-        key=W + "limit_test",
+        **held("limit_test", 0),
         help="Test on the first N test images only: quicker epochs and a quicker Stop.",
     )
-    seed = bottom[2].number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key=W + "seed")
-    device = bottom[3].selectbox("Device", training.DEVICES, key=W + "device")
+    seed = bottom[2].number_input(
+        "Seed", min_value=0, max_value=2**31 - 1, step=1, **held("seed", DEFAULTS.seed)
+    )
+    device = bottom[3].selectbox("Device", training.DEVICES, **held("device", DEFAULTS.device))
     with st.expander("More settings"):
-        more = st.columns(5)
+        more = [*st.columns(3), *st.columns(3)]  # two rows: five in one cut their labels
         eval_every = more[0].checkbox(
-            "Test after every epoch (else at the end)", key=W + "eval_every"
+            "Test after every epoch",
+            help="Else once, at the end.",
+            **held("eval_every", DEFAULTS.eval_every_epoch),
         )
         snapshots = more[1].number_input(
             "Filter snapshots of the first N conv layers",
             min_value=0,
             max_value=8,
-            key=W + "snapshots",
+            **held("snapshots", DEFAULTS.snapshot_layers),
         )
         log_every = more[2].number_input(
-            "Live update every N steps", min_value=1, max_value=1000, key=W + "log_every"
+            "Live update every N steps",
+            min_value=1,
+            max_value=1000,
+            **held("log_every", DEFAULTS.log_every),
         )
         size = more[3].number_input(
             "Resize images to (0 = as stored)",
             min_value=0,
             max_value=MAX_INPUT_SIZE,
             step=4,
-            key=W + "input_size",
+            **held("input_size", 0),
             help=f"At most {MAX_INPUT_SIZE}: the resized split is kept in memory.",
         )
         threads = more[4].number_input(
             "CPU threads",
             min_value=1,
             max_value=os.cpu_count() or 1,
-            key=W + "threads",
+            **held("threads", 1),
             help="For this run. One is fastest on a shared server: with more, the run's "
             "threads and the page's fight for the cores (measured 10× slower on 2 busy cores).",
         )
@@ -313,9 +312,11 @@ def draw_run(run: runs.TrainingRun) -> None:
     active = not run.done
     head, stop = st.columns([5, 1])
     # The run's own dataset, not the sidebar's: the sidebar may have changed since it started.
-    head.markdown(f"**Run {run.id}** — {run.label} — {run.spec.dataset}")
+    head.markdown(f"**Run {run.id}** — {ui.plain(run.label)} — {ui.plain(run.spec.dataset)}")
     if run.skipped:  # an image folder's unreadable files: left out, and counted
-        head.caption(f"{run.skipped} unreadable files skipped. Data: {run.dataset_source}")
+        head.caption(
+            f"{run.skipped} unreadable files skipped. Data: {ui.plain(run.dataset_source)}"
+        )
     stop.button(
         "Stop",
         key=f"train_stop_{run.id}",
@@ -332,20 +333,31 @@ def draw_run(run: runs.TrainingRun) -> None:
         else "preparing…"
     )
     st.progress(p.fraction, text=f"{where} — {p.fraction:.0%}")
-    cols = st.columns(6)
-    cols[0].metric("Images / s", f"{p.images_per_second:,.0f}")
-    cols[1].metric("Elapsed", clock(p.elapsed))
-    cols[2].metric("ETA", clock(p.eta) if active else "—")
-    cols[3].metric("Train loss", "—" if p.train_loss is None else f"{p.train_loss:.4f}")
-    cols[4].metric("Train accuracy", percent(p.train_accuracy))
-    cols[5].metric("Test accuracy", percent(p.test_accuracy))
+    ui.metric_row(
+        [
+            ui.Metric("Images / s", f"{p.images_per_second:,.0f}"),
+            ui.Metric("Elapsed", clock(p.elapsed)),
+            ui.Metric("ETA", clock(p.eta) if active else "—"),
+            ui.Metric("Train loss", "—" if p.train_loss is None else f"{p.train_loss:.4f}"),
+            ui.Metric("Train accuracy", percent(p.train_accuracy)),
+            ui.Metric("Test accuracy", percent(p.test_accuracy)),
+        ]
+    )
     curve_charts(run)
     if run.result is not None:
         for note in run.notes + run.result.notes:
             st.caption(note)
 
 
+def active_runs_caption() -> None:
+    st.caption(
+        f"Runs training on this server now: {len(runs.active_runs())} of {runs.MAX_ACTIVE_RUNS}."
+    )
+
+
 def live_panel() -> None:
+    # The count is redrawn with the progress: runs in other tabs start and end meanwhile.
+    active_runs_caption()
     kept = session_runs()
     if not kept:
         return
@@ -378,12 +390,12 @@ def save_panel(run: runs.TrainingRun) -> None:
     st.subheader("Save this run")
     if st.session_state.get(NAMED_KEY) != run.id:
         st.session_state[NAMED_KEY] = run.id
-        st.session_state[W + "save_name"] = runs.default_name(run)
+        st.session_state[W + "save_name"] = runs.default_name(run)  # its widget shows it
         st.session_state[W + "overwrite"] = False
     left, right = st.columns([2, 1])
     name = left.text_input(
         "Name",
-        key=W + "save_name",
+        **held("save_name", ""),
         help=f"Letters, digits, '-', '_' and '.'; saved in {shown_path(paths.RUNS_DIR)}/ as "
         "NAME.safetensors with its card NAME.json.",
     )
@@ -395,7 +407,7 @@ def save_panel(run: runs.TrainingRun) -> None:
     overwrite = False
     if runs.exists(target):
         st.warning(f"A run named {target.stem!r} already exists in {shown_path(target.parent)}.")
-        overwrite = right.checkbox("overwrite the existing run", key=W + "overwrite")
+        overwrite = right.checkbox("overwrite the existing run", **held("overwrite", False))
     if not st.button("Save", type="primary", key="train_save"):
         return
     try:
@@ -421,18 +433,27 @@ flash = st.session_state.pop(FLASH_KEY, None)
 if flash:
     st.success(flash)
 
-_, view = selected_view()
-architecture, options, from_weights = model_settings(view)
-try:
-    info = data.dataset_info(selection.dataset, data_root=ui.data_root())
-    st.caption(f"Dataset (from the sidebar): **{info.title}** — {info.description}")
-except LensError as err:
-    ui.show_error(err)
-config, limit, limit_test, input_size = config_settings()
-
 kept = session_runs()
 current = kept[-1] if kept else None
 active = current is not None and not current.done
+# Once this session has a run, its settings fold away: the run's progress, right under the
+# Start button, then shows where the user clicked instead of below the screen's edge.
+settings = (
+    st.expander("Settings: change them, then start another run", icon=":material/tune:")
+    if current is not None
+    else st.container()
+)
+with settings:
+    _, view = selected_view()
+    architecture, options, from_weights = model_settings(view)
+    try:
+        info = data.dataset_info(selection.dataset, data_root=ui.data_root())
+        st.caption(
+            f"Dataset (from the sidebar): **{ui.plain(info.title)}** — {ui.plain(info.description)}"
+        )
+    except LensError as err:
+        ui.show_error(err)
+    config, limit, limit_test, input_size = config_settings()
 if st.button("Start training", type="primary", disabled=active, key="train_start"):
     spec = runs.RunSpec(
         architecture=architecture,
@@ -446,10 +467,6 @@ if st.button("Start training", type="primary", disabled=active, key="train_start
     )
     initial = ui.load_model(selection)[0] if from_weights else None
     start(spec, initial, run_label(architecture, options, config))
-st.caption(
-    f"Runs training on this server now: {len(runs.active_runs())} of {runs.MAX_ACTIVE_RUNS}."
-)
-
 st.session_state[DRAWN_ACTIVE_KEY] = active
 st.fragment(run_every=REFRESH_S if active else None)(live_panel)()
 if current is not None and current.done:

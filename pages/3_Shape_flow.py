@@ -1,14 +1,18 @@
 """Shape flow: every layer's input and output shape, its parameters and multiply-adds, the
 output-size formula with its numbers, and what breaks when the input size changes."""
 
-import pandas as pd
 import streamlit as st
 
-from dashboard import figures, summary, ui
+from dashboard import ui
 from dashboard.errors import LensError
 
 ui.setup_page("Shape flow")
 selection = ui.sidebar()
+
+# Imported once the page shows: the first import of PyTorch takes seconds.
+import pandas as pd  # noqa: E402
+
+from dashboard import figures, summary  # noqa: E402
 
 # Session-state keys: stable names, so a later URL binding can seed them.
 C_KEY, H_KEY, W_KEY, FOR_KEY = "shape_c", "shape_h", "shape_w", "shape_model"
@@ -24,7 +28,8 @@ def reset_input_shape(shape: tuple[int, int, int]) -> None:
         st.session_state[key] = int(value)
 
 
-@st.cache_resource(max_entries=32, show_spinner=False)  # shared, read only: no unpickling
+# Shared, read only (no unpickling); a spinner shows only when drawing takes over 0.5 s.
+@st.cache_resource(max_entries=32, show_spinner="Drawing the flow diagram…")
 def diagram(
     model_key: str, shape: tuple[int, int, int], mtime: float, depth: int | None, folded: tuple
 ):
@@ -37,19 +42,20 @@ def diagram(
     return figures.shape_flow_diagram(plan.layers, title=title, max_width=DIAGRAM_WIDTH), plan
 
 
-def highlight(rows: list[dict]):
-    """The table as a pandas Styler: the breaking layer red, layers with a flag amber."""
-
-    def colour(row: pd.Series) -> list[str]:
-        if row["Output"] == summary.BROKEN_OUTPUT:
-            tint = "background-color: #fde2e2; color: #991b1b"
-        elif row["Flag"]:
-            tint = "background-color: #fff4d6"
-        else:
-            tint = ""
-        return [tint] * len(row)
-
-    return pd.DataFrame(rows).style.apply(colour, axis=1)
+def highlight(rows: list[dict], notes: set[str], columns: list[str] | None = None):
+    """The table (or some of its `columns`) as a pandas Styler: the breaking layer red, layers
+    with a flag amber (but not those whose flag is only a note on a standard design, `notes`)."""
+    frame = pd.DataFrame(rows)
+    tints = [
+        "background-color: #fde2e2; color: #991b1b"
+        if row["Output"] == summary.BROKEN_OUTPUT
+        else "background-color: #fff4d6"
+        if row["Flag"] and row["Layer"] not in notes
+        else ""
+        for row in rows
+    ]
+    shown = frame[columns] if columns else frame
+    return shown.style.apply(lambda row: [tints[row.name]] * len(row), axis=1)
 
 
 try:
@@ -61,8 +67,9 @@ except LensError as err:
 st.title("Shape flow")
 untrained = " Untrained — random weights: shapes and counts do not depend on them."
 st.caption(
-    f"**{view.label}** — one image on its way through the model: each layer's output shape, "
-    f"parameters, multiply-adds and receptive field.{untrained if view.untrained else ''}"
+    f"**{ui.plain(view.label)}** — one image on its way through the model: each layer's "
+    "output shape, parameters, multiply-adds and receptive field."
+    + (untrained if view.untrained else "")
 )
 
 # A new model starts at its own input size; sizes seeded before the first run are kept.
@@ -73,9 +80,9 @@ for key, value in zip((C_KEY, H_KEY, W_KEY), view.input_shape, strict=True):
         st.session_state[key] = int(value)
 
 size = st.columns([1, 1, 1, 1.4], vertical_alignment="bottom")
-size[0].number_input("Input channels C", 1, 64, key=C_KEY, step=1)
-size[1].number_input("Height H", 1, MAX_SIDE, key=H_KEY, step=1)
-size[2].number_input("Width W", 1, MAX_SIDE, key=W_KEY, step=1)
+size[0].number_input("Input channels C", 1, 64, step=1, **ui.held(C_KEY, view.input_shape[0]))
+size[1].number_input("Height H", 1, MAX_SIDE, step=1, **ui.held(H_KEY, view.input_shape[1]))
+size[2].number_input("Width W", 1, MAX_SIDE, step=1, **ui.held(W_KEY, view.input_shape[2]))
 default = summary.shape_text(view.input_shape)
 size[3].button(
     f"Reset to {default}",
@@ -96,15 +103,18 @@ except LensError as err:
     ui.show_error(err)
     st.stop()
 
-totals = st.columns([1, 0.8, 1.25, 1.25, 1])
-totals[0].metric("Input", summary.shape_text(flow.input_shape))
-totals[1].metric("Output", summary.shape_text(flow.output_shape))
-totals[2].metric("Parameters", f"{flow.params_total:,}")
-totals[3].metric("Trainable", f"{flow.params_trainable:,}")
-totals[4].metric(
-    "Multiply-adds per image",
-    summary.count_text(flow.mult_adds),
-    help=f"{flow.mult_adds:,} multiply-accumulates for one image, bias excluded",
+ui.metric_row(
+    [
+        ui.Metric("Input", summary.shape_text(flow.input_shape)),
+        ui.Metric("Output", summary.shape_text(flow.output_shape)),
+        ui.Metric("Parameters", f"{flow.params_total:,}"),
+        ui.Metric("Trainable", f"{flow.params_trainable:,}"),
+        ui.Metric(
+            "Multiply-adds per image",
+            summary.count_text(flow.mult_adds),
+            help=f"{flow.mult_adds:,} multiply-accumulates for one image, bias excluded",
+        ),
+    ]
 )
 
 if flow.broken is not None:
@@ -113,29 +123,35 @@ if flow.broken is not None:
         f"{summary.shape_text(shape)}: {flow.broken.reason}. The model was built for {default}.",
         icon=":material/block:",
     )
-flagged = [r for r in flow.leaves if r.flag]
+shortcuts = [r for r in flow.leaves if r.flag and summary.is_shortcut_projection(r)]
+flagged = [r for r in flow.leaves if r.flag and r not in shortcuts]
 if flagged:
     lines = [f"- **{r.name}**: {r.flag}" for r in flagged[:FLAG_LINES]]
     if len(flagged) > FLAG_LINES:
         lines.append(f"- … and {len(flagged) - FLAG_LINES} more (the Flag column)")
     st.warning("**Flagged layers** (highlighted in the table):\n" + "\n".join(lines))
+if shortcuts:
+    names = ", ".join(r.name for r in shortcuts[:FLAG_LINES]) + (
+        f" and {len(shortcuts) - FLAG_LINES} more" if len(shortcuts) > FLAG_LINES else ""
+    )
+    st.info(
+        f"**{names}**: a 1×1 convolution with stride 2 reads every other row and column. "
+        "That is ResNet's standard shortcut (He et al. 2016): it halves the map to match the "
+        "block's output, while the 3×3 convolutions beside it read every pixel.",
+        icon=":material/info:",
+    )
 
 deepest = summary.max_depth(flow)
 depth: int | None = None
 folded: list[str] = []
 if deepest > 0:
     levels = [*range(deepest), EVERY_LAYER]
-    if st.session_state.get(DETAIL_KEY) not in levels:
-        st.session_state[DETAIL_KEY] = EVERY_LAYER
     containers = summary.container_names(flow)
-    st.session_state[FOLD_KEY] = [
-        name for name in st.session_state.get(FOLD_KEY, []) if name in containers
-    ]
     detail = st.columns([2, 3])
     chosen = detail[0].select_slider(
         "Detail",
         levels,
-        key=DETAIL_KEY,
+        **ui.kept(DETAIL_KEY, levels, EVERY_LAYER),
         format_func=lambda d: d if d == EVERY_LAYER else ("top level" if d == 0 else f"depth {d}"),
         help="Fold nested blocks into one row each: their rows carry the summed parameters "
         "and multiply-adds of everything inside.",
@@ -144,7 +160,7 @@ if deepest > 0:
     folded = detail[1].multiselect(
         "Fold these blocks",
         containers,
-        key=FOLD_KEY,
+        **ui.kept(FOLD_KEY, containers, []),
         placeholder="e.g. layer3",
         help="Each folded block becomes one row (and one block in the diagram).",
     )
@@ -162,23 +178,33 @@ broken_row = summary.break_row(flow, model)
 if broken_row is not None:
     rows.append(broken_row)
 st.subheader("Layers")
-st.dataframe(
-    highlight(rows),
-    hide_index=True,
-    width="stretch",
+notes = {r.name for r in shortcuts}
+counts = st.column_config.NumberColumn(format="localized")
+ui.table(
+    highlight(rows, notes),
     height=min(38 + 35 * len(rows), 720),
     column_config={
-        "Layer": st.column_config.TextColumn(width="medium"),
-        "Params": st.column_config.NumberColumn(format="localized"),
+        "Params": counts,
         "Mult-adds": st.column_config.NumberColumn(format="localized", help="per image"),
         "K/S/P": st.column_config.TextColumn(help="kernel / stride / padding"),
         "RF": st.column_config.TextColumn(help="receptive field on the input"),
-        "Formula": st.column_config.TextColumn(
-            help="output size = ⌊(n − k + 2p) / s⌋ + 1 with this layer's numbers"
-        ),
-        "Flag": st.column_config.TextColumn(help="what does not fit: shown in colour"),
+        "Formula": None,  # in the table below: together they would not fit a laptop screen
+        "Flag": None,
     },
 )
+worked = [row for row in rows if row["Formula"] or row["Flag"]]
+if worked:
+    st.subheader("Output sizes worked out")
+    ui.table(
+        highlight(worked, notes, ["Layer", "Formula", "Flag"]),
+        height=min(38 + 35 * len(worked), 500),
+        column_config={
+            "Formula": st.column_config.TextColumn(
+                help="output size = ⌊(n − k + 2p) / s⌋ + 1 with this layer's numbers"
+            ),
+            "Flag": st.column_config.TextColumn(help="what does not fit: shown in colour"),
+        },
+    )
 st.download_button(
     "Download the table (CSV)",
     summary.rows_csv(rows),

@@ -1,15 +1,19 @@
 """Filters: every conv layer's weights as one tiled image, their distribution, how they changed
 during training, and the first layer beside the classic Prewitt/Sobel edge detectors."""
 
-import numpy as np
 import streamlit as st
-import torch
 
-from dashboard import data, figures, filters, ui
+from dashboard import ui
 from dashboard.errors import LensError
 
 ui.setup_page("Filters")
 selection = ui.sidebar()
+
+# Imported once the page shows: the first import of PyTorch takes seconds.
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from dashboard import data, figures, filters  # noqa: E402
 
 # Session-state keys: stable names, so a later URL binding can seed them.
 LAYER_KEY, SCALE_KEY, CHANNELS_KEY = "filters_layer", "filters_scale", "filters_channels"
@@ -96,7 +100,7 @@ def responses(_weights: np.ndarray, source: tuple, _image: np.ndarray, image_key
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def sample_image(_split, dataset: str, index: int, size: int, mean: tuple, std: tuple):
+def sample_image(_split, split_id: str, index: int, size: int, mean: tuple, std: tuple):
     """(thumbnail, normalized image): test image `index` at the model's size, as the model
     sees it, and enlarged with square pixels to about THUMBNAIL wide for display."""
     pixels = filters.sized_image(_split.images[index], size)  # (C, H, W) uint8
@@ -114,7 +118,7 @@ except LensError as err:
     st.stop()
 
 st.title("Filters")
-st.caption(f"**{view.label}** — the weights each conv layer slides over its input.")
+st.caption(f"**{ui.plain(view.label)}** — the weights each conv layer slides over its input.")
 if view.untrained:
     st.warning(
         "**untrained — random weights.** These filters are where training starts; train the "
@@ -124,10 +128,10 @@ if view.untrained:
 
 layers = filters.conv_layer_list(model)
 if not layers:
-    st.info(f"{view.label} has no Conv2d layer, so there are no filters to show.")
+    st.info(f"{ui.plain(view.label)} has no Conv2d layer, so there are no filters to show.")
     st.stop()
 by_name = {layer.name: layer for layer in layers}
-if st.session_state.get(LAYER_KEY) not in by_name:
+if st.session_state.get(LAYER_KEY) not in by_name:  # the default, in the address bar too
     st.session_state[LAYER_KEY] = layers[0].name
 ui.url_bound("layer", LAYER_KEY, ui.one_of(by_name))
 ui.url_bound("scale", SCALE_KEY, ui.one_of(SCALES))
@@ -136,7 +140,7 @@ controls = ui.controls().columns([3, 1.3, 2.2], gap="medium")  # folded away whe
 name = controls[0].selectbox(
     "Conv layer",
     list(by_name),
-    key=LAYER_KEY,
+    **ui.kept(LAYER_KEY, list(by_name), layers[0].name),
     format_func=lambda n: by_name[n].label,
     help=f"{len(layers)} conv layers, in the order the model defines them.",
 )
@@ -145,7 +149,7 @@ first = name == layers[0].name
 scale = controls[1].radio(
     "Colour scale",
     SCALES,
-    key=SCALE_KEY,
+    **ui.kept(SCALE_KEY, SCALES, SCALES[0]),
     help="Shared: one symmetric scale for the whole layer, so strong and weak filters compare. "
     "Per filter: each filter scaled by its own max |w|, so faint patterns show.",
 )
@@ -155,27 +159,26 @@ with controls[2]:
         channels_from = st.radio(
             "Input channels",
             [ALL_CHANNELS, ONE_CHANNEL],
-            key=CHANNELS_KEY,
+            **ui.kept(CHANNELS_KEY, [ALL_CHANNELS, ONE_CHANNEL], ALL_CHANNELS),
             horizontal=True,
             help="Each filter has one kernel per input channel: their mean, or one of them.",
         )
         if channels_from == ONE_CHANNEL:
-            st.session_state[CHANNEL_KEY] = min(
-                st.session_state.get(CHANNEL_KEY, 0), layer.in_channels - 1
+            last = layer.in_channels - 1  # a channel beyond this layer's becomes its last
+            nearest = min(int(st.session_state.get(CHANNEL_KEY, 0)), last)
+            channel = st.slider(
+                "Input channel", 0, last, **ui.kept(CHANNEL_KEY, range(last + 1), nearest)
             )
-            channel = st.slider("Input channel", 0, layer.in_channels - 1, key=CHANNEL_KEY)
     else:
         st.caption("One input channel: each filter is a single kernel.")
 
 epochs = filters.history_epochs(history, name)
 epoch: int | None = None
 if epochs:
-    if st.session_state.get(EPOCH_KEY) not in epochs:
-        st.session_state[EPOCH_KEY] = epochs[-1]
     epoch = st.select_slider(
         "Epoch",
         epochs,
-        key=EPOCH_KEY,
+        **ui.kept(EPOCH_KEY, epochs, epochs[-1]),
         format_func=lambda e: "0 (before training)" if e == 0 else str(e),
         help="Snapshots of this layer's filters saved during training.",
     )
@@ -244,7 +247,7 @@ st.subheader("Which learned filters are edge detectors?")
 try:  # at its own size: one image is resized below, not the whole split
     split = ui.dataset_split(selection.dataset, "test")
 except LensError as err:
-    st.info(f"No test image to apply the filters to: {err}")
+    st.info(f"No test image to apply the filters to: {ui.plain(err)}")
     st.stop()
 if layer.groups != 1 or layer.in_channels != split.info.channels:
     st.info(
@@ -257,20 +260,24 @@ if layer.groups != 1 or layer.in_channels != split.info.channels:
 ui.url_bound("image", IMAGE_KEY, ui.index_below(len(split.labels)))
 pick = st.columns([1.2, 1, 4], vertical_alignment="center", gap="medium")
 index = pick[0].number_input(
-    f"Test image (0–{len(split.labels) - 1:,})", 0, len(split.labels) - 1, key=IMAGE_KEY
+    f"Test image (0–{len(split.labels) - 1:,})",
+    0,
+    len(split.labels) - 1,
+    **ui.kept(IMAGE_KEY, range(len(split.labels)), 0),
 )
 classes = view.classes or split.info.classes
 label = classes[int(split.labels[int(index)])]
 mean, std = filters.normalization(view.card, split.info)
 size = view.input_shape[-1]
-shown, image = sample_image(split, selection.dataset, int(index), size, mean, std)
-pick[1].image(shown, caption=f"{split.info.title} #{int(index):,}: {label}")
+split_id = ui.data_id(split)  # the images themselves: a data root or folder of other files
+shown, image = sample_image(split, split_id, int(index), size, mean, std)
+pick[1].image(shown, caption=ui.plain(f"{split.info.title} #{int(index):,}: {label}"))
 pick[2].caption(
     "Each map below is what a kernel computes at every position of this image (red = positive, "
     "blue = negative). A learned filter whose map looks like a classic one's acts as an edge "
     "detector; the table under the maps names the closest classic kernel of each filter."
 )
-image_key = (selection.dataset, int(index), size, mean, std)
+image_key = (split_id, int(index), size, mean, std)
 classic_maps, learned_maps, matches = responses(weights, source, image, image_key)
 columns = st.columns([2, 3], gap="large")
 with columns[0]:
@@ -284,7 +291,7 @@ st.caption(
     "input channels) and each classic kernel resized to the filter's size; a negative cosine is "
     "the same edge with the opposite sign. |cosine| ≥ 0.8 is a close match."
 )
-st.dataframe(
+ui.table(
     [
         {
             "Filter": m.filter,
@@ -294,7 +301,6 @@ st.dataframe(
         }
         for m in sorted(matches, key=lambda m: -abs(m.cosine))
     ],
-    hide_index=True,
     width="content",
     height=min(38 + 35 * len(matches), 420),
     column_config={

@@ -10,16 +10,20 @@ Other pages open an image here by setting `st.session_state[inputs.IMAGE_INDEX_K
 
 from functools import partial
 
-import numpy as np
-import pandas as pd
 import streamlit as st
-import torch
 
-from dashboard import figures, gradcam, inputs, probe, ui
+from dashboard import ui
 from dashboard.errors import LensError
 
 ui.setup_page("Activations")
 selection = ui.sidebar()
+
+# Imported once the page shows: the first import of PyTorch takes seconds.
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from dashboard import data, figures, gradcam, images, inputs, probe  # noqa: E402
 
 MODE_KEY, COMPARE_KEY = "lens_image_mode", "lens_compare_index"
 BY_INDEX, BY_CLASS, MISTAKES = "by index", "by class", "misclassified"
@@ -28,9 +32,14 @@ ALL_KEY, TWO_KEY, CAM_LAYER_KEY, CAM_CLASS_KEY = "act_all", "act_two", "act_cam_
 BATCH_IMAGES = 256  # dead channels are judged over this many test images …
 BATCH_MULT_ADDS = 4e10  # … or fewer, so big models spend at most a few seconds on it
 MAX_LISTED = 2000  # misclassified images listed at once (an untrained model gets ~9,000)
-ALL_PIXELS = 200_000  # shared by every layer of "show all layers": one light chart
+ALL_PIXELS = 400_000  # shared by every layer of "show all layers": one light chart
+ALL_SIDE = 300  # pixels: each layer's block, two a row
 SHOWN_IN_ALL = ("Conv", "MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool")
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
+UPLOADER_KEY, UPLOAD_KEY, RESTORED_KEY = "_act_upload", "act_upload", "act_upload_restored"
+# A canvas starts empty on every visit: its strokes are kept and drawn again on the next one.
+CANVAS_KEY, DRAWING_KEY, DRAWN_BEFORE_KEY = "act_canvas", "act_drawing", "act_drawn_before"
+DRAWN_PIXELS_KEY = "act_drawn_pixels"
+UPLOAD_TYPES = [ext.removeprefix(".") for ext in images.IMAGE_EXTENSIONS]  # folders' list too
 
 
 # --------------------------------------------------------------------------- cached work
@@ -38,7 +47,7 @@ UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
 # the input tensor and the split ride along unhashed.
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+@st.cache_data(max_entries=32, show_spinner="Running the image through the model…")
 def forward(model_key: str, mtime: float, input_key: str, _model, _x: torch.Tensor) -> dict:
     """One forward pass: logits, softmax, every leaf layer's maps, and their global range."""
     logits, acts = probe.forward_with_activations(_model, _x)
@@ -56,7 +65,7 @@ def forward(model_key: str, mtime: float, input_key: str, _model, _x: torch.Tens
 
 @st.cache_data(max_entries=16, show_spinner="Measuring which channels fire over test images…")
 def dead_stats(
-    model_key: str, mtime: float, dataset: str, layers: tuple[str, ...], count: int, _model, _split
+    model_key: str, mtime: float, split_id: str, layers: tuple[str, ...], count: int, _model, _split
 ) -> dict[str, list[probe.ChannelStats]]:
     """Every activation layer's channel statistics over the first test images, in one pass."""
     return inputs.batch_channel_stats(_model, _split, layers, count)
@@ -70,11 +79,47 @@ def grad_cam(
 
 
 @st.cache_data(max_entries=16, show_spinner="Reading the image…")
-def uploaded(file_id: str, dataset: str, size: int, digits: bool, _raw: bytes, _info, name: str):
+def uploaded(file_id: str, info_key: tuple, digits: bool, _raw: bytes, _info, name: str):
     return inputs.prepare_upload(_raw, _info, digits=digits, name=name)
 
 
 # --------------------------------------------------------------------------- small helpers
+
+
+def drawn_pixels(canvas) -> np.ndarray | None:
+    """The canvas's pixels. Strokes drawn again from an earlier visit send none until touched:
+    their pixels from that visit stand in while they are unchanged."""
+    start, now = st.session_state.get(DRAWN_BEFORE_KEY), canvas.json_data
+    unchanged = bool(start) and bool(now) and now.get("objects") == start.get("objects")
+    if unchanged and inputs.canvas_digit(canvas.image_data) is None:
+        return st.session_state.get(DRAWN_PIXELS_KEY)
+    if canvas.image_data is not None:
+        st.session_state[DRAWN_PIXELS_KEY] = canvas.image_data
+    return canvas.image_data
+
+
+def kept_upload() -> tuple[str, str, bytes] | None:
+    """The uploaded image as (file id, name, bytes). Streamlit empties a file uploader when its
+    page is left: the last upload is kept and shown again on return, until another replaces
+    it or the user removes it from the uploader."""
+    returning = UPLOADER_KEY not in st.session_state  # the uploader is new on this visit
+    file = st.file_uploader(
+        f"An image file ({images.FORMAT_NAMES}; up to "
+        f"{images.MAX_IMAGE_BYTES // 2**20} MB and {images.MAX_PIXELS // 10**6} megapixels)",
+        type=UPLOAD_TYPES,
+        key=UPLOADER_KEY,
+    )
+    if file is not None:
+        st.session_state[UPLOAD_KEY] = (file.file_id, file.name, file.getvalue())
+        st.session_state[RESTORED_KEY] = False
+    elif returning and UPLOAD_KEY in st.session_state:
+        st.session_state[RESTORED_KEY] = True
+    elif not st.session_state.get(RESTORED_KEY):  # removed from the uploader by the user
+        st.session_state.pop(UPLOAD_KEY, None)
+    upload = st.session_state.get(UPLOAD_KEY)
+    if upload is not None and file is None:
+        st.caption(f"Showing {upload[1]}, uploaded before: upload another file to replace it.")
+    return upload
 
 
 def set_index(index: int) -> None:
@@ -92,9 +137,9 @@ def layer_label(record: probe.LayerRecord) -> str:
 
 def verdict(probabilities: np.ndarray, label: int | None) -> str:
     best = int(np.argmax(probabilities))
-    text = f"predicted **{classes[best]}** ({probabilities[best]:.1%})"
+    text = f"predicted **{ui.plain(classes[best])}** ({probabilities[best]:.1%})"
     if label is not None:
-        text += f" · true **{classes[label]}** " + ("✓" if best == label else "✗")
+        text += f" · true **{ui.plain(classes[label])}** " + ("✓" if best == label else "✗")
     return text
 
 
@@ -108,7 +153,6 @@ def bars(probabilities: np.ndarray, label: int | None, title: str):
 
 try:
     model, view = ui.load_model(selection)
-    split = ui.load_data(selection, view)
     mtime = ui.mtime_of(selection.model_key)
     flow = ui.shape_flow(selection.model_key, view.input_shape, mtime)
 except LensError as err:
@@ -116,60 +160,89 @@ except LensError as err:
     ui.show_error(err)
     st.stop()
 
-info = split.info
-classes = view.classes if len(view.classes) == info.num_classes else info.classes
+# The selected dataset's test images when they fit the model (channels and classes); any
+# model also takes an uploaded or drawn image, resized to its own input.
+outputs = flow.output_shape[-1] if flow.output_shape else len(view.classes)
+split, unfit, like, unread = None, "", None, None
+try:
+    like = data.dataset_info(selection.dataset, data_root=ui.data_root())
+    channels = view.input_shape[0]
+    if like.channels != channels:
+        unfit = f"{view.label} takes {channels}-channel images, {like.title} has {like.channels}"
+    elif outputs != like.num_classes:
+        unfit = f"{view.label} has {outputs:,} outputs, {like.title} {like.num_classes} classes"
+    else:
+        split = ui.load_data(selection, view)
+except LensError as err:  # the data cannot be read: said below; uploads and drawings work
+    unread = err
+split_id = ui.data_id(split) if split is not None else ""
+if split is not None:
+    info = split.info
+    classes = view.classes if len(view.classes) == info.num_classes else info.classes
+else:
+    zoo = selection.model_key.startswith(ui.ZOO_PREFIX)  # ImageNet weights: ImageNet's names
+    classes = inputs.class_names(outputs, view.classes, imagenet=zoo)
+    info = inputs.own_input(view.input_shape, classes, imagenet=zoo, like=like)
 digits = info.name == "mnist"
 st.title("Activations")
 st.caption(
-    f"**{view.label}** on {info.title} — what each layer makes of one image: its feature maps, "
-    "the channels that never fire, the prediction and where the model looked."
+    f"**{ui.plain(view.label)}** on {ui.plain(info.title)} — what each layer makes of one "
+    "image: its feature maps, the channels that never fire, the prediction and where the "
+    "model looked."
 )
+if unread is not None:
+    ui.show_error(unread)
 if view.untrained:
     st.warning(
         "**Untrained — random weights.** These maps come from a model that has learned "
         "nothing yet: the patterns are the random filters' responses, and the prediction is "
         "a guess. Train the model or pick a checkpoint to see learned features.",
-        icon="🎲",
+        icon=":material/casino:",
     )
 if flow.broken is not None:
-    st.error(f"{view.label} cannot take {info.title} images: {flow.broken.reason}", icon="⚠️")
-    st.stop()
-outputs = flow.output_shape[-1] if flow.output_shape else len(classes)
-if outputs != len(classes):  # e.g. a 100-class checkpoint on MNIST: no class for most outputs
     st.error(
-        f"{view.label} has {outputs} outputs but {info.title} has {len(classes)} classes: pick "
-        f"a dataset with {outputs} classes or a model trained on this one",
-        icon="⚠️",
+        f"{view.label} cannot take its own input: {flow.broken.reason}", icon=":material/warning:"
     )
     st.stop()
+if unfit:
+    st.info(
+        f"The {selection.dataset} test images do not fit this model ({ui.plain(unfit)}). Upload "
+        f"or draw an image: it is resized to the model's {info.title.removeprefix('its own ')}"
+        f" and read with the model's own {len(classes):,} classes"
+        + (" (ImageNet's)." if classes[0] != "class 0" and outputs == 1000 else "."),
+        icon=":material/info:",
+    )
 
 # An image opened by a link (?image=123) on first arrival, or by another page's session state.
+count = len(split) if split is not None else 0
 if inputs.IMAGE_INDEX_KEY not in st.session_state:
-    linked = inputs.parse_index(st.query_params.get(inputs.IMAGE_QUERY), len(split))
+    linked = inputs.parse_index(st.query_params.get(inputs.IMAGE_QUERY), count)
     st.session_state[inputs.IMAGE_INDEX_KEY] = linked if linked is not None else 0
     if linked is not None:
         st.session_state[inputs.SOURCE_KEY] = inputs.SOURCE_TEST
         st.session_state[MODE_KEY] = BY_INDEX
-index = inputs.parse_index(st.session_state[inputs.IMAGE_INDEX_KEY], len(split)) or 0
-set_index(index)
-st.query_params[inputs.IMAGE_QUERY] = str(index)  # the link reopens this image
+index = inputs.parse_index(st.session_state[inputs.IMAGE_INDEX_KEY], count) or 0
+if split is not None:
+    set_index(index)
+    st.query_params[inputs.IMAGE_QUERY] = str(index)  # the link reopens this image
 
 # --------------------------------------------------------------------------- the input
 
-sources = inputs.SOURCES if info.channels == 1 else (inputs.SOURCE_TEST, inputs.SOURCE_UPLOAD)
+sources = (inputs.SOURCE_TEST,) if split is not None else ()
+sources += (inputs.SOURCE_UPLOAD, inputs.SOURCE_DRAW)
 if st.session_state.get(inputs.SOURCE_KEY) not in sources:
-    st.session_state[inputs.SOURCE_KEY] = inputs.SOURCE_TEST
+    st.session_state[inputs.SOURCE_KEY] = sources[0]
 top = st.columns([1.05, 1, 1.25], gap="medium")
 with top[0]:
     st.subheader("Input")
     source = st.radio(
         "Where the image comes from",
         sources,
-        key=ui.keep(inputs.SOURCE_KEY, inputs.SOURCE_TEST),
+        key=ui.keep(inputs.SOURCE_KEY, sources[0]),
         on_change=ui.store,
         args=(inputs.SOURCE_KEY,),
         horizontal=True,
-        format_func=lambda s: {"draw": "draw a digit"}.get(s, s),
+        format_func=lambda s: {"draw": "draw a digit" if info.channels == 1 else "draw"}.get(s, s),
     )
     prepared: inputs.Prepared | None = None
     if source == inputs.SOURCE_TEST:
@@ -207,14 +280,14 @@ with top[0]:
             )
             st.session_state["_act_which"] = int(np.searchsorted(members, index))
             st.number_input(
-                f"Which one of the {len(members):,} {classes[current]!r} images",
+                f"Which one of the {len(members):,} {ui.plain(repr(classes[current]))} images",
                 0,
                 len(members) - 1,
                 key="_act_which",
                 on_change=lambda: set_index(members[st.session_state["_act_which"]]),
                 step=1,
             )
-            st.caption(f"test image {index:,}")
+            st.caption(f"test image {index}")
         else:
             try:
                 predictions = ui.predictions(selection)
@@ -222,11 +295,12 @@ with top[0]:
                 ui.show_error(err)
                 st.stop()
             wrong = inputs.mistakes(predictions)
+            true_classes = [None, *range(len(classes))]
             only = st.selectbox(
                 "True class",
-                [None, *range(len(classes))],
+                true_classes,
                 format_func=lambda k: "any" if k is None else classes[k],
-                key="_act_mistake_class",
+                **ui.kept("act_mistake_class", true_classes, None),
             )
             listed = wrong if only is None else [m for m in wrong if m.true == only]
             if not listed:
@@ -251,27 +325,27 @@ with top[0]:
                 )
         prepared = inputs.test_image(split, index)
     elif source == inputs.SOURCE_UPLOAD:
-        file = st.file_uploader(
-            "An image file (PNG, JPEG, GIF, BMP, WebP, TIFF; any size)",
-            type=UPLOAD_TYPES,
-            key="_act_upload",
-        )
-        if file is None:
+        upload = kept_upload()
+        if upload is None:
             st.info("Upload an image to see what the model makes of it.")
             st.stop()
+        file_id, name, raw = upload
         try:
-            prepared = uploaded(
-                file.file_id, info.name, info.size, digits, file.getvalue(), info, file.name
-            )
+            prepared = uploaded(file_id, ui.info_key(info), digits, raw, info, name)
         except LensError as err:
             ui.show_error(err)
             st.stop()
     else:
         from streamlit_drawable_canvas import st_canvas
 
-        st.caption("Draw one digit, white on black:")
+        st.caption(
+            "Draw one digit, white on black:" if info.channels == 1 else "Draw, white on black:"
+        )
         st.write("")  # room for the canvas's toolbar, which floats above it
+        if CANVAS_KEY not in st.session_state:  # a new visit: the strokes drawn last time
+            st.session_state[DRAWN_BEFORE_KEY] = st.session_state.get(DRAWING_KEY)
         canvas = st_canvas(
+            initial_drawing=st.session_state[DRAWN_BEFORE_KEY],
             fill_color="#000000",
             stroke_width=18,
             stroke_color="#FFFFFF",
@@ -280,55 +354,87 @@ with top[0]:
             width=280,
             drawing_mode="freedraw",
             return_image_data=True,
-            key="act_canvas",
+            key=CANVAS_KEY,
         )
+        if canvas.json_data is not None:
+            st.session_state[DRAWING_KEY] = canvas.json_data
+        pixels = drawn_pixels(canvas)
         st.caption("Large and in the middle works best; the bin icon clears the box.")
         try:
-            prepared = inputs.prepare_drawing(canvas.image_data, info)
+            prepared = inputs.prepare_drawing(pixels, info)
         except LensError as err:
             ui.show_error(err)
             st.stop()
         if prepared is None:
             st.info("The canvas is empty: draw a digit (white on black) to classify it.")
             st.stop()
-    for note in prepared.notes:
-        st.caption(f"· {note}")
+    if prepared.notes:  # one sentence per step the image went through
+        st.caption(
+            "  \n".join(ui.plain(note[0].upper() + note[1:]) + "." for note in prepared.notes)
+        )
 
 x = inputs.model_input(prepared.pixels, info)
 try:
-    result = forward(selection.model_key, mtime, prepared.key, model, x)
+    result = forward(selection.model_key, mtime, inputs.input_key(x.numpy()), model, x)
 except LensError as err:
     ui.show_error(err)
     st.stop()
 probabilities = result["probabilities"]
 predicted = int(np.argmax(probabilities))
 
-model_id = (selection.model_key, mtime)
-with top[1]:
-    shown_image = pixels_for_display(prepared.pixels)
-    if source == inputs.SOURCE_TEST:
-        title = f"Test image {index:,}"
-        images = [(title, shown_image, ("test", prepared.key, title))]
+# Figures of one input depend on the model, the input's pixels (item.key), the class names and
+# the normalization the model's input was made with: all in their keys.
+model_id = (selection.model_key, mtime, ui.info_key(info), tuple(classes))
+shown_image = pixels_for_display(prepared.pixels)
+comparing = split is not None and bool(st.session_state.get(TWO_KEY, False))
+
+
+def input_images(item: inputs.Prepared, how: str) -> None:
+    """An input as the model sees it (and an upload's original beside it)."""
+    seen = pixels_for_display(item.pixels)
+    if how == inputs.SOURCE_TEST:
+        title, subtitle = item.name[0].upper() + item.name[1:], ""
     else:
-        seen = f"What the model sees ({'×'.join(map(str, x.shape[1:]))})"
-        images = [(seen, shown_image, ("seen", prepared.key, seen))]
-        if source == inputs.SOURCE_UPLOAD:  # a drawing's original is the canvas beside it
-            original = f"Original — {prepared.name}"
-            key = ("original", inputs.input_key(prepared.original), original)
-            images.insert(0, (original, prepared.original, key))
-    for title, image, key in images:
-        build = partial(figures.image_figure, image, title=title)
-        ui.figure(ui.cached_figure(("image", key), build), f"image-{key[0]}", width="content")
-with top[2]:
-    ui.figure(
-        ui.cached_figure(
-            ("bars", (*model_id, prepared.key, prepared.label, "Prediction")),
-            lambda: bars(probabilities, prepared.label, ""),
-        ),
-        "prediction",
-        width="content",
-    )
-    st.markdown(verdict(probabilities, prepared.label))
+        title, subtitle = "What the model sees", "×".join(map(str, x.shape[1:]))
+    pictures = [(title, subtitle, seen, ("seen", item.key, title, subtitle))]
+    if how == inputs.SOURCE_UPLOAD:  # a drawing's original is the canvas beside it
+        height, width = item.original.shape[:2]
+        key = ("original", inputs.input_key(item.original), item.name)
+        pictures.insert(0, ("Original", f"{item.name} · {width}×{height}", item.original, key))
+    for title, subtitle, image, key in pictures:
+        build = partial(figures.image_figure, image, title=title, subtitle=subtitle)
+        name = f"image-{key[0]}-{item.name}"
+        ui.figure(ui.cached_figure(("image", key), build), name, width="content")
+
+
+def prediction(item: inputs.Prepared, probabilities: np.ndarray, title: str = "") -> None:
+    """An input's probability bars and verdict line."""
+    build = partial(bars, probabilities, item.label, title)
+    key = ("bars", (*model_id, item.key, item.label, title or "Prediction"))
+    ui.figure(ui.cached_figure(key, build), f"prediction-{item.name}", width="content")
+    st.markdown(verdict(probabilities, item.label))
+
+
+if comparing:  # both inputs side by side below the layer controls; here, the second's pick
+    if inputs.parse_index(st.session_state.get(COMPARE_KEY), len(split)) is None:
+        st.session_state[COMPARE_KEY] = (index + 1) % len(split)
+    with top[1]:
+        st.subheader("Second input")
+        second_at = st.number_input(
+            f"Test image (0 – {len(split) - 1})",
+            0,
+            len(split) - 1,
+            key=ui.keep(COMPARE_KEY, (index + 1) % len(split)),
+            on_change=ui.store,
+            args=(COMPARE_KEY,),
+            step=1,
+        )
+        st.caption("Both images, predictions and maps are set side by side below.")
+else:
+    with top[1]:
+        input_images(prepared, source)
+    with top[2]:
+        prediction(prepared, probabilities)
 
 # --------------------------------------------------------------------------- layer controls
 
@@ -393,30 +499,50 @@ scale = controls[2].radio(
     help="per map: each channel its own range · per layer: one range for the layer · "
     "global: one range for every feature map of this input",
 )
-options = panel.columns([1.3, 1.3, 1.9, 1.6], gap="medium", vertical_alignment="center")
-sort = options[0].toggle(
-    "Sort channels by mean",
-    key=ui.keep(SORT_KEY, False),
-    on_change=ui.store,
-    args=(SORT_KEY,),
-    help="Highest mean activation first",
-)
-show_all = options[1].toggle(
-    "Show all layers", key=ui.keep(ALL_KEY, False), on_change=ui.store, args=(ALL_KEY,)
-)
-compare = options[2].toggle(
-    "Compare with a second input", key=ui.keep(TWO_KEY, False), on_change=ui.store, args=(TWO_KEY,)
-)
+# Toggles side by side, each as wide as its label: a row that does not fit wraps.
+options = panel.container(horizontal=True, gap="large")
 
 
-dead_from = inputs.dead_layer(flow, layer)
-dead_count = int(min(BATCH_IMAGES, len(split), max(8, BATCH_MULT_ADDS // max(flow.mult_adds, 1))))
+def option(label: str, permanent: str, explained: str, **kwargs) -> bool:
+    return options.toggle(
+        label,
+        key=ui.keep(permanent, False),
+        on_change=ui.store,
+        args=(permanent,),
+        help=explained,
+        width="content",
+        **kwargs,
+    )
+
+
+sort = option("Sort channels by mean", SORT_KEY, "Highest mean activation first")
+show_all = option(
+    "Show all layers",
+    ALL_KEY,
+    "Every conv, pooling and activation layer's maps for this input, one block each",
+)
+option(
+    "Compare with a second input",
+    TWO_KEY,
+    "A second test image beside this input: both images, predictions and maps"
+    if split is not None
+    else "Needs test images that fit the model",
+    disabled=split is None,
+)
+compare = comparing  # read before the top row was drawn: the same value
+
+
+dead_from = inputs.dead_layer(flow, layer) if split is not None else None
+dead_count = 0
 dead = None
 if dead_from is not None:  # every layer's answer at once: a layer change then costs nothing
+    dead_count = int(
+        min(BATCH_IMAGES, len(split), max(8, BATCH_MULT_ADDS // max(flow.mult_adds, 1)))
+    )
     judged = tuple(dict.fromkeys(d for k in keys if (d := inputs.dead_layer(flow, k))))
-    batch = dead_stats(
-        selection.model_key, mtime, selection.dataset, judged, dead_count, model, split
-    )[dead_from]
+    batch = dead_stats(selection.model_key, mtime, split_id, judged, dead_count, model, split)[
+        dead_from
+    ]
     dead = np.array([s.dead for s in batch])
 what = f"{layer} after {partner.type}" if after else layer
 
@@ -438,18 +564,32 @@ def order_of(maps: np.ndarray) -> np.ndarray | None:
     return np.argsort(-maps.reshape(len(maps), -1).mean(axis=1), kind="stable")
 
 
-def maps_figure(result: dict, item: inputs.Prepared):
+def compared_range(results: list[dict]) -> tuple[float, float] | None:
+    """One colour range for several inputs' maps (None when each map has its own): the
+    layer's range over all of them for "per layer", all their maps' for "global"."""
+    if scale == "per map":
+        return None
+    if scale == "global":
+        ranges = [res["range"] for res in results]
+    else:
+        ranges = [(float(m.min()), float(m.max())) for m in map(maps_of, results)]
+    return min(low for low, _ in ranges), max(high for _, high in ranges)
+
+
+def maps_figure(result: dict, item: inputs.Prepared, shared: tuple[float, float] | None = None):
+    """This input's maps of the chosen layer; `shared` puts them on a range common to two
+    inputs."""
     maps = maps_of(result)
-    dead_source = (selection.dataset, dead_from, dead_count)
-    key = (*model_id, item.key, layer, after, scale, sort, dead_source, item.name)
+    dead_source = (split_id, dead_from, dead_count)
+    key = (*model_id, item.key, layer, after, scale, sort, dead_source, item.name, shared)
     build = partial(
         figures.activation_grid,
         maps,
-        scale=scale,
+        scale="global" if shared is not None else scale,
         order=order_of(maps),
         dead=dead,
         title=f"{what} — {item.name}",
-        global_range=result["range"],
+        global_range=shared or result["range"],
     )
     return maps, ui.cached_figure(("maps", key), build)
 
@@ -458,37 +598,24 @@ def maps_figure(result: dict, item: inputs.Prepared):
 
 maps, maps_chart = maps_figure(result, prepared)
 order = order_of(maps)
-if compare:
-    if inputs.parse_index(st.session_state.get(COMPARE_KEY), len(split)) is None:
-        st.session_state[COMPARE_KEY] = (index + 1) % len(split)
-    second_at = options[3].number_input(
-        "Second input: test image",
-        0,
-        len(split) - 1,
-        key=ui.keep(COMPARE_KEY, (index + 1) % len(split)),
-        on_change=ui.store,
-        args=(COMPARE_KEY,),
-        step=1,
-    )
+if compare:  # both inputs: images and predictions side by side, then each one's maps in full
     second = inputs.test_image(split, int(second_at))
     second_x = inputs.model_input(second.pixels, info)
     second_result = forward(selection.model_key, mtime, second.key, model, second_x)
+    pair = ((prepared, result, source), (second, second_result, inputs.SOURCE_TEST))
+    shared = compared_range([res for _, res, _ in pair])
     sides = st.columns(2, gap="medium")
-    pairs = (
-        (sides[0], prepared, result, maps_chart),
-        (sides[1], second, second_result, maps_figure(second_result, second)[1]),
-    )
-    for column, item, res, chart in pairs:
+    for column, (item, res, how) in zip(sides, pair, strict=True):
         with column:
-            st.markdown(f"**{item.name}** — {verdict(res['probabilities'], item.label)}")
-            title = f"Prediction — {item.name}"
-            build = partial(bars, res["probabilities"], item.label, title)
-            ui.figure(
-                ui.cached_figure(("bars", (*model_id, item.key, item.label, title)), build),
-                f"prediction-{item.name}",
-                width="content",
-            )
-            ui.figure(chart, f"maps-{item.name}")
+            input_images(item, how)
+            prediction(item, res["probabilities"], f"Prediction — {item.name}")
+    for item, res, _ in pair:  # full width: the same size as a single input's maps
+        ui.figure(maps_figure(res, item, shared)[1], f"maps-{item.name}", width="content")
+    st.caption(
+        f"Both inputs' maps on one colour scale ({shared[0]:.3g} … {shared[1]:.3g})."
+        if shared is not None
+        else "Each channel scaled to its own range, in both inputs."
+    )
 else:
     ui.figure(maps_chart, "maps", width="content")
 if dead is not None:
@@ -514,10 +641,8 @@ table = pd.DataFrame(
     }
 )
 with st.expander(f"Per-channel statistics of {what} for this input", expanded=False):
-    st.dataframe(
+    ui.table(
         table,
-        hide_index=True,
-        width="stretch",
         column_config={
             "Mean": st.column_config.NumberColumn(format="%.4g"),
             "Max": st.column_config.NumberColumn(format="%.4g"),
@@ -531,11 +656,17 @@ with st.expander("One neuron: its value and the input pixels it sees", expanded=
         ("act_neuron_c", "act_neuron_y", "act_neuron_x"), maps.shape, strict=False
     ):
         st.session_state[key] = min(int(st.session_state.get(key, 0)), size - 1)  # a new layer
-    channel = cells[0].number_input(f"{unit}", 0, len(maps) - 1, key="act_neuron_c", step=1)
+    channel = cells[0].number_input(
+        f"{unit}", 0, len(maps) - 1, step=1, **ui.held("act_neuron_c", 0)
+    )
     y = x_pos = 0
     if maps.ndim == 3:
-        y = cells[1].number_input("Row y", 0, maps.shape[1] - 1, key="act_neuron_y", step=1)
-        x_pos = cells[2].number_input("Column x", 0, maps.shape[2] - 1, key="act_neuron_x")
+        y = cells[1].number_input(
+            "Row y", 0, maps.shape[1] - 1, step=1, **ui.held("act_neuron_y", 0)
+        )
+        x_pos = cells[2].number_input(
+            "Column x", 0, maps.shape[2] - 1, **ui.held("act_neuron_x", 0)
+        )
     st.session_state[inputs.NEURON_KEY] = {
         "layer": layer,
         "channel": int(channel),
@@ -588,7 +719,12 @@ if cam_layers and cam_default is not None:
             key=ui.keep(CAM_LAYER_KEY, cam_default),
             on_change=ui.store,
             args=(CAM_LAYER_KEY,),
-            help="The last conv layer (the default) balances detail and meaning.",
+            format_func=lambda name: (
+                name + (" (block output)" if gradcam.is_block(flow, name) else "")
+            ),
+            help="The default, the last conv block's output after its activation, balances "
+            "detail and meaning. Before an activation (conv, batch norm) negative values count "
+            "against the class, and the map is often empty.",
         )
         if st.session_state.get("_act_cam_for") != prepared.key:
             st.session_state["_act_cam_for"] = prepared.key  # a new input: explain its answer
@@ -605,19 +741,25 @@ if cam_layers and cam_default is not None:
             ),
         )
         st.caption(
-            "Grad-CAM (captum's LayerGradCam): the layer's maps weighted by how much the "
-            "class score grows with each map on average, summed, negative parts cut."
+            "Grad-CAM: the layer's maps weighted by how much the class score grows with each "
+            "map on average, summed, negative parts cut."
         )
     try:
-        cam = grad_cam(selection.model_key, mtime, prepared.key, cam_layer, int(target), model, x)
+        x_key = inputs.input_key(x.numpy())
+        cam = grad_cam(selection.model_key, mtime, x_key, cam_layer, int(target), model, x)
     except LensError as err:
-        cam_columns[1].error(str(err), icon="⚠️")
+        cam_columns[1].error(str(err), icon=":material/warning:")
     else:
         with cam_columns[1]:
             if cam.empty:
                 st.info(
-                    f"Nothing in this image speaks for {classes[target]} at {cam_layer}: "
-                    "every weighted map sums to zero or less."
+                    f"Nothing in this image speaks for {ui.plain(classes[target])} at {cam_layer}: "
+                    "the weighted maps sum to zero or less everywhere. "
+                    + (
+                        f"The default layer, {cam_default}, reads the maps after their activation."
+                        if cam_layer != cam_default
+                        else "Try an earlier layer."
+                    )
                 )
             title = f"Grad-CAM for {classes[target]!r} at {cam_layer}"
             build = partial(figures.gradcam_overlay, shown_image, cam.heatmap, title=title)
@@ -631,20 +773,25 @@ if show_all:
     st.subheader("Every layer")
     st.caption(
         "Each conv, pooling and activation layer's own output for this input, in forward order "
-        f"and channel order, with the {scale} colour scale; hover for the values."
+        f"(two a row) and channel order, each beside its own colour bar ({scale} scale); hover "
+        "for the values."
     )
     stacked = [
         (inputs.layer_key(r), result["maps"][inputs.layer_key(r)])
         for r in layers
         if len(r.output_shape) == 3 and (r.type.startswith(SHOWN_IN_ALL) or inputs.is_activation(r))
     ]
-    if stacked:
+    if not stacked:
+        st.info("This model has no layer with spatial maps to show.")
+    else:
         build = partial(
             figures.activation_stack,
             stacked,
             scale=scale,
             global_range=result["range"],
             max_pixels=ALL_PIXELS,
+            width=ALL_SIDE,
+            columns=2,
             title=f"Every layer — {prepared.name}",
         )
         ui.figure(
@@ -652,5 +799,3 @@ if show_all:
             "every-layer",
             width="content",
         )
-    else:
-        st.info("This model has no layer with spatial maps to stack.")

@@ -9,14 +9,18 @@ is rewritten here to the cell's (true, predicted) class indices, whatever the cl
 Other pages may set `COMPARE_KEY` to a model key to preselect the second model.
 """
 
-import numpy as np
 import streamlit as st
 
-from dashboard import confusion, data, figures, inputs, metrics, ui
+from dashboard import ui
 from dashboard.errors import LensError
 
 ui.setup_page("Confusion matrix")
 selection = ui.sidebar()
+
+# Imported once the page shows: the first import of PyTorch takes seconds.
+import numpy as np  # noqa: E402
+
+from dashboard import confusion, data, figures, inputs, metrics  # noqa: E402
 
 SPLIT_KEY, SHOW_KEY, ORDER_KEY, LEVEL_KEY = "cm_split", "cm_show", "cm_order", "cm_level"
 CELL_KEY, PAGE_KEY, CHART_KEY = "cm_cell", "cm_page", "cm_chart"
@@ -35,10 +39,9 @@ CIFAR100 = confusion.CIFAR100_NAMES
 
 
 @st.cache_data(max_entries=32, show_spinner="Counting…")
-def counted(
-    model_key: str, mtime: float, dataset: str, split: str, level: str, root: str, _pred
-) -> tuple[np.ndarray, dict]:
-    """(confusion matrix, classification report) of one model, split and class level."""
+def counted(predictions_key: str, _pred) -> tuple[np.ndarray, dict]:
+    """(confusion matrix, classification report) of one set of predictions: their key names
+    the model's content, the split's (pixels, labels, class names) and the class level."""
     return metrics.confusion(_pred), metrics.report(_pred)
 
 
@@ -61,9 +64,8 @@ def answers(sel: ui.Selection, split: str, level: str) -> metrics.Predictions:
     return pred
 
 
-def matrix_of(sel: ui.Selection, split: str, level: str, pred) -> tuple[np.ndarray, dict]:
-    mtime = ui.mtime_of(sel.model_key)
-    return counted(sel.model_key, mtime, sel.dataset, split, level, ui.data_root(), pred)
+def matrix_of(pred: metrics.Predictions) -> tuple[np.ndarray, dict]:
+    return counted(pred.key, pred)
 
 
 # --------------------------------------------------------------------------- state
@@ -159,14 +161,14 @@ except LensError as err:
 st.title("Confusion matrix")
 model_name = view.label.split(" — ")[0]
 st.caption(
-    f"**{model_name}** on {dataset_title} — which classes the model mixes up. Rows are the "
-    "true class, columns the prediction; click a cell to see its images."
+    f"**{ui.plain(model_name)}** on {ui.plain(dataset_title)} — which classes the model "
+    "mixes up. Rows are the true class, columns the prediction; click a cell to see its images."
 )
 if view.untrained:
     st.warning(
         "**Untrained — random weights.** This matrix shows what a model that has learned "
         "nothing guesses. Train the model or pick a checkpoint.",
-        icon="🎲",
+        icon=":material/casino:",
     )
 
 
@@ -225,7 +227,7 @@ try:
             format_func=lambda v: f"fine ({fine_count})" if v == LABELLED else "superclasses (20)",
         )
     pred = answers(selection, split, level)
-    cm, report = matrix_of(selection, split, level, pred)
+    cm, report = matrix_of(pred)
 except LensError as err:
     ui.show_error(err)
     st.stop()
@@ -236,20 +238,24 @@ order = confusion.class_order(cm, classes, order_how)
 context = f"{selection.model_key}|{selection.dataset}|{split}|{level}"
 
 wrong = int(cm.sum() - np.trace(cm))
-numbers = st.columns(4)
-numbers[0].metric("Accuracy", f"{report['accuracy']:.2%}", border=True)
-numbers[1].metric("Images", f"{int(cm.sum()):,}", border=True)
-numbers[2].metric("Misclassified", f"{wrong:,}", border=True)
-numbers[3].metric("Macro F1", f"{report['macro avg']['f1-score']:.3f}", border=True)
+ui.metric_row(
+    [
+        ui.Metric("Accuracy", f"{report['accuracy']:.2%}"),
+        ui.Metric("Images", f"{int(cm.sum()):,}"),
+        ui.Metric("Misclassified", f"{wrong:,}"),
+        ui.Metric("Macro F1", f"{report['macro avg']['f1-score']:.3f}"),
+    ],
+    border=True,
+)
 
 wide = is_wide(classes)
 names = [classes[k] for k in order]
 if wide:  # the matrix on its own row, the tables below it
     chart_area = st.container()
     table_area, top_area = st.columns([1.4, 1], gap="large")
-else:
-    chart_area, table_area = st.columns([2.1, 1], gap="large")
-    top_area = table_area
+else:  # the top confusions beside the matrix, the per-class table (five columns) below
+    chart_area, top_area = st.columns([2.1, 1], gap="large")
+    table_area = st.container()
 with chart_area:
     title = f"{split.capitalize()} split · {int(cm.sum()):,} images"
     fig = figures.confusion_heatmap(
@@ -274,27 +280,21 @@ with chart_area:
 with table_area:
     st.subheader("Per class")
     table = confusion.report_table(report, classes, order=order)
-    st.dataframe(
+    ui.table(
         table,
-        hide_index=True,
-        width="stretch",
         height=min(38 + 35 * K, 420),
         column_config={
-            "Class": st.column_config.TextColumn(width="small"),
             "Precision": st.column_config.NumberColumn(
-                format="%.3f",
-                width="small",
-                help="Of the images predicted as this class, the share right",
+                format="%.3f", help="Of the images predicted as this class, the share right"
             ),
             "Recall": st.column_config.ProgressColumn(
                 min_value=0.0,
                 max_value=1.0,
                 format="%.3f",
-                width="small",
                 help="Of the images of this class, the share found",
             ),
-            "F1": st.column_config.NumberColumn(format="%.3f", width="small"),
-            "Support": st.column_config.NumberColumn("Images", format="localized", width="small"),
+            "F1": st.column_config.NumberColumn(format="%.3f"),
+            "Support": st.column_config.NumberColumn("Images", format="localized"),
         },
     )
     st.caption("scikit-learn's classification report, in the matrix's class order.")
@@ -306,7 +306,7 @@ with top_area:
         st.success("No mistakes on this split.")
     for cell in top:
         st.button(
-            cell.label(classes),
+            ui.plain(cell.label(classes)),
             key=f"cm_top_{cell.true}_{cell.predicted}",
             on_click=open_cell,
             args=(cell.true, cell.predicted),
@@ -317,8 +317,8 @@ with top_area:
         ("Matrix (CSV)", confusion.matrix_csv(cm, classes), f"confusion-{stem}.csv"),
         ("Report (CSV)", confusion.report_csv(report, classes), f"report-{stem}.csv"),
     )
-    for column, (label, table, file_name) in zip(st.columns(2), downloads, strict=True):
-        column.download_button(
+    for label, table, file_name in downloads:  # one per line: side by side they were cut
+        st.download_button(
             label,
             table,
             file_name=file_name,
@@ -330,46 +330,52 @@ with top_area:
 
 # --------------------------------------------------------------------------- the gallery
 
+
+def gallery(true: int, predicted: int, items: list) -> None:
+    """The images of one cell, a page at a time; each one's number opens it on Activations."""
+    what = "correct" if true == predicted else f"predicted {classes[predicted]}"
+    if not items:
+        st.info(f"No {ui.plain(classes[true])} image was {ui.plain(what)} on this split.")
+        return
+    pages = confusion.page_count(len(items), PER_PAGE)
+    page = st.pagination(pages, key=PAGE_KEY) if pages > 1 else 1
+    shown = confusion.page_of(items, page - 1, PER_PAGE)
+    first = (page - 1) * PER_PAGE
+    st.caption(
+        f"Images {first + 1:,}–{first + len(shown):,} of {len(items):,} · p = the "
+        "probability the model gave its answer (and the true class) · click an image's "
+        "number to open it on the Activations page."
+        + ("" if split == "test" else " Activations opens test images: switch to test.")
+    )
+    images = ui.load_data(selection, view, split).images
+    for start in range(0, len(shown), GALLERY_COLUMNS):
+        row = st.columns(GALLERY_COLUMNS)
+        for column, item in zip(row, shown[start : start + GALLERY_COLUMNS], strict=False):
+            with column:
+                st.image(confusion.thumbnail(images[item.index].numpy(), THUMB_SIDE))
+                st.caption(ui.plain(item.caption(classes)))
+                if st.button(
+                    f"#{item.index}",
+                    key=f"cm_open_{item.index}",
+                    icon=":material/open_in_new:",
+                    disabled=split != "test",
+                    help=f"Open test image {item.index} on the Activations page",
+                ):
+                    open_in_activations(item.index)
+    if st.button("Close", key="cm_close", icon=":material/close:"):
+        close_cell()
+        st.rerun()  # the whole page: the dialog closes
+
+
+# A clicked cell's images open in a dialog over the matrix, where the user is looking (below
+# the matrix they opened off-screen).
 chosen = current_cell(context, K)
 if chosen is not None:
     true, predicted = chosen
     items = confusion.gallery(pred, true, predicted)
-    st.divider()
-    head = st.columns([5, 1], vertical_alignment="center")
-    what = "correct" if true == predicted else f"predicted **{classes[predicted]}**"
     count = f"{len(items):,} image{'s' if len(items) != 1 else ''}"
-    head[0].subheader(f"True {classes[true]} → predicted {classes[predicted]}: {count}")
-    head[1].button(
-        "Close", key="cm_close", on_click=close_cell, icon=":material/close:", width="stretch"
-    )
-    if not items:
-        st.info(f"No {classes[true]} image was {what.replace('**', '')} on this split.")
-    else:
-        pages = confusion.page_count(len(items), PER_PAGE)
-        page = st.pagination(pages, key=PAGE_KEY) if pages > 1 else 1
-        shown = confusion.page_of(items, page - 1, PER_PAGE)
-        first = (page - 1) * PER_PAGE
-        st.caption(
-            f"Images {first + 1:,}–{first + len(shown):,} of {len(items):,} · p = the "
-            "probability the model gave its answer (and the true class) · click an image's "
-            "number to open it on the Activations page."
-            + ("" if split == "test" else " Activations opens test images: switch to test.")
-        )
-        images = ui.load_data(selection, view, split).images
-        for start in range(0, len(shown), GALLERY_COLUMNS):
-            row = st.columns(GALLERY_COLUMNS)
-            for column, item in zip(row, shown[start : start + GALLERY_COLUMNS], strict=False):
-                with column:
-                    st.image(confusion.thumbnail(images[item.index].numpy(), THUMB_SIDE))
-                    st.caption(item.caption(classes))
-                    if st.button(
-                        f"#{item.index}",
-                        key=f"cm_open_{item.index}",
-                        icon=":material/open_in_new:",
-                        disabled=split != "test",
-                        help=f"Open test image {item.index} on the Activations page",
-                    ):
-                        open_in_activations(item.index)
+    title = f"True {ui.plain(classes[true])} → predicted {ui.plain(classes[predicted])}: {count}"
+    st.dialog(title, width="large", on_dismiss=close_cell)(gallery)(true, predicted, items)
 
 # --------------------------------------------------------------------------- comparison
 
@@ -380,12 +386,10 @@ preset = st.session_state.get(COMPARE_KEY)
 if preset and preset not in choices:
     choices.append(preset)
 choices = [k for k in choices if k != selection.model_key]
-if st.session_state.get(COMPARE_KEY) not in ["", *choices]:
-    st.session_state[COMPARE_KEY] = ""
 other_key = st.selectbox(
     "Second model (B), on the same images",
     ["", *choices],
-    key=COMPARE_KEY,
+    **ui.kept(COMPARE_KEY, ["", *choices], ""),
     format_func=lambda k: "— none —" if not k else ui.model_label(k),
 )
 if other_key:
@@ -393,12 +397,12 @@ if other_key:
     try:
         _, other_view = ui.load_model(other)
         pred_b = answers(other, split, level)
-        cm_b, report_b = matrix_of(other, split, level, pred_b)
+        cm_b, report_b = matrix_of(pred_b)
         changes = confusion.recall_changes(cm, cm_b, classes)
     except LensError as err:
         ui.show_error(err)
         st.stop()
-    st.markdown(f"**A** = {view.label} · **B** = {other_view.label}")
+    st.markdown(f"**A** = {ui.plain(view.label)} · **B** = {ui.plain(other_view.label)}")
     scores = st.columns(3)
     scores[0].metric("Accuracy A", f"{report['accuracy']:.2%}", border=True)
     delta = report_b["accuracy"] - report["accuracy"]
@@ -442,10 +446,8 @@ if other_key:
         with place:
             st.markdown(f"**{heading}** ({len(subset)})")
             if subset:
-                st.dataframe(
+                ui.table(
                     confusion.changes_table(subset),
-                    hide_index=True,
-                    width="stretch",
                     height=min(38 + 35 * len(subset), 320),
                     column_config=config,
                 )

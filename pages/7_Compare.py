@@ -14,7 +14,7 @@ import streamlit as st
 from dashboard import ui
 from dashboard.errors import LensError
 
-ui.setup_page("Compare", icon="⚖️")
+ui.setup_page("Compare", icon=":material/compare:")
 selection = ui.sidebar()
 
 from dashboard import checkpoints, compare, figures, filters, inputs, paths, probe  # noqa: E402
@@ -24,8 +24,8 @@ FILTER_KEY, CHANNEL_KEY = "compare_filter_layer", "compare_channel"
 IMAGE_KEY, LAYER_KEY = "compare_image", "compare_layer"
 TRAIN_RUNS_KEY = "train_runs"  # the Train page's runs of this session (its RUNS_KEY)
 MEAN = "mean"  # the channel choice: the mean over the layer's input channels
-GRID_SIDE = 360  # pixels: the two filter grids share a row
-MAPS_SIDE = 380  # and so do the two activation mosaics
+GRID_SIDE = 220  # pixels: the two filter grids share a row (half of a laptop's page)
+MAPS_SIDE = 220  # and so do the two activation mosaics
 THUMBNAIL = 112  # pixels of the test image shown beside its controls
 
 
@@ -58,12 +58,12 @@ def pairing(
     return found, architectures, {key: ui.model_label(key) for key in found.comparable}
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@st.cache_data(max_entries=16, show_spinner="Measuring how far apart the weights are…")
 def distances(key_a: str, mtime_a: float, key_b: str, mtime_b: float, _a, _b) -> list:
     return compare.layer_distances(_a, _b)
 
 
-@st.cache_resource(max_entries=32, show_spinner=False)
+@st.cache_resource(max_entries=32, show_spinner="Running the image through the model…")
 def passed(model_key: str, mtime: float, input_key: str, _model, _x) -> compare.Forward:
     """One image through one model; shared read-only (no copy of the maps on every rerun)."""
     return compare.forward(_model, _x)
@@ -108,8 +108,9 @@ def pick_b(model_a, view_a) -> tuple[str, compare.Match] | None:
     )
     comparable, refused = list(found.comparable), found.refused
     shown = {k: compare.shown_path(checkpoint_path(k)) for k in keys}
-    by_text = {text: k for k, text in shown.items()}
-    ui.url_bound("b", B_KEY, by_text.get, lambda k: shown.get(k, str(k)))
+    links = {k: ui.model_link(k) for k in keys}  # never a server path in the address
+    by_link = {link: k for k, link in links.items() if link}
+    ui.url_bound("b", B_KEY, by_link.get, links.get)
     wanted = st.session_state.get(B_KEY)
     # A B that does not fit: say why, unless A just changed to a model that has no partner
     # at all (the box below says so).
@@ -118,23 +119,26 @@ def pick_b(model_a, view_a) -> tuple[str, compare.Match] | None:
             f"it is a {architectures[wanted] or 'model of unknown architecture'}, "
             f"A is a {view_a.architecture}"
         )
-        st.warning(f"{shown[wanted]} cannot stand beside {short(view_a)} as B: {why}.", icon="⚠️")
+        st.warning(
+            ui.plain(f"{shown[wanted]} cannot stand beside {short(view_a)} as B: {why}."),
+            icon=":material/warning:",
+        )
     if not comparable:
-        reasons = "".join(f"\n- {shown[k]}: {why}" for k, why in refused.items())
+        reasons = "".join(f"\n- {ui.plain(f'{shown[k]}: {why}')}" for k, why in refused.items())
+        arch = ui.plain(view_a.architecture)
         st.info(
-            f"No other checkpoint is a **{view_a.architecture}** with weights of the same shapes, "
-            f"so nothing can stand beside {short(view_a)}. Pick a LeNet-5 in the sidebar (the "
-            "seed study has six), or train and save another "
-            f"{view_a.architecture} on the Train page." + reasons,
+            f"No other checkpoint is a **{arch}** with weights of the same shapes, so nothing "
+            f"can stand beside {ui.plain(short(view_a))}. Pick a LeNet-5 in the sidebar (the "
+            f"seed study has six), or train and save another {arch} on the Train page." + reasons,
             icon=":material/compare:",
         )
         return None
     default = compare.default_partner(short(view_a), {k: Path(shown[k]).name for k in comparable})
     with ui.controls("Model B"):
         row = st.columns([2, 3], gap="medium", vertical_alignment="bottom")
-        row[0].markdown(f"**A** (the sidebar's model)  \n{view_a.label}")
+        row[0].markdown(f"**A** (the sidebar's model)  \n{ui.plain(view_a.label)}")
         b_key = row[1].selectbox(
-            "**B**",
+            "Model B",
             comparable,
             format_func=labels.get,
             help=f"Checkpoints of {view_a.architecture} whose tensors have A's shapes "
@@ -146,7 +150,7 @@ def pick_b(model_a, view_a) -> tuple[str, compare.Match] | None:
 
 def weights_table(rows: list[compare.LayerDistance], note: str) -> None:
     st.subheader("Weights, layer by layer")
-    st.dataframe(
+    ui.table(
         [
             {
                 "Layer": r.layer,
@@ -160,8 +164,6 @@ def weights_table(rows: list[compare.LayerDistance], note: str) -> None:
             }
             for r in rows
         ],
-        hide_index=True,
-        width="stretch",
         column_config={
             "‖A‖": st.column_config.NumberColumn(format="%.3f"),
             "‖B‖": st.column_config.NumberColumn(format="%.3f"),
@@ -178,7 +180,7 @@ def weights_table(rows: list[compare.LayerDistance], note: str) -> None:
             ),
         },
     )
-    st.caption(f"Each layer's weight tensor (bias left out) as one long vector. {note}")
+    st.caption(f"Each layer's weight tensor (bias left out) as one long vector. {ui.plain(note)}")
 
 
 def filters_section(model_a, model_b, names: tuple[str, str], source: tuple, found) -> None:
@@ -229,20 +231,21 @@ def filters_section(model_a, model_b, names: tuple[str, str], source: tuple, fou
             )
             ui.figure(ui.cached_figure(key, build), f"filters-{side}-{name}", key=f"filters_{side}")
     below = st.columns([1, 1], gap="medium")
-    below[0].dataframe(
-        {"Filter": range(len(cosines)), "cos(A, B)": cosines, "Change": 100 * changes},
-        hide_index=True,
-        width="stretch",
-        height=min(38 + 35 * len(cosines), 320),
-        column_config={
-            "cos(A, B)": st.column_config.ProgressColumn(
-                min_value=-1.0, max_value=1.0, format="%.3f"
-            ),
-            "Change": st.column_config.NumberColumn(
-                "‖B − A‖ / ‖A‖", format="%.0f %%", help="per filter, over all its input channels"
-            ),
-        },
-    )
+    with below[0]:
+        ui.table(
+            {"Filter": range(len(cosines)), "cos(A, B)": cosines, "Change": 100 * changes},
+            height=min(38 + 35 * len(cosines), 320),
+            column_config={
+                "cos(A, B)": st.column_config.ProgressColumn(
+                    min_value=-1.0, max_value=1.0, format="%.3f"
+                ),
+                "Change": st.column_config.NumberColumn(
+                    "‖B − A‖ / ‖A‖",
+                    format="%.0f %%",
+                    help="per filter, over all its input channels",
+                ),
+            },
+        )
     below[1].caption(
         f"Both grids share one colour scale (±{limit:.3g}): the same colour is the same weight. "
         "The table pairs filter k of A with filter k of B."
@@ -275,10 +278,11 @@ def activations_section(model_a, model_b, view_a, view_b, names: tuple[str, str]
         )
     item = inputs.test_image(split, int(index))
     x = inputs.model_input(item.pixels, info)
+    x_key = inputs.input_key(x.numpy())  # the pixels as normalized for this dataset
     key_a, key_b = selection.model_key, st.session_state[B_KEY]
     try:
-        first = passed(key_a, ui.mtime_of(key_a), item.key, model_a, x)
-        second = passed(key_b, ui.mtime_of(key_b), item.key, model_b, x)
+        first = passed(key_a, ui.mtime_of(key_a), x_key, model_a, x)
+        second = passed(key_b, ui.mtime_of(key_b), x_key, model_b, x)
     except LensError as err:
         ui.show_error(err)
         return
@@ -299,7 +303,9 @@ def activations_section(model_a, model_b, view_a, view_b, names: tuple[str, str]
     pixels = item.pixels[0] if item.pixels.shape[0] == 1 else item.pixels.transpose(1, 2, 0)
     k = max(1, THUMBNAIL // pixels.shape[0])
     label = classes_for(view_a, len(first.probabilities), info)[item.label]
-    row[1].image(pixels.repeat(k, axis=0).repeat(k, axis=1), caption=f"#{int(index):,}: {label}")
+    row[1].image(
+        pixels.repeat(k, axis=0).repeat(k, axis=1), caption=f"#{int(index):,}: {ui.plain(label)}"
+    )
     maps_a, maps_b = first.maps[layer], second.maps[layer]
     low, high = compare.shared_range(maps_a, maps_b)
     similarity = compare.cosine(maps_a, maps_b)
@@ -308,7 +314,8 @@ def activations_section(model_a, model_b, view_a, view_b, names: tuple[str, str]
     for column, side, name, (result, view, maps, model_key) in zip(
         columns, "AB", names, passes, strict=True
     ):
-        model_id = (model_key, ui.mtime_of(model_key), item.key)
+        # Everything the two figures show: the model, its input, the true class, the side.
+        model_id = (model_key, ui.mtime_of(model_key), x_key, item.label, side, name)
         classes = classes_for(view, len(result.probabilities), info)
         with column:
             bars = partial(
@@ -357,7 +364,7 @@ def checkpoints_section() -> None:
         ui.show_error(err)
         return
     if found.left_out():
-        st.caption(f"Not compared — {found.left_out()}.")
+        st.caption(f"Not compared — {ui.plain(found.left_out())}.")
     key_a = selection.model_key
     source = (key_a, ui.mtime_of(key_a), b_key, ui.mtime_of(b_key))
     names = (short(view_a), short(view_b))

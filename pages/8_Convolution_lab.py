@@ -13,18 +13,22 @@ arithmetic, `dashboard.lab_display` writes the grids, tables, sentences and figu
 
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import streamlit as st
-import torch
 
-from dashboard import inputs, lab, probe, ui
-from dashboard import lab_display as show
-from dashboard import lab_inputs as typed
+from dashboard import ui
 from dashboard.errors import LensError
-from dashboard.lab_inputs import NEURON_CHANNEL, NEURON_LAYER, NEURON_X, NEURON_Y
 
-ui.setup_page("Convolution lab", icon="🧮")
+ui.setup_page("Convolution lab", icon=":material/calculate:")
 selection = ui.sidebar()
+
+# Imported once the page shows: the first import of PyTorch takes seconds.
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from dashboard import inputs, lab, probe  # noqa: E402
+from dashboard import lab_display as show  # noqa: E402
+from dashboard import lab_inputs as typed  # noqa: E402
+from dashboard.lab_inputs import NEURON_CHANNEL, NEURON_LAYER, NEURON_X, NEURON_Y  # noqa: E402
 
 TABS = (
     "Worked convolution",
@@ -120,7 +124,7 @@ def show_panels(panels: Sequence[show.Panel], columns: Sequence) -> None:
 def wide_panel(panel: show.Panel) -> None:
     """A panel too wide for a table: a scrolling grid."""
     st.markdown(panel.title)
-    st.dataframe(panel.grid, width="stretch")
+    ui.table(panel.grid, hide_index=False)
 
 
 def no_output(message: str) -> bool:
@@ -171,18 +175,19 @@ def plot(fig, name: str) -> None:
 
 @st.cache_data(max_entries=64, show_spinner="Recomputing the neuron…")
 def neuron(key: tuple, _model, _x: torch.Tensor, _flow) -> lab.NeuronArithmetic:
-    """`key`: (model key, mtime, dataset, image index, layer, channel, y, x) — the cache's key."""
+    """`key`: (model key, mtime, split id, image index, layer, channel, y, x) — the cache's key
+    (the split's id covers its pixels and normalization, see ui.data_id)."""
     layer, channel, y, x = key[4:]
     return lab.neuron_arithmetic(_model, _x, layer, channel, y, x, flow=_flow)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def classic_figure(dataset: str, size: int, index: int, _gray: np.ndarray):
+def classic_figure(split_id: str, size: int, index: int, _gray: np.ndarray):
     return show.classic_figure(_gray)
 
 
 @st.cache_data(max_entries=16, show_spinner="Filtering the image…")
-def learned_figures(model_key: str, mtime: float, dataset: str, index: int, _model, _x):
+def learned_figures(model_key: str, mtime: float, split_id: str, index: int, _model, _x):
     """(the first layer's filters, their responses to the image, closest classic kernels)."""
     return show.learned_figures(_model, _x)
 
@@ -369,7 +374,7 @@ def bottleneck_section() -> None:
         ("Feature map W", "lab_bn_w", 56, 1),
     )
     b = lab.bottleneck_params(*map(int, sizes))
-    st.dataframe(show.bottleneck_frame(b), hide_index=True, width="stretch")
+    ui.table(show.bottleneck_frame(b))
     code(show.bottleneck_summary(b))
 
 
@@ -499,8 +504,8 @@ def neuron_tab() -> None:
     model, view, split, flow = loaded
     if view.untrained:
         untrained_warning(
-            f"**{view.label}: untrained — random weights.** The arithmetic still holds: every "
-            "activation is the same sum of products, only of random weights."
+            f"**{ui.plain(view.label)}: untrained — random weights.** The arithmetic still "
+            "holds: every activation is the same sum of products, only of random weights."
         )
     seen = st.session_state.get(typed.NEURON_SEEN)
     st.session_state.update(typed.adopted_neuron(st.session_state.get(inputs.NEURON_KEY), seen))
@@ -512,7 +517,7 @@ def neuron_tab() -> None:
     pixels = split.images[index].numpy()
     x = inputs.model_input(pixels, split.info)
     mtime = ui.mtime_of(selection.model_key)
-    key = (selection.model_key, mtime, selection.dataset, index, layer, channel, y, x_pos)
+    key = (selection.model_key, mtime, ui.data_id(split), index, layer, channel, y, x_pos)
     try:
         a = neuron(key, model, x, flow)
     except LensError as err:
@@ -563,13 +568,13 @@ def conv_neuron(a: lab.NeuronArithmetic) -> None:
             code(sums)
     st.caption("Grey cells hang over the edge of the layer's input and read zero padding.")
     with st.expander(f"All {a.products.size:,} products"):
-        st.dataframe(show.conv_products_frame(a), hide_index=True, width="stretch")
+        ui.table(show.conv_products_frame(a))
 
 
 def linear_neuron(a: lab.NeuronArithmetic) -> None:
     st.markdown(show.linear_description(a))
     frame = show.linear_products_frame(a)
-    st.dataframe(frame, hide_index=True, width="stretch", height=300)
+    ui.table(frame, height=300)
     code(show.linear_text(a))
 
 
@@ -598,11 +603,11 @@ def classic_tab() -> None:
     gray = typed.gray_image(pixels)
     with cells[1]:
         st.markdown(show.CLASSIC_INTRO)
-        plot(classic_figure(selection.dataset, gray.shape[0], index, gray), "classic-kernels")
+        plot(classic_figure(ui.data_id(split), gray.shape[0], index, gray), "classic-kernels")
     with st.expander("The kernels' numbers"):
         show_panels(show.classic_kernel_panels(), st.columns(4))
 
-    st.subheader(f"What {view.label} learned in its first layer")
+    st.subheader(f"What {ui.plain(view.label)} learned in its first layer")
     if view.untrained:
         untrained_warning(
             "Untrained — random weights: these filters are noise, not edge detectors."
@@ -611,7 +616,7 @@ def classic_tab() -> None:
     mtime = ui.mtime_of(selection.model_key)
     try:
         weights, responses, matches, raw = learned_figures(
-            selection.model_key, mtime, selection.dataset, index, model, x
+            selection.model_key, mtime, ui.data_id(split), index, model, x
         )
     except LensError as err:
         ui.show_error(err)
@@ -620,7 +625,7 @@ def classic_tab() -> None:
     with left:
         plot(weights, "first-layer-filters")
         st.markdown("Each filter's closest classic kernel (cosine of the gray-equivalent kernel):")
-        st.dataframe(matches, hide_index=True, height=220)
+        ui.table(matches, height=220, width="content")
     with right:
         plot(responses, "first-layer-responses")
     title, panels = show.learned_kernel_panels(raw)
@@ -638,7 +643,9 @@ st.caption(
 requested = st.session_state.pop(TAB_REQUEST, None)
 if requested in TABS:
     st.session_state[TAB_KEY] = requested
-tabs = st.tabs(TABS, key=TAB_KEY, on_change="rerun")
+if st.session_state.get(TAB_KEY) not in TABS:
+    st.session_state[TAB_KEY] = TABS[0]
+tabs = st.tabs(TABS, **ui.held(TAB_KEY, TABS[0]))  # a callback: the open tab reruns alone
 DRAW = (worked_tab, channels_tab, pooling_tab, im2col_tab, neuron_tab, classic_tab)
 for tab, draw in zip(tabs, DRAW, strict=True):
     if tab.open:

@@ -62,7 +62,7 @@ def test_layer_class_pick_and_drawn_digit(app_url: str) -> None:
         settle(page)
         choose(page, "Class", re.compile(r"^3$"))
         verdict(page, r"true 3")
-        page.get_by_text("Grad-CAM for '3' at features.conv2").first.wait_for(timeout=TIMEOUT_MS)
+        page.get_by_text("Grad-CAM for '3' at features.relu2").first.wait_for(timeout=TIMEOUT_MS)
         settle(page)
         assert_no_exception(page)
         page.evaluate("document.activeElement && document.activeElement.blur()")
@@ -122,12 +122,15 @@ def test_uploads_a_photo_of_a_digit_and_refuses_a_fake(app_url: str, shared_data
         error = page.locator('[data-testid="stAlertContentError"]')
         error.first.wait_for(timeout=TIMEOUT_MS)
         lines = [line for line in error.first.inner_text().splitlines() if line.strip()]
-        assert lines[-1] == "notes.png is not an image Pillow can read"  # after the ⚠️ icon
+        assert lines[-1] == (
+            "notes.png is not an image in a format read here "
+            "(PNG, JPEG, GIF, BMP, TIFF, WebP or PPM)"
+        )  # after the ⚠️ icon
         assert_no_exception(page)
 
         photo = {"name": "two.png", "mimeType": "image/png", "buffer": buffer.getvalue()}
         uploader.set_input_files(files=[photo])
-        page.get_by_text("Original — two.png").first.wait_for(timeout=TIMEOUT_MS)
+        page.get_by_text("two.png · 120×160").first.wait_for(timeout=TIMEOUT_MS)
         page.get_by_text(re.compile("inverted to light on black")).first.wait_for()
         settle(page)
         assert_no_exception(page)

@@ -24,6 +24,7 @@ from tests.browser import (
     PROGRESS,
     assert_no_exception,
     choose,
+    new_page,
     open_train,
     screenshot,
     set_run,
@@ -49,11 +50,7 @@ def two_users(viewport: tuple[int, int] = (1400, 1900)) -> Iterator[tuple[object
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
-            size = {"width": viewport[0], "height": viewport[1]}
-            yield (
-                browser.new_context(viewport=size).new_page(),
-                browser.new_context(viewport=size).new_page(),
-            )
+            yield new_page(browser, viewport), new_page(browser, viewport)
         finally:
             browser.close()
 
@@ -144,7 +141,7 @@ def test_two_sessions_train_different_models_at_once_and_never_mix(server) -> No
         # Each session's comparison offers its own run only.
         for page, header in ((first, first_header), (second, second_header)):
             own = re.match(r"Run (\d+)", header)[1]
-            chips = page.locator('[data-testid="stMultiSelect"]').inner_text()
+            chips = page.locator(".st-key-_train_compare_runs").inner_text()  # the runs' pills
             assert f"run {own} (this session)" in chips
             assert len(re.findall(r"\(this session\)", chips)) == 1
 

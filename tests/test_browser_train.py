@@ -81,11 +81,10 @@ def test_train_live_stop_save_then_upload_on_the_model_page(server, tmp_path: Pa
         screenshot(page, "train-saved")
         shipped = checkpoints.list_checkpoints()
         if shipped:  # overlay a shipped card's curves on this session's run
-            runs_box = page.locator('[data-testid="stMultiSelect"]').get_by_role("combobox")
-            runs_box.scroll_into_view_if_needed()  # its options open below it, on screen
-            runs_box.click()  # the box's input: its middle may be a chosen run's × button
-            page.get_by_role("option", name=shipped[0].name, exact=True).click()
-            page.keyboard.press("Escape")
+            pills = page.locator(".st-key-_train_compare_runs")  # every run, a pill each
+            pill = pills.get_by_role("button", name=shipped[0].name, exact=True)
+            pill.scroll_into_view_if_needed()
+            pill.click()
             wait_for_app(page, "Compare runs")
             chart = page.locator('[data-testid="stPlotlyChart"]').last
             chart.get_by_text(shipped[0].name).first.wait_for()  # its legend group

@@ -177,10 +177,11 @@ def test_card_defaults_missing_optional_keys():
         ('{"format": "other/2", "name": "n", "architecture": "a"}', "format 'other/2'"),
         ("[1, 2]", "a JSON object was expected"),
         ('{"format": "cnn-lens/1", "architecture": "lenet5"}', "has no 'name'"),
-        ('{"format": "cnn-lens/1", "name": "n", "architecture": 5}', "a JSON str"),
+        ('{"format": "cnn-lens/1", "name": "n", "architecture": 5}', "should be text"),
         ('{"format": "cnn-lens/1", "name": "n", "architecture": "a", "input_shape": [1, 28]}',
          "three positive integers"),
-        ('{"format": "cnn-lens/1", "name": "n", "architecture": "a", "history": 1}', "JSON list"),
+        ('{"format": "cnn-lens/1", "name": "n", "architecture": "a", "history": 1}',
+         "'history' should be a list"),
         ('{"format": "cnn-lens/1", "name": "n"', "not valid JSON"),
     ],
 )  # fmt: skip
@@ -595,7 +596,7 @@ def test_validate_name_rejects_paths_and_odd_names(tmp_path: Path, typed: str):
         validate_name(typed, tmp_path)
 
 
-def test_list_checkpoints_sorts_and_skips_broken_cards(
+def test_list_checkpoints_sorts_lists_invalid_cards_last_and_skips_orphans(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):
     model = built()
@@ -615,8 +616,12 @@ def test_list_checkpoints_sorts_and_skips_broken_cards(
     with caplog.at_level(logging.WARNING, logger="dashboard.checkpoints"):
         cards = list_checkpoints(tmp_path)
 
-    assert [c.name for c in cards] == ["m-high", "m-low", "fashion", "c10"]
+    # An invalid card beside weights is listed (its weights stay usable), after the valid ones;
+    # a card without weights beside it is skipped.
+    assert [c.name for c in cards] == ["m-high", "m-low", "fashion", "c10", "broken"]
     assert [c.path for c in cards] == [tmp_path / f"{c.name}.safetensors" for c in cards]
-    skipped = sorted(Path(r.args[0]).name for r in caplog.records)
-    assert skipped == ["broken.json", "foreign.json", "orphan.json"]
+    assert cards[-1].problem.startswith("broken.json is not valid JSON")
+    assert [c.problem for c in cards[:-1]] == ["", "", "", ""]
+    warned = sorted(Path(r.args[0]).name for r in caplog.records)
+    assert warned == ["broken.json", "foreign.json", "orphan.json"]
     assert list_checkpoints(tmp_path / "absent") == []

@@ -65,7 +65,11 @@ def test_train_prints_its_json_and_saves_a_checkpoint_with_its_card(run, shared_
     card = json.loads(Path(f"{out}.json").read_text())
     assert card["architecture"] == "course-net"
     assert card["dataset"] == "mnist"
-    assert card["dataset_source"] == payload["dataset_source"]
+    # the JSON names the folders read; the card says where they are in the data root
+    assert card["dataset_source"] == payload["dataset_source"].replace(
+        f"({shared_datasets}/MNIST/raw)", "(MNIST/raw in the data root)"
+    )
+    assert "MNIST/raw in the data root" in card["dataset_source"]
     assert card["model_args"] == {
         "in_channels": 1, "num_classes": 10, "input_size": 28, "options": {}
     }  # fmt: skip

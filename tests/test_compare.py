@@ -175,6 +175,32 @@ def test_same_start_reads_the_seeds(loaded):
     assert "same seed" in compare.start_note(base, sgd)
 
 
+def test_the_same_seed_with_other_options_is_checked_not_assumed(loaded):
+    """study-lenet5-batchnorm and -base share seed 0 but not their options: the note says so,
+    and whether their common tensors started equal is read from both models rebuilt."""
+    base, batchnorm = loaded["study-lenet5-base"].card, loaded["study-lenet5-batchnorm"].card
+    assert compare.different_options(batchnorm, base) == "batch_norm: True vs default"
+    note = compare.start_note(batchnorm, base)
+    assert "differ in their options (batch_norm: True vs default)" in note
+    assert "were trained from the same seed, so they started" not in note
+    torch.manual_seed(0)
+    plain = models.build_model("lenet5").state_dict()
+    torch.manual_seed(0)
+    normed = models.build_model("lenet5", batch_norm=True).state_dict()
+    common = [k for k in plain if k in normed]
+    assert common
+    assert all(torch.equal(plain[k], normed[k]) for k in common)
+    assert compare.same_start(batchnorm, base) is True
+    other = checkpoints.Card(
+        name="y",
+        architecture="course-net",
+        model_args={"options": {}},
+        training={"seed": 0},
+    )  # the same seed, another architecture: no tensor in common started equal
+    assert compare.same_start(base, other) is False
+    assert "different random weights" in compare.start_note(base, other)
+
+
 # --------------------------------------------------------------------------- one image
 
 

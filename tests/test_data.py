@@ -26,8 +26,9 @@ import torch
 import torchvision
 import torchvision.transforms.v2.functional as TF
 
-from dashboard import data, paths
+from dashboard import data, images, paths
 from dashboard.errors import DatasetUnavailableError, UnknownNameError
+from tests.conftest import FULL_SETS
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")  # fmt: skip
@@ -46,7 +47,7 @@ def private_cache(
 
 
 @pytest.fixture(scope="module")
-def mnist_full(shared_datasets: Path) -> dict[str, data.Split]:
+def mnist_splits(shared_datasets: Path) -> dict[str, data.Split]:
     return {
         split: data.load_split("mnist", split, data_root=shared_datasets, download=False)
         for split in ("train", "test")
@@ -56,10 +57,11 @@ def mnist_full(shared_datasets: Path) -> dict[str, data.Split]:
 # --------------------------------------------------------------------------- full MNIST
 
 
+@pytest.mark.full_set("MNIST")
 def test_full_mnist_shapes_labels_and_published_counts(
-    mnist_full: dict[str, data.Split], shared_datasets: Path
+    mnist_splits: dict[str, data.Split], shared_datasets: Path
 ) -> None:
-    train, test = mnist_full["train"], mnist_full["test"]
+    train, test = mnist_splits["train"], mnist_splits["test"]
     assert train.images.shape == (60000, 1, 28, 28)
     assert test.images.shape == (10000, 1, 28, 28)
     for split in (train, test):
@@ -77,8 +79,8 @@ def test_full_mnist_shapes_labels_and_published_counts(
     assert (train.info.channels, train.info.size, train.info.augment) == (1, 28, False)
 
 
-def test_mnist_mean_std_recomputed(mnist_full: dict[str, data.Split]) -> None:
-    images = mnist_full["train"].images
+def test_mnist_mean_std_recomputed(mnist_splits: dict[str, data.Split]) -> None:
+    images = mnist_splits["train"].images
     mean, std = data.channel_stats(images)
     # oracle: exact integer sums of x and x² (channel_stats uses a histogram)
     n = images.numel()
@@ -87,16 +89,18 @@ def test_mnist_mean_std_recomputed(mnist_full: dict[str, data.Split]) -> None:
     assert mean[0] == pytest.approx(s1 / n / 255, abs=1e-12)
     assert std[0] == pytest.approx((s2 / n - (s1 / n) ** 2) ** 0.5 / 255, abs=1e-12)
     info = data.dataset_info("mnist")
-    assert (round(mean[0], 4), round(std[0], 4)) == (0.1307, 0.3081)
+    if "MNIST" in FULL_SETS:  # the registry's constants are the full training set's
+        assert (round(mean[0], 4), round(std[0], 4)) == (0.1307, 0.3081)
     assert (info.mean, info.std) == ((0.1307,), (0.3081,))
 
 
 def test_mnist_pixels_equal_torchvision(
-    mnist_full: dict[str, data.Split], shared_datasets: Path
+    mnist_splits: dict[str, data.Split], shared_datasets: Path
 ) -> None:
     for train, split in ((True, "train"), (False, "test")):
         reference = torchvision.datasets.MNIST(shared_datasets, train=train, download=False)
-        ours = mnist_full[split]
+        ours = mnist_splits[split]
+        assert len(ours) == len(reference)
         for i in (0, 1, 777, len(reference) - 1):
             image, label = reference[i]
             assert np.array_equal(np.asarray(image), ours.images[i, 0].numpy())
@@ -131,42 +135,67 @@ def test_input_size_resizes_registry_sets(shared_datasets: Path) -> None:
 # --------------------------------------------------------------------------- bundled sample
 
 
-def test_bundled_sample_is_the_head_of_the_full_set(mnist_full: dict[str, data.Split]) -> None:
+@pytest.mark.full_set("MNIST")
+def test_bundled_sample_is_the_head_of_the_full_set(mnist_splits: dict[str, data.Split]) -> None:
     for split, count in (("train", 10000), ("test", 10000)):
         stem = data._IDX_FILES[split][0]
         path = paths.SAMPLE_DIR / f"{stem}.gz"
         assert path.read_bytes()[4:8] == b"\0\0\0\0"  # gzip mtime 0: reproducible bytes
         sample_images = data.read_idx(path)
         assert sample_images.shape == (count, 28, 28)
-        assert torch.equal(sample_images, mnist_full[split].images[:count, 0])
+        assert torch.equal(sample_images, mnist_splits[split].images[:count, 0])
     labels = data.read_idx(paths.SAMPLE_DIR / "train-labels-idx1-ubyte.gz")
-    assert torch.equal(labels.long(), mnist_full["train"].labels[:10000])
+    assert torch.equal(labels.long(), mnist_splits["train"].labels[:10000])
 
 
 def test_sample_stands_in_when_the_full_set_is_missing(
-    tmp_path: Path, mnist_full: dict[str, data.Split]
+    tmp_path: Path, mnist_splits: dict[str, data.Split]
 ) -> None:
     train = data.load_split("mnist", "train", data_root=tmp_path, download=False)
     assert train.is_sample
     assert len(train) == 10000
     assert train.source == (
         "bundled MNIST sample: first 10,000 train images "
-        f"(full set not found under {tmp_path / 'MNIST' / 'raw'}; download not attempted)"
+        f"(full set not found under {tmp_path / 'MNIST' / 'raw'}; download not attempted; "
+        f"{paths.SHORT_DATA_ROOT_HINT})"
     )
-    assert torch.equal(train.images, mnist_full["train"].images[:10000])
+    assert torch.equal(train.images, mnist_splits["train"].images[:10000])
     test = data.load_split("mnist", "test", data_root=tmp_path, download=False)
     assert test.is_sample
-    assert torch.equal(test.labels, mnist_full["test"].labels)
+    assert torch.equal(test.labels, mnist_splits["test"].labels)
+
+
+def test_cifar10_sample_stands_in_when_the_full_set_is_missing(tmp_path: Path) -> None:
+    for split, per_class in (("train", 200), ("test", 100)):
+        loaded = data.load_split("cifar10", split, data_root=tmp_path, download=False)
+        assert loaded.is_sample
+        assert loaded.info == data.dataset_info("cifar10")
+        assert loaded.source == (
+            f"bundled CIFAR-10 sample (JPEG copy): {10 * per_class:,} {split} images (full set "
+            f"not found under {tmp_path / 'cifar-10-batches-py'} or {tmp_path / 'cifar10-jpg'}; "
+            "download not attempted)"
+        )
+        # oracle: torchvision's ImageFolder reads the same files in the same order
+        reference = torchvision.datasets.ImageFolder(paths.CIFAR10_SAMPLE_DIR / split)
+        assert tuple(reference.classes) == CIFAR10_CLASSES
+        assert loaded.labels.tolist() == reference.targets
+        assert torch.bincount(loaded.labels).tolist() == [per_class] * 10
+        for i in (0, 777, len(reference) - 1):
+            image, _ = reference[i]
+            assert np.array_equal(np.asarray(image).transpose(2, 0, 1), loaded.images[i].numpy())
 
 
 # --------------------------------------------------------------------------- image folders
 
 
-def _link_cifar_subset(src: Path, dst: Path, per_class: int) -> None:
+def _copy_cifar_subset(src: Path, dst: Path, per_class: int) -> None:
+    """Copies the first `per_class` JPEGs of each class of `src` as 0000.jpg, 0001.jpg, … (the
+    full set's are numbered 0000, 0001, …; the shipped sample's 0000, 0010, …). Copies, not
+    links: a folder's links leading out of it are not followed."""
     for name in CIFAR10_CLASSES:
         (dst / name).mkdir(parents=True)
-        for i in range(per_class):
-            (dst / name / f"{i:04d}.jpg").symlink_to(src / name / f"{i:04d}.jpg")
+        for i, source in enumerate(sorted((src / name).glob("*.jpg"))[:per_class]):
+            shutil.copyfile(source, dst / name / f"{i:04d}.jpg")
 
 
 def _pil_rgb(path: Path) -> np.ndarray:
@@ -175,10 +204,10 @@ def _pil_rgb(path: Path) -> np.ndarray:
 
 @pytest.fixture
 def cifar_folder(tmp_path: Path, shared_datasets: Path) -> Path:
-    """20 CIFAR-10 JPEGs per class (symlinks), plus a truncated JPEG and a text file named .png
+    """20 CIFAR-10 JPEGs per class (copies), plus a truncated JPEG and a text file named .png
     in cat/, plus a README that is not an image at all."""
     root = tmp_path / "pets"
-    _link_cifar_subset(shared_datasets / "cifar10-jpg" / "test", root, 20)
+    _copy_cifar_subset(shared_datasets / "cifar10-jpg" / "test", root, 20)
     jpeg = (shared_datasets / "cifar10-jpg" / "test" / "cat" / "0100.jpg").read_bytes()
     (root / "cat" / "zz_truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     (root / "cat" / "zz_not_an_image.png").write_text("hello")
@@ -200,7 +229,11 @@ def test_folder_dataset_classes_counts_split_and_pixels(cifar_folder: Path) -> N
     assert torch.bincount(test.labels).tolist() == [4] * 10
     assert torch.bincount(train.labels).tolist() == [16] * 10
     assert (train.skipped, test.skipped) == (2, 0)
-    assert train.source.endswith(f"160 train images ({cifar_folder}), 2 unreadable files skipped")
+    assert train.source.endswith(
+        f"160 train images ({cifar_folder}), 2 unreadable files skipped (cat/zz_not_an_image.png "
+        "is not an image in a format read here (PNG, JPEG, GIF, BMP, TIFF, WebP or PPM); "
+        "cat/zz_truncated.jpg could not be decoded (Truncated File Read))"
+    )
     cat = CIFAR10_CLASSES.index("cat")
     test_cats = test.images[test.labels == cat]
     for k, i in enumerate((4, 9, 14, 19)):  # oracle: PIL decodes the same files
@@ -214,18 +247,18 @@ def test_folder_dataset_classes_counts_split_and_pixels(cifar_folder: Path) -> N
 
 
 def test_folder_cache_hit_and_invalidation(
-    cifar_folder: Path, private_cache: Path, monkeypatch: pytest.MonkeyPatch
+    cifar_folder: Path, private_cache: Path, monkeypatch: pytest.MonkeyPatch, shared_datasets: Path
 ) -> None:
     name = f"folder:{cifar_folder}"
     first = data.load_split(name, "test")
     cached = sorted((private_cache / "derived" / "folders").glob("*.safetensors"))
     assert len(cached) == 2  # train (needed for normalization) and test
 
-    def no_decoding(path: str) -> None:
-        raise AssertionError(f"decoded {path} although the cache is fresh")
+    def no_decoding(paths: list[str], *_) -> None:
+        raise AssertionError(f"decoded {paths[0]}… although the cache is fresh")
 
     with monkeypatch.context() as m:
-        m.setattr(data, "_decode_file", no_decoding)
+        m.setattr(images, "decode_files", no_decoding)
         again = data.load_split(name, "test")
     assert torch.equal(again.images, first.images)
     assert torch.equal(again.labels, first.labels)
@@ -233,7 +266,7 @@ def test_folder_cache_hit_and_invalidation(
 
     # replace dog/0004.jpg (a test image) by a copy of a different picture: new key, new pixels
     target = cifar_folder / "dog" / "0004.jpg"
-    replacement = target.resolve().parent.parent / "dog" / "0500.jpg"
+    replacement = shared_datasets / "cifar10-jpg" / "test" / "dog" / "0500.jpg"
     target.unlink()
     shutil.copyfile(replacement, target)
     changed = data.load_split(name, "test")
@@ -284,9 +317,134 @@ def test_folder_errors(tmp_path: Path) -> None:
         data.load_split("folder:")
 
 
+def _pngs(folder: Path, count: int, first: int = 0) -> None:
+    """`count` real 12×12 RGB PNGs, each a different flat colour."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(first, first + count):
+        PIL.Image.new("RGB", (12, 12), (i * 20 % 256, 90, 200)).save(folder / f"{i:02d}.png")
+
+
+def test_an_animated_gif_gives_its_first_frame_and_one_named_png_is_skipped(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "anim"
+    _pngs(root / "a", 5)
+    _pngs(root / "b", 5)
+    first = PIL.Image.new("RGB", (12, 12), (250, 10, 10))
+    second = PIL.Image.new("RGB", (12, 12), (10, 10, 250))
+    buffer = io.BytesIO()
+    first.save(buffer, "GIF", save_all=True, append_images=[second], duration=50, loop=0)
+    (root / "a" / "05.gif").write_bytes(buffer.getvalue())
+    (root / "b" / "05.png").write_bytes(buffer.getvalue())  # a GIF named .png
+    train = data.load_split(f"folder:{root}", "train", input_size=12)
+    a_images = train.images[train.labels == 0]
+    assert a_images.shape == (5, 3, 12, 12)  # 00–03 and the GIF; 04 is test
+    assert a_images[-1, :, 0, 0].tolist() == [250, 10, 10]  # the first frame
+    assert (len(train), train.skipped) == (9, 1)
+    assert train.source.endswith(
+        "1 unreadable files skipped (b/05.png is a GIF image named .png: rename it .gif)"
+    )
+
+
+def test_an_empty_class_folder_is_a_class_with_a_note(tmp_path: Path) -> None:
+    root = tmp_path / "pets"
+    _pngs(root / "cat", 6)
+    _pngs(root / "dog", 6)
+    (root / "empty").mkdir()
+    (root / "empty" / "notes.txt").write_text("no images here")
+    train = data.load_split(f"folder:{root}", "train")
+    assert train.info.classes == ("cat", "dog", "empty")  # a class: the model has 3 outputs
+    note = "class folder empty has no train images but still counts as a class"
+    assert train.notes == (note,)
+    assert train.source.endswith(f"10 train images ({root}), {note}")
+
+
+def test_symbolic_links_never_lead_out_of_a_class_folder(tmp_path: Path) -> None:
+    root = tmp_path / "pets"
+    _pngs(root / "cat", 5)
+    _pngs(root / "cat" / "kittens", 5, first=5)  # a real subfolder: its images are cats
+    _pngs(root / "dog", 5)
+    outside = tmp_path / "elsewhere"
+    _pngs(outside, 5, first=10)
+    alone = data.load_split(f"folder:{root}", "train")
+    assert torch.bincount(alone.labels).tolist() == [8, 4]
+    (root / "cat" / "loop").symlink_to("..")  # the report's case: back up to the root
+    (root / "cat" / "dogs").symlink_to(root / "dog")  # into another class
+    (root / "cat" / "again").symlink_to(root / "cat" / "kittens")  # a folder listed already
+    (root / "dog" / "far").symlink_to(outside)  # out of the dataset
+    (root / "dog" / "10.png").symlink_to(outside / "10.png")  # one file out of it
+    (root / "cat" / "twin.png").symlink_to(root / "cat" / "00.png")  # inside: followed
+    linked = data.load_split(f"folder:{root}", "train")
+    assert torch.bincount(linked.labels).tolist() == [9, 4]  # only the twin is new
+    note = "5 symbolic links not followed (they lead out of their folder or into a loop)"
+    assert linked.notes == (note,)
+    assert linked.source.endswith(note)
+
+    split = tmp_path / "split"  # train/ and test/: a test class linked to its train images
+    _pngs(split / "train" / "cat", 3)
+    _pngs(split / "train" / "dog", 3)
+    _pngs(split / "test" / "cat", 2)
+    (split / "test" / "dog").symlink_to(split / "train" / "dog")
+    test = data.load_split(f"folder:{split}", "test")
+    assert test.labels.tolist() == [0, 0]  # no train dog in the test split
+    assert test.notes == (
+        "1 symbolic link not followed (they lead out of their folder or into a loop)",
+        "class folder dog has no test images but still counts as a class",
+    )
+
+
+def test_a_file_a_system_folder_or_the_root_given_as_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    picture = tmp_path / "cat.png"
+    PIL.Image.new("RGB", (4, 4)).save(picture)
+    with pytest.raises(DatasetUnavailableError) as refused:
+        data.load_split(f"folder:{picture}")
+    assert str(refused.value) == (
+        f"image folder {picture} is a file: give the folder that holds one subfolder per class"
+    )
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)  # a link to itself: resolving it never ends
+    with pytest.raises(DatasetUnavailableError) as refused:
+        data.load_split(f"folder:{loop}")
+    assert str(refused.value).startswith(f"image folder {loop} cannot be opened (")
+
+    def no_listing(*_) -> None:
+        raise AssertionError("a system folder was listed")
+
+    monkeypatch.setattr(data._Walk, "scandir", no_listing)
+    for typed, refusal in (
+        ("/", "image folder / is the root of the file system: give the folder that holds one "
+         "subfolder per class"),
+        ("/proc", "image folder /proc is in /proc, a system folder, not a folder of images"),
+        ("/sys/class", "image folder /sys/class is in /sys, a system folder, not a folder of "
+         "images"),
+    ):  # fmt: skip
+        with pytest.raises(DatasetUnavailableError) as refused:
+            data.dataset_info(f"folder:{typed}")
+        assert str(refused.value) == refusal
+
+
+def test_listing_stops_past_its_limit_and_never_opens_a_pipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "pets"
+    _pngs(root / "cat", 30)
+    _pngs(root / "dog", 30)
+    os.mkfifo(root / "dog" / "99.png")  # opening it would wait for a writer forever
+    train = data.load_split(f"folder:{root}", "train")
+    assert (len(train), train.skipped) == (48, 0)
+    assert train.notes == ("1 image name on a pipe, device or socket not read",)
+    monkeypatch.setattr(data, "MAX_SCAN_ENTRIES", 40)
+    with pytest.raises(DatasetUnavailableError) as stopped:
+        data.load_split(f"folder:{root}", "train")
+    assert str(stopped.value).startswith(f"image folder {root}: listing stopped after 61 entries")
+    assert str(stopped.value).endswith("give the folder that holds one subfolder per class")
+
+
 def test_cifar10_name_uses_the_jpeg_copy(tmp_path: Path, shared_datasets: Path) -> None:
     for split in ("train", "test"):
-        _link_cifar_subset(
+        _copy_cifar_subset(
             shared_datasets / "cifar10-jpg" / split, tmp_path / "cifar10-jpg" / split, 3
         )
     split = data.load_split("cifar10", "test", data_root=tmp_path, download=False)
@@ -298,14 +456,16 @@ def test_cifar10_name_uses_the_jpeg_copy(tmp_path: Path, shared_datasets: Path) 
     assert np.array_equal(split.images[4].numpy(), _pil_rgb(jpg / "automobile" / "0001.jpg"))
 
 
-def test_cifar10_full_jpeg_test_split(shared_datasets: Path) -> None:
+def test_cifar10_jpeg_test_split_equals_torchvisions_image_folder(shared_datasets: Path) -> None:
     split = data.load_split("cifar10", "test", data_root=shared_datasets, download=False)
-    assert split.images.shape == (10000, 3, 32, 32)
-    assert torch.bincount(split.labels).tolist() == [1000] * 10
-    assert split.source.startswith("CIFAR-10 (JPEG copy), 10,000 test images")
     reference = torchvision.datasets.ImageFolder(shared_datasets / "cifar10-jpg" / "test")
+    n = len(reference)  # 10,000; 1,000 in the shipped sample
+    assert split.images.shape == (n, 3, 32, 32)
+    assert torch.bincount(split.labels).tolist() == np.bincount(reference.targets).tolist()
+    assert torch.bincount(split.labels).tolist() == [n // 10] * 10
+    assert split.source.startswith(f"CIFAR-10 (JPEG copy), {n:,} test images")
     assert tuple(reference.classes) == split.info.classes
-    for i in (0, 4321, 9999):
+    for i in (0, n * 43 // 100, n - 1):
         image, label = reference[i]
         assert np.array_equal(np.asarray(image).transpose(2, 0, 1), split.images[i].numpy())
         assert label == int(split.labels[i])
@@ -319,10 +479,11 @@ def test_a_split_for_a_224_px_model_keeps_the_stored_images_and_resizes_when_rea
         "cifar10", "test", data_root=shared_datasets, download=False, input_size=224
     )
     # Memory: the 32-px images (31 MB), not 10,000 × 3 × 224 × 224 (1.5 GB).
-    assert big.images.nbytes == stored.images.nbytes == 10000 * 3 * 32 * 32
+    n = len(stored)
+    assert big.images.nbytes == stored.images.nbytes == n * 3 * 32 * 32
     assert isinstance(big.images, data.ResizedImages)
-    assert big.images.shape == (10000, 3, 224, 224)
-    assert len(big) == 10000
+    assert big.images.shape == (n, 3, 224, 224)
+    assert len(big) == n
     assert big.info.input_shape == (3, 224, 224)
     assert big.source.endswith("resized to 224×224")
     # Reads equal resizing the whole split up front (the same filter per image).

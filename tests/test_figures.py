@@ -308,34 +308,56 @@ def test_activation_grid_takes_a_smaller_pixel_budget() -> None:
     assert "shown at 1/2 resolution" in fig.layout.title.subtitle.text
 
 
-def test_activation_stack_is_one_figure_with_every_layer(digits: torch.Tensor) -> None:
+def test_activation_stack_is_one_figure_a_block_per_layer(digits: torch.Tensor) -> None:
     torch.manual_seed(0)
     conv1, conv2 = torch.nn.Conv2d(1, 6, 5), torch.nn.Conv2d(6, 16, 5)
     with torch.no_grad():
         a1 = F.relu(conv1(digits[:1]))  # (1, 6, 24, 24)
         a2 = F.relu(conv2(F.max_pool2d(a1, 2)))  # (1, 16, 8, 8)
-    layers = [("conv1", a1[0].numpy()), ("conv2", a2[0].numpy())]
-    fig = figures.activation_stack(layers, scale="per layer", width=600, title="All")
-    first, second = heatmaps(fig)
-    assert (first.name, second.name) == ("conv1", "conv2")
-    for heat, (_, maps) in zip((first, second), layers, strict=True):
+        a3 = F.max_pool2d(a2, 2)  # (1, 16, 4, 4)
+    layers = [("conv1", a1[0].numpy()), ("conv2", a2[0].numpy()), ("pool2", a3[0].numpy())]
+    fig = figures.activation_stack(layers, scale="per layer", width=300, columns=2, title="All")
+    blocks = heatmaps(fig)
+    assert [b.name for b in blocks] == ["conv1", "conv2", "pool2"]
+    layout = fig.layout
+    width, height = layout.width - 20, layout.height - 100  # the plot area, margins off
+    assert (layout.xaxis.range, layout.yaxis.range) == ((0, width), (height, 0))  # 1 unit = 1 px
+    bottoms = []
+    for k, (heat, (_, maps)) in enumerate(zip(blocks, layers, strict=True)):
         z, custom = np.asarray(heat.z), np.asarray(heat.customdata)
         inside = ~np.isnan(z)
         assert inside.sum() == maps.size  # small layers are not thinned
         channel, y, x = (custom[inside][:, i].astype(int) for i in range(3))
         np.testing.assert_array_equal(custom[inside][:, 3], maps[channel, y, x])
-        scaled = (maps - maps.min()) / (maps.max() - maps.min())
-        np.testing.assert_allclose(z[inside], scaled[channel, y, x], rtol=1e-6, atol=1e-7)
-        assert z.shape[1] * heat.dx == pytest.approx(600)  # every layer drawn 600 px wide
-    assert first.y0 + first.dy * np.asarray(first.z).shape[0] < second.y0  # one under another
-    assert [a.text.split("</b>")[0] for a in fig.layout.annotations] == ["<b>conv1", "<b>conv2"]
-    assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (0.0, 1.0)
+        np.testing.assert_array_equal(z[inside], maps[channel, y, x])  # values, on their range
+        assert z.shape[1] * heat.dx == pytest.approx(300)  # every block 300 px wide
+        axis = layout["coloraxis" if k == 0 else f"coloraxis{k + 1}"]
+        assert heat.coloraxis == ("coloraxis" if k == 0 else f"coloraxis{k + 1}")
+        assert (axis.cmin, axis.cmax) == pytest.approx((maps.min(), maps.max()))
+        # its own colour bar spans exactly its maps: from the mosaic's top, its height
+        top, tall = heat.y0 - heat.dy / 2, z.shape[0] * heat.dy
+        assert axis.colorbar.y == pytest.approx(1 - top / height)
+        assert axis.colorbar.len == pytest.approx(tall / height)
+        bottoms.append(top + tall)
+    first, second, _ = blocks
+    tops = [heat.y0 - heat.dy / 2 for heat in blocks]
+    assert tops[0] == pytest.approx(tops[1])  # two a row, side by side
+    assert second.x0 > first.x0 + 300
+    assert tops[2] > max(bottoms[:2])  # the next row under the taller of the two
+    assert bottoms[2] == pytest.approx(height)  # no band left below the last block
+    assert [a.text.split("</b>")[0] for a in layout.annotations] == [
+        "<b>conv1",
+        "<b>conv2",
+        "<b>pool2",
+    ]
 
     glob = figures.activation_stack(layers, scale="global", global_range=(-1.0, 9.0))
-    assert (glob.layout.coloraxis.cmin, glob.layout.coloraxis.cmax) == (-1.0, 9.0)
+    assert (glob.layout.coloraxis2.cmin, glob.layout.coloraxis2.cmax) == (-1.0, 9.0)
     raw = np.asarray(heatmaps(glob)[1].z)
     np.testing.assert_array_equal(raw[:8, :8], layers[1][1][0])  # raw values, first tile
-    thin = figures.activation_stack(layers, max_pixels=2_000)
+    per_map = figures.activation_stack(layers, scale="per map")
+    assert list(per_map.layout.coloraxis.colorbar.ticktext) == ["map min", "map max"]
+    thin = figures.activation_stack(layers, max_pixels=3_000)
     for heat in heatmaps(thin):
         assert (~np.isnan(np.asarray(heat.z))).sum() <= 1_000  # the layers share the budget
     with pytest.raises(ValueError, match="global_range"):

@@ -28,6 +28,7 @@ from tests.test_hostile_checkpoints import (
     tiny_disk,
     tree_digest,
 )
+from tests.test_images import REPORTED_PNG, short_png
 
 QUICK = ["--epochs", "1", "--limit-train", "512", "--limit-test", "200"]
 
@@ -299,11 +300,101 @@ def test_unreadable_images_in_a_folder_are_skipped_and_counted(tmp_path, capsys)
     assert code == 0, err
     source = json.loads(stdout)["dataset_source"]
     train_part, test_part = source.split("; test: ")
-    assert train_part.endswith("15 train images (" + str(root) + "), 1 unreadable files skipped")
-    assert test_part.endswith("3 test images (" + str(root) + "), 1 unreadable files skipped")
+    assert train_part.endswith(
+        f"15 train images ({root}), 1 unreadable files skipped (a/03.png could not be decoded "
+        "(its PNG header is damaged))"
+    )
+    assert test_part.endswith(
+        f"3 test images ({root}), 1 unreadable files skipped (b/04.png is not an image in a "
+        "format read here (PNG, JPEG, GIF, BMP, TIFF, WebP or PPM))"
+    )
     saved = checkpoints.read_card(out)
     assert (saved.training["train_images"], saved.training["test_images"]) == (15, 3)
-    assert saved.dataset_source == source
+    # the card names no folder of this machine: the last two names of the folder only
+    assert saved.dataset_source == source.replace(f"({root})", f"(…/{root.parent.name}/shapes)")
+
+
+def cli_process(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`python -m dashboard ARGV` in its own process: a crash there is an exit code here."""
+    env = {**os.environ, paths.CACHE_ENV: str(tmp_path / "cache"), "CNN_LENS_RUNS": str(tmp_path)}
+    return subprocess.run(
+        [sys.executable, "-m", "dashboard", *argv],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_the_69_byte_png_is_skipped_and_counted_not_a_crash(tmp_path):
+    """The report's PNG (40,000×40,000 claimed, 100 bytes of image data) and a 32×32 PNG cut
+    the same way both killed the old folder decoder (libpng, SIGSEGV: exit 139)."""
+    root = tmp_path / "shapes"
+    write_pngs(root / "a", 10, seed=1)
+    write_pngs(root / "b", 10, seed=2)
+    (root / "a" / "05_bomb.png").write_bytes(REPORTED_PNG)
+    (root / "b" / "05_cut.png").write_bytes(short_png(32, 32))
+    out = tmp_path / "folder-run"
+    ran = cli_process(
+        tmp_path, "train", "--model", "course-net", "--dataset", f"folder:{root}",
+        "--epochs", "1", "--input-size", "28", "--out", str(out),
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert "Traceback" not in ran.stderr
+    train_part = json.loads(ran.stdout)["dataset_source"].split("; test: ")[0]
+    assert train_part.endswith(
+        f"16 train images ({root}), 2 unreadable files skipped (a/05_bomb.png claims to be "
+        "1,600,000,000 pixels: refused as too large; b/05_cut.png could not be decoded (image "
+        "file is truncated (0 bytes not processed)))"
+    )
+
+    only_bad = tmp_path / "bad"  # every train image bad: one line, exit 2
+    (only_bad / "a").mkdir(parents=True)
+    (only_bad / "b").mkdir()
+    (only_bad / "a" / "bomb.png").write_bytes(REPORTED_PNG)
+    (only_bad / "b" / "cut.png").write_bytes(short_png(32, 32))
+    ran = cli_process(tmp_path, "train", "--model", "course-net", "--dataset", f"folder:{only_bad}")
+    assert ran.returncode == cli.EXIT_BAD_INPUT, ran.stderr
+    assert ran.stderr.strip().splitlines() == [
+        f"python -m dashboard train: no readable train images in {only_bad} (2 unreadable "
+        "files: a/bomb.png claims to be 1,600,000,000 pixels: refused as too large)"
+    ]
+
+
+def test_the_root_of_the_file_system_or_a_file_is_refused_in_one_line(tmp_path, capsys):
+    line = one_line_failure(capsys, "train", "--model", "course-net", "--dataset", "folder:/")
+    assert line == (
+        "python -m dashboard train: image folder / is the root of the file system: give the "
+        "folder that holds one subfolder per class"
+    )
+    picture = tmp_path / "cat.png"
+    write_pngs(tmp_path, 1, seed=0)
+    (tmp_path / "00.png").rename(picture)
+    line = one_line_failure(capsys, "evaluate", "trained/lenet5-mnist.safetensors",
+                            "--dataset", f"folder:{picture}")  # fmt: skip
+    assert line == (
+        f"python -m dashboard evaluate: image folder {picture} is a file: give the folder that "
+        "holds one subfolder per class"
+    )
+
+
+def test_an_empty_class_folder_trains_with_a_note(tmp_path, capsys):
+    root = tmp_path / "shapes"
+    write_pngs(root / "a", 10, seed=1)
+    write_pngs(root / "b", 10, seed=2)
+    (root / "c").mkdir()
+    code, _, err = cli_run(
+        capsys, "train", "--model", "course-net", "--dataset", f"folder:{root}",
+        "--epochs", "1", "--input-size", "28", "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("note: class")]
+    assert notes == [
+        "note: class folder c has no train images but still counts as a class",
+        "note: class folder c has no test images but still counts as a class",
+    ]
+    assert checkpoints.read_card(tmp_path / "run").classes == ["a", "b", "c"]
 
 
 # --- names and paths ---------------------------------------------------------------------------

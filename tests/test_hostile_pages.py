@@ -15,7 +15,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from dashboard import checkpoints, data, inputs, models, paths, runs, training
+from dashboard import checkpoints, data, images, inputs, models, paths, runs, settings, training
 from dashboard.runs import RunSpec
 from tests.pages import run_page
 from tests.test_hostile_checkpoints import card, fill, tiny_disk, tree_digest
@@ -27,9 +27,13 @@ SHIPPED = "ckpt:trained/lenet5-mnist.safetensors"
 
 @pytest.fixture(autouse=True)
 def private_folders(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Saved runs, uploads and decoded folders go to temporary folders."""
+    """Saved runs, uploads and decoded folders go to temporary folders; the app may read
+    image folders under tmp_path (as if the server's owner allowed it)."""
     monkeypatch.setattr(paths, "RUNS_DIR", tmp_path / "runs")
     monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(settings.CONFIG_ENV, str(tmp_path / "config"))
+    (tmp_path / "config").mkdir()
+    settings.settings_path().write_text(json.dumps({"allowed_roots": [str(tmp_path)]}))
     return tmp_path / "runs"
 
 
@@ -52,6 +56,12 @@ def one_error(app: AppTest) -> str:
 
 def chart_titles(app: AppTest) -> list[str]:
     return [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in app.get("plotly_chart")]
+
+
+def noted(app: AppTest, notes: list[str]) -> bool:
+    """Whether the page's captions say every one of an image's preparation notes."""
+    shown = "\n".join(captions(app)).replace("\\", "")  # the page escapes Markdown
+    return all(f"{note[0].upper()}{note[1:]}." in shown for note in notes)
 
 
 def captions(app: AppTest) -> list[str]:
@@ -147,11 +157,8 @@ def test_hostile_images_show_the_model_input_or_one_line(shared_datasets: Path):
             continue
         assert errors(app) == [], (name, errors(app))
         prepared = inputs.prepare_upload(raw, mnist, digits=True, name=name)  # the same steps
-        assert "What the model sees (1×28×28)" in chart_titles(app), name
-        assert f"Original — {name}" in chart_titles(app), name
-        assert [f"· {note}" for note in prepared.notes] == [
-            c for c in captions(app) if c.startswith("· ")
-        ], name
+        assert {"Original", "What the model sees"} <= set(chart_titles(app)), name
+        assert noted(app, prepared.notes), name
 
 
 def test_a_colour_model_takes_one_pixel_cmyk_and_transparency(shared_datasets: Path):
@@ -168,14 +175,12 @@ def test_a_colour_model_takes_one_pixel_cmyk_and_transparency(shared_datasets: P
         upload_image(app, name, raw)
         assert errors(app) == [], (name, errors(app))
         prepared = inputs.prepare_upload(raw, cifar, name=name)
-        assert "What the model sees (3×32×32)" in chart_titles(app), name
-        assert [f"· {note}" for note in prepared.notes] == [
-            c for c in captions(app) if c.startswith("· ")
-        ], name
+        assert "What the model sees" in chart_titles(app), name
+        assert noted(app, prepared.notes), name
 
 
 def test_an_image_over_the_size_limit_is_refused_on_the_page(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(inputs, "MAX_UPLOAD_BYTES", 2**20)
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 2**20)
     raw = encode(digit_like(), "PNG")
     padded = raw + b"\0" * (3 * 2**20)  # a PNG with 3 MB of trailing bytes
     app = upload_image(activations_upload(), "padded.png", padded)
@@ -188,7 +193,7 @@ def test_an_image_over_the_size_limit_is_refused_on_the_page(monkeypatch: pytest
 def model_upload(app: AppTest, filename: str, content: bytes, architecture: str) -> AppTest:
     app.radio[0].set_value("Upload a state dict").run()
     app.file_uploader(key="model_upload").set_value((filename, content, "application/octet-stream"))
-    app.selectbox(key="model_upload_arch").set_value(architecture).run()
+    app.selectbox(key="_model_upload_arch").set_value(architecture).run()
     next(b for b in app.button if b.label == "Load and select").click().run()
     assert not app.exception, app.exception
     return app
@@ -253,10 +258,9 @@ def hundred_class_checkpoint(folder: Path, card_classes: int = 100) -> Path:
 def test_a_checkpoint_with_the_wrong_number_of_classes_is_a_clear_message(tmp_path: Path):
     key = "ckpt:" + str(hundred_class_checkpoint(tmp_path))
     activations = page("pages/5_Activations.py", key)
-    assert one_error(activations) == (
-        "lenet100 has 100 outputs but MNIST has 10 classes: pick a dataset with 100 classes or a "
-        "model trained on this one"
-    )
+    assert errors(activations) == []  # the test images do not fit; uploads and drawings do
+    [note] = [i.value for i in activations.info if "do not fit this model" in i.value]
+    assert "lenet100 has 100 outputs, MNIST 10 classes" in note
     confusion = page("pages/6_Confusion_matrix.py", key)
     assert one_error(confusion) == (
         "the model has 100 outputs but the dataset has 10 classes: pick a dataset with 100 "
@@ -282,11 +286,11 @@ def train_page(model_key: str = "arch:course-net", **state) -> AppTest:
 
 
 def set_run(app: AppTest, limit: int = 500, epochs: int = 1, **numbers) -> None:
-    app.number_input(key="train_w_epochs").set_value(epochs)
-    app.number_input(key="train_w_limit").set_value(limit)
-    app.number_input(key="train_w_limit_test").set_value(200)
+    app.number_input(key="_train_w_epochs").set_value(epochs)
+    app.number_input(key="_train_w_limit").set_value(limit)
+    app.number_input(key="_train_w_limit_test").set_value(200)
     for key, value in numbers.items():
-        app.number_input(key=f"train_w_{key}").set_value(value)
+        app.number_input(key=f"_train_w_{key}").set_value(value)
 
 
 def start(app: AppTest) -> runs.TrainingRun | None:
@@ -340,7 +344,7 @@ def test_unreadable_images_in_a_folder_are_skipped_and_counted_on_the_page(tmp_p
 def test_learning_rate_zero_and_a_batch_larger_than_the_data_run_and_say_so():
     app = train_page()
     set_run(app, limit=300, batch=5000)
-    app.number_input(key="train_w_lr").set_value(0.0)
+    app.number_input(key="_train_w_lr").set_value(0.0)
     start(app)
     run = run_until_done(app)
     assert run.status == runs.FINISHED, run.reason
@@ -358,9 +362,9 @@ def test_zero_epochs_and_other_impossible_numbers_are_clamped_by_the_widgets():
     becomes 1, a negative learning rate 0; the runs module refuses them anyway (test_runs)."""
     app = train_page()
     for key, typed, kept in (("epochs", 0, 1), ("batch", 0, 1), ("lr", -0.1, 0.0)):
-        app.number_input(key=f"train_w_{key}").set_value(typed).run()
+        app.number_input(key=f"_train_w_{key}").set_value(typed).run()
         assert not app.exception, app.exception
-        assert app.number_input(key=f"train_w_{key}").value == kept, key
+        assert app.number_input(key=f"_train_w_{key}").value == kept, key
     assert errors(app) == []
 
 
@@ -392,7 +396,7 @@ def test_save_names_cannot_leave_the_runs_folder(private_folders: Path, tmp_path
     start(app)
     run_until_done(app)
     for name in ("../escape", "/etc/evil", "a/b", ".hidden", "con", "two words"):
-        app.text_input(key="train_w_save_name").input(name).run()
+        app.text_input(key="_train_w_save_name").input(name).run()
         assert not app.exception, app.exception
         assert len(errors(app)) == 1, (name, errors(app))
         assert not [b for b in app.button if b.key == "train_save"], name
@@ -412,7 +416,7 @@ def test_a_full_disk_on_save_is_one_line_then_saving_again_works(
         run = run_until_done(app)
         assert run.status == runs.FINISHED, run.reason
         filler = fill(disk, leave=32 * 1024)  # the weights fit; with their snapshots they do not
-        app.text_input(key="train_w_save_name").input("full").run()
+        app.text_input(key="_train_w_save_name").input("full").run()
         app.button(key="train_save").click().run()
         assert one_error(app) == (
             f"disk full while saving {disk / 'full.safetensors'} (No space left on device): "

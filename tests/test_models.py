@@ -514,7 +514,10 @@ def test_the_home_pages_modules_leave_torchvision_unimported() -> None:
 def test_the_home_page_paints_before_importing_torch() -> None:
     """app.py draws its title and page map from dashboard.ui before anything imports torch
     (seconds on a cold start), so the first page appears while the model list loads."""
-    code = "import sys, streamlit, dashboard.ui, dashboard.errors\nprint('torch' in sys.modules)\n"
+    code = (
+        "import sys, streamlit, dashboard.ui, dashboard.errors, dashboard.shipped_flows\n"
+        "print('torch' in sys.modules)\n"
+    )
     assert fresh_python(code) == "False"
     app = (REPO / "app.py").read_text()
-    assert app.index("ui.page_overview()") < app.index("from dashboard import summary")
+    assert app.index("ui.page_overview()") < app.index("ui.sidebar()")  # the sidebar imports it

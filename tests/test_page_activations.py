@@ -59,9 +59,14 @@ def charts(app: AppTest) -> list[dict]:
     return [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
 
 
+def title_of(chart: dict) -> str:
+    """A chart's title as read, the line breaks of a wrapped title as spaces."""
+    return chart["layout"]["title"]["text"].replace("<br>", " ")
+
+
 def chart_titled(app: AppTest, pattern: str) -> dict:
-    found = [c for c in charts(app) if re.search(pattern, c["layout"]["title"]["text"])]
-    titles = [c["layout"]["title"]["text"] for c in charts(app)]
+    found = [c for c in charts(app) if re.search(pattern, title_of(c))]
+    titles = [title_of(c) for c in charts(app)]
     assert len(found) == 1, (pattern, titles)
     return found[0]
 
@@ -236,15 +241,24 @@ def test_compare_all_layers_and_grad_cam(
     app.toggle(key="_act_two").set_value(True).run()
     app.number_input(key="_lens_compare_index").set_value(11).run()
     assert not app.exception, app.exception
-    assert chart_titled(app, r"^features\.conv1 — test image 2$")
-    assert chart_titled(app, r"^features\.conv1 — test image 11$")
+    # Both images, both predictions, both sets of maps on one colour scale.
+    assert chart_titled(app, r"^Test image 2$")
+    assert chart_titled(app, r"^Test image 11$")
     assert chart_titled(app, r"^Prediction — test image 11$")
+    first = chart_titled(app, r"^features\.conv1 — test image 2$")
+    second = chart_titled(app, r"^features\.conv1 — test image 11$")
+    with torch.no_grad():
+        maps = [model.features.conv1(image_tensor(mnist_test, i))[0].numpy() for i in (2, 11)]
+    np.testing.assert_allclose(tiles(first, 6, 28), maps[0], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(tiles(second, 6, 28), maps[1], rtol=0, atol=1e-5)
+    low, high = min(m.min() for m in maps), max(m.max() for m in maps)
+    for chart in (first, second):  # "per layer" over both inputs: one scale for the pair
+        assert chart["data"][0]["zmin"] == pytest.approx(low, abs=1e-5)
+        assert chart["data"][0]["zmax"] == pytest.approx(high, abs=1e-5)
 
     app.toggle(key="_act_all").set_value(True).run()
     assert not app.exception, app.exception
-    stack = chart_titled(app, r"^Every layer — test image 2$")
-    names = [t["name"] for t in stack["data"]]
-    assert names == [
+    names = [
         "features.conv1",
         "features.relu1",
         "features.pool1",
@@ -253,18 +267,28 @@ def test_compare_all_layers_and_grad_cam(
         "features.pool2",
     ]
     with torch.no_grad():
-        pool2 = model.features(image_tensor(mnist_test, 2))[0].numpy()  # (16, 5, 5)
-    custom = array(stack["data"][-1]["customdata"])
-    inside = ~np.isnan(array(stack["data"][-1]["z"]))
-    channel, y, x = (custom[inside][:, i].astype(int) for i in range(3))
-    np.testing.assert_allclose(custom[inside][:, 3], pool2[channel, y, x], atol=1e-5)
-    assert inside.sum() == pool2.size
+        x = image_tensor(mnist_test, 2)
+        expected = [model.features[: k + 1](x)[0].numpy() for k in range(len(names))]
+    stack = chart_titled(app, r"^Every layer — test image 2$")  # one chart, a block a layer
+    assert [trace["name"] for trace in stack["data"]] == names
+    layout = stack["layout"]
+    height = layout["yaxis"]["range"][0]
+    for k, (trace, maps) in enumerate(zip(stack["data"], expected, strict=True)):
+        custom = array(trace["customdata"])
+        inside = ~np.isnan(array(trace["z"]))
+        channel, y, x_ = (custom[inside][:, i].astype(int) for i in range(3))
+        np.testing.assert_allclose(custom[inside][:, 3], maps[channel, y, x_], atol=1e-5)
+        assert inside.sum() == maps.size  # every value of the layer, once
+        bar = layout["coloraxis" if k == 0 else f"coloraxis{k + 1}"]["colorbar"]
+        top = trace["y0"] - trace["dy"] / 2
+        assert bar["y"] == pytest.approx(1 - top / height)  # its own bar, beside its maps
+        assert bar["len"] == pytest.approx(array(trace["z"]).shape[0] * trace["dy"] / height)
     predicted = int(
         next(m.value for m in app.markdown if m.value.startswith("predicted")).split("**")[1]
     )
-    assert app.selectbox(key="_act_cam_layer").value == "features.conv2"  # the last conv
+    assert app.selectbox(key="_act_cam_layer").value == "features.relu2"  # last conv block
     assert app.selectbox(key="_act_cam").value == predicted
-    assert chart_titled(app, rf"^Grad-CAM for '{predicted}' at features\.conv2$")
+    assert chart_titled(app, rf"^Grad-CAM for '{predicted}' at features\.relu2$")
 
 
 def test_untrained_model_is_labelled(shared_datasets: Path) -> None:

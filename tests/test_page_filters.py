@@ -43,9 +43,9 @@ def open_page(model_key: str, dataset: str = "mnist", **state) -> AppTest:
 
 
 def charts(app: AppTest) -> dict[str, dict]:
-    """Every plotly figure of the page by its title."""
+    """Every plotly figure of the page by its title (a wrapped title's line breaks as spaces)."""
     specs = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
-    return {spec["layout"]["title"]["text"]: spec for spec in specs}
+    return {spec["layout"]["title"]["text"].replace("<br>", " "): spec for spec in specs}
 
 
 def array(value) -> np.ndarray:
@@ -68,10 +68,10 @@ def heatmap_z(spec: dict) -> np.ndarray:
 def test_default_layer_draws_the_checkpoint_weights(trained: Path) -> None:
     key = f"ckpt:{trained}"
     app = open_page(key)
-    assert app.selectbox(key="filters_layer").value == "features.conv1"
+    assert app.selectbox(key="_filters_layer").value == "features.conv1"
     assert not [w for w in app.warning if "untrained" in w.value]
     # The default epoch is the last one saved: the final weights.
-    assert app.select_slider(key="filters_epoch").value == 2
+    assert app.select_slider(key="_filters_epoch").value == 2
     spec = charts(app)["features.conv1 · epoch 2"]
     z = heatmap_z(spec)
     loaded = checkpoints.load_checkpoint(trained)
@@ -96,7 +96,7 @@ def test_default_layer_draws_the_checkpoint_weights(trained: Path) -> None:
 
 def test_per_filter_scale_divides_each_filter_by_its_max(trained: Path) -> None:
     app = open_page(f"ckpt:{trained}")
-    app.radio(key="filters_scale").set_value("per filter").run()
+    app.radio(key="_filters_scale").set_value("per filter").run()
     assert not app.exception
     z = heatmap_z(charts(app)["features.conv1 · epoch 2"])
     state = load_file(str(trained))
@@ -112,13 +112,13 @@ def test_per_filter_scale_divides_each_filter_by_its_max(trained: Path) -> None:
 
 def test_input_channel_picker_mean_or_one_channel(trained: Path) -> None:
     app = open_page(f"ckpt:{trained}")
-    app.selectbox(key="filters_layer").set_value("features.conv2").run()
+    app.selectbox(key="_filters_layer").set_value("features.conv2").run()
     assert not app.exception
     w = load_file(str(trained))["features.conv2.weight"].double().numpy()  # (20, 10, 5, 5)
     z = heatmap_z(charts(app)["features.conv2 · epoch 2"])
     np.testing.assert_allclose(z, figures.tile(w.mean(axis=1), pad=1)[0], rtol=1e-12)
-    app.radio(key="filters_channels").set_value("one input channel").run()
-    app.slider(key="filters_channel").set_value(3).run()
+    app.radio(key="_filters_channels").set_value("one input channel").run()
+    app.slider(key="_filters_channel").set_value(3).run()
     assert not app.exception
     z = heatmap_z(charts(app)["features.conv2 · epoch 2"])
     np.testing.assert_allclose(z, figures.tile(w[:, 3], pad=1)[0], rtol=1e-12)
@@ -129,7 +129,7 @@ def test_input_channel_picker_mean_or_one_channel(trained: Path) -> None:
 
 def test_epoch_slider_shows_the_snapshots_saved_during_training(trained: Path) -> None:
     app = open_page(f"ckpt:{trained}")
-    slider = app.select_slider(key="filters_epoch")
+    slider = app.select_slider(key="_filters_epoch")
     assert list(slider.options) == ["0 (before training)", "1", "2"]
     final = heatmap_z(charts(app)["features.conv1 · epoch 2"])
     slider.set_value(0).run()
@@ -193,7 +193,7 @@ def test_untrained_vgg13_512_channel_layer_is_one_image() -> None:
     assert any("untrained — random weights" in w.value for w in app.warning)
     assert any("has not been trained" in c.value for c in app.caption)
     last = "features.22"  # the last conv: 512 filters of 512×3×3
-    app.selectbox(key="filters_layer").set_value(last).run()
+    app.selectbox(key="_filters_layer").set_value(last).run()
     assert not app.exception
     spec = charts(app)[last]
     assert sum(t["type"] == "heatmap" for t in spec["data"]) == 1

@@ -84,8 +84,8 @@ def test_course_net_table_and_totals() -> None:
 
 def test_input_size_that_breaks_names_the_layer_and_why() -> None:
     app = open_page("arch:course-net")
-    app.number_input(key="shape_h").set_value(32)
-    app.number_input(key="shape_w").set_value(32).run()
+    app.number_input(key="_shape_h").set_value(32)
+    app.number_input(key="_shape_w").set_value(32).run()
     assert not app.exception
     (error,) = app.error
     assert "classifier.fc" in error.value
@@ -138,7 +138,7 @@ def test_resnet18_table_totals_and_collapsing(resnet18: nn.Module) -> None:
     assert metrics(app)["Multiply-adds per image"] == "1.81 G"
 
     # Fold layer3 by name: one row carrying everything inside it
-    app.multiselect(key="shape_fold").select("layer3").run()
+    app.multiselect(key="_shape_fold").select("layer3").run()
     assert not app.exception
     folded = table(app)
     layer3 = next(r for r in folded if r["Layer"] == "layer3")
@@ -151,8 +151,8 @@ def test_resnet18_table_totals_and_collapsing(resnet18: nn.Module) -> None:
     assert len(folded) == len(rows) - len(inside) + 1
 
     # Detail "top level": the four stages as rows; parameter totals unchanged
-    app.multiselect(key="shape_fold").unselect("layer3")
-    app.select_slider(key="shape_detail").set_value(0).run()
+    app.multiselect(key="_shape_fold").unselect("layer3")
+    app.select_slider(key="_shape_detail").set_value(0).run()
     assert not app.exception
     top = table(app)
     assert [r["Layer"] for r in top] == [

@@ -30,9 +30,9 @@ def train_page(model_key: str = "arch:lenet5", extra: bool = False) -> AppTest:
 
 
 def set_quick_run(app: AppTest, epochs: int = 1, limit: int = 2000) -> None:
-    app.number_input(key="train_w_epochs").set_value(epochs)
-    app.number_input(key="train_w_limit").set_value(limit)
-    app.number_input(key="train_w_limit_test").set_value(1000)
+    app.number_input(key="_train_w_epochs").set_value(epochs)
+    app.number_input(key="_train_w_limit").set_value(limit)
+    app.number_input(key="_train_w_limit_test").set_value(1000)
 
 
 def start(app: AppTest) -> runs.TrainingRun:
@@ -67,9 +67,9 @@ def percent(value: float) -> str:
 
 def test_a_run_trains_then_saves_under_a_name_without_overwriting_silently(runs_dir):
     app = train_page("arch:lenet5")
-    assert app.selectbox(key="train_w_arch").value == "lenet5"  # the sidebar's architecture
-    app.selectbox(key="train_w_opt_lenet5_pooling").set_value("avg")
-    app.number_input(key="train_w_lr").set_value(0.002)
+    assert app.selectbox(key="_train_w_arch").value == "lenet5"  # the sidebar's architecture
+    app.selectbox(key="_train_w_opt_lenet5_pooling").set_value("avg")
+    app.number_input(key="_train_w_lr").set_value(0.002)
     set_quick_run(app)
     run = start(app)
     assert app.button(key="train_start").disabled  # one run at a time per session
@@ -80,9 +80,9 @@ def test_a_run_trains_then_saves_under_a_name_without_overwriting_silently(runs_
     assert metric(app, "Test accuracy") == percent(accuracy)
     assert run.spec.options == {"activation": "relu", "pooling": "avg", "batch_norm": False}
     assert (run.spec.config.lr, run.train_images, run.test_images) == (0.002, 2000, 1000)
-    assert app.text_input(key="train_w_save_name").value == f"lenet5-mnist-run{run.id}"
+    assert app.text_input(key="_train_w_save_name").value == f"lenet5-mnist-run{run.id}"
     # The run shows in the comparison, with its numbers in the table.
-    assert app.multiselect(key="_train_compare_runs").value == [f"run:{run.id}"]
+    assert app.pills(key="_train_compare_runs").value == [f"run:{run.id}"]
     table = app.dataframe[-1].value
     assert table.loc[f"run {run.id}", "Test acc. (%)"] == round(100 * accuracy, 2)
 
@@ -91,7 +91,7 @@ def test_a_run_trains_then_saves_under_a_name_without_overwriting_silently(runs_
     taken = runs_dir / "taken.safetensors"
     taken.write_bytes(b"someone's weights")
     taken.with_suffix(".json").write_text("{}")
-    app.text_input(key="train_w_save_name").input("taken").run()
+    app.text_input(key="_train_w_save_name").input("taken").run()
     assert [w.value for w in app.warning] == [
         "A run named 'taken' already exists in " + str(runs_dir) + "."
     ]
@@ -101,7 +101,7 @@ def test_a_run_trains_then_saves_under_a_name_without_overwriting_silently(runs_
     assert taken.read_bytes() == b"someone's weights"
     assert app.session_state["lens_model"] == "arch:lenet5"
 
-    app.checkbox(key="train_w_overwrite").check().run()
+    app.checkbox(key="_train_w_overwrite").check().run()
     app.button(key="train_save").click().run()
     assert not app.exception, app.exception
     assert app.session_state["lens_model"] == ui.checkpoint_key(taken)  # selected everywhere
@@ -119,7 +119,7 @@ def test_a_run_trains_then_saves_under_a_name_without_overwriting_silently(runs_
     saved = f"Saved as {taken}; it is the selected model on every page."
     assert saved in [s.value for s in app.success]
     # The saved run is now offered for comparison too.
-    assert f"{runs_dir}/taken" in app.multiselect(key="_train_compare_runs").options
+    assert f"{runs_dir}/taken" in app.pills(key="_train_compare_runs").options
 
 
 def test_stop_ends_a_run_from_the_page_and_the_stopped_run_can_be_saved():
@@ -133,7 +133,7 @@ def test_stop_ends_a_run_from_the_page_and_the_stopped_run_can_be_saved():
     assert run.history[-1].partial  # ended inside the first of 50 epochs
     assert app.warning[0].value.startswith("stopped by user at epoch ")
     assert not app.button(key="train_start").disabled
-    assert app.text_input(key="train_w_save_name").value == f"course-net-mnist-run{run.id}"
+    assert app.text_input(key="_train_w_save_name").value == f"course-net-mnist-run{run.id}"
 
 
 def test_fine_tuning_copies_the_selected_checkpoint_and_never_trains_the_cached_model(
@@ -143,7 +143,7 @@ def test_fine_tuning_copies_the_selected_checkpoint_and_never_trains_the_cached_
     app = train_page(key, extra=True)
     cached, view = ui.load_model(ui.Selection(key, "mnist"))  # the object every session shares
     before = {k: v.clone() for k, v in cached.state_dict().items()}
-    app.checkbox(key="train_w_from_weights").check()
+    app.checkbox(key="_train_w_from_weights").check()
     set_quick_run(app, limit=1000)
     start(app)
     run = run_until_done(app)

@@ -252,7 +252,11 @@ def test_the_per_class_table_is_sklearns_report(page: ReportParser, mnist_test, 
             f"{want['f1-score']:.3f}",
             f"{int(want['support']):,}",
         ], name
-    assert rows["accuracy"][2] == f"{expected['accuracy']:.3f}"
+    # the accuracy as the header shows it: one precision in the whole report
+    assert rows["accuracy"][2] == f"{100 * expected['accuracy']:.2f} %"
+    measured = page.by_id["measured-accuracy"]
+    assert float(measured["data-value"]) == pytest.approx(expected["accuracy"], abs=1e-12)
+    assert page.text_of["measured-accuracy"] == rows["accuracy"][2]
 
 
 def test_the_shape_flow_totals_count_every_parameter(page: ReportParser, shipped) -> None:

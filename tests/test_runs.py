@@ -42,6 +42,9 @@ def spec(architecture: str = "course-net", **config) -> runs.RunSpec:
 
 
 def start(train: data.Split, test: data.Split, run_spec: runs.RunSpec, **kwargs):
+    # One heartbeat, then none: give a loaded machine time to train before the run counts its
+    # tab as closed (10 s by default); a run a failed test leaves behind still ends by itself.
+    kwargs.setdefault("heartbeat_timeout", 120)
     run = runs.start_run(run_spec, train, test, **kwargs)
     run.heartbeat()
     return run

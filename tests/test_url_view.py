@@ -152,7 +152,7 @@ def test_presentation_mode_enlarges_fixed_size_figures(filters_view) -> None:
     assert not [b for b in presented.get("download_button") if b.proto.label == "HTML"]
     folded = [e for e in presented.expander if e.label == "Controls"]
     assert len(folded) == 1  # the page's controls, folded away
-    assert folded[0].selectbox(key=LAYER).value == "features.conv1"
+    assert folded[0].selectbox(key="_" + LAYER).value == "features.conv1"
     assert not [e for e in first.expander if e.label == "Controls"]
     # The sidebar's switch turns it off again: normal sizes, and the link loses ?present.
     presented.toggle(key="_" + ui.PRESENT_KEY).set_value(False).run()

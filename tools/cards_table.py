@@ -17,6 +17,9 @@ final metrics and the exact command that reproduces it (`tools/train_shipped.sh`
 Trained on this project's 2-core CPU machine, on the real MNIST (60,000 train / 10,000 test)
 and on CIFAR-10 (JPEG copy, 50,000 / 10,000): accuracies on CIFAR are on that JPEG copy.
 Training times were measured while other work shared the machine, so they are upper bounds.
+`flows/shape-flows.json` holds each checkpoint's shape-flow table, which the home page shows
+before PyTorch has loaded; `tools/shape_flows.py` writes it (run it after adding or retraining
+a checkpoint: a test fails while it is out of date).
 
 | checkpoint | architecture | options | optimizer | epochs | test accuracy | seconds |
 | --- | --- | --- | --- | --- | --- | --- |
