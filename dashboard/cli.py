@@ -711,10 +711,11 @@ PROBE_IMAGES = 10_000  # default training and test images of `probes` (a seeded 
 
 
 def _probes(args: argparse.Namespace) -> int:
-    from dashboard import representations
+    from dashboard import cache, representations
 
     loaded = _load_checkpoint(args)
-    model = loaded.model
+    model, card = loaded.model, loaded.card
+    model_id = cache.checkpoint_digest(loaded.path, card.architecture, card.model_args)
     splits = {name: _model_split(args, loaded, name) for name in ("train", "test")}
     blocks = representations.model_blocks(model, splits["test"].info.input_shape)
     features = {}
@@ -723,8 +724,8 @@ def _probes(args: argparse.Namespace) -> int:
     ):
         chosen = representations.sample_indices(len(split), count)
         with _progress_bar("%", f"{name} features") as advance:
-            features[name] = representations.extract_features(
-                model, split, blocks, indices=chosen, on_progress=_percent(advance)
+            features[name] = representations.cached_features(
+                model, model_id, split, blocks, indices=chosen, on_progress=_percent(advance)
             )
         print(f"{name}: {len(chosen):,} images of {split.source}", file=sys.stderr)
     with _progress_bar("%", "probes") as advance:

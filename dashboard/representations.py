@@ -22,6 +22,7 @@ between the blocks of two models that saw the same images.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -392,6 +393,50 @@ def extract_features(
     )
 
 
+FEATURES_KIND = "layer-features"  # the result cache's name for them
+
+
+def cached_features(
+    model: nn.Module,
+    model_id: str,
+    split: Split,
+    blocks: Sequence[Block],
+    *,
+    indices: np.ndarray | None = None,
+    flatten: bool = False,
+    persist: bool = True,
+    device: str | torch.device = "cpu",
+    on_progress: Progress | None = None,
+) -> Features:
+    """`extract_features`, computed once per (model content, split, blocks, images, pooling)
+    and kept in the result cache (`dashboard/cache.py`); `on_progress` hears of the batches
+    only when they really run."""
+    from dashboard import cache
+
+    chosen = np.arange(len(split), dtype=np.int64) if indices is None else np.asarray(indices)
+    parts = {
+        "model": model_id,
+        "split": cache.split_identity(split),
+        "blocks": [[b.name, b.module, b.capture] for b in blocks],
+        "images": hashlib.sha256(chosen.astype("<i8").tobytes()).hexdigest(),
+        "flatten": flatten,
+    }
+
+    def compute() -> dict[str, np.ndarray]:
+        found = extract_features(
+            model,
+            split,
+            blocks,
+            indices=chosen,
+            flatten=flatten,
+            device=device,
+            on_progress=on_progress,
+        )
+        return found.to_arrays()
+
+    return Features.from_arrays(cache.cached_arrays(FEATURES_KIND, parts, compute, persist=persist))
+
+
 # ---------------------------------------------------------------------------------------------
 # Probes: how separable are the classes at each depth
 
@@ -465,9 +510,10 @@ def knn_accuracy(
     """Share of test images whose k most cosine-similar training images mostly share their
     class (a tie goes to the lowest class, as in scikit-learn's KNeighborsClassifier, which
     this equals; top-k over one matrix product is ~6× cheaper than its brute force)."""
-    train = F.normalize(torch.from_numpy(np.asarray(train_x, dtype=np.float32)), dim=1)
-    test = F.normalize(torch.from_numpy(np.asarray(test_x, dtype=np.float32)), dim=1)
-    labels = torch.from_numpy(np.asarray(train_y, dtype=np.int64))
+    # torch.tensor copies: the arrays may be the result cache's read-only ones
+    train = F.normalize(torch.tensor(train_x, dtype=torch.float32), dim=1)
+    test = F.normalize(torch.tensor(test_x, dtype=torch.float32), dim=1)
+    labels = torch.tensor(train_y, dtype=torch.int64)
     classes = int(max(labels.max(), int(np.max(test_y)))) + 1
     k = min(k, len(train))
     votes = []

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from dashboard import checkpoints, data, metrics, models
+from dashboard import cache, checkpoints, data, metrics, models
 from dashboard import representations as rep
 from dashboard.errors import LensError, ShapeError
 
@@ -198,6 +198,42 @@ def test_features_round_trip_through_plain_arrays(
     assert back.flatten is False
 
 
+def test_cached_features_are_computed_once_and_read_back_from_disk(
+    lenet5: nn.Module, mnist: dict[str, data.Split]
+) -> None:
+    blocks = rep.model_blocks(lenet5, (1, 28, 28))
+    chosen = rep.sample_indices(len(mnist["test"]), 200)
+    model_id = cache.checkpoint_digest(TRAINED / "lenet5-mnist.safetensors", "lenet5", {})
+    runs: list[float] = []
+
+    def features(indices: np.ndarray = chosen) -> rep.Features:
+        return rep.cached_features(
+            lenet5,
+            model_id,
+            mnist["test"],
+            blocks,
+            indices=indices,
+            on_progress=lambda fraction, _: runs.append(fraction),
+        )
+
+    first = features()
+    ran = len(runs)
+    cache.clear_memory()  # the next call must find it on disk
+    again = features()
+    assert len(runs) == ran > 0  # the pass ran once
+    assert list(cache.results_dir().joinpath(rep.FEATURES_KIND).glob("*.safetensors"))
+    plain = rep.extract_features(lenet5, mnist["test"], blocks, indices=chosen)
+    for found in (first, again):
+        assert list(found.layers) == list(plain.layers)
+        for name, values in plain.layers.items():
+            np.testing.assert_array_equal(found.layers[name], values)
+        np.testing.assert_array_equal(found.predicted, plain.predicted)
+        np.testing.assert_array_equal(found.indices, chosen)
+    other = features(chosen[:100])  # other images are another entry
+    assert len(runs) > ran
+    np.testing.assert_array_equal(other.layers[blocks[0].name], plain.layers[blocks[0].name][:100])
+
+
 def test_too_many_flattened_features_ask_for_fewer_images(
     lenet5: nn.Module, mnist: dict[str, data.Split], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -210,8 +246,8 @@ def test_too_many_flattened_features_ask_for_fewer_images(
 def test_a_sample_of_a_class_sorted_folder_holds_every_class(shared_datasets: Path) -> None:
     test = data.load_split("cifar10", "test", data_root=shared_datasets)
     chosen = rep.sample_indices(len(test), 500)
-    assert len(np.unique(test.labels.numpy()[chosen])) == 10  # the first 500 hold one class
-    assert len(np.unique(test.labels.numpy()[:500])) == 1
+    assert len(np.unique(test.labels.numpy()[chosen])) == 10
+    assert len(np.unique(test.labels.numpy()[:100])) == 1  # the first images hold one class
     np.testing.assert_array_equal(chosen, rep.sample_indices(len(test), 500))
     assert (np.diff(chosen) > 0).all()
     np.testing.assert_array_equal(rep.sample_indices(7, 50), np.arange(7))
