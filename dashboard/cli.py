@@ -602,11 +602,15 @@ def _model_split(
         raise LensError(f"{loaded.path.name} has no card naming its dataset; pass --dataset NAME")
     shape = card.input_shape
     size = shape[1] if shape else None
-    channels = data.dataset_info(dataset, data_root=args.data_root, input_size=size).channels
-    if shape and channels != shape[0]:  # before any image is read or downloaded
-        raise LensError(
-            f"{loaded.path.name} takes {shape[0]}-channel images but {dataset} has {channels}"
-        )
+
+    def check_channels(channels: int) -> None:
+        if shape and channels != shape[0]:
+            raise LensError(
+                f"{loaded.path.name} takes {shape[0]}-channel images but {dataset} has {channels}"
+            )
+
+    if not dataset.startswith(data.FOLDER_PREFIX):  # before any image is read or downloaded
+        check_channels(data.dataset_info(dataset, input_size=size).channels)
     split = data.take_first(
         data.load_split(
             dataset, split_name, data_root=args.data_root, download=args.download, input_size=size
@@ -614,6 +618,7 @@ def _model_split(
         limit,
     )
     _print_data_notes(split)
+    check_channels(split.info.channels)  # an image folder's, known once it is read
     saved = card.normalization if split.info.name == card.dataset else None
     if saved:  # the statistics the model was trained with, even if the registry's change later
         info = dataclasses.replace(split.info, mean=tuple(saved["mean"]), std=tuple(saved["std"]))
