@@ -18,14 +18,14 @@ TRAINED = Path(__file__).resolve().parent.parent / "trained"
 
 @pytest.fixture(scope="module")
 def features(shared_datasets: Path) -> dict[str, np.ndarray]:
-    """fc1 (120 features) of 1,500 test digits and conv1 flattened (4,704) of 400."""
+    """fc1 (120 features) of 1,500 test digits and conv1 flattened (4,704) of 250."""
     model = checkpoints.load_checkpoint(TRAINED / "lenet5-mnist.safetensors").model
     test = data.load_split("mnist", "test", data_root=shared_datasets)
     blocks = {b.name: b for b in rep.model_blocks(model, (1, 28, 28))}
     chosen = rep.sample_indices(len(test), 1500)
     pooled = rep.extract_features(model, test, [blocks["classifier.fc1"]], indices=chosen)
     flat = rep.extract_features(
-        model, test, [blocks["features.conv1"]], indices=chosen[:400], flatten=True
+        model, test, [blocks["features.conv1"]], indices=chosen[:250], flatten=True
     )
     return {
         "fc1": pooled.layers["classifier.fc1"],
@@ -81,11 +81,11 @@ def _run(method: str, x: np.ndarray, dims: int, seed: int) -> tuple[np.ndarray, 
 def test_tsne_and_umap_are_reproducible_with_their_seed(
     features: dict[str, np.ndarray], method: str
 ) -> None:
-    x = features["fc1"][:500]
+    x = features["fc1"][:300]
     first, progress = _run(method, x, 2, seed=3)
     again, _ = _run(method, x, 2, seed=3)
     other, _ = _run(method, x, 2, seed=4)
-    assert first.shape == (500, 2)
+    assert first.shape == (300, 2)
     assert first.dtype == np.float32
     np.testing.assert_array_equal(first, again)
     assert not np.allclose(first, other)
@@ -94,7 +94,7 @@ def test_tsne_and_umap_are_reproducible_with_their_seed(
     assert progress[-1] == 1.0
     assert 3 <= len(progress) <= 105  # reported along the way, at most once per percent
     # The map keeps the digits apart: most points' nearest map neighbour shares their class.
-    labels = features["labels"][:500]
+    labels = features["labels"][:300]
     distances = np.linalg.norm(first[:, None] - first[None], axis=2)
     np.fill_diagonal(distances, np.inf)
     assert (labels[distances.argmin(axis=1)] == labels).mean() > 0.9
@@ -110,7 +110,7 @@ def test_three_dimensional_maps(features: dict[str, np.ndarray], method: str) ->
 
 def test_tsne_starts_from_fifty_principal_components(features: dict[str, np.ndarray]) -> None:
     reduced = proj._reduced(features["conv1"], seed=0)
-    assert reduced.shape == (400, proj.PRE_REDUCE)
+    assert reduced.shape == (250, proj.PRE_REDUCE)
     assert proj._reduced(features["fc1"][:100], seed=0).shape == (100, proj.PRE_REDUCE)
     assert proj._reduced(features["fc1"][:30], seed=0).shape == (30, 120)  # too few images
 

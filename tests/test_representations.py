@@ -263,10 +263,10 @@ def lenet5_probe_sets(
 ) -> tuple[rep.Features, rep.Features]:
     blocks = rep.model_blocks(lenet5, (1, 28, 28))
     train = rep.extract_features(
-        lenet5, mnist["train"], blocks, indices=rep.sample_indices(len(mnist["train"]), 3000)
+        lenet5, mnist["train"], blocks, indices=rep.sample_indices(len(mnist["train"]), 1000)
     )
     test = rep.extract_features(
-        lenet5, mnist["test"], blocks, indices=rep.sample_indices(len(mnist["test"]), 2500)
+        lenet5, mnist["test"], blocks, indices=rep.sample_indices(len(mnist["test"]), 600)
     )
     return train, test
 
@@ -294,7 +294,10 @@ def test_probes_equal_scikit_learn_on_plain_hook_features(
         x_train = _plain_features(lenet5, train_images, module)
         x_test = _plain_features(lenet5, test_images, module)
         probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-        assert record.probe_accuracy == probe.fit(x_train, y_train).score(x_test, y_test)
+        # Features equal to float32 rounding (channels-last copy vs plain hook) can move lbfgs'
+        # answer on one borderline image, no more.
+        expected = probe.fit(x_train, y_train).score(x_test, y_test)
+        assert abs(record.probe_accuracy - expected) <= 1 / len(y_test) + 1e-12
         knn = KNeighborsClassifier(10, metric="cosine", algorithm="brute").fit(x_train, y_train)
         assert record.knn_accuracy == pytest.approx(knn.score(x_test, y_test), abs=1e-12)
         rows = rep.sample_indices(len(x_test), rep.SILHOUETTE_SAMPLE)
@@ -306,7 +309,7 @@ def test_probes_equal_scikit_learn_on_plain_hook_features(
     last = report.layers[-1]
     assert abs(last.probe_accuracy - own) <= 0.03  # the logits' probe is the model, nearly
     assert report.layers[0].probe_accuracy < last.probe_accuracy  # and depth separates
-    assert (report.train_images, report.test_images) == (3000, 2500)
+    assert (report.train_images, report.test_images) == (1000, 600)
 
 
 def test_probe_json_is_strict(lenet5_probe_sets: tuple[rep.Features, rep.Features]) -> None:
@@ -362,8 +365,8 @@ def test_cka_is_one_on_itself_and_invariant_to_rotation_and_scale(
     lenet5_probe_sets: tuple[rep.Features, rep.Features],
 ) -> None:
     _, test = lenet5_probe_sets
-    x = test.layers["classifier.fc1"][:800].astype(np.float64)
-    y = test.layers["features.conv2"][:800].astype(np.float64)
+    x = test.layers["classifier.fc1"][:500].astype(np.float64)
+    y = test.layers["features.conv2"][:500].astype(np.float64)
     rng = np.random.default_rng(0)
     q, _ = np.linalg.qr(rng.normal(size=(x.shape[1], x.shape[1])))  # orthogonal
     assert rep.linear_cka(x, x) == pytest.approx(1.0, abs=1e-12)
