@@ -1,4 +1,4 @@
-"""The command line: `python -m dashboard {train,evaluate,summary,atlas}`.
+"""The command line: `python -m dashboard {train,evaluate,summary,atlas,probes}`.
 
 Contract (DESIGN.md): progress on stderr, one JSON object last on stdout, and for bad input a
 non-zero exit with a one-line reason on stderr — never a traceback.
@@ -610,39 +610,57 @@ def _print_report_table(
 
 
 def _checkpoint_split(args: argparse.Namespace) -> tuple[Any, Split]:
-    """(the loaded checkpoint, its dataset's split): sized like the model's input, limited to
-    --limit images, normalized with the statistics the model was trained with."""
-    from dashboard import checkpoints, data
+    """(the loaded checkpoint, its dataset's split --split): sized like the model's input,
+    limited to --limit images, normalized with the statistics the model was trained with."""
+    loaded = _load_checkpoint(args)
+    return loaded, _model_split(args, loaded, args.split, limit=args.limit)
+
+
+def _load_checkpoint(args: argparse.Namespace) -> Any:
+    """The checkpoint --model names (its warnings printed on stderr)."""
+    from dashboard import checkpoints
 
     loaded = checkpoints.load_checkpoint(args.checkpoint, architecture=args.model)
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    return loaded
+
+
+def _model_split(
+    args: argparse.Namespace, loaded: Any, split_name: str, *, limit: int | None = None
+) -> Split:
+    """One split of --dataset (default: the card's) as `loaded`'s model takes it: sized like
+    its input, its first `limit` images, normalized with the statistics it was trained with."""
+    from dashboard import data
+
     card = loaded.card
     dataset = args.dataset or card.dataset
     if not dataset:
         raise LensError(f"{loaded.path.name} has no card naming its dataset; pass --dataset NAME")
     shape = card.input_shape
+    size = shape[1] if shape else None
+
+    def check_channels(channels: int) -> None:
+        if shape and channels != shape[0]:
+            raise LensError(
+                f"{loaded.path.name} takes {shape[0]}-channel images but {dataset} has {channels}"
+            )
+
+    if not dataset.startswith(data.FOLDER_PREFIX):  # before any image is read or downloaded
+        check_channels(data.dataset_info(dataset, input_size=size).channels)
     split = data.take_first(
         data.load_split(
-            dataset,
-            args.split,
-            data_root=args.data_root,
-            download=args.download,
-            input_size=shape[1] if shape else None,
+            dataset, split_name, data_root=args.data_root, download=args.download, input_size=size
         ),
-        args.limit,
+        limit,
     )
     _print_data_notes(split)
-    if shape and split.info.channels != shape[0]:
-        raise LensError(
-            f"{loaded.path.name} takes {shape[0]}-channel images but {dataset} has "
-            f"{split.info.channels}"
-        )
+    check_channels(split.info.channels)  # an image folder's, known once it is read
     saved = card.normalization if split.info.name == card.dataset else None
     if saved:  # the statistics the model was trained with, even if the registry's change later
         info = dataclasses.replace(split.info, mean=tuple(saved["mean"]), std=tuple(saved["std"]))
         split = dataclasses.replace(split, info=info)
-    return loaded, split
+    return split
 
 
 @contextlib.contextmanager
@@ -727,6 +745,57 @@ def _atlas_table(result: Any, classes: tuple[str, ...]) -> str:
         )
     lines.append(f"{result.layer}: {result.values_of}; {result.images:,} {result.split} images")
     return "\n".join(lines)
+
+
+# --- probes ------------------------------------------------------------------------------------
+
+PROBE_IMAGES = 10_000  # default training and test images of `probes` (a seeded sample of each)
+
+
+def _probes(args: argparse.Namespace) -> int:
+    from dashboard import cache, representations
+
+    loaded = _load_checkpoint(args)
+    model, card = loaded.model, loaded.card
+    model_id = cache.checkpoint_digest(loaded.path, card.architecture, card.model_args)
+    splits = {name: _model_split(args, loaded, name) for name in ("train", "test")}
+    blocks = representations.model_blocks(model, splits["test"].info.input_shape)
+    features = {}
+    for (name, split), count in zip(
+        splits.items(), (args.train_images, args.test_images), strict=True
+    ):
+        chosen = representations.sample_indices(len(split), count)
+        with _progress_bar("%", f"{name} features") as advance:
+            features[name] = representations.cached_features(
+                model, model_id, split, blocks, indices=chosen, on_progress=_percent(advance)
+            )
+        print(f"{name}: {len(chosen):,} images of {split.source}", file=sys.stderr)
+    with _progress_bar("%", "probes") as advance:
+        report = representations.probe_layers(
+            features["train"], features["test"], on_progress=_percent(advance)
+        )
+    if args.json:
+        print_json(report.to_json())
+        return 0
+    width = max(len(p.layer) for p in report.layers)
+    lines = [f"{'layer':<{width}}  features  probe %   k-NN %  silhouette"]
+    for p in report.layers:
+        sil = "—" if p.silhouette is None else f"{p.silhouette:+.3f}"
+        lines.append(
+            f"{p.layer:<{width}}  {p.features:8,d}  {100 * p.probe_accuracy:7.2f}  "
+            f"{100 * p.knn_accuracy:7.2f}  {sil:>10}"
+        )
+    lines.append(
+        f"the model itself: {100 * report.model_accuracy:.2f} % on the same "
+        f"{report.test_images:,} test images (probes trained on {report.train_images:,})"
+    )
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _percent(advance: Callable[[int, int], None]) -> Callable[[float, str], None]:
+    """A (fraction, text) progress report fed to a (done, total) bar, in per cent."""
+    return lambda fraction, _text: advance(round(100 * fraction), 100)
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -907,6 +976,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_arguments(atlas)
     atlas.set_defaults(run=_atlas)
+
+    probes = commands.add_parser(
+        "probes", help="how separable the classes are at each layer: linear probe, k-NN, silhouette"
+    )
+    probes.add_argument("checkpoint", help="NAME.safetensors (with its card) or a .pt/.pth")
+    probes.add_argument("--model", default=None, help="architecture of a bare state dict")
+    probes.add_argument("--dataset", default=None, help="default: the card's dataset")
+    probes.add_argument(
+        "--train-images",
+        type=_positive_int,
+        default=PROBE_IMAGES,
+        help=f"training images the probes learn from (default {PROBE_IMAGES:,}, a seeded sample)",
+    )
+    probes.add_argument(
+        "--test-images",
+        type=_positive_int,
+        default=PROBE_IMAGES,
+        help=f"test images they are scored on (default {PROBE_IMAGES:,}, a seeded sample)",
+    )
+    probes.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_data_arguments(probes)
+    probes.set_defaults(run=_probes)
 
     return parser
 
