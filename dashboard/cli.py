@@ -1,4 +1,4 @@
-"""The command line: `python -m dashboard {train,evaluate,summary,atlas,explain}`.
+"""The command line: `python -m dashboard {train,evaluate,summary,atlas,probes,explain}`.
 
 Contract (DESIGN.md): progress on stderr, one JSON object last on stdout, and for bad input a
 non-zero exit with a one-line reason on stderr — never a traceback.
@@ -624,21 +624,27 @@ def _print_report_table(
 
 
 def _checkpoint_split(args: argparse.Namespace) -> tuple[Any, Split]:
-    """(the loaded checkpoint, its dataset's split): sized like the model's input, limited to
-    --limit images, normalized with the statistics the model was trained with."""
-    from dashboard import checkpoints, data
+    """(the loaded checkpoint, its dataset's split --split): sized like the model's input,
+    limited to --limit images, normalized with the statistics the model was trained with."""
+    loaded = _load_checkpoint(args)
+    return loaded, _model_split(args, loaded, args.split, limit=args.limit)
+
+
+def _load_checkpoint(args: argparse.Namespace) -> Any:
+    """The checkpoint --model names (its warnings printed on stderr)."""
+    from dashboard import checkpoints
 
     loaded = checkpoints.load_checkpoint(args.checkpoint, architecture=args.model)
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    split = data.take_first(_read_split(loaded, args, args.split), args.limit)
-    _print_data_notes(split)
-    return loaded, split
+    return loaded
 
 
-def _read_split(loaded: Any, args: argparse.Namespace, split_name: str) -> Split:
-    """A split of --dataset (else the card's) as the checkpoint reads it: at the card's input
-    size, normalized with the statistics the model was trained with."""
+def _model_split(
+    args: argparse.Namespace, loaded: Any, split_name: str, *, limit: int | None = None
+) -> Split:
+    """One split of --dataset (default: the card's) as `loaded`'s model takes it: sized like
+    its input, its first `limit` images, normalized with the statistics it was trained with."""
     from dashboard import data
 
     card = loaded.card
@@ -646,26 +652,29 @@ def _read_split(loaded: Any, args: argparse.Namespace, split_name: str) -> Split
     if not dataset:
         raise LensError(f"{loaded.path.name} has no card naming its dataset; pass --dataset NAME")
     shape = card.input_shape
-    split = data.load_split(
-        dataset,
-        split_name,
-        data_root=args.data_root,
-        download=args.download,
-        input_size=shape[1] if shape else None,
+    size = shape[1] if shape else None
+
+    def check_channels(channels: int) -> None:
+        if shape and channels != shape[0]:
+            raise LensError(
+                f"{loaded.path.name} takes {shape[0]}-channel images but {dataset} has {channels}"
+            )
+
+    if not dataset.startswith(data.FOLDER_PREFIX):  # before any image is read or downloaded
+        check_channels(data.dataset_info(dataset, input_size=size).channels)
+    split = data.take_first(
+        data.load_split(
+            dataset, split_name, data_root=args.data_root, download=args.download, input_size=size
+        ),
+        limit,
     )
-    if shape and split.info.channels != shape[0]:
-        raise LensError(
-            f"{loaded.path.name} takes {shape[0]}-channel images but {dataset} has "
-            f"{split.info.channels}"
-        )
+    _print_data_notes(split)
+    check_channels(split.info.channels)  # an image folder's, known once it is read
     saved = card.normalization if split.info.name == card.dataset else None
     if saved:  # the statistics the model was trained with, even if the registry's change later
         info = dataclasses.replace(split.info, mean=tuple(saved["mean"]), std=tuple(saved["std"]))
         split = dataclasses.replace(split, info=info)
     return split
-
-
-# --- atlas -------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -752,6 +761,57 @@ def _atlas_table(result: Any, classes: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+# --- probes ------------------------------------------------------------------------------------
+
+PROBE_IMAGES = 10_000  # default training and test images of `probes` (a seeded sample of each)
+
+
+def _probes(args: argparse.Namespace) -> int:
+    from dashboard import cache, representations
+
+    loaded = _load_checkpoint(args)
+    model, card = loaded.model, loaded.card
+    model_id = cache.checkpoint_digest(loaded.path, card.architecture, card.model_args)
+    splits = {name: _model_split(args, loaded, name) for name in ("train", "test")}
+    blocks = representations.model_blocks(model, splits["test"].info.input_shape)
+    features = {}
+    for (name, split), count in zip(
+        splits.items(), (args.train_images, args.test_images), strict=True
+    ):
+        chosen = representations.sample_indices(len(split), count)
+        with _progress_bar("%", f"{name} features") as advance:
+            features[name] = representations.cached_features(
+                model, model_id, split, blocks, indices=chosen, on_progress=_percent(advance)
+            )
+        print(f"{name}: {len(chosen):,} images of {split.source}", file=sys.stderr)
+    with _progress_bar("%", "probes") as advance:
+        report = representations.probe_layers(
+            features["train"], features["test"], on_progress=_percent(advance)
+        )
+    if args.json:
+        print_json(report.to_json())
+        return 0
+    width = max(len(p.layer) for p in report.layers)
+    lines = [f"{'layer':<{width}}  features  probe %   k-NN %  silhouette"]
+    for p in report.layers:
+        sil = "—" if p.silhouette is None else f"{p.silhouette:+.3f}"
+        lines.append(
+            f"{p.layer:<{width}}  {p.features:8,d}  {100 * p.probe_accuracy:7.2f}  "
+            f"{100 * p.knn_accuracy:7.2f}  {sil:>10}"
+        )
+    lines.append(
+        f"the model itself: {100 * report.model_accuracy:.2f} % on the same "
+        f"{report.test_images:,} test images (probes trained on {report.train_images:,})"
+    )
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _percent(advance: Callable[[int, int], None]) -> Callable[[float, str], None]:
+    """A (fraction, text) progress report fed to a (done, total) bar, in per cent."""
+    return lambda fraction, _text: advance(round(100 * fraction), 100)
+
+
 # --- explain, and evaluate's calibration -------------------------------------------------------
 
 
@@ -773,7 +833,7 @@ def _calibration_summary(
     held_out = None
     if isinstance(trained_on, int) and card.dataset and args.split == "test":
         try:
-            train = _read_split(loaded, args, "train")
+            train = _model_split(args, loaded, "train")
         except LensError as err:  # no training split here: half of the test split serves
             print(f"note: temperature not fitted on training images ({err})", file=sys.stderr)
             train = None
@@ -1039,6 +1099,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_arguments(atlas)
     atlas.set_defaults(run=_atlas)
+
+    probes = commands.add_parser(
+        "probes", help="how separable the classes are at each layer: linear probe, k-NN, silhouette"
+    )
+    probes.add_argument("checkpoint", help="NAME.safetensors (with its card) or a .pt/.pth")
+    probes.add_argument("--model", default=None, help="architecture of a bare state dict")
+    probes.add_argument("--dataset", default=None, help="default: the card's dataset")
+    probes.add_argument(
+        "--train-images",
+        type=_positive_int,
+        default=PROBE_IMAGES,
+        help=f"training images the probes learn from (default {PROBE_IMAGES:,}, a seeded sample)",
+    )
+    probes.add_argument(
+        "--test-images",
+        type=_positive_int,
+        default=PROBE_IMAGES,
+        help=f"test images they are scored on (default {PROBE_IMAGES:,}, a seeded sample)",
+    )
+    probes.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_data_arguments(probes)
+    probes.set_defaults(run=_probes)
 
     from dashboard.attribution import BASELINES, METHODS
 
