@@ -127,6 +127,12 @@ def best_crops(result: atlas.ChannelAtlas, images) -> np.ndarray:
     return atlas.example_crops(result, images, best)
 
 
+def tiles_side(channels: int) -> float:
+    """Pixels of the layer's tiles' longer side: a few channels make a small picture, 64 or
+    more fill the page's width."""
+    return float(np.clip(110 * np.sqrt(channels), 360, 900))
+
+
 def tile_order(result: atlas.ChannelAtlas, by: str) -> np.ndarray:
     """Channels in the order the tiles are drawn: by channel, or by decreasing selectivity or
     mean activation, or increasing dead share (stable: ties keep channel order)."""

@@ -20,10 +20,11 @@ selection = ui.sidebar()
 # Imported once the page shows: the first import of PyTorch takes seconds.
 import numpy as np  # noqa: E402
 
-from dashboard import atlas, atlas_figures, channels, data, feature_vis, metrics, probe  # noqa: E402
+from dashboard import atlas, atlas_figures, channels, data, feature_vis, figures, metrics, probe  # noqa: E402
 
 LAYER_KEY, CHANNEL_KEY, IMAGES_KEY = "ch_layer", "ch_channel", "ch_images"
 ORDER_KEY, STEPS_KEY = "ch_order", "ch_steps"
+COLUMN_ROOM = 360  # pixels a figure's title has in half the page on a 1280-pixel screen
 
 st.title("Channels")
 try:
@@ -149,6 +150,7 @@ def layer_tiles():
         order=channels.tile_order(result, order_by),
         title=f"{layer}: {C} channels by {order_by}",
         subtitle=f"{result.images:,} test images",
+        max_side=channels.tiles_side(C),
     )
 
 
@@ -184,15 +186,26 @@ def examples_figure(kind: str, shown: list[atlas.Example], **titles: str) -> Non
             crops, shown, labels, classes, predicted=predicted, channel=channel, **titles
         )
 
-    ui.figure(ui.cached_figure((kind, *base_key), build), f"{layer}-{channel}-{kind}")
+    column_figure(kind, build)
 
 
-columns = st.columns([1, 1.2], gap="medium")
+def column_figure(kind: str, build) -> None:
+    """A figure of the chosen channel in a half-page column, its titles wrapped to fit."""
+
+    def fitted():
+        fig = build()
+        figures.fit_titles(fig, room=COLUMN_ROOM)
+        return fig
+
+    ui.figure(ui.cached_figure((kind, *base_key), fitted), f"{layer}-{channel}-{kind}")
+
+
+columns = st.columns(2, gap="medium")
 with columns[0]:
     examples_figure(
         "top",
         examples,
-        subtitle="cropped to the receptive field; under each: activation, true → predicted class",
+        subtitle="under each crop: activation, true → predicted class",
     )
 with columns[1]:
     bars = partial(
@@ -202,7 +215,7 @@ with columns[1]:
         channel=channel,
         selectivity=float(result.selectivity[channel]),
     )
-    ui.figure(ui.cached_figure(("classes", *base_key), bars), f"{layer}-{channel}-classes")
+    column_figure("classes", bars)
     histogram = partial(
         atlas_figures.maxima_histogram,
         result.hist_counts[channel],
@@ -210,7 +223,7 @@ with columns[1]:
         channel=channel,
         dead_share=float(result.dead_share[channel]),
     )
-    ui.figure(ui.cached_figure(("maxima", *base_key), histogram), f"{layer}-{channel}-maxima")
+    column_figure("maxima", histogram)
 
 if result.bottom_index is not None:
     with st.expander(f"The {len(examples)} most negative images of channel {channel}"):
@@ -226,15 +239,14 @@ if result.bottom_index is not None:
 
 st.divider()
 st.subheader("Feature visualization")
+row = st.columns([1, 3], gap="medium", vertical_alignment="bottom")
+row[0].number_input(
+    "Steps", 16, 1024, step=16, **ui.held(STEPS_KEY, channels.VIS_STEPS),
+    help="Adam steps per image: more give cleaner pictures and take longer.",
+)  # fmt: skip
+prior = "a decorrelated Fourier image" if view.input_shape[0] == 3 else "a total-variation penalty"
 if vis is None:
     seconds = channels.visualization_seconds(C, settings.steps)
-    row = st.columns([1, 3], gap="medium", vertical_alignment="bottom")
-    row[0].number_input(
-        "Steps", 16, 1024, step=16, **ui.held(STEPS_KEY, channels.VIS_STEPS),
-        help="Adam steps per image: more give cleaner pictures and take longer.",
-    )  # fmt: skip
-    rgb = view.input_shape[0] == 3
-    prior = "a decorrelated Fourier image" if rgb else "a total-variation penalty"
     row[1].caption(
         f"An input optimized to excite each of the {C} channels (jitter, scale and rotation "
         f"each step; {prior}). Slow: about {seconds:,.0f} s for a small model, minutes for a "
@@ -243,20 +255,18 @@ if vis is None:
     if st.button(f"Visualize all {C} channels", icon=":material/auto_awesome:"):
         try:
             with ui.progress_bar(f"Optimizing {C} images", unit="steps") as progress:
-                vis = channels.visualizations(
-                    model, layer, split.info, model_id, settings, progress
-                )
+                channels.visualizations(model, layer, split.info, model_id, settings, progress)
         except LensError as err:
             ui.show_error(err)
             st.stop()
         st.rerun()  # the tiles above take the visualizations in
 else:
     k = int(np.flatnonzero(vis.units == channel)[0])
-    best = float(examples[0].activation)
-    st.caption(
+    row[1].caption(
         f"Channel {channel}: an input optimized for {int(vis.steps[0])} steps (seed "
-        f"{int(vis.seed[0])}) to excite it. Its maximum `{float(vis.maximum[k]):.4g}` against "
-        f"`{best:.4g}` for the best test image."
+        f"{int(vis.seed[0])}; {prior}) to raise the channel's mean over its map: mean "
+        f"`{float(vis.objective[k]):.4g}`, maximum `{float(vis.maximum[k]):.4g}` (the best test "
+        f"image's maximum: `{float(examples[0].activation):.4g}`). More steps: another picture."
     )
     picture = vis.rgb()[k]
     st.image(
