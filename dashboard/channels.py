@@ -14,7 +14,9 @@ from torch import nn
 from dashboard import atlas, cache, data, feature_vis, probe
 
 ATLAS_KIND, VISUALIZATION_KIND = "atlas", "feature-vis"
-DEFAULT_IMAGES = 2000  # images in the atlas: about a second for LeNet-5 on a CPU
+DEFAULT_IMAGES = 2000  # images in the atlas: about a second for LeNet-5 on a CPU …
+ATLAS_MULT_ADDS = 5e10  # … or fewer, so a big model's first atlas takes seconds, not minutes
+MIN_IMAGES = 100
 VIS_STEPS = 64  # feature visualization steps: readable images in a few seconds for LeNet-5
 VIS_SECONDS_PER_STEP_CHANNEL = 0.008  # measured for lenet5's conv2 on a busy 2-core CPU
 TILE_SIDE = 48  # pixels of each channel's picture in the layer's tiles
@@ -35,6 +37,13 @@ def default_layer(kinds: dict[str, str]) -> str:
     """The last conv layer (its channels are the most meaningful), else the last layer."""
     convs = [key for key, kind in kinds.items() if kind == "conv"]
     return (convs or list(kinds))[-1]
+
+
+def default_images(mult_adds: int, available: int) -> int:
+    """How many test images the atlas reads unless the user asks for more: 2,000, fewer for a
+    model whose forward pass is costly (`mult_adds` per image), at least 100."""
+    affordable = max(MIN_IMAGES, int(ATLAS_MULT_ADDS // max(mult_adds, 1)))
+    return min(available, DEFAULT_IMAGES, affordable)
 
 
 def unfit_reason(

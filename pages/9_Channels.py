@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 from dashboard import atlas, atlas_figures, channels, data, feature_vis, figures, metrics, probe  # noqa: E402
 
 LAYER_KEY, CHANNEL_KEY, IMAGES_KEY = "ch_layer", "ch_channel", "ch_images"
-ORDER_KEY, STEPS_KEY = "ch_order", "ch_steps"
+ORDER_KEY, STEPS_KEY, IMAGES_FOR_KEY = "ch_order", "ch_steps", "ch_images_for"
 COLUMN_ROOM = 360  # pixels a figure's title has in half the page on a 1280-pixel screen
 
 st.title("Channels")
@@ -91,13 +91,19 @@ layer = panel[0].selectbox(
     "A conv's values are those entering its activation function.",
 )
 most = len(split)
+suggested = channels.default_images(flow.mult_adds, most)
+if st.session_state.get(IMAGES_FOR_KEY) != selection.model_key:  # another model: its default
+    st.session_state[IMAGES_FOR_KEY] = selection.model_key
+    st.session_state[IMAGES_KEY] = suggested
+st.session_state[IMAGES_KEY] = min(int(st.session_state.get(IMAGES_KEY, suggested)), most)
 count = panel[1].number_input(
     f"Test images (of {most:,})",
-    min_value=min(100, most),
+    min_value=min(channels.MIN_IMAGES, most),
     max_value=most,
     step=500,
-    **ui.held(IMAGES_KEY, min(channels.DEFAULT_IMAGES, most)),
-    help="The first images of the test split; more take longer the first time.",
+    **ui.held(IMAGES_KEY, suggested),
+    help=f"The first images of the test split; more take longer the first time. The default, "
+    f"{suggested:,}, keeps this model's first atlas to seconds on a CPU.",
 )
 order_by = panel[2].selectbox(
     "Order the tiles by",

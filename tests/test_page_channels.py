@@ -13,8 +13,9 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from dashboard import checkpoints, data
+from dashboard import channels, checkpoints, data, probe
 from tests.conftest import REPO_ROOT
+from tests.pages import run_page
 from tests.test_page_activations import array
 from tests.test_page_state import holds, opened
 
@@ -131,3 +132,29 @@ def test_feature_visualization_runs_on_request_and_joins_the_tiles(shared_datase
     # each tile is now the visualization, a 1-pixel gap and the crop side by side
     assert tile_step(app, title) - alone == pytest.approx(48 + 1)
     assert any("left: its feature visualization" in c.value for c in app.caption)
+
+
+def test_a_link_opens_its_layer_and_channel(shared_datasets: Path):
+    query = {"layer": "features.pool1", "channel": "5"}
+    app = run_page(PAGE, query=query, lens_model=MODEL_KEY, extra=True)
+    assert app.selectbox(key="_ch_layer").value == "features.pool1"
+    assert app.number_input(key="_ch_channel").value == 5
+    assert "Channel 5: top 9 images" in charts(app)
+
+
+def test_layers_and_defaults_follow_the_model() -> None:
+    lenet = checkpoints.load_checkpoint(SHIPPED).model.eval()
+    flow = probe.shape_flow(lenet, (1, 28, 28))
+    kinds = channels.layer_kinds(lenet, flow)
+    assert kinds == {
+        "features.conv1": "conv", "features.relu1": "activation", "features.pool1": "pooling",
+        "features.conv2": "conv", "features.relu2": "activation", "features.pool2": "pooling",
+    }  # fmt: skip
+    assert channels.default_layer(kinds) == "features.conv2"
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    assert channels.layer_kinds(mlp, probe.shape_flow(mlp, (1, 28, 28))) == {}
+    # 2,000 images for LeNet-5; a costly model fewer, never below 100 nor above the split
+    assert channels.default_images(flow.mult_adds, 10_000) == 2000
+    assert channels.default_images(10**9, 10_000) == 100
+    assert channels.default_images(10**8, 10_000) == 500
+    assert channels.default_images(flow.mult_adds, 150) == 150
