@@ -36,11 +36,11 @@ def first_images(shared_datasets: Path) -> data.Split:
 
 
 def charts(app: AppTest) -> dict[str, dict]:
-    """Every plotly chart by its title's first line."""
+    """Every plotly chart by its title, a wrapped title's lines joined by spaces."""
     found = {}
     for chart in app.get("plotly_chart"):
         spec = json.loads(chart.proto.spec)
-        found[spec["layout"]["title"]["text"].split("<br>")[0]] = spec
+        found[spec["layout"]["title"]["text"].replace("<br>", " ")] = spec
     return found
 
 
@@ -77,6 +77,7 @@ def test_tiles_are_the_channels_and_top_images_are_the_hooks_maxima(
     tiles = hover_cells(found["features.conv2: 16 channels by channel"])
     assert sorted(tiles[:, 0].astype(int)) == list(range(model.features.conv2.out_channels))
 
+    selectivity: dict[int, float] = {}
     for channel in (0, 11):
         if channel:
             app.number_input(key="_ch_channel").set_value(channel).run()
@@ -90,6 +91,24 @@ def test_tiles_are_the_channels_and_top_images_are_the_hooks_maxima(
         )
         np.testing.assert_array_equal(top[:, 8], first_images.labels.numpy()[index])  # true
         np.testing.assert_array_equal(top[:, 9], predicted[index])  # predicted
+
+        # per class, the mean of the channel's maximum after a ReLU; Morcos et al.'s index
+        labels = first_images.labels.numpy()
+        fired = np.maximum(maxima[:, channel].astype(np.float64), 0)
+        means = np.array([fired[labels == k].mean() for k in range(10)])
+        best = means.max()
+        rest = (means.sum() - best) / 9
+        wanted = selectivity[channel] = (best - rest) / (best + rest)
+        bars = charts(app)[f"Channel {channel}: selectivity {wanted:.3f}"]["data"][0]
+        np.testing.assert_allclose(array(bars["y"]), means, rtol=1e-5)
+        histogram = charts(app)[f"Channel {channel}: maximum activation per image"]["data"][0]
+        assert array(histogram["y"]).sum() == IMAGES
+
+    # the tiles by selectivity: decreasing, as computed by hand for the channels checked
+    app.selectbox(key="_ch_order").set_value("selectivity").run()
+    order = hover_cells(charts(app)["features.conv2: 16 channels by selectivity"])[:, 0]
+    assert order.tolist().index(0) < order.tolist().index(11) or selectivity[0] <= selectivity[11]
+    assert order.tolist().index(11) < order.tolist().index(0) or selectivity[11] <= selectivity[0]
 
 
 def test_layer_channel_and_order_hold_after_a_visit_to_another_page(shared_datasets: Path):
