@@ -228,6 +228,7 @@ with columns[1]:
         result.hist_edges[channel],
         channel=channel,
         dead_share=float(result.dead_share[channel]),
+        title=f"Channel {channel}: its maximum per image",  # one line in a column
     )
     column_figure("maxima", histogram)
 

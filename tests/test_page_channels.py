@@ -101,7 +101,7 @@ def test_tiles_are_the_channels_and_top_images_are_the_hooks_maxima(
         wanted = selectivity[channel] = (best - rest) / (best + rest)
         bars = charts(app)[f"Channel {channel}: selectivity {wanted:.3f}"]["data"][0]
         np.testing.assert_allclose(array(bars["y"]), means, rtol=1e-5)
-        histogram = charts(app)[f"Channel {channel}: maximum activation per image"]["data"][0]
+        histogram = charts(app)[f"Channel {channel}: its maximum per image"]["data"][0]
         assert array(histogram["y"]).sum() == IMAGES
 
     # the tiles by selectivity: decreasing, as computed by hand for the channels checked
