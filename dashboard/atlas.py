@@ -663,15 +663,17 @@ def dead_share(maxima: np.ndarray) -> np.ndarray:
 
 def histograms(maxima: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
     """Per channel, counts (C, bins) of the maxima in equal bins over the channel's own range,
-    and the edges (C, bins + 1)."""
+    and the edges (C, bins + 1). NaN or infinite maxima (a model with non-finite weights) are
+    left out of the counts."""
     C = maxima.shape[1]
     counts = np.zeros((C, bins), dtype=np.int64)
     edges = np.zeros((C, bins + 1), dtype=np.float32)
     for c in range(C):
-        lo, hi = float(maxima[:, c].min()), float(maxima[:, c].max())
-        if hi <= lo:  # one value: a unit-wide bin around it
+        finite = maxima[:, c][np.isfinite(maxima[:, c])]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        if hi <= lo:  # one value (or none): a unit-wide bin around it
             lo, hi = lo - 0.5, hi + 0.5
-        counts[c], e = np.histogram(maxima[:, c], bins=bins, range=(lo, hi))
+        counts[c], e = np.histogram(finite, bins=bins, range=(lo, hi))
         edges[c] = e
     return counts, edges
 

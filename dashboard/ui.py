@@ -232,6 +232,12 @@ PAGES = (
         ":material/calculate:",
         "convolution and pooling by hand, then any neuron of the model",
     ),
+    (
+        "pages/9_Channels.py",
+        "Channels",
+        ":material/blur_on:",
+        "what each channel responds to: its top images, classes, feature visualization",
+    ),
 )
 
 

@@ -306,6 +306,14 @@ def test_histograms_cover_every_maximum() -> None:
     assert (edges[2, 0], edges[2, -1]) == (1.0, 2.0)
 
 
+def test_histograms_leave_out_non_finite_maxima() -> None:
+    maxima = np.array([[1.0, np.nan], [np.nan, np.nan], [3.0, np.inf], [2.0, np.nan]])
+    counts, edges = atlas.histograms(maxima.astype(np.float32), 4)
+    assert counts.sum(axis=1).tolist() == [3, 0]
+    assert (edges[0, 0], edges[0, -1]) == (1.0, 3.0)
+    assert np.isfinite(edges).all()
+
+
 # ---------------------------------------------------------------------------------------------
 # Records, progress, stop, and the shared model
 

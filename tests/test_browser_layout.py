@@ -44,6 +44,7 @@ PAGES = [
     ("/Confusion_matrix", "Top confusions"),
     ("/Compare", "One test image through both"),
     ("/Convolution_lab", "Convolution lab"),
+    ("/Channels", "Feature visualization"),
 ]
 
 
