@@ -17,6 +17,7 @@ from torch import nn
 
 from dashboard import attribution, checkpoints, data, inputs, probe
 from dashboard.errors import LensError
+from tests.test_gradcam import hand_grad_cam as grad_cam_by_hand
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = (0, 1, 2, 3)  # MNIST test digits 7, 2, 1, 0
@@ -161,18 +162,8 @@ def test_occlusion_is_the_mean_drop_over_the_windows_by_hand(model, mnist_test) 
 
 
 def hand_grad_cam(model: nn.Module, x: torch.Tensor, layer: str, target: int) -> torch.Tensor:
-    """ReLU(Σ_k mean_ij(∂y/∂A_k) · A_k) from a plain hook and torch.autograd.grad."""
-    own = copy.deepcopy(model).eval()
-    kept: dict[str, torch.Tensor] = {}
-    module = dict(own.named_modules())[layer]
-    handle = module.register_forward_hook(lambda m, args, out: kept.update(maps=out))
-    try:
-        scores = own(x)
-        (grads,) = torch.autograd.grad(scores[0, target], kept["maps"])
-    finally:
-        handle.remove()
-    weights = grads.mean(dim=(2, 3), keepdim=True)
-    return torch.relu((weights * kept["maps"]).sum(dim=1, keepdim=True)).detach()  # (1, 1, h, w)
+    """The hand formula of the Grad-CAM tests, shaped as Captum's maps (1, 1, h, w)."""
+    return grad_cam_by_hand(model, x, layer, target)[None, None]
 
 
 def test_grad_cam_equals_the_formula_at_every_conv_block(model, mnist_test) -> None:
