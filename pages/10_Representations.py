@@ -24,10 +24,11 @@ from dashboard import representation_figures as rfig  # noqa: E402
 COUNTS = (500, 1_000, 2_000, 5_000, 10_000)  # test images shown (a seeded sample)
 TRAIN_COUNTS = (1_000, 2_000, 5_000, 10_000)  # training images the probes learn from
 DIMS = (2, 3)
-NEIGHBOURS, THUMB_SIDE = 8, 84
+NEIGHBOURS, THUMB_SIDE, GALLERY_COLUMNS = 8, 84, 5
 COUNT_KEY, LAYER_KEY, METHOD_KEY = "repr_count", "repr_layer", "repr_method"
 DIMS_KEY, COLOUR_KEY, IMAGE_KEY = "repr_dims", "repr_colour", "repr_image"
 TRAIN_KEY, PROBE_ASKED_KEY, OTHER_KEY = "repr_train", "repr_probe_asked", "repr_other"
+TAB_KEY, TABS = "repr_tab", ("Projector", "Probes", "Layer similarity")
 CHART_KEY, NONE = "repr_chart", "(none)"
 
 # --------------------------------------------------------------------------- model and data
@@ -69,13 +70,17 @@ if view.untrained:
 
 counts = [c for c in COUNTS if c < len(test)] + [len(test)]
 with ui.controls():
-    count = st.select_slider(
-        "Test images",
-        counts,
-        format_func=lambda c: f"{c:,}",
-        help="A seeded random sample of the test split (the same images every time); the "
-        "projector, the probes' scores and the layer similarity all use them.",
-        **ui.kept(COUNT_KEY, counts, min(1_000, len(test))),
+    count = (
+        counts[0]
+        if len(counts) == 1
+        else st.select_slider(
+            "Test images",
+            counts,
+            format_func=lambda c: f"{c:,}",
+            help="A seeded random sample of the test split (the same images every time); the "
+            "projector, the probes' scores and the layer similarity all use them.",
+            **ui.kept(COUNT_KEY, counts, min(1_000, len(test))),
+        )
     )
 try:
     features, features_key = ui.layer_features(selection, blocks, count)
@@ -85,7 +90,6 @@ except LensError as err:
 
 names = [b.name for b in blocks]
 labels = {b.name: b.label for b in blocks}
-projector_tab, probes_tab, similarity_tab = st.tabs(["Projector", "Probes", "Layer similarity"])
 
 # --------------------------------------------------------------------------- projector
 
@@ -114,13 +118,15 @@ def focus_panel(layer: str, row: int) -> list[int]:
         f"**{ui.plain(guess)}** {mark}. Its {len(found.indices)} nearest neighbours in "
         f"{ui.plain(labels[layer])} (cosine similarity of the features):"
     )
-    cells = st.columns(len(found.indices) + 1)
-    with cells[0]:
-        thumbnail_card(row, "the image")
-    for cell, near, similarity in zip(cells[1:], found.indices, found.similarity, strict=True):
-        with cell:
-            near_true = classes[features.labels[near]]
-            thumbnail_card(int(near), f"{ui.plain(near_true)} · {similarity:.3f}")
+    cards = [(row, "the image")] + [
+        (int(near), f"{ui.plain(classes[features.labels[near]])} · {similarity:.3f}")
+        for near, similarity in zip(found.indices, found.similarity, strict=True)
+    ]
+    for start in range(0, len(cards), GALLERY_COLUMNS):  # rows wide enough for every button
+        shown = cards[start : start + GALLERY_COLUMNS]
+        for cell, card in zip(st.columns(GALLERY_COLUMNS), shown, strict=False):
+            with cell:
+                thumbnail_card(*card)
     return [int(n) for n in found.indices]
 
 
@@ -142,7 +148,8 @@ def point_clicked() -> None:
         st.session_state[IMAGE_KEY] = int(features.indices[row])
 
 
-with projector_tab:
+def projector() -> None:
+    """One layer's features in 2-D or 3-D; a chosen image and its nearest neighbours."""
     bar = ui.controls("Projector").container(horizontal=True, gap="medium")
     layer = bar.selectbox(
         "Layer",
@@ -180,8 +187,9 @@ with projector_tab:
         st.session_state[IMAGE_KEY] = None
     image = bar.selectbox(
         "Image",
-        [None, *shown],
-        format_func=lambda i: "click a point" if i is None else f"{i:,}",
+        shown,
+        format_func=lambda i: f"{i:,}",
+        placeholder="click a point, or type an image's index",
         help="One of the shown test images (by its index in the split): it is ringed in the "
         "map, and its nearest neighbours in this layer show below.",
         **ui.held(IMAGE_KEY, None),
@@ -199,8 +207,8 @@ with projector_tab:
     near = focus_panel(layer, focus) if focus is not None else []
     axes = rfig.pca_axis_titles(projection.explained, dims) if method == "pca" else None
     figure_key = (
-        "projection", features_key["images"], features_key["model"], layer, method, dims,
-        colour_by, focus, tuple(classes),
+        "projection", ui.data_id(test), features_key["images"], features_key["model"], layer,
+        method, dims, colour_by, focus, tuple(classes),
     )  # fmt: skip
     fig = ui.cached_figure(
         figure_key,
@@ -237,9 +245,12 @@ with projector_tab:
             width="content",
         )
 
+
 # --------------------------------------------------------------------------- probes
 
-with probes_tab:
+
+def probes() -> None:
+    """Linear probe, k-NN and silhouette per layer, once asked for."""
     st.caption(
         "For every layer, a logistic regression (a *linear probe*) learns the classes from the "
         "layer's features of training images and is scored on the test images above; k-NN "
@@ -294,7 +305,13 @@ with probes_tab:
                         "Silhouette": None if p.silhouette is None else round(p.silhouette, 3),
                     }
                     for p in report.layers
-                ]
+                ],
+                {
+                    "Features": st.column_config.NumberColumn(format="localized"),
+                    "Linear probe %": st.column_config.NumberColumn(format="%.2f"),
+                    "k-NN %": st.column_config.NumberColumn(format="%.2f"),
+                    "Silhouette": st.column_config.NumberColumn(format="%.3f"),
+                },
             )
             st.caption(
                 f"Trained on {report.train_images:,} training images, scored on "
@@ -308,9 +325,12 @@ with probes_tab:
             icon=":material/info:",
         )
 
+
 # --------------------------------------------------------------------------- layer similarity
 
-with similarity_tab:
+
+def similarity() -> None:
+    """Linear CKA between this model's layers, or against a second checkpoint's."""
     cards = [
         card
         for card in ui.saved_checkpoints()[0]
@@ -318,13 +338,17 @@ with similarity_tab:
     ]
     others = {ui.checkpoint_key(card.path): card for card in cards}
     options = [NONE, *others]
-    other = ui.controls("Layer similarity").selectbox(
-        "Compare with",
-        options,
-        format_func=lambda k: k if k == NONE else ui.plain(ui.model_label(k)),
-        help="A second checkpoint of the same dataset: CKA between its layers and this "
-        "model's, on the same test images.",
-        **ui.kept(OTHER_KEY, options, NONE),
+    other = (
+        ui.controls("Layer similarity")
+        .columns([1, 1])[0]
+        .selectbox(
+            "Compare with",
+            options,
+            format_func=lambda k: k if k == NONE else ui.model_label(k),
+            help="A second checkpoint of the same dataset: CKA between its layers and this "
+            "model's, on the same test images.",
+            **ui.kept(OTHER_KEY, options, NONE),
+        )
     )
     row_names = [labels[n] for n in names]
     try:
@@ -341,8 +365,8 @@ with similarity_tab:
                 matrix,
                 row_names,
                 [b.label for b in other_blocks],
-                row_title=ui.plain(view.label.split(" — ")[0]),
-                column_title=ui.plain(ui.model_label(other).split(" — ")[0]),
+                row_title=view.label.split(" — ")[0],
+                column_title=ui.model_label(other).split(" — ")[0],
             )
             name = "cka-two-models"
     except LensError as err:
@@ -353,3 +377,12 @@ with similarity_tab:
         f"Linear CKA of the layers' features on the same {len(features):,} test images: "
         "1 = the same representation up to rotation and scale, 0 = unrelated."
     )
+
+
+if st.session_state.get(TAB_KEY) not in TABS:
+    st.session_state[TAB_KEY] = TABS[0]
+tabs = st.tabs(TABS, **ui.held(TAB_KEY, TABS[0]))  # a callback: the open tab reruns alone
+for tab, draw in zip(tabs, (projector, probes, similarity), strict=True):
+    if tab.open:
+        with tab:
+            draw()

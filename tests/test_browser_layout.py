@@ -43,6 +43,7 @@ PAGES = [
     ("/Confusion_matrix", "Top confusions"),
     ("/Compare", "One test image through both"),
     ("/Convolution_lab", "Convolution lab"),
+    ("/Representations", "Click a point"),
 ]
 
 

@@ -31,6 +31,7 @@ PAGES = (
     "pages/6_Confusion_matrix.py",
     "pages/7_Compare.py",
     "pages/8_Convolution_lab.py",
+    "pages/10_Representations.py",
 )
 # An image or a link, not escaped: what Markdown would fetch or follow.
 UNESCAPED = re.compile(r"(?<!\\)\[probe(?<!\\)\](?<!\\)\(")

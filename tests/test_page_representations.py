@@ -38,10 +38,16 @@ def mnist(shared_datasets: Path) -> dict[str, data.Split]:
 
 @pytest.fixture(scope="module")
 def page() -> AppTest:
-    """The page with the probes run (their button pressed once)."""
+    """The page as it opens: on its projector."""
     app = run_page(PAGE, lens_model=SHIPPED, lens_dataset="mnist")
     assert not app.error, [e.value for e in app.error]
-    next(b for b in app.button if b.label == "Run the probes").click().run()
+    return app
+
+
+def open_tab(app: AppTest, tab: str) -> AppTest:
+    """Open one of the page's tabs (only the open one is drawn)."""
+    app.session_state["repr_tab"] = tab
+    app.run()
     assert not app.exception, app.exception
     assert not app.error, [e.value for e in app.error]
     return app
@@ -72,6 +78,7 @@ def test_the_pca_map_is_scikit_learns_pca_of_the_layer(
 ) -> None:
     from sklearn.decomposition import PCA
 
+    open_tab(page, "Projector")
     assert page.selectbox(key="_repr_layer").value == "classifier.fc2"  # what fc3 reads
     spec = charts(page)["repr_chart"]
     rows, split_index, coords = [], [], []
@@ -100,6 +107,10 @@ def test_the_probe_chart_is_what_the_probes_give(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    open_tab(page, "Probes")
+    assert "repr_probes" not in charts(page)  # run only when asked
+    next(b for b in page.button if b.label == "Run the probes").click().run()
+    assert not page.exception, page.exception
     spec = charts(page)["repr_probes"]
     probe_line, knn_line = array(spec["data"][0]["y"]), array(spec["data"][1]["y"])
     blocks = rep.model_blocks(lenet5, (1, 28, 28))
@@ -129,7 +140,7 @@ def test_the_probe_chart_is_what_the_probes_give(
 def test_the_cka_heatmap_has_ones_on_its_diagonal_and_the_formulas_values(
     page: AppTest, lenet5: nn.Module, mnist: dict[str, data.Split]
 ) -> None:
-    heat = charts(page)["repr_cka"]["data"][0]
+    heat = charts(open_tab(page, "Layer similarity"))["repr_cka"]["data"][0]
     matrix = array(heat["z"])
     assert matrix.shape == (7, 7)  # LeNet-5's blocks: conv1, pool1, conv2, pool2, fc1..fc3
     assert np.allclose(np.diag(matrix), 1.0)
@@ -152,6 +163,14 @@ def test_the_projector_keeps_its_choices_across_pages(shared_datasets: Path) -> 
         ("select_slider", "_repr_count", 500),
     ]
     holds(app, PAGE, changes, away=SHAPE)
+    app.session_state["repr_tab"] = "Layer similarity"  # the open tab holds too
+    app.run()
+    app.switch_page(SHAPE).run()
+    app.switch_page(PAGE).run()
+    assert app.session_state["repr_tab"] == "Layer similarity"
+    assert charts(app).keys() == {"repr_cka"}
+    app.session_state["repr_tab"] = "Projector"
+    app.run()
     spec = charts(app)["repr_chart"]
     assert sum(len(array(t["x"])) for t in spec["data"]) == 500
     assert [t["name"].split(" (")[0] for t in spec["data"]] == ["correct", "wrong"]

@@ -35,6 +35,7 @@ VISITS = (
     ("compare", "pages/7_Compare.py", {}),
     ("neuron", "pages/8_Convolution_lab.py", {"lens_lab_tab": "Any neuron"}),
     ("classic", "pages/8_Convolution_lab.py", {"lens_lab_tab": "Classic kernels"}),
+    ("representations", "pages/10_Representations.py", {}),
 )
 
 
