@@ -209,3 +209,23 @@ def test_a_chosen_image_shows_with_its_nearest_neighbours(
     assert not app.exception, app.exception
     assert app.session_state["lens_image_index"] == int(nearest[0])
     assert app.title[0].value == "Activations"
+
+
+def test_cka_against_a_second_checkpoint_of_the_dataset(
+    page: AppTest, lenet5: nn.Module, mnist: dict[str, data.Split]
+) -> None:
+    second = "ckpt:trained/study-lenet5-base.safetensors"
+    open_tab(page, "Layer similarity")
+    page.selectbox(key="_repr_other").set_value(second).run()
+    assert not page.exception, page.exception
+    matrix = array(charts(page)["repr_cka"]["data"][0]["z"])
+    assert matrix.shape == (7, 7)
+    other = checkpoints.load_checkpoint(REPO_ROOT / "trained" / "study-lenet5-base.safetensors")
+    indices = rep.sample_indices(len(mnist["test"]), SHOWN)
+    # fc2's blocks of both (what each fc3 receives), by the formula
+    x = hooked(lenet5, mnist["test"], indices, lenet5.classifier.fc3)
+    y = hooked(other.model, mnist["test"], indices, other.model.classifier.fc3)
+    x, y = x - x.mean(axis=0), y - y.mean(axis=0)
+    expected = np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
+    assert matrix[5, 5] == pytest.approx(expected, abs=1e-5)
+    page.selectbox(key="_repr_other").set_value("(none)").run()
