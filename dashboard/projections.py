@@ -254,6 +254,32 @@ def project(
     raise LensError(f"unknown projection {method!r}: choose one of {', '.join(METHODS)}")
 
 
+PROJECTION_KIND = "projection"  # the result cache's name for them
+
+
+def cached_project(
+    method: str,
+    features: np.ndarray,
+    features_key: dict,
+    dims: int = 2,
+    *,
+    seed: int = 0,
+    persist: bool = True,
+    on_progress: Progress | None = None,
+) -> Projection:
+    """`project`, computed once per (features, method, dims, seed) and kept in the result cache
+    (`dashboard/cache.py`); `features_key` names the features (their cache key and layer)."""
+    from dashboard import cache
+
+    def compute() -> dict[str, np.ndarray]:
+        found = project(method, features, dims, seed=seed, on_progress=on_progress)
+        return {"coords": found.coords, "explained": np.asarray(found.explained, np.float64)}
+
+    parts = {"features": features_key, "method": method, "dims": dims, "seed": seed}
+    arrays = cache.cached_arrays(PROJECTION_KIND, parts, compute, persist=persist)
+    return Projection(method, arrays["coords"], seed, arrays["explained"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Nearest neighbours
 

@@ -396,6 +396,22 @@ def extract_features(
 FEATURES_KIND = "layer-features"  # the result cache's name for them
 
 
+def features_key(
+    model_id: str, split: Split, blocks: Sequence[Block], indices: np.ndarray, flatten: bool
+) -> dict[str, Any]:
+    """What a set of features depends on: the result cache's key of `cached_features`, and
+    part of the keys of results computed from them (probes, CKA, projections)."""
+    from dashboard import cache
+
+    return {
+        "model": model_id,
+        "split": cache.split_identity(split),
+        "blocks": [[b.name, b.module, b.capture] for b in blocks],
+        "images": hashlib.sha256(np.asarray(indices).astype("<i8").tobytes()).hexdigest(),
+        "flatten": flatten,
+    }
+
+
 def cached_features(
     model: nn.Module,
     model_id: str,
@@ -414,13 +430,7 @@ def cached_features(
     from dashboard import cache
 
     chosen = np.arange(len(split), dtype=np.int64) if indices is None else np.asarray(indices)
-    parts = {
-        "model": model_id,
-        "split": cache.split_identity(split),
-        "blocks": [[b.name, b.module, b.capture] for b in blocks],
-        "images": hashlib.sha256(chosen.astype("<i8").tobytes()).hexdigest(),
-        "flatten": flatten,
-    }
+    parts = features_key(model_id, split, blocks, chosen, flatten)
 
     def compute() -> dict[str, np.ndarray]:
         found = extract_features(
@@ -629,3 +639,63 @@ def cka_matrix(
             if same:
                 matrix[j, i] = value
     return matrix
+
+
+# ---------------------------------------------------------------------------------------------
+# Probes and CKA kept in the result cache, keyed by the `features_key` of what they were fed
+
+PROBES_KIND, CKA_KIND = "layer-probes", "layer-cka"
+
+
+def cached_probes(
+    train: Features,
+    test: Features,
+    train_key: dict[str, Any],
+    test_key: dict[str, Any],
+    *,
+    persist: bool = True,
+    on_progress: Progress | None = None,
+) -> ProbeReport:
+    """`probe_layers`, computed once per pair of feature sets (their `features_key`s)."""
+    from dashboard import cache
+
+    def compute() -> cache.Entry:
+        report = probe_layers(train, test, on_progress=on_progress)
+        meta = {**report.to_json(), "silhouette_images": report.silhouette_images}
+        return cache.Entry({"model_accuracy": np.array([report.model_accuracy])}, meta)
+
+    key = {"train": train_key, "test": test_key, "max_iter": PROBE_MAX_ITER, "k": KNN_K}
+    meta = cache.cached(PROBES_KIND, key, compute, persist=persist).meta
+    return ProbeReport(
+        layers=[LayerProbe(**layer) for layer in meta["layers"]],
+        model_accuracy=meta["model_accuracy"],
+        train_images=meta["train_images"],
+        test_images=meta["test_images"],
+        silhouette_images=meta["silhouette_images"],
+    )
+
+
+def probes_stored(train_key: dict[str, Any], test_key: dict[str, Any]) -> bool:
+    """True when `cached_probes` of these feature sets would be read, not computed."""
+    from dashboard import cache
+
+    key = {"train": train_key, "test": test_key, "max_iter": PROBE_MAX_ITER, "k": KNN_K}
+    return cache.is_stored(PROBES_KIND, key)
+
+
+def cached_cka(
+    a: Features,
+    a_key: dict[str, Any],
+    b: Features | None = None,
+    b_key: dict[str, Any] | None = None,
+    *,
+    persist: bool = True,
+) -> np.ndarray:
+    """`cka_matrix` of A's layers (against B's, or A's own), computed once per feature sets."""
+    from dashboard import cache
+
+    def compute() -> dict[str, np.ndarray]:
+        return {"cka": cka_matrix(a.layers, None if b is None else b.layers)}
+
+    key = {"a": a_key, "b": b_key}
+    return cache.cached_arrays(CKA_KIND, key, compute, persist=persist)["cka"]

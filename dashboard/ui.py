@@ -238,6 +238,12 @@ PAGES = (
         ":material/blur_on:",
         "what each channel responds to: its top images, classes, feature visualization",
     ),
+    (
+        "pages/10_Representations.py",
+        "Representations",
+        ":material/scatter_plot:",
+        "how each layer arranges the test images: projector, linear probes, layer similarity",
+    ),
 )
 
 
@@ -754,6 +760,75 @@ def predictions(selection: Selection, split: str = "test") -> metrics.Prediction
     images = load_data(selection, view, split)
     with progress_bar(f"Classifying the {split} images of {images.info.title}") as progress:
         return metrics.cached_predict(model, images, model_id(selection), progress=progress)
+
+
+ACTIVATIONS_PAGE = "pages/5_Activations.py"
+
+
+def open_in_activations(index: int) -> None:
+    """Go to the Activations page with test image `index` picked (by index)."""
+    from dashboard import inputs
+
+    st.session_state[inputs.IMAGE_INDEX_KEY] = int(index)
+    st.session_state["lens_image_split"] = "test"
+    st.session_state[inputs.SOURCE_KEY] = inputs.SOURCE_TEST
+    st.session_state["lens_image_mode"] = "by index"  # the Activations page's picker
+    st.switch_page(ACTIVATIONS_PAGE, query_params={inputs.IMAGE_QUERY: str(index)})
+
+
+# --------------------------------------------------------------------------- representations
+
+
+@st.cache_resource(max_entries=8, show_spinner="Finding the layers…")
+def _representation_layers(model_key: str, mtime: float, input_shape: tuple[int, ...]):
+    from dashboard import representations
+
+    model, _, _ = _load(model_key, mtime)
+    return representations.projector_layers(model, input_shape)
+
+
+def representation_layers(selection: Selection):  # -> (list[representations.Block], str)
+    """The selected model's blocks in forward order (plus the last linear layer's input) and
+    the projector's default layer; traced once per checkpoint and input shape."""
+    _, view = load_model(selection)
+    key = selection.model_key
+    return _representation_layers(key, mtime_of(key), tuple(view.input_shape))
+
+
+def layer_features(
+    selection: Selection, blocks: Sequence, count: int | None, split: str = "test"
+):  # -> (representations.Features, features key)
+    """The selected model's features at `blocks` for a seeded sample of `count` images of the
+    split (all when None), in one forward pass: computed once per model content, split,
+    blocks and images, ever (the result cache); a bar with counts shows while they run."""
+    from dashboard import representations
+
+    model, view = load_model(selection)
+    images = load_data(selection, view, split)
+    chosen = representations.sample_indices(len(images), count)
+    key = representations.features_key(model_id(selection), images, blocks, chosen, False)
+    n = len(chosen)
+    with progress_bar(f"Reading every layer of {n:,} {split} images") as progress:
+        found = representations.cached_features(
+            model,
+            key["model"],
+            images,
+            blocks,
+            indices=chosen,
+            on_progress=lambda fraction, _: progress(round(fraction * n), n),
+        )
+    return found, key
+
+
+def work_bar(text: str) -> contextlib.AbstractContextManager:
+    """A `progress_bar` for work measured in per cent: → a (fraction, what) callback."""
+
+    @contextlib.contextmanager
+    def bar() -> Iterator[Callable[[float, str], None]]:
+        with progress_bar(text, unit="%") as progress:
+            yield lambda fraction, _: progress(round(100 * fraction), 100)
+
+    return bar()
 
 
 # --------------------------------------------------------------------------- presenting, sharing

@@ -20,13 +20,11 @@ selection = ui.sidebar()
 # Imported once the page shows: the first import of PyTorch takes seconds.
 import numpy as np  # noqa: E402
 
-from dashboard import confusion, data, figures, inputs, metrics  # noqa: E402
+from dashboard import confusion, data, figures, metrics  # noqa: E402
 
 SPLIT_KEY, SHOW_KEY, ORDER_KEY, LEVEL_KEY = "cm_split", "cm_show", "cm_order", "cm_level"
 CELL_KEY, PAGE_KEY, CHART_KEY = "cm_cell", "cm_page", "cm_chart"
 COMPARE_KEY = "lens_compare_model"  # a model key; other pages (comparison) may set it
-ACTIVATIONS = "pages/5_Activations.py"
-ACTIVATIONS_MODE_KEY = "lens_image_mode"  # the Activations page's "pick a test image" radio
 SPLITS = ("test", "train")
 SHOW = {"counts": "counts", "row": "row %", "column": "column %", "all": "overall %"}
 LABELLED, COARSE = "labelled", "coarse"  # the classes as the dataset labels them / superclasses
@@ -133,14 +131,6 @@ def current_cell(context: str, K: int) -> tuple[int, int] | None:
         return None
     true, predicted = chosen["cell"]
     return (true, predicted) if 0 <= true < K and 0 <= predicted < K else None
-
-
-def open_in_activations(index: int) -> None:
-    st.session_state[inputs.IMAGE_INDEX_KEY] = int(index)
-    st.session_state["lens_image_split"] = "test"
-    st.session_state[inputs.SOURCE_KEY] = inputs.SOURCE_TEST
-    st.session_state[ACTIVATIONS_MODE_KEY] = "by index"
-    st.switch_page(ACTIVATIONS, query_params={inputs.IMAGE_QUERY: str(index)})
 
 
 # --------------------------------------------------------------------------- page
@@ -361,7 +351,7 @@ def gallery(true: int, predicted: int, items: list) -> None:
                     disabled=split != "test",
                     help=f"Open test image {item.index} on the Activations page",
                 ):
-                    open_in_activations(item.index)
+                    ui.open_in_activations(item.index)
     if st.button("Close", key="cm_close", icon=":material/close:"):
         close_cell()
         st.rerun()  # the whole page: the dialog closes

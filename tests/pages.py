@@ -33,3 +33,14 @@ def run_page(
     app.run()
     assert not app.exception, app.exception
     return app
+
+
+def plotly_specs(app: AppTest, keys: tuple[str, ...]) -> dict[str, dict]:
+    """The page's plotly charts as JSON, by which of `keys` their element ids end with."""
+    import json
+
+    found = {}
+    for chart in app.get("plotly_chart"):
+        key = next(k for k in keys if chart.proto.id.endswith(k))
+        found[key] = json.loads(chart.proto.spec)
+    return found

@@ -45,6 +45,7 @@ PAGES = [
     ("/Compare", "One test image through both"),
     ("/Convolution_lab", "Convolution lab"),
     ("/Channels", "Feature visualization"),
+    ("/Representations", "Click a point"),
 ]
 
 

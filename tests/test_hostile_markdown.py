@@ -32,6 +32,7 @@ PAGES = (
     "pages/7_Compare.py",
     "pages/8_Convolution_lab.py",
     "pages/9_Channels.py",
+    "pages/10_Representations.py",
 )
 # An image or a link, not escaped: what Markdown would fetch or follow.
 UNESCAPED = re.compile(r"(?<!\\)\[probe(?<!\\)\](?<!\\)\(")

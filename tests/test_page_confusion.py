@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import checkpoints, confusion, data, metrics, models, probe, training
 from tests.conftest import REPO_ROOT
+from tests.pages import plotly_specs
 from tests.test_confusion import write_cifar100
 
 APP = str(REPO_ROOT / "app.py")  # the entry point, so st.switch_page finds the other pages
@@ -105,11 +105,7 @@ CHART_KEYS = ("cm_chart", "cm_side_A", "cm_side_B", "cm_difference")
 
 def heatmaps(app: AppTest) -> dict[str, dict]:
     """The page's plotly charts by their keys (the clickable matrix is "cm_chart")."""
-    found = {}
-    for chart in app.get("plotly_chart"):
-        key = next(k for k in CHART_KEYS if chart.proto.id.endswith(k))
-        found[key] = json.loads(chart.proto.spec)
-    return found
+    return plotly_specs(app, CHART_KEYS)
 
 
 def metric(app: AppTest, label: str) -> str:

@@ -36,6 +36,7 @@ VISITS = (
     ("neuron", "pages/8_Convolution_lab.py", {"lens_lab_tab": "Any neuron"}),
     ("classic", "pages/8_Convolution_lab.py", {"lens_lab_tab": "Classic kernels"}),
     ("channels", "pages/9_Channels.py", {}),
+    ("representations", "pages/10_Representations.py", {}),
 )
 
 

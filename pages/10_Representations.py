@@ -1,0 +1,388 @@
+"""Representations: how each layer of the selected model arranges the test images.
+
+Projector: one layer's features of N test images placed in 2-D or 3-D by PCA, t-SNE or UMAP,
+coloured by true class, prediction or correctness; a clicked (or chosen) image shows with its
+nearest neighbours in that layer. Probes: how separable the classes are at each depth (linear
+probe, k-NN, silhouette). Layer similarity: linear CKA between the model's layers, or against
+a second checkpoint of the same dataset. Every result is kept in the result cache by model
+content, split, images and layer (dashboard.representations, dashboard.projections).
+"""
+
+import streamlit as st
+
+from dashboard import ui
+from dashboard.errors import LensError
+
+ui.setup_page("Representations", icon=":material/scatter_plot:")
+selection = ui.sidebar()
+
+# Imported once the page shows: the first import of PyTorch takes seconds.
+
+from dashboard import confusion, data, projections, representations  # noqa: E402
+from dashboard import representation_figures as rfig  # noqa: E402
+
+COUNTS = (500, 1_000, 2_000, 5_000, 10_000)  # test images shown (a seeded sample)
+TRAIN_COUNTS = (1_000, 2_000, 5_000, 10_000)  # training images the probes learn from
+DIMS = (2, 3)
+NEIGHBOURS, THUMB_SIDE, GALLERY_COLUMNS = 8, 84, 5
+COUNT_KEY, LAYER_KEY, METHOD_KEY = "repr_count", "repr_layer", "repr_method"
+DIMS_KEY, COLOUR_KEY, IMAGE_KEY = "repr_dims", "repr_colour", "repr_image"
+TRAIN_KEY, PROBE_ASKED_KEY, OTHER_KEY = "repr_train", "repr_probe_asked", "repr_other"
+TAB_KEY, TABS = "repr_tab", ("Projector", "Probes", "Layer similarity")
+CHART_KEY, NONE = "repr_chart", "(none)"
+
+# --------------------------------------------------------------------------- model and data
+
+st.title("Representations")
+try:
+    model, view = ui.load_model(selection)
+    info = data.dataset_info(selection.dataset, data_root=ui.data_root())
+    flow = ui.shape_flow(selection.model_key, view.input_shape, ui.mtime_of(selection.model_key))
+    outputs = flow.output_shape[-1] if flow.output_shape else len(view.classes)
+    if view.input_shape[0] != info.channels:
+        raise LensError(
+            f"{view.label} takes {view.input_shape[0]}-channel images, {info.title} has "
+            f"{info.channels}: pick a dataset the model was made for"
+        )
+    if outputs != info.num_classes:
+        raise LensError(
+            f"{view.label} has {outputs:,} outputs, {info.title} {info.num_classes:,} classes: "
+            "pick a dataset the model was made for"
+        )
+    test = ui.load_data(selection, view)
+    blocks, default_layer = ui.representation_layers(selection)
+except LensError as err:
+    ui.show_error(err)
+    st.stop()
+
+classes = list(view.classes) if len(view.classes) == info.num_classes else list(info.classes)
+st.caption(
+    f"**{ui.plain(view.label)}** on {ui.plain(test.info.title)} — how each layer arranges the "
+    "test images: which images it puts together, at which depth the classes come apart, and "
+    "which layers see alike."
+)
+if view.untrained:
+    st.warning(
+        "**Untrained — random weights.** These maps show what random features keep of the "
+        "pixels. Train the model or pick a checkpoint.",
+        icon=":material/casino:",
+    )
+
+counts = [c for c in COUNTS if c < len(test)] + [len(test)]
+with ui.controls():
+    count = (
+        counts[0]
+        if len(counts) == 1
+        else st.select_slider(
+            "Test images",
+            counts,
+            format_func=lambda c: f"{c:,}",
+            help="A seeded random sample of the test split (the same images every time); the "
+            "projector, the probes' scores and the layer similarity all use them.",
+            **ui.kept(COUNT_KEY, counts, min(1_000, len(test))),
+        )
+    )
+try:
+    features, features_key = ui.layer_features(selection, blocks, count)
+except LensError as err:
+    ui.show_error(err)
+    st.stop()
+
+names = [b.name for b in blocks]
+labels = {b.name: b.label for b in blocks}
+
+# --------------------------------------------------------------------------- projector
+
+
+def thumbnail_card(row: int, caption: str) -> None:
+    """One shown image (a row of the features): its picture, caption and a link to Activations."""
+    index = int(features.indices[row])
+    st.image(confusion.thumbnail(test.images[index].numpy(), THUMB_SIDE))
+    st.caption(caption)
+    if st.button(
+        f"#{index}",
+        key=f"repr_open_{row}",
+        icon=":material/open_in_new:",
+        help=f"Open test image {index} on the Activations page",
+    ):
+        ui.open_in_activations(index)
+
+
+def focus_panel(layer: str, row: int) -> list[int]:
+    """The chosen image and its nearest neighbours in `layer`; → the neighbours' rows."""
+    found = projections.nearest_neighbours(features.layers[layer], row, NEIGHBOURS)
+    true, guess = classes[features.labels[row]], classes[features.predicted[row]]
+    mark = "✓" if true == guess else "✗"
+    st.markdown(
+        f"**Image {int(features.indices[row])}** · true **{ui.plain(true)}** · predicted "
+        f"**{ui.plain(guess)}** {mark}. Its {len(found.indices)} nearest neighbours in "
+        f"{ui.plain(labels[layer])} (cosine similarity of the features):"
+    )
+    cards = [(row, "the image")] + [
+        (int(near), f"{ui.plain(classes[features.labels[near]])} · {similarity:.3f}")
+        for near, similarity in zip(found.indices, found.similarity, strict=True)
+    ]
+    for start in range(0, len(cards), GALLERY_COLUMNS):  # rows wide enough for every button
+        shown = cards[start : start + GALLERY_COLUMNS]
+        for cell, card in zip(st.columns(GALLERY_COLUMNS), shown, strict=False):
+            with cell:
+                thumbnail_card(*card)
+    return [int(n) for n in found.indices]
+
+
+def clicked_row() -> int | None:
+    """The row of the point clicked in the scatter (its customdata [index, row, …])."""
+    event = st.session_state.get(CHART_KEY) or {}
+    for point in (event.get("selection") or {}).get("points", []):
+        custom = point.get("customdata")
+        if isinstance(custom, dict):
+            custom = [custom[k] for k in sorted(custom, key=int)]
+        if custom is not None and len(custom) >= 2:
+            return int(custom[1])
+    return None
+
+
+def point_clicked() -> None:
+    row = clicked_row()
+    if row is not None and 0 <= row < len(features):
+        st.session_state[IMAGE_KEY] = int(features.indices[row])
+
+
+def projector() -> None:
+    """One layer's features in 2-D or 3-D; a chosen image and its nearest neighbours."""
+    bar = ui.controls("Projector").container(horizontal=True, gap="medium")
+    layer = bar.selectbox(
+        "Layer",
+        names,
+        format_func=labels.get,
+        help="The model's blocks in forward order; the default is what the last linear layer "
+        "reads. Conv maps are averaged over their positions: one number per channel.",
+        **ui.kept(LAYER_KEY, names, default_layer),
+    )
+    method = bar.segmented_control(
+        "Method",
+        list(projections.METHODS),
+        format_func=projections.METHODS.get,
+        required=True,
+        help="PCA is instant and linear; t-SNE and UMAP keep neighbours together (seconds; "
+        "distances between far clusters mean little).",
+        **ui.kept(METHOD_KEY, list(projections.METHODS), "pca"),
+    )
+    dims = bar.segmented_control(
+        "Dimensions",
+        DIMS,
+        format_func=lambda d: f"{d}-D",
+        required=True,
+        **ui.kept(DIMS_KEY, list(DIMS), 2),
+    )
+    colour_by = bar.segmented_control(
+        "Colour by",
+        list(rfig.COLOUR_BY),
+        format_func=rfig.COLOUR_BY.get,
+        required=True,
+        **ui.kept(COLOUR_KEY, list(rfig.COLOUR_BY), "true"),
+    )
+    shown = [int(i) for i in features.indices]
+    if st.session_state.get(IMAGE_KEY) not in shown:  # an image of another sample: none
+        st.session_state[IMAGE_KEY] = None
+    image = bar.selectbox(
+        "Image",
+        shown,
+        format_func=lambda i: f"{i:,}",
+        placeholder="click a point, or type an image's index",
+        help="One of the shown test images (by its index in the split): it is ringed in the "
+        "map, and its nearest neighbours in this layer show below.",
+        **ui.held(IMAGE_KEY, None),
+    )
+    values = features.layers[layer]
+    key = {**features_key, "layer": layer}
+    try:
+        with ui.work_bar(f"{projections.METHODS[method]} of {len(values):,} images") as progress:
+            projection = projections.cached_project(method, values, key, dims, on_progress=progress)
+    except LensError as err:
+        ui.show_error(err)
+        st.stop()
+    focus = shown.index(image) if image in shown else None
+    chart_area = st.container()
+    near = focus_panel(layer, focus) if focus is not None else []
+    axes = rfig.pca_axis_titles(projection.explained, dims) if method == "pca" else None
+    figure_key = (
+        "projection", ui.data_id(test), features_key["images"], features_key["model"], layer,
+        method, dims, colour_by, focus, tuple(classes),
+    )  # fmt: skip
+    fig = ui.cached_figure(
+        figure_key,
+        lambda: rfig.embedding_scatter(
+            projection.coords,
+            features.labels,
+            features.predicted,
+            classes,
+            colour_by=colour_by,
+            indices=features.indices,
+            axis_titles=axes,
+            focus=focus,
+            neighbours=near,
+            title=f"{projection.title} of {labels[layer]}",
+        ),
+    )
+    with chart_area:
+        ui.figure(
+            fig,
+            f"projection-{layer}-{method}",
+            key=CHART_KEY,
+            on_select=point_clicked,
+            selection_mode="points",
+        )
+        st.caption(
+            f"{len(values):,} test images, {values.shape[1]:,} numbers each at this layer. "
+            "Click a point (or choose an image above) to see it and its nearest neighbours."
+        )
+    if method == "pca" and len(projection.explained):
+        ui.figure(
+            rfig.explained_variance_bars(projection.explained),
+            f"explained-variance-{layer}",
+            key="repr_variance",
+            width="content",
+        )
+
+
+# --------------------------------------------------------------------------- probes
+
+
+def probes() -> None:
+    """Linear probe, k-NN and silhouette per layer, once asked for."""
+    st.caption(
+        "For every layer, a logistic regression (a *linear probe*) learns the classes from the "
+        "layer's features of training images and is scored on the test images above; k-NN "
+        f"votes among the {representations.KNN_K} most similar training images; the "
+        "silhouette says how far apart the classes lie (−1..1)."
+    )
+    train_counts = TRAIN_COUNTS
+    probes_bar = ui.controls("Probes").container(horizontal=True, gap="medium")
+    train_count = probes_bar.select_slider(
+        "Training images",
+        train_counts,
+        format_func=lambda c: f"{c:,}",
+        help="A seeded random sample of the training split the probes learn from.",
+        **ui.kept(TRAIN_KEY, list(train_counts), 2_000),
+    )
+    context = f"{features_key['model']}|{features_key['images']}|{train_count}"
+    asked = st.session_state.get(PROBE_ASKED_KEY) == context
+    if probes_bar.button("Run the probes", icon=":material/play_arrow:", type="primary"):
+        st.session_state[PROBE_ASKED_KEY] = context
+        asked = True
+    if asked:
+        try:
+            train, train_key = ui.layer_features(selection, blocks, train_count, "train")
+            with ui.work_bar("Training a probe per layer") as progress:
+                report = representations.cached_probes(
+                    train, features, train_key, features_key, on_progress=progress
+                )
+        except LensError as err:
+            ui.show_error(err)
+            report = None
+        if report is not None:
+            ui.figure(
+                rfig.probe_chart(
+                    [labels.get(p.layer, p.layer) for p in report.layers],
+                    [p.probe_accuracy for p in report.layers],
+                    [p.knn_accuracy for p in report.layers],
+                    [p.silhouette for p in report.layers],
+                    report.model_accuracy,
+                    features=[p.features for p in report.layers],
+                ),
+                "probes",
+                key="repr_probes",
+                width="content",
+            )
+            ui.table(
+                [
+                    {
+                        "Layer": labels.get(p.layer, p.layer),
+                        "Features": p.features,
+                        "Linear probe %": round(100 * p.probe_accuracy, 2),
+                        "k-NN %": round(100 * p.knn_accuracy, 2),
+                        "Silhouette": None if p.silhouette is None else round(p.silhouette, 3),
+                    }
+                    for p in report.layers
+                ],
+                {
+                    "Features": st.column_config.NumberColumn(format="localized"),
+                    "Linear probe %": st.column_config.NumberColumn(format="%.2f"),
+                    "k-NN %": st.column_config.NumberColumn(format="%.2f"),
+                    "Silhouette": st.column_config.NumberColumn(format="%.3f"),
+                },
+            )
+            st.caption(
+                f"Trained on {report.train_images:,} training images, scored on "
+                f"{report.test_images:,} test images; the model itself gets "
+                f"{report.model_accuracy:.2%} of them right. Silhouette on "
+                f"{report.silhouette_images:,} images."
+            )
+    else:
+        st.info(
+            "Training one probe per layer takes seconds to a minute: press Run the probes.",
+            icon=":material/info:",
+        )
+
+
+# --------------------------------------------------------------------------- layer similarity
+
+
+def similarity() -> None:
+    """Linear CKA between this model's layers, or against a second checkpoint's."""
+    cards = [
+        card
+        for card in ui.saved_checkpoints()[0]
+        if card.dataset == selection.dataset and ui.checkpoint_key(card.path) != view.key
+    ]
+    others = {ui.checkpoint_key(card.path): card for card in cards}
+    options = [NONE, *others]
+    other = (
+        ui.controls("Layer similarity")
+        .columns([1, 1])[0]
+        .selectbox(
+            "Compare with",
+            options,
+            format_func=lambda k: k if k == NONE else ui.model_label(k),
+            help="A second checkpoint of the same dataset: CKA between its layers and this "
+            "model's, on the same test images.",
+            **ui.kept(OTHER_KEY, options, NONE),
+        )
+    )
+    row_names = [labels[n] for n in names]
+    try:
+        if other == NONE:
+            matrix = representations.cached_cka(features, features_key)
+            fig = rfig.cka_heatmap(matrix, row_names)
+            name = "cka"
+        else:
+            second = ui.Selection(other, selection.dataset)
+            other_blocks, _ = ui.representation_layers(second)
+            other_features, other_key = ui.layer_features(second, other_blocks, count)
+            matrix = representations.cached_cka(features, features_key, other_features, other_key)
+            fig = rfig.cka_heatmap(
+                matrix,
+                row_names,
+                [b.label for b in other_blocks],
+                row_title=view.label.split(" — ")[0],
+                column_title=ui.model_label(other).split(" — ")[0],
+            )
+            name = "cka-two-models"
+    except LensError as err:
+        ui.show_error(err)
+        st.stop()
+    ui.figure(fig, name, key="repr_cka", width="content")
+    st.caption(
+        f"Linear CKA of the layers' features on the same {len(features):,} test images: "
+        "1 = the same representation up to rotation and scale, 0 = unrelated."
+    )
+
+
+if st.session_state.get(TAB_KEY) not in TABS:
+    st.session_state[TAB_KEY] = TABS[0]
+tabs = st.tabs(TABS, **ui.held(TAB_KEY, TABS[0]))  # a callback: the open tab reruns alone
+for tab, draw in zip(tabs, (projector, probes, similarity), strict=True):
+    if tab.open:
+        with tab:
+            draw()
