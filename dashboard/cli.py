@@ -821,10 +821,15 @@ def _calibration_summary(
     """evaluate's calibration, per-class curve scores and top losses. The temperature is fitted
     on training images the model never saw (after the card's first `train_images`), else on
     half of the evaluated predictions (evaluation.calibrate says which)."""
+    import numpy as np
     import torch
 
     from dashboard import data, evaluation, metrics
 
+    if not np.isfinite(pred.probabilities).all():  # non-finite weights: no curve, no calibration
+        print("note: calibration and curves left out: the outputs are not finite", file=sys.stderr)
+        keys = ("ece", "temperature", "ece_before_temperature", "ece_after_temperature")
+        return {**dict.fromkeys(keys), "top_losses": [], "per_class": {}}
     card = loaded.card
     dataset = args.dataset or card.dataset
     # Another dataset than the card's: none of its training images was seen. Without a card
