@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import checkpoints, paths, ui, uploads
 from tests.conftest import REPO_ROOT
+from tests.test_url_view import link_of, run
 
 APP = str(REPO_ROOT / "app.py")
 MODEL, ACTIVATIONS, COMPARE = "pages/1_Model.py", "pages/5_Activations.py", "pages/7_Compare.py"
@@ -29,21 +30,7 @@ def private_folders(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 def session(page: str, query: dict[str, str] | None = None, **state) -> AppTest:
     """A new browser session: only the link (and `state`) to go on."""
-    app = AppTest.from_file(APP, default_timeout=180).switch_page(page)
-    for key, value in (query or {}).items():
-        app.query_params[key] = value
-    for key, value in state.items():
-        app.session_state[key] = value
-    app.run()
-    assert not app.exception, [e.value for e in app.exception]
-    return app
-
-
-def link_of(app: AppTest) -> dict[str, str]:
-    return {
-        key: values[-1] if isinstance(values, list) else values
-        for key, values in dict(app.query_params).items()
-    }
+    return run(page, query, **state)
 
 
 def no_server_path(link: dict[str, str], *places: Path) -> None:
