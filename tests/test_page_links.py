@@ -12,10 +12,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import checkpoints, paths, ui, uploads
-from tests.conftest import REPO_ROOT
 from tests.test_url_view import link_of, run
 
-APP = str(REPO_ROOT / "app.py")
 MODEL, ACTIVATIONS, COMPARE = "pages/1_Model.py", "pages/5_Activations.py", "pages/7_Compare.py"
 SHIPPED = paths.TRAINED_DIR / "lenet5-mnist.safetensors"
 
