@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from dashboard import shipped_flows, ui
-from dashboard.errors import LensError
+from dashboard import ui
+from dashboard.analysis import shipped_flows
+from dashboard.base.errors import LensError
 
 ui.setup_page("Home")
 # Title, page map and the layer table come first: for a shipped checkpoint none of them needs

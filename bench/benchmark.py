@@ -754,7 +754,7 @@ def plain_probabilities(model: torch.nn.Module, split: data.Split, batch: int = 
 def gallery_seconds(pred: Any, images: Any, true: int, predicted: int) -> tuple[float, int]:
     """A click on cell (true, predicted) as the confusion page serves it: the cell's images
     (metrics.cell_indices inside confusion.gallery), the first page of 40 and its thumbnails."""
-    from dashboard import confusion
+    from dashboard.analysis import confusion
 
     t = time.perf_counter()
     items = confusion.gallery(pred, true, predicted)
@@ -769,7 +769,9 @@ def cached_predictions(name: str, root: Path) -> Callable[[], Any] | str:
     the result cache's in-memory entry, keyed by the checkpoint's content and the split's
     identity) as a call, filled once; or why it cannot be measured."""
     try:
-        from dashboard import cache, checkpoints, metrics
+        from dashboard.analysis import metrics
+        from dashboard.base import cache
+        from dashboard.models import checkpoints
 
         path = REPO / "trained" / f"{name}-mnist.safetensors"
         loaded = checkpoints.load_checkpoint(path)
@@ -782,7 +784,8 @@ def cached_predictions(name: str, root: Path) -> Callable[[], Any] | str:
 
 
 def section_c(ctx: Context, rep: Report) -> None:
-    from dashboard import checkpoints, metrics
+    from dashboard.analysis import metrics
+    from dashboard.models import checkpoints
 
     start = time.perf_counter()
     import sklearn.metrics  # noqa: F401  # the app imports it once; reported, not counted
@@ -960,7 +963,10 @@ t = time.perf_counter()
 import torch, sklearn.metrics, plotly.graph_objects, pandas
 import streamlit.emojis  # set_page_config's icon check imports it on a process's first page
 from streamlit.testing.v1 import AppTest
-from dashboard import cache, checkpoints, confusion, data, figures, inputs, metrics, ui
+from dashboard.base import cache
+from dashboard.models import checkpoints
+from dashboard.analysis import confusion, inputs, metrics
+from dashboard import data, figures, ui
 imports = time.perf_counter() - t
 computed = []
 predict = metrics.predict
@@ -986,7 +992,7 @@ print(json.dumps({"imports_s": imports, "work_s": end - started[0], "apptest_s":
 
 def forget_results() -> None:
     """Empty the result cache, in memory and on disk (what a first visit ever finds)."""
-    from dashboard import cache
+    from dashboard.base import cache
 
     cache.clear_memory()
     shutil.rmtree(cache.results_dir(), ignore_errors=True)
@@ -1011,7 +1017,9 @@ def restarted_page(model_key: str) -> dict[str, Any]:
 def section_p(ctx: Context, rep: Report) -> None:
     """metrics.predict alone against the app's path the first time (the result cache: split
     digest, checkpoint digest, disk write), then the page after a restart."""
-    from dashboard import cache, checkpoints, metrics
+    from dashboard.analysis import metrics
+    from dashboard.base import cache
+    from dashboard.models import checkpoints
 
     t = time.perf_counter()
     test = data.load_split("cifar10", "test", data_root=ctx.data.root, download=False)
@@ -1114,7 +1122,7 @@ def section_p(ctx: Context, rep: Report) -> None:
 
 
 def section_d(ctx: Context, rep: Report) -> None:
-    from dashboard import probe
+    from dashboard.analysis import probe
 
     model = models.build_model("resnet18")
     model.eval()
@@ -1230,7 +1238,7 @@ def section_y(ctx: Context, rep: Report) -> None:
 def default_model_key() -> str:
     """What the sidebar shows first on a fresh machine (its first choice: the first shipped
     checkpoint in the listing's order, MNIST and best first)."""
-    from dashboard import checkpoints
+    from dashboard.models import checkpoints
 
     shipped = checkpoints.list_checkpoints(REPO / "trained")
     return f"ckpt:trained/{shipped[0].path.name}" if shipped else "arch:course-net"
@@ -1547,7 +1555,7 @@ def _find(app: Any, kind: str, key: str | None, label: str, sidebar: bool) -> An
 def _choose_widget(app: Any, page: str) -> tuple[Any, list[Any], bool] | None:
     pool = [default_model_key(), "arch:lenet5"]
     if page == "4_Filters.py":
-        from dashboard import probe
+        from dashboard.analysis import probe
 
         pool += [n for n, _ in probe.conv_layers(build("lenet5"))] + [
             f"features.conv{i}" for i in range(1, 6)

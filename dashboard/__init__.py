@@ -10,6 +10,6 @@ import sys
 __version__ = "0.1.0"
 
 if sys.argv[:1] == ["-m"]:  # being found by `python -m dashboard …`: see __main__
-    from dashboard import _interrupt
+    from dashboard.base import interrupt
 
-    _interrupt.quit_quietly_on_ctrl_c()
+    interrupt.quit_quietly_on_ctrl_c()

@@ -5,21 +5,22 @@ coloured by true class, prediction or correctness; a clicked (or chosen) image s
 nearest neighbours in that layer. Probes: how separable the classes are at each depth (linear
 probe, k-NN, silhouette). Layer similarity: linear CKA between the model's layers, or against
 a second checkpoint of the same dataset. Every result is kept in the result cache by model
-content, split, images and layer (dashboard.representations, dashboard.projections).
+content, split, images and layer (analysis.representations, analysis.projections).
 """
 
 import streamlit as st
 
 from dashboard import ui
-from dashboard.errors import LensError
+from dashboard.base.errors import LensError
 
 ui.setup_page("Representations", icon=":material/scatter_plot:")
 selection = ui.sidebar()
 
 # Imported once the page shows: the first import of PyTorch takes seconds.
 
-from dashboard import confusion, data, projections, representations  # noqa: E402
-from dashboard import representation_figures as rfig  # noqa: E402
+from dashboard import data  # noqa: E402
+from dashboard.analysis import confusion, projections, representations  # noqa: E402
+from dashboard.figures import representations as rfig  # noqa: E402
 
 COUNTS = (500, 1_000, 2_000, 5_000, 10_000)  # test images shown (a seeded sample)
 TRAIN_COUNTS = (1_000, 2_000, 5_000, 10_000)  # training images the probes learn from

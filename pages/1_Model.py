@@ -8,12 +8,15 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import ui
-from dashboard.errors import LensError
+from dashboard.base.errors import LensError
 
 ui.setup_page("Model", icon=":material/deployed_code:")
 selection = ui.sidebar()
 
-from dashboard import checkpoints, data, figures, models, paths, runs, uploads  # noqa: E402
+from dashboard import data, figures, models  # noqa: E402
+from dashboard.base import paths  # noqa: E402
+from dashboard.models import checkpoints, uploads  # noqa: E402
+from dashboard.training import runs  # noqa: E402
 
 SOURCES = (
     "Shipped checkpoint",

@@ -8,12 +8,14 @@ import uuid
 import streamlit as st
 
 from dashboard import ui
-from dashboard.errors import LensError
+from dashboard.base.errors import LensError
 
 ui.setup_page("Train", icon=":material/model_training:")
 selection = ui.sidebar()
 
-from dashboard import data, figures, models, paths, runs, training  # noqa: E402
+from dashboard import data, figures, models, training  # noqa: E402
+from dashboard.base import paths  # noqa: E402
+from dashboard.training import runs  # noqa: E402
 
 RUNS_KEY = "train_runs"  # this session's TrainingRuns, oldest first (per browser session)
 OWNER_KEY = "train_owner"  # who owns a run: one active run per browser session

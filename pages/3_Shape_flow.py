@@ -4,7 +4,7 @@ output-size formula with its numbers, and what breaks when the input size change
 import streamlit as st
 
 from dashboard import ui
-from dashboard.errors import LensError
+from dashboard.base.errors import LensError
 
 ui.setup_page("Shape flow")
 selection = ui.sidebar()
@@ -12,7 +12,8 @@ selection = ui.sidebar()
 # Imported once the page shows: the first import of PyTorch takes seconds.
 import pandas as pd  # noqa: E402
 
-from dashboard import figures, summary  # noqa: E402
+from dashboard import figures  # noqa: E402
+from dashboard.analysis import summary  # noqa: E402
 
 # Session-state keys: stable names, so a later URL binding can seed them.
 C_KEY, H_KEY, W_KEY, FOR_KEY = "shape_c", "shape_h", "shape_w", "shape_model"

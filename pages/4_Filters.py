@@ -4,7 +4,7 @@ during training, and the first layer beside the classic Prewitt/Sobel edge detec
 import streamlit as st
 
 from dashboard import ui
-from dashboard.errors import LensError
+from dashboard.base.errors import LensError
 
 ui.setup_page("Filters")
 selection = ui.sidebar()
@@ -13,7 +13,8 @@ selection = ui.sidebar()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from dashboard import data, figures, filters  # noqa: E402
+from dashboard import data, figures  # noqa: E402
+from dashboard.analysis import filters  # noqa: E402
 
 # Session-state keys: stable names, so a later URL binding can seed them.
 LAYER_KEY, SCALE_KEY, CHANNELS_KEY = "filters_layer", "filters_scale", "filters_channels"

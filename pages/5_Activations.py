@@ -13,7 +13,7 @@ from functools import partial
 import streamlit as st
 
 from dashboard import ui
-from dashboard.errors import LensError
+from dashboard.base.errors import LensError
 
 ui.setup_page("Activations")
 selection = ui.sidebar()
@@ -23,7 +23,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from dashboard import data, figures, gradcam, images, inputs, probe  # noqa: E402
+from dashboard import data, figures  # noqa: E402
+from dashboard.analysis import gradcam, inputs, probe  # noqa: E402
+from dashboard.base import images  # noqa: E402
 
 MODE_KEY, COMPARE_KEY = "lens_image_mode", "lens_compare_index"
 BY_INDEX, BY_CLASS, MISTAKES = "by index", "by class", "misclassified"

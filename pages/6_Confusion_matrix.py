@@ -12,7 +12,7 @@ Other pages may set `COMPARE_KEY` to a model key to preselect the second model.
 import streamlit as st
 
 from dashboard import ui
-from dashboard.errors import LensError
+from dashboard.base.errors import LensError
 
 ui.setup_page("Confusion matrix")
 selection = ui.sidebar()
@@ -20,7 +20,8 @@ selection = ui.sidebar()
 # Imported once the page shows: the first import of PyTorch takes seconds.
 import numpy as np  # noqa: E402
 
-from dashboard import confusion, data, figures, metrics  # noqa: E402
+from dashboard import data, figures  # noqa: E402
+from dashboard.analysis import confusion, metrics  # noqa: E402
 
 SPLIT_KEY, SHOW_KEY, ORDER_KEY, LEVEL_KEY = "cm_split", "cm_show", "cm_order", "cm_level"
 CELL_KEY, PAGE_KEY, CHART_KEY = "cm_cell", "cm_page", "cm_chart"

@@ -12,12 +12,16 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import ui
-from dashboard.errors import LensError
+from dashboard.base.errors import LensError
 
 ui.setup_page("Compare", icon=":material/compare:")
 selection = ui.sidebar()
 
-from dashboard import checkpoints, compare, figures, filters, inputs, paths, probe  # noqa: E402
+from dashboard import figures  # noqa: E402
+from dashboard.analysis import filters, inputs, probe  # noqa: E402
+from dashboard.base import paths  # noqa: E402
+from dashboard.models import checkpoints  # noqa: E402
+from dashboard.training import compare  # noqa: E402
 
 B_KEY = "compare_b"  # the overlay keeps its choices under compare_runs, compare_curve
 FILTER_KEY, CHANNEL_KEY = "compare_filter_layer", "compare_channel"

@@ -7,8 +7,8 @@ neuron shown in "Any neuron" follows what the Activations page picked: `lens_neu
 `lens_neuron_channel`, `lens_neuron_y`, `lens_neuron_x`, or its `inputs.NEURON_KEY` record, with
 the test image `inputs.IMAGE_INDEX_KEY`. Another page can open a tab by setting `lens_lab_tab`.
 
-Widgets and layout only: `dashboard.lab_inputs` reads the kept inputs, `dashboard.lab` does the
-arithmetic, `dashboard.lab_display` writes the grids, tables, sentences and figures.
+Widgets and layout only: `analysis.lab_inputs` reads the kept inputs, `analysis.lab` does the
+arithmetic, `dashboard.figures.lab` writes the grids, tables, sentences and figures.
 """
 
 from collections.abc import Callable, Sequence
@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import streamlit as st
 
 from dashboard import ui
-from dashboard.errors import LensError
+from dashboard.base.errors import LensError
 
 ui.setup_page("Convolution lab", icon=":material/calculate:")
 selection = ui.sidebar()
@@ -25,10 +25,10 @@ selection = ui.sidebar()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from dashboard import inputs, lab, probe  # noqa: E402
-from dashboard import lab_display as show  # noqa: E402
-from dashboard import lab_inputs as typed  # noqa: E402
-from dashboard.lab_inputs import NEURON_CHANNEL, NEURON_LAYER, NEURON_X, NEURON_Y  # noqa: E402
+from dashboard.analysis import inputs, lab, probe  # noqa: E402
+from dashboard.analysis import lab_inputs as typed  # noqa: E402
+from dashboard.analysis.lab_inputs import NEURON_CHANNEL, NEURON_LAYER, NEURON_X, NEURON_Y  # noqa: E402
+from dashboard.figures import lab as show  # noqa: E402
 
 TABS = (
     "Worked convolution",

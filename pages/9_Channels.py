@@ -3,8 +3,8 @@ as tiles (each channel's best image cropped to its receptive field), and for one
 images, its mean maximum per class with the class-selectivity index, the histogram of its maxima,
 and on request its feature visualization (an input optimized to excite it).
 
-Widgets and layout only: `dashboard.channels` picks the layers and keeps the atlas and the
-visualizations in the result cache; `dashboard.atlas` computes, `dashboard.atlas_figures` draws.
+Widgets and layout only: `dashboard.analysis.channels` picks the layers and keeps the atlas and the
+visualizations in the result cache; `analysis.atlas` computes, `figures.atlas` draws.
 """
 
 from functools import partial
@@ -12,7 +12,7 @@ from functools import partial
 import streamlit as st
 
 from dashboard import ui
-from dashboard.errors import LensError
+from dashboard.base.errors import LensError
 
 ui.setup_page("Channels", icon=":material/blur_on:")
 selection = ui.sidebar()
@@ -20,7 +20,9 @@ selection = ui.sidebar()
 # Imported once the page shows: the first import of PyTorch takes seconds.
 import numpy as np  # noqa: E402
 
-from dashboard import atlas, atlas_figures, channels, data, feature_vis, figures, metrics, probe  # noqa: E402
+from dashboard import data, figures  # noqa: E402
+from dashboard.analysis import atlas, channels, feature_vis, metrics, probe  # noqa: E402
+from dashboard.figures import atlas as atlas_figures  # noqa: E402
 
 LAYER_KEY, CHANNEL_KEY, IMAGES_KEY = "ch_layer", "ch_channel", "ch_images"
 ORDER_KEY, STEPS_KEY, IMAGES_FOR_KEY = "ch_order", "ch_steps", "ch_images_for"

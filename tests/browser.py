@@ -277,7 +277,7 @@ def set_run(page, epochs: int, images: int, test_images: int = 500) -> None:
 def wait_until_no_run_trains(page, url: str, since: float, limit_s: float) -> float:
     """Open the Train page again and again until it says no run trains on the server any
     more; → the seconds since `since` (the moment a tab closed), failing past `limit_s`."""
-    from dashboard.runs import MAX_ACTIVE_RUNS
+    from dashboard.training.runs import MAX_ACTIVE_RUNS
 
     while True:
         page.goto(f"{url}/Train")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
 
-from dashboard import models, probe, summary
+from dashboard import models
+from dashboard.analysis import probe, summary
 from tests.conftest import REPO_ROOT
 
 TIMEOUT = 60

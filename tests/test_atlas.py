@@ -1,4 +1,4 @@
-"""dashboard.atlas on the shipped checkpoints and real MNIST / CIFAR-10 test images: top-k
+"""dashboard.analysis.atlas on the shipped checkpoints and real MNIST / CIFAR-10 test images: top-k
 against a plain forward pass per image, crop boxes against the gradient support in an
 all-positive copy of the model, class selectivity against the formula by hand."""
 
@@ -12,8 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from dashboard import atlas, checkpoints, data, probe
-from dashboard.errors import LensError, UnknownNameError
+from dashboard import data
+from dashboard.analysis import atlas, probe
+from dashboard.base.errors import LensError, UnknownNameError
+from dashboard.models import checkpoints
 
 TRAINED = Path(__file__).resolve().parent.parent / "trained"
 IMAGES = 300  # real test images per split: enough for ties to be rare and top-9 to mean much

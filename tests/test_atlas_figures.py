@@ -1,4 +1,4 @@
-"""dashboard.atlas_figures: the pixels and numbers inside the atlas figures, read back and
+"""dashboard.figures.atlas: the pixels and numbers inside the atlas figures, read back and
 checked against the arrays they were built from (a real atlas of lenet5-mnist on real MNIST)."""
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
-from dashboard import atlas, atlas_figures, checkpoints, data, metrics
-from dashboard.errors import ShapeError
+from dashboard import data
+from dashboard.analysis import atlas, metrics
+from dashboard.base.errors import ShapeError
 from dashboard.figures import DEAD, LENS_TEMPLATE, MUTED, PREDICTED, WRONG
+from dashboard.figures import atlas as atlas_figures
+from dashboard.models import checkpoints
 
 TRAINED = Path(__file__).resolve().parent.parent / "trained"
 

@@ -15,8 +15,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from dashboard import attribution, checkpoints, data, inputs, probe
-from dashboard.errors import LensError
+from dashboard import data
+from dashboard.analysis import attribution, inputs, probe
+from dashboard.base.errors import LensError
+from dashboard.models import checkpoints
 from tests.test_gradcam import hand_grad_cam as grad_cam_by_hand
 
 REPO = Path(__file__).resolve().parent.parent

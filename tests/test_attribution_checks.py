@@ -17,7 +17,9 @@ from PIL import Image
 from scipy.stats import rankdata
 from torch import nn
 
-from dashboard import attribution, checkpoints, cli, data, faithfulness, inputs, sanity
+from dashboard import cli, data
+from dashboard.analysis import attribution, faithfulness, inputs, sanity
+from dashboard.models import checkpoints
 
 REPO = Path(__file__).resolve().parent.parent
 LENET5 = REPO / "trained" / "lenet5-mnist.safetensors"

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from dashboard import checkpoints, confusion, data, metrics
+from dashboard import data
+from dashboard.analysis import confusion, metrics
+from dashboard.models import checkpoints
 from tests.browser import (
     SCREENSHOTS,
     SIDEBAR,

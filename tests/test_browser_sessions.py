@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from dashboard import checkpoints, data, metrics, paths
+from dashboard import data
+from dashboard.analysis import metrics
+from dashboard.base import paths
+from dashboard.models import checkpoints
 from tests import test_browser_train
 from tests.browser import (
     CHROMIUM,

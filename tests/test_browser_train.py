@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dashboard import checkpoints, models
+from dashboard import models
+from dashboard.models import checkpoints
 from tests.browser import (
     PROGRESS,
     assert_no_exception,

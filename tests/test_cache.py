@@ -1,4 +1,4 @@
-"""The on-disk result cache (dashboard.cache): keys that miss when any part changes, atomic
+"""The on-disk result cache (dashboard.base.cache): keys that miss when any part changes, atomic
 writes that a killed writer cannot spoil, least-recently-used eviction under a size cap, damaged
 entries computed again, and entries shared between processes — the command line's predictions
 read by the app and by a second command line. Real MNIST, real checkpoints, real SIGKILLs."""
@@ -19,7 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from dashboard import cache, checkpoints, data, metrics
+from dashboard import data
+from dashboard.analysis import metrics
+from dashboard.base import cache
+from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
 
 LENET5 = REPO_ROOT / "trained" / "lenet5-mnist.safetensors"
@@ -199,7 +202,7 @@ def test_a_damaged_entry_is_computed_again_never_trusted(damage: str) -> None:
 WRITER = """
 import os, sys
 import numpy as np
-from dashboard import cache
+from dashboard.base import cache
 
 def stall(fd):  # the whole temporary file is written: stop before it is renamed
     print("writing", flush=True)
@@ -242,7 +245,7 @@ def test_two_processes_writing_one_entry_leave_one_whole_entry(private_cache: Pa
     code = textwrap.dedent(
         """
         import numpy as np
-        from dashboard import cache
+        from dashboard.base import cache
         for _ in range(20):
             cache.clear_memory()
             path = cache.entry_path("test", {"what": "race"})

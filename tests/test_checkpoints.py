@@ -23,8 +23,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from dashboard import checkpoints, data, models
-from dashboard.checkpoints import (
+from dashboard import data, models
+from dashboard.base.errors import CheckpointError, LensError, UnknownNameError
+from dashboard.models import checkpoints
+from dashboard.models.checkpoints import (
     Card,
     MismatchError,
     list_checkpoints,
@@ -33,7 +35,6 @@ from dashboard.checkpoints import (
     save_checkpoint,
     validate_name,
 )
-from dashboard.errors import CheckpointError, LensError, UnknownNameError
 
 MNIST_ARGS = {"in_channels": 1, "num_classes": 10, "input_size": 28, "options": {}}
 
@@ -613,7 +614,7 @@ def test_list_checkpoints_sorts_lists_invalid_cards_last_and_skips_orphans(
     (tmp_path / "foreign.json").write_text('{"format": "someone-else/3"}')
     (tmp_path / "orphan.json").write_text((tmp_path / "m-low.json").read_text())
 
-    with caplog.at_level(logging.WARNING, logger="dashboard.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="dashboard.models.checkpoints"):
         cards = list_checkpoints(tmp_path)
 
     # An invalid card beside weights is listed (its weights stay usable), after the valid ones;

@@ -12,7 +12,9 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from dashboard import checkpoints, cli, data, probe
+from dashboard import cli, data
+from dashboard.analysis import probe
+from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
 
 # The command reads the test images of the data root the tests point it at.

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from dashboard import cli, paths
+from dashboard import cli
+from dashboard.base import paths
 from tests.conftest import REPO_ROOT
 from tests.test_cli_train import ENV, run_cli
 from tests.test_hostile_checkpoints import tiny_disk, tree_digest
@@ -149,8 +150,8 @@ def test_ctrl_c_while_starting_is_one_line_and_exit_130(command: list[str], dela
 def test_the_train_page_never_saves_in_trained_nor_below_it(tmp_path: Path):
     """The page's runs folder ($CNN_LENS_RUNS) pointed at trained/, a folder in it, or a link
     to it: saving is refused by name, before anything is written."""
-    from dashboard import runs
-    from dashboard.errors import LensError
+    from dashboard.base.errors import LensError
+    from dashboard.training import runs
 
     (tmp_path / "link").symlink_to(paths.TRAINED_DIR)
     for folder in (paths.TRAINED_DIR, paths.TRAINED_DIR / "sub", tmp_path / "link"):

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dashboard import checkpoints, cli, data
-from dashboard import representations as rep
+from dashboard import cli, data
+from dashboard.analysis import representations as rep
+from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
 from tests.test_hostile_cli import cli_run  # in this process: no interpreter start per case
 

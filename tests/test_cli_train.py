@@ -19,7 +19,10 @@ import pytest
 import torch
 from sklearn.metrics import classification_report, confusion_matrix
 
-from dashboard import checkpoints, cli, data, metrics, paths
+from dashboard import cli, data
+from dashboard.analysis import metrics
+from dashboard.base import paths
+from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
 
 # The models are tiny: on 2 shared, busy cores a second thread mostly waits at barriers.

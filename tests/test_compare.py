@@ -13,8 +13,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from dashboard import checkpoints, compare, data, figures, inputs, models, paths, runs, training
-from dashboard.errors import LensError, ShapeError
+from dashboard import data, figures, models, training
+from dashboard.analysis import inputs
+from dashboard.base import paths
+from dashboard.base.errors import LensError, ShapeError
+from dashboard.models import checkpoints
+from dashboard.training import compare, runs
 
 STUDY = ("batchnorm", "avgpool", "sgd", "batch128", "base", "sigmoid")
 LENET5_LAYERS = (

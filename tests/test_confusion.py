@@ -14,8 +14,9 @@ import pytest
 import torch
 from sklearn.metrics import classification_report, confusion_matrix, recall_score
 
-from dashboard import confusion, data, figures, metrics, models, training
-from dashboard.errors import ShapeError
+from dashboard import data, figures, models, training
+from dashboard.analysis import confusion, metrics
+from dashboard.base.errors import ShapeError
 from tests.test_data import _write_py2_pickle
 
 # CIFAR-100's fine → coarse labels as commonly published (e.g. ryanchankh/cifar100coarse's

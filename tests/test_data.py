@@ -26,8 +26,9 @@ import torch
 import torchvision
 import torchvision.transforms.v2.functional as TF
 
-from dashboard import data, images, paths
-from dashboard.errors import DatasetUnavailableError, UnknownNameError
+from dashboard import data
+from dashboard.base import images, paths
+from dashboard.base.errors import DatasetUnavailableError, UnknownNameError
 from tests.conftest import FULL_SETS
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",

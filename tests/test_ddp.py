@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dashboard import checkpoints, data, models, training
+from dashboard import data, models, training
+from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
 
 SETTINGS = {"epochs": 1, "batch_size": 64, "lr": 0.05, "optimizer": "sgd", "seed": 0}

@@ -11,10 +11,12 @@ import pytest
 import safetensors.torch
 import torch
 
-from dashboard import checkpoints, data, dynamics, models, probe, runs, training
-from dashboard.dynamics import DynamicsEvent
-from dashboard.errors import CheckpointError, LensError
-from dashboard.training import EpochEvent, StepEvent, TrainConfig
+from dashboard import data, models, training
+from dashboard.analysis import probe
+from dashboard.base.errors import CheckpointError, LensError
+from dashboard.models import checkpoints, dynamics
+from dashboard.models.dynamics import DynamicsEvent
+from dashboard.training import EpochEvent, StepEvent, TrainConfig, runs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -15,9 +15,11 @@ import torch.nn.functional as F
 from scipy.optimize import minimize_scalar
 from sklearn import metrics as skm
 
-from dashboard import checkpoints, cli, data, evaluation
-from dashboard.errors import LensError
-from dashboard.metrics import Predictions
+from dashboard import cli, data
+from dashboard.analysis import evaluation
+from dashboard.analysis.metrics import Predictions
+from dashboard.base.errors import LensError
+from dashboard.models import checkpoints
 
 REPO = Path(__file__).resolve().parent.parent
 LENET5 = REPO / "trained" / "lenet5-mnist.safetensors"
@@ -270,7 +272,7 @@ def test_evaluate_fits_the_temperature_on_training_images_the_model_never_saw(
 
 
 def test_the_figures_draw_the_numbers_computed(answers) -> None:
-    from dashboard import evaluation_figures
+    from dashboard.figures import evaluation as evaluation_figures
 
     _, pred = answers
     curves = evaluation.roc_curves(pred)

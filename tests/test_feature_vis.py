@@ -1,4 +1,4 @@
-"""dashboard.feature_vis on the shipped checkpoints: optimized images excite their channel more
+"""analysis.feature_vis on the shipped checkpoints: optimized images excite their channel more
 than any real test image does (same pixel range), class models are classified as their class,
 results are reproducible by seed, and the shared model is left as it was."""
 
@@ -11,8 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from dashboard import atlas, checkpoints, data, feature_vis, probe
-from dashboard.errors import LensError, ShapeError
+from dashboard import data
+from dashboard.analysis import atlas, feature_vis, probe
+from dashboard.base.errors import LensError, ShapeError
+from dashboard.models import checkpoints
 
 TRAINED = Path(__file__).resolve().parent.parent / "trained"
 

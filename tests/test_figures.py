@@ -21,8 +21,10 @@ from sklearn.metrics import confusion_matrix
 from torchvision.datasets import MNIST
 
 from dashboard import figures
-from dashboard.errors import ShapeError
-from dashboard.figures import Run, TileLayout
+from dashboard.analysis import filters
+from dashboard.base.errors import ShapeError
+from dashboard.figures import TileLayout
+from dashboard.training.curves import Run
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +178,7 @@ def test_weight_histogram_counts_every_weight() -> None:
 
 
 def test_classic_kernels_are_the_textbook_matrices() -> None:
-    k = figures.classic_kernels()
+    k = filters.edge_kernels()
     assert set(k) == {
         f"{name} {d}" for name in ("Prewitt", "Sobel") for d in ("x", "y", "45°", "135°")
     }
@@ -196,7 +198,7 @@ def test_classic_kernels_are_the_textbook_matrices() -> None:
 
 
 def test_labelled_grid_names_each_map_and_keeps_zero_white() -> None:
-    kernels = figures.classic_kernels()
+    kernels = filters.edge_kernels()
     maps = np.stack(list(kernels.values())).astype(np.float64)  # (8, 3, 3)
     fig = figures.labelled_grid(maps, list(kernels), scale="shared", values=True, title="K")
     (heat,) = heatmaps(fig)
@@ -220,7 +222,7 @@ def test_labelled_grid_names_each_map_and_keeps_zero_white() -> None:
 
 
 def test_labelled_grid_per_map_scale_thinning_and_hover(digits: torch.Tensor) -> None:
-    sobel = torch.tensor(figures.classic_kernels()["Sobel x"], dtype=torch.float32)
+    sobel = torch.tensor(filters.edge_kernels()["Sobel x"], dtype=torch.float32)
     responses = F.conv2d(digits[:40], sobel[None, None], padding=1)[:, 0].numpy()  # (40, 28, 28)
     names = [f"digit {i}" for i in range(40)]
     fig = figures.labelled_grid(responses, names, max_pixels=10_000, colorbar=False)
@@ -271,7 +273,7 @@ def test_activation_grid_512_channels_is_one_heatmap_with_true_hover(digits: tor
 
 
 def test_activation_grid_per_map_and_global_scales(digits: torch.Tensor) -> None:
-    sobel = np.stack(list(figures.classic_kernels().values()))[:, None]  # (8, 1, 3, 3)
+    sobel = np.stack(list(filters.edge_kernels().values()))[:, None]  # (8, 1, 3, 3)
     acts = F.conv2d(digits[:1], torch.tensor(sobel, dtype=torch.float32))[0].numpy()
     per_map = heatmaps(figures.activation_grid(acts, scale="per map"))[0]
     z, custom = np.asarray(per_map.z), np.asarray(per_map.customdata)

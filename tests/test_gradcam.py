@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dashboard import checkpoints, data, gradcam, inputs, probe
-from dashboard.errors import LensError
+from dashboard import data
+from dashboard.analysis import gradcam, inputs, probe
+from dashboard.base.errors import LensError
+from dashboard.models import checkpoints
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

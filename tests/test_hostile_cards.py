@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from dashboard import card_schema, checkpoints, paths, ui
-from dashboard.checkpoints import Card
-from dashboard.errors import CheckpointError
+from dashboard import ui
+from dashboard.base import paths
+from dashboard.base.errors import CheckpointError
+from dashboard.models import card_schema, checkpoints
+from dashboard.models.checkpoints import Card
 from tests.pages import run_page
 from tests.test_cli_train import run_cli
 

@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from dashboard import checkpoints, models, paths, uploads
-from dashboard.checkpoints import Card, load_checkpoint, save_checkpoint
-from dashboard.errors import CheckpointError
+from dashboard import models
+from dashboard.base import paths
+from dashboard.base.errors import CheckpointError
+from dashboard.models import checkpoints, uploads
+from dashboard.models.checkpoints import Card, load_checkpoint, save_checkpoint
 from tests.conftest import REPO_ROOT
 
 MNIST_ARGS = {"in_channels": 1, "num_classes": 10, "input_size": 28, "options": {}}
@@ -142,7 +144,8 @@ def test_a_path_inside_the_repository_is_shown_relative_to_it(tmp_path: Path):
 SAVER = textwrap.dedent(
     """
     import sys, torch
-    from dashboard import checkpoints, models
+    from dashboard.models import checkpoints
+    from dashboard import models
     from tests.test_hostile_checkpoints import card, built
     target = sys.argv[1]
     pair = [built("lenet5", seed=0), built("lenet5", seed=1)]

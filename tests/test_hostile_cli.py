@@ -18,7 +18,9 @@ import PIL.Image
 import pytest
 import torch
 
-from dashboard import checkpoints, cli, models, paths
+from dashboard import cli, models
+from dashboard.base import paths
+from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
 from tests.test_hostile_checkpoints import (
     card,

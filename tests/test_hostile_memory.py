@@ -16,7 +16,9 @@ from streamlit.runtime.caching import cache_data_api, cache_resource_api
 from streamlit.runtime.stats import CACHE_MEMORY_FAMILY
 from streamlit.testing.v1 import AppTest
 
-from dashboard import data, inputs, paths
+from dashboard import data
+from dashboard.analysis import inputs
+from dashboard.base import paths
 from tests.conftest import REPO_ROOT
 
 UPLOADS = 40  # more than the `forward` (32) and `uploaded` (16) caches hold

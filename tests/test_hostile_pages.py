@@ -15,8 +15,12 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from dashboard import checkpoints, data, images, inputs, models, paths, runs, settings, training
-from dashboard.runs import RunSpec
+from dashboard import data, models, training
+from dashboard.analysis import inputs
+from dashboard.base import images, paths, settings
+from dashboard.models import checkpoints
+from dashboard.training import runs
+from dashboard.training.runs import RunSpec
 from tests.pages import run_page
 from tests.test_hostile_checkpoints import card, fill, tiny_disk, tree_digest
 from tests.test_hostile_cli import write_pngs

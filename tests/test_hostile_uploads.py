@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dashboard import checkpoints, models, paths, uploads
+from dashboard import models
+from dashboard.base import paths
+from dashboard.models import checkpoints, uploads
 from tests.pages import run_page
 from tests.test_hostile_cli import Exploit
 from tests.test_hostile_pages import model_upload

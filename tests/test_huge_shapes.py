@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from dashboard import checkpoints, models, paths, probe
-from dashboard.errors import ShapeError
+from dashboard import models
+from dashboard.analysis import probe
+from dashboard.base import paths
+from dashboard.base.errors import ShapeError
+from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
 from tests.pages import run_page
 

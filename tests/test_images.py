@@ -19,9 +19,11 @@ import PIL.EpsImagePlugin
 import PIL.Image
 import pytest
 
-from dashboard import data, images, inputs, paths
-from dashboard.errors import LensError
-from dashboard.images import ImageRefusedError
+from dashboard import data
+from dashboard.analysis import inputs
+from dashboard.base import images, paths
+from dashboard.base.errors import LensError
+from dashboard.base.images import ImageRefusedError
 
 
 @pytest.fixture(autouse=True)
@@ -220,7 +222,7 @@ def test_one_pixel_limit_for_folders_and_uploads(tmp_path: Path) -> None:
 FAULTY_WORKER = """
 import ctypes, os, sys, time
 sys.path.insert(0, sys.argv[1])
-from dashboard import images
+from dashboard.base import images
 
 gate = images.decode
 

@@ -15,8 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dashboard import data, inputs, metrics, models, probe
-from dashboard.errors import LensError
+from dashboard import data, models
+from dashboard.analysis import inputs, metrics, probe
+from dashboard.base.errors import LensError
 
 MNIST = data.dataset_info("mnist")
 CIFAR = data.dataset_info("cifar10")

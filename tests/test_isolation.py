@@ -15,8 +15,9 @@ from pathlib import Path
 import platformdirs
 import pytest
 
-from dashboard import data, paths, runs
-from dashboard.training import TrainConfig
+from dashboard import data
+from dashboard.base import paths
+from dashboard.training import TrainConfig, runs
 from tests import conftest
 from tests.conftest import REPO_ROOT, SESSION_DIR, TEST_DATA
 

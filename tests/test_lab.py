@@ -1,6 +1,6 @@
 """The convolution lab's arithmetic against PyTorch and against plain Python loops.
 
-Every result is computed at least twice: by `dashboard.lab` (from the definition, exact in int64
+Every result is computed at least twice: by `analysis.lab` (from the definition, exact in int64
 for integer inputs) and by `F.conv2d` / `F.max_pool2d` / `F.avg_pool2d` / `F.unfold` in float64
 or a loop written here; the neuron arithmetic is held against the activation the model computes,
 read by a hook registered in the test.
@@ -19,8 +19,10 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from dashboard import data, figures, lab, lab_display, lab_inputs, models, probe
-from dashboard.errors import LensError
+from dashboard import data, models
+from dashboard.analysis import filters, lab, lab_inputs, probe
+from dashboard.base.errors import LensError
+from dashboard.figures import lab as lab_display
 
 PRESET_X = [
     [3, 4, 6, 5, 7],
@@ -545,7 +547,7 @@ def test_neuron_arithmetic_refuses_other_layers(mnist_image: torch.Tensor) -> No
 
 def test_classic_responses_match_a_loop_and_add_magnitudes(mnist_image: torch.Tensor) -> None:
     image = mnist_image[0, 0].double().numpy()[5:15, 5:15]
-    kernels = figures.classic_kernels()
+    kernels = filters.edge_kernels()
     responses = lab.classic_responses(image, kernels)
     assert list(responses) == [*kernels, "Prewitt magnitude", "Sobel magnitude"]
     for name, kernel in kernels.items():
@@ -986,5 +988,5 @@ def test_learned_kernel_numbers_are_each_filters_mean_over_its_channels(
     assert title == "The learned filters' numbers (first 16)"
     assert len(panels) == 16
     classic = lab_display.classic_kernel_panels()
-    assert [p.title for p in classic] == [f"**{n}**" for n in figures.classic_kernels()]
+    assert [p.title for p in classic] == [f"**{n}**" for n in filters.edge_kernels()]
     assert shown(classic[4]).tolist() == [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]  # Sobel x

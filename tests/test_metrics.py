@@ -13,7 +13,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from sklearn.metrics import classification_report, confusion_matrix
 
-from dashboard import data, metrics, models, training
+from dashboard import data, models, training
+from dashboard.analysis import metrics
 
 # First 1,000 MNIST test labels per class (torchvision's order): a fact of the data set.
 FIRST_1000_TEST_COUNTS = [85, 126, 116, 107, 110, 87, 87, 99, 89, 94]
@@ -166,7 +167,7 @@ def _plain_softmax(model: torch.nn.Module, split: data.Split) -> np.ndarray:
 
 @pytest.mark.parametrize("name", SHIPPED_MNIST)
 def test_predict_answers_like_a_plain_forward_pass_on_every_mnist_test_image(name, shared_datasets):
-    from dashboard import checkpoints
+    from dashboard.models import checkpoints
 
     loaded = checkpoints.load_checkpoint(REPO / "trained" / f"{name}-mnist.safetensors")
     model = loaded.model
@@ -186,7 +187,7 @@ def test_predict_answers_like_a_plain_forward_pass_on_every_mnist_test_image(nam
 
 
 def test_the_inference_copy_folds_batch_norm_and_keeps_the_answers(shared_datasets):
-    from dashboard import checkpoints
+    from dashboard.models import checkpoints
 
     model = checkpoints.load_checkpoint(REPO / "trained" / "bn-cnn-mnist.safetensors").model
     fast = metrics.inference_copy(model)

@@ -23,7 +23,7 @@ import torchvision
 from torch import nn
 
 from dashboard import models
-from dashboard.errors import CheckpointError, LensError, ShapeError, UnknownNameError
+from dashboard.base.errors import CheckpointError, LensError, ShapeError, UnknownNameError
 from dashboard.models import build_model, model_info, model_names, torchvision_names
 from tests.conftest import REPO_ROOT as REPO
 
@@ -501,7 +501,7 @@ def test_the_home_pages_modules_leave_torchvision_unimported() -> None:
     (the zoo, downloads, decoding image folders)."""
     code = (
         "import sys\n"
-        "import dashboard.ui, dashboard.summary, dashboard.data, dashboard.models\n"
+        "import dashboard.ui, dashboard.analysis.summary, dashboard.data, dashboard.models\n"
         "from dashboard import checkpoints, metrics, probe\n"
         "m = checkpoints.load_checkpoint('trained/lenet5-mnist.safetensors').model\n"
         "probe.shape_flow(m, (1, 28, 28))\n"
@@ -515,7 +515,8 @@ def test_the_home_page_paints_before_importing_torch() -> None:
     """app.py draws its title and page map from dashboard.ui before anything imports torch
     (seconds on a cold start), so the first page appears while the model list loads."""
     code = (
-        "import sys, streamlit, dashboard.ui, dashboard.errors, dashboard.shipped_flows\n"
+        "import sys, streamlit, dashboard.ui, dashboard.base.errors\n"
+        "import dashboard.analysis.shipped_flows\n"
         "print('torch' in sys.modules)\n"
     )
     assert fresh_python(code) == "False"

@@ -13,9 +13,11 @@ import pytest
 import safetensors.torch
 import torch
 
-from dashboard import checkpoints, cli, paths, ui
-from dashboard.checkpoints import Card
-from dashboard.errors import CheckpointError
+from dashboard import cli, ui
+from dashboard.base import paths
+from dashboard.base.errors import CheckpointError
+from dashboard.models import checkpoints
+from dashboard.models.checkpoints import Card
 from tests.pages import run_page
 from tests.test_cli_train import run_cli
 from tests.test_hostile_cards import shipped_card

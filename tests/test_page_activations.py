@@ -13,7 +13,9 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from dashboard import checkpoints, data, metrics
+from dashboard import data
+from dashboard.analysis import metrics
+from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
 
 PAGE = str(REPO_ROOT / "pages" / "5_Activations.py")

@@ -13,7 +13,9 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from dashboard import channels, checkpoints, data, probe
+from dashboard import data
+from dashboard.analysis import channels, probe
+from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
 from tests.pages import run_page
 from tests.test_page_activations import array

@@ -15,7 +15,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from streamlit.testing.v1 import AppTest
 
-from dashboard import checkpoints, data, figures, models, paths, runs, training, ui
+from dashboard import data, figures, models, training, ui
+from dashboard.base import paths
+from dashboard.models import checkpoints
+from dashboard.training import runs
 from tests.pages import run_page
 from tests.test_page_filters import array, charts  # plotly specs by title, typed arrays
 

@@ -14,7 +14,9 @@ import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, recall_score
 from streamlit.testing.v1 import AppTest
 
-from dashboard import checkpoints, confusion, data, metrics, models, probe, training
+from dashboard import data, models, training
+from dashboard.analysis import confusion, metrics, probe
+from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
 from tests.pages import plotly_specs
 from tests.test_confusion import write_cifar100

@@ -18,8 +18,11 @@ from safetensors.torch import load_file
 from scipy import ndimage
 from streamlit.testing.v1 import AppTest
 
-from dashboard import checkpoints, data, figures, filters, models, paths, probe
-from dashboard.errors import ShapeError, UnknownNameError
+from dashboard import data, figures, models
+from dashboard.analysis import filters, probe
+from dashboard.base import paths
+from dashboard.base.errors import ShapeError, UnknownNameError
+from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
 from tests.pages import run_page
 
@@ -154,7 +157,7 @@ def test_checkpoint_without_history_says_so(trained: Path, tmp_path: Path) -> No
 def test_classic_kernels_and_their_responses_are_exact(trained: Path) -> None:
     app = open_page(f"ckpt:{trained}", filters_image=7)
     specs = charts(app)
-    kernels = figures.classic_kernels()
+    kernels = filters.edge_kernels()
     classic = specs["Classic edge detectors"]
     z = heatmap_z(classic)
     labels = next(t for t in classic["data"] if t.get("name") == "labels")["text"]
@@ -221,7 +224,7 @@ def test_rgb_first_layer_gets_colour_composites_and_a_mismatched_dataset_a_messa
 
 
 def test_classic_matches_find_scaled_flipped_summed_and_resized_kernels() -> None:
-    k = figures.classic_kernels()
+    k = filters.edge_kernels()
     weights = np.zeros((3, 3, 3, 3))
     weights[0, 0] = 3 * k["Sobel x"]  # a scaled classic kernel
     weights[1, 1] = -k["Prewitt y"]  # the same edge with the opposite sign

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from streamlit.testing.v1 import AppTest
 
-from dashboard import checkpoints, data, ui
+from dashboard import data, ui
+from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
 from tests.test_lab import hooked_output  # a layer's output read by a hook of our own
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
 
-from dashboard import inputs
+from dashboard.analysis import inputs
 from tests.conftest import REPO_ROOT
 
 TIMEOUT = 180

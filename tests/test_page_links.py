@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import checkpoints, paths, ui, uploads
+from dashboard import ui
+from dashboard.base import paths
+from dashboard.models import checkpoints, uploads
 from tests.test_url_view import link_of, run
 
 MODEL, ACTIVATIONS, COMPARE = "pages/1_Model.py", "pages/5_Activations.py", "pages/7_Compare.py"

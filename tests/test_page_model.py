@@ -14,7 +14,10 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from dashboard import checkpoints, data, metrics, models, paths
+from dashboard import data, models
+from dashboard.analysis import metrics
+from dashboard.base import paths
+from dashboard.models import checkpoints
 from tests.pages import run_page
 
 PAGE = "pages/1_Model.py"

@@ -13,8 +13,9 @@ import torch
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
-from dashboard import checkpoints, data
-from dashboard import representations as rep
+from dashboard import data
+from dashboard.analysis import representations as rep
+from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
 from tests.pages import plotly_specs, run_page
 from tests.test_page_confusion import array

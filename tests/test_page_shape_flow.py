@@ -16,7 +16,8 @@ import torchinfo
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
-from dashboard import models, probe, summary
+from dashboard import models
+from dashboard.analysis import probe, summary
 from tests.pages import run_page
 
 PAGE = "pages/3_Shape_flow.py"

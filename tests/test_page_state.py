@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import paths
+from dashboard.base import paths
 from tests.conftest import REPO_ROOT
 from tests.test_page_train import run_until_done
 

@@ -11,7 +11,10 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from dashboard import checkpoints, paths, runs, ui
+from dashboard import ui
+from dashboard.base import paths
+from dashboard.models import checkpoints
+from dashboard.training import runs
 from tests.pages import run_page
 
 PAGE = "pages/2_Train.py"

@@ -1,4 +1,4 @@
-"""dashboard.probe: shapes, parameters, multiply-adds and receptive fields against independent
+"""analysis.probe: shapes, parameters, multiply-adds and receptive fields against independent
 oracles (torchinfo, FlopCounterMode, the real forward pass, gradients, arithmetic by hand);
 activations against the sub-network's own output; hooks, modes and threads left clean."""
 
@@ -17,8 +17,9 @@ import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from dashboard import models, probe
-from dashboard.errors import LensError, ShapeError, UnknownNameError
+from dashboard import models
+from dashboard.analysis import probe
+from dashboard.base.errors import LensError, ShapeError, UnknownNameError
 
 # ---------------------------------------------------------------------------------------------
 # Models and data

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dashboard import checkpoints, data
-from dashboard import projections as proj
-from dashboard import representations as rep
-from dashboard.errors import LensError
+from dashboard import data
+from dashboard.analysis import projections as proj
+from dashboard.analysis import representations as rep
+from dashboard.base.errors import LensError
+from dashboard.models import checkpoints
 
 TRAINED = Path(__file__).resolve().parent.parent / "trained"
 

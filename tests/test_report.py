@@ -21,8 +21,10 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
-from dashboard import checkpoints, data, metrics, models, report
-from dashboard.errors import LensError
+from dashboard import data, models, report
+from dashboard.analysis import metrics
+from dashboard.base.errors import LensError
+from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
 from tests.test_page_confusion import array  # plotly's typed arrays → numpy
 

@@ -6,8 +6,8 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from dashboard import representation_figures as rf
-from dashboard.errors import ShapeError
+from dashboard.base.errors import ShapeError
+from dashboard.figures import representations as rf
 
 CLASSES = [str(d) for d in range(10)]
 

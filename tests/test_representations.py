@@ -11,9 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from dashboard import cache, checkpoints, data, metrics, models
-from dashboard import representations as rep
-from dashboard.errors import LensError, ShapeError
+from dashboard import data, models
+from dashboard.analysis import metrics
+from dashboard.analysis import representations as rep
+from dashboard.base import cache
+from dashboard.base.errors import LensError, ShapeError
+from dashboard.models import checkpoints
 
 TRAINED = Path(__file__).resolve().parent.parent / "trained"
 

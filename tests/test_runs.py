@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from dashboard import checkpoints, cli, data, models, paths, runs, training
-from dashboard.errors import LensError
-from dashboard.training import EpochEvent, StepEvent, TrainConfig
+from dashboard import cli, data, models, training
+from dashboard.base import paths
+from dashboard.base.errors import LensError
+from dashboard.models import checkpoints
+from dashboard.training import EpochEvent, StepEvent, TrainConfig, runs
 
 TRAIN_IMAGES = 2000  # 32 steps of 64 (the last one 16 images)
 TEST_IMAGES = 1000

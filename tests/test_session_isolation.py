@@ -20,7 +20,9 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Dataframe, Table
 
-from dashboard import cache, data, ui, uploads
+from dashboard import data, ui
+from dashboard.base import cache
+from dashboard.models import uploads
 from tests.conftest import REPO_ROOT
 
 APP = str(REPO_ROOT / "app.py")

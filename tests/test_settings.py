@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import data, paths, settings
-from dashboard.errors import DatasetUnavailableError, LensError
+from dashboard import data
+from dashboard.base import paths, settings
+from dashboard.base.errors import DatasetUnavailableError, LensError
 from tests.conftest import REPO_ROOT
 from tests.test_hostile_cli import write_pngs
 

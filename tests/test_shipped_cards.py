@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from dashboard import checkpoints, paths, runs
+from dashboard.base import paths
+from dashboard.models import checkpoints
+from dashboard.training import runs
 from tests.conftest import FULL_SETS, REPO_ROOT
 
 # An absolute path: /home/…, /root, /tmp/…, C:\…, \\server\… at the start of a value or

@@ -14,7 +14,9 @@ import torch
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
-from dashboard import checkpoints, paths, shipped_flows
+from dashboard.analysis import shipped_flows
+from dashboard.base import paths
+from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
 from tools import shape_flows
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import streamlit as st
 
-from dashboard import tables
+from dashboard.base import tables
 
 
 def test_a_late_long_number_widens_its_column() -> None:

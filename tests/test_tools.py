@@ -15,7 +15,8 @@ import PIL.Image
 import pytest
 import torch
 
-from dashboard import data, paths
+from dashboard import data
+from dashboard.base import paths
 
 SAMPLE = paths.CIFAR10_SAMPLE_DIR
 CLASSES = data.dataset_info("cifar10").classes

@@ -13,7 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from dashboard import data, models, training
-from dashboard.errors import LensError, UnknownNameError
+from dashboard.base.errors import LensError, UnknownNameError
 from dashboard.training import EpochEvent, StepEvent, TrainConfig
 
 # Tiny models: on 2 shared, busy cores a second torch thread mostly waits at barriers.

@@ -9,7 +9,8 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import paths, ui
+from dashboard import ui
+from dashboard.base import paths
 from tests.conftest import REPO_ROOT
 
 TIMEOUT = 180

@@ -7,7 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dashboard import checkpoints, paths
+from dashboard.base import paths
+from dashboard.models import checkpoints
 
 HEADER = """# Shipped checkpoints
 

@@ -24,7 +24,7 @@ import PIL.Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dashboard import data
-from dashboard.errors import DatasetUnavailableError
+from dashboard.base.errors import DatasetUnavailableError
 
 
 def write_jpeg_copy(root: Path, out: Path) -> dict[str, int]:

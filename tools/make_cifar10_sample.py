@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dashboard import paths
+from dashboard.base import paths
 from dashboard.data import dataset_info
 
 DEFAULT_SOURCE = paths.REPO_ROOT.parent / "shared" / "datasets" / "cifar10-jpg"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dashboard import paths
+from dashboard.base import paths
 from dashboard.data import find_idx, read_idx, write_idx
 
 DEFAULT_SOURCE = paths.REPO_ROOT.parent / "shared" / "datasets" / "MNIST" / "raw"

@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dashboard import paths, runs
+from dashboard.base import paths
+from dashboard.training import runs
 
 SHIPPED_OUT = re.compile(r"--out trained/")
 

@@ -13,7 +13,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dashboard import checkpoints, paths, probe, shipped_flows, ui
+from dashboard import ui
+from dashboard.analysis import probe, shipped_flows
+from dashboard.base import paths
+from dashboard.models import checkpoints
 
 
 def build_index() -> dict[str, Any]:

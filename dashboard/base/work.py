@@ -1,0 +1,33 @@
+"""Long work that a Stop button ends and a thread budget bounds: training, the atlas, feature
+visualization and the attribution checks all ask the same two things."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+
+def stop_requested(should_stop: Callable[[], bool] | threading.Event | None) -> bool:
+    """Whether the caller's Stop (a callable or an Event; None: never) has been pressed."""
+    if should_stop is None:
+        return False
+    if isinstance(should_stop, threading.Event):
+        return should_stop.is_set()
+    return bool(should_stop())
+
+
+@contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads for the block (None: leave the caller's), restored after."""
+    if threads is None:
+        yield
+        return
+    import torch  # the base layer stays importable without torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
