@@ -1,8 +1,13 @@
 """CNN Lens: look inside convolutional networks.
 
-The library behind the Streamlit pages. One module per step of the data flow:
-data → models → training → checkpoints → probe → metrics → figures, with
-`ui` as the only module that imports Streamlit.
+The library behind the pages and the command line, in layers that follow the data flow (each
+imports only itself and the layers below; docs/architecture.md is the map):
+
+    cli/        the command line                    ui/       the Streamlit glue (only here)
+    report/     HTML report, atlas sheet            figures/  plotly figures by subject
+    training/   fit, background runs, comparing     analysis/ probe, metrics, attributions, atlas…
+    models/     architectures, checkpoints, cards   data/     datasets, downloads, samples
+    base/       errors, paths, settings, cache, atomic files, Stop, image decoding
 """
 
 import sys

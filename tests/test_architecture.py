@@ -134,7 +134,9 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_every_module_sits_in_a_layer() -> None:
-    loose = [n for n in MODULES if layer(n) is None and n not in ("dashboard", "dashboard.__main__")]
+    loose = [
+        n for n in MODULES if layer(n) is None and n not in ("dashboard", "dashboard.__main__")
+    ]
     assert loose == [], f"modules outside the layers of docs/architecture.md: {loose}"
 
 

@@ -40,7 +40,7 @@ def test_every_folder_the_app_writes_is_this_sessions() -> None:
     assert paths.data_root() == TEST_DATA
     # A process the tests start (the command line, `streamlit run`) sees the same folders.
     script = (
-        "import json, os, platformdirs; from dashboard import paths; print(json.dumps(["
+        "import json, os, platformdirs; from dashboard.base import paths; print(json.dumps(["
         "str(paths.cache_dir()), str(paths.RUNS_DIR), str(paths.data_root()), "
         "os.environ['CNN_LENS_CONFIG'], platformdirs.user_cache_dir('cnn-lens'), "
         "platformdirs.user_config_dir('cnn-lens')]))"

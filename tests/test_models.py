@@ -502,7 +502,8 @@ def test_the_home_pages_modules_leave_torchvision_unimported() -> None:
     code = (
         "import sys\n"
         "import dashboard.ui, dashboard.analysis.summary, dashboard.data, dashboard.models\n"
-        "from dashboard import checkpoints, metrics, probe\n"
+        "from dashboard.models import checkpoints\n"
+        "from dashboard.analysis import metrics, probe\n"
         "m = checkpoints.load_checkpoint('trained/lenet5-mnist.safetensors').model\n"
         "probe.shape_flow(m, (1, 28, 28))\n"
         "print(sorted(n for n in ('torchvision', 'sklearn', 'captum') if n in sys.modules))\n"

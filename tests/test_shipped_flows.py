@@ -67,7 +67,7 @@ def test_stored_shapes_and_counts_match_a_plain_forward_pass(name: str) -> None:
 
 def test_a_stored_table_is_read_without_torch() -> None:
     code = (
-        "import sys; from dashboard import shipped_flows as f; "
+        "import sys; from dashboard.analysis import shipped_flows as f; "
         "t = f.stored_table(f.default_key()); "
         "assert t is not None and t.rows; "
         "assert 'torch' not in sys.modules, 'torch was imported'; print(t.label)"
