@@ -79,15 +79,19 @@ def ours(name: str) -> bool:
 
 def edges() -> dict[str, set[str]]:
     """Module → the modules of ours it imports, with the packages Python initializes on the way
-    (importing dashboard.models.checkpoints runs dashboard/models/__init__.py first); the
-    root package, which only reads sys.argv, is left out."""
+    (importing dashboard.models.checkpoints runs dashboard/models/__init__.py first) unless
+    they contain the importer (already initialized before it runs); the root package, which
+    only reads sys.argv, is left out."""
     graph: dict[str, set[str]] = {}
     for name, path in MODULES.items():
         targets: set[str] = set()
         for imported in filter(ours, imported_names(path)):
+            targets.add(imported)
             parts = imported.split(".")
-            for depth in range(2, len(parts) + 1):
-                targets.add(".".join(parts[:depth]))
+            for depth in range(2, len(parts)):
+                package = ".".join(parts[:depth])
+                if not name.startswith(package + "."):
+                    targets.add(package)
         targets.discard(name)
         graph[name] = {t for t in targets if t in MODULES and t != "dashboard"}
     return graph

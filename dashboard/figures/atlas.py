@@ -20,7 +20,8 @@ from PIL import Image
 from dashboard import figures
 from dashboard.analysis.atlas import Example
 from dashboard.base.errors import ShapeError
-from dashboard.figures import CORRECT, DEAD, INK, LENS_TEMPLATE, MUTED, PREDICTED, WRONG, tile
+from dashboard.figures.style import CORRECT, DEAD, INK, LENS_TEMPLATE, MUTED, PREDICTED, WRONG
+from dashboard.figures.tiles import tile
 
 TILE_BACKGROUND = 255  # white gaps between tiles
 
@@ -101,7 +102,7 @@ def _mosaic_figure(
     )
     picture = go.Image(source=png_source(mosaic), hoverinfo="skip")
     fig = go.Figure([picture, hover])
-    figures._image_layout(fig, len(mosaic), layout.width, title, subtitle, max_side=max_side)
+    figures.image_layout(fig, len(mosaic), layout.width, title, subtitle, max_side=max_side)
     return fig, layout
 
 
@@ -214,7 +215,7 @@ def selectivity_bars(
     )
     fig.update_layout(
         template=LENS_TEMPLATE,
-        title=figures._title(
+        title=figures.title_layout(
             title or f"Channel {channel}: selectivity {selectivity:.3f}",
             f"mean of the channel's maximum (negatives as 0) per class; most for {classes[best]}",
         ),
@@ -256,7 +257,7 @@ def maxima_histogram(
     )
     fig.update_layout(
         template=LENS_TEMPLATE,
-        title=figures._title(
+        title=figures.title_layout(
             title or f"Channel {channel}: maximum activation per image",
             f"{int(counts.sum()):,} images · never fires (max ≤ 0) on {dead_share:.1%}",
         ),

@@ -21,7 +21,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from dashboard.base.errors import LensError, ShapeError
-from dashboard.figures import LENS_TEMPLATE, MUTED, RUN_COLOURS, _rgb, _title, mosaic
+from dashboard.figures import mosaic
+from dashboard.figures.style import LENS_TEMPLATE, MUTED, RUN_COLOURS, rgb_image, title_layout
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,7 +76,7 @@ def blend(
     image: np.ndarray, values: np.ndarray, *, signed: bool, opacity: float = OPACITY
 ) -> np.ndarray:
     """(H, W, 3) uint8: the image with the map's colours laid over it, opaque where |v| is big."""
-    rgb = _rgb(image)[0].astype(np.float64) / 255
+    rgb = rgb_image(image)[0].astype(np.float64) / 255
     norm = normalized(values, signed=signed)
     if norm.shape != rgb.shape[:2]:
         raise ShapeError(f"map {norm.shape} and image {rgb.shape[:2]} differ in size")
@@ -95,7 +96,7 @@ def overlay_picture(
     """The image and the map over it, side by side, upscaled by whole pixels (PIL, no plotly)."""
     from PIL import Image
 
-    original = _rgb(image)[0]
+    original = rgb_image(image)[0]
     overlay = blend(image, values, signed=signed, opacity=opacity)
     H, W = original.shape[:2]
     k = max(1, -(-PNG_MIN_SIDE // max(H, W)))
@@ -294,7 +295,7 @@ def cascade_correlations(
     )
     fig.update_layout(
         template=LENS_TEMPLATE,
-        title=_title(title or "How much each map still looks like the original"),
+        title=title_layout(title or "How much each map still looks like the original"),
         xaxis={
             "title": "layers re-initialized (from the output)",
             "tickvals": steps,
@@ -358,7 +359,7 @@ def faithfulness_curves(
     fig.update_layout(
         template=LENS_TEMPLATE,
         title={  # the pad keeps the subtitle clear of the panels' own titles
-            **_title(
+            **title_layout(
                 title or "Faithfulness: deletion and insertion",
                 f"mean over {images} test images · removed pixels black, insertion from the "
                 "blurred image · pixels in each method's order",
@@ -409,7 +410,9 @@ def auc_table(table: pd.DataFrame, *, title: str = "") -> go.Figure:
     )
     fig.update_layout(
         template=LENS_TEMPLATE,
-        title=_title(title or "Which method is most faithful", "bold: the best of the methods"),
+        title=title_layout(
+            title or "Which method is most faithful", "bold: the best of the methods"
+        ),
         width=640,
         height=150 + 28 * len(methods),
         margin={"l": 20, "r": 20, "t": 90, "b": 10},

@@ -15,15 +15,15 @@ from plotly.subplots import make_subplots
 
 from dashboard.analysis.evaluation import ConfidenceHistogram, Curve, Loss, Reliability
 from dashboard.base.errors import ShapeError
-from dashboard.figures import (
+from dashboard.figures import mosaic
+from dashboard.figures.style import (
     CORRECT,
     LENS_TEMPLATE,
     MUTED,
     RUN_COLOURS,
     WRONG,
-    _rgb,
-    _title,
-    mosaic,
+    rgb_image,
+    title_layout,
 )
 
 MAX_CURVE_POINTS = 600  # per drawn curve; the scores in the legend come from the full curve
@@ -82,7 +82,7 @@ def class_curves(curves: Sequence[Curve], *, kind: str, title: str = "") -> go.F
     fig = go.Figure(traces)
     fig.update_layout(
         template=LENS_TEMPLATE,
-        title=_title(
+        title=title_layout(
             title or ("Precision–recall" if kind == "pr" else "ROC") + " curves", subtitle
         ),
         xaxis={"title": x_name.capitalize(), "range": [-0.01, 1.01]},
@@ -180,7 +180,7 @@ def reliability_diagram(
     fig.update_layout(
         template=LENS_TEMPLATE,
         title={  # the pad keeps the subtitle clear of the panels' own titles
-            **_title(
+            **title_layout(
                 title or "Reliability diagram",
                 f"{len(before.counts)} equal-width bins · ECE = Σ (share of predictions) × "
                 "|accuracy − confidence|",
@@ -222,7 +222,9 @@ def confidence_histograms(
     fig = go.Figure(traces)
     fig.update_layout(
         template=LENS_TEMPLATE,
-        title=_title(title or "Confidence of right and wrong answers", "top probability per image"),
+        title=title_layout(
+            title or "Confidence of right and wrong answers", "top probability per image"
+        ),
         barmode="overlay",
         xaxis={"title": "confidence (top probability)", "range": [0, 1]},
         yaxis={"title": "share of the group (%)" if share else "predictions"},
@@ -254,7 +256,7 @@ def top_losses_gallery(
     rows = -(-N // cols)
     H, W = images.shape[2:]
     pictures = np.full((rows * cols, H, W, 3), 255, dtype=np.uint8)
-    pictures[:N] = np.stack([_rgb(image)[0] for image in images])
+    pictures[:N] = np.stack([rgb_image(image)[0] for image in images])
     texts = np.full(rows * cols, "", dtype=object)
     hover = np.full(rows * cols, "", dtype=object)
     custom = np.full((rows * cols, 1), -1, dtype=np.int64)

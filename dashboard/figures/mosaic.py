@@ -22,7 +22,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from dashboard.base.errors import ShapeError
-from dashboard.figures import INK, LENS_TEMPLATE, _title
+from dashboard.figures.style import INK, LENS_TEMPLATE, title_layout
 
 PIXEL_HOVER_LIMIT = 60_000  # per-pixel hover values for grids up to this many pixels
 TEXT_PX = 16  # screen pixels a line of text under a picture takes
@@ -232,7 +232,7 @@ def _grid_layout(
     label_w = 7.5 * max((len(s) for s in row_labels), default=0)
     top = 7.0 * longest * (0.75 if slanted else 0) + (24 if col_labels else 0)
     header = 95 if subtitle else 60
-    heading = _title(title, subtitle)
+    heading = title_layout(title, subtitle)
     heading["pad"] = {"b": int(top + (36 if subtitle else 8))}  # clear of the column names
     fig.update_layout(
         title=heading,

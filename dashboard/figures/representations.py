@@ -16,7 +16,16 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 
 from dashboard.base.errors import ShapeError
-from dashboard.figures import CORRECT, GRID, INK, LENS_TEMPLATE, MUTED, RUN_COLOURS, WRONG, _title
+from dashboard.figures.style import (
+    CORRECT,
+    GRID,
+    INK,
+    LENS_TEMPLATE,
+    MUTED,
+    RUN_COLOURS,
+    WRONG,
+    title_layout,
+)
 
 COLOUR_BY = {"true": "true class", "predicted": "predicted class", "correct": "correct / wrong"}
 PROBE = "#2563eb"  # logistic-regression probe
@@ -116,7 +125,7 @@ def embedding_scatter(
     sub = subtitle or f"{n:,} images, coloured by {what}"
     layout = {
         "template": LENS_TEMPLATE,
-        "title": _title(title or "Projection", sub),
+        "title": title_layout(title or "Projection", sub),
         "legend": {"title": {"text": what}, "itemsizing": "constant"},
         "hovermode": "closest",
         "uirevision": "projection",  # zoom and camera survive a rerun that keeps the figure
@@ -195,7 +204,7 @@ def explained_variance_bars(explained: np.ndarray, *, title: str = "") -> go.Fig
     )
     fig.update_layout(
         template=LENS_TEMPLATE,
-        title=_title(
+        title=title_layout(
             title or "Explained variance",
             f"the first {len(share)} components hold {total[-1]:.1f} % of the variance",
         ),
@@ -280,7 +289,7 @@ def probe_chart(
     lowest = min([*probe_accuracy, *knn_accuracy, model_accuracy], default=0.0)
     fig.update_layout(
         template=LENS_TEMPLATE,
-        title=_title(
+        title=title_layout(
             title or "How separable are the classes at each depth",
             subtitle or "accuracy of a linear probe and of k-NN on each layer's features",
         ),
@@ -360,7 +369,7 @@ def cka_heatmap(
     fig = go.Figure(heat)
     fig.update_layout(
         template=LENS_TEMPLATE,
-        title=_title(
+        title=title_layout(
             title or "Layer similarity (linear CKA)",
             subtitle or "1 = the same representation up to rotation and scale · 0 = unrelated",
         ),
