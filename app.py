@@ -8,7 +8,7 @@ from dashboard.base.errors import LensError
 
 ui.setup_page("Home")
 # Title, page map and the layer table come first: for a shipped checkpoint none of them needs
-# torch (the table is stored beside the checkpoints, see dashboard/shipped_flows.py), so the
+# torch (the table is stored beside the checkpoints, see analysis/shipped_flows.py), so the
 # page is complete while the sidebar's model list imports it (seconds on a cold start).
 st.title("CNN Lens")
 st.caption(

@@ -1,4 +1,4 @@
-"""dashboard/compare.py on the shipped seed-study checkpoints: every number checked against an
+"""training/compare.py on the shipped seed-study checkpoints: every number checked against an
 independent torch computation from the raw safetensors files, real forward passes, real cards."""
 
 from __future__ import annotations

@@ -220,7 +220,7 @@ def test_rgb_first_layer_gets_colour_composites_and_a_mismatched_dataset_a_messa
 
 
 # ---------------------------------------------------------------------------------------------
-# dashboard/filters.py on its own
+# dashboard/analysis/filters.py on its own
 
 
 def test_classic_matches_find_scaled_flipped_summed_and_resized_kernels() -> None:

@@ -1,4 +1,4 @@
-"""Background training runs (dashboard/runs.py) on real MNIST: events, Stop latency, the
+"""Background training runs (dashboard/training/runs.py) on real MNIST: events, Stop latency, the
 heartbeat timeout, a cached model left untouched, two runs at once, saving with its card."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Write trained/flows/shape-flows.json: every shipped checkpoint's shape-flow table, traced
 from the real model at its card's input shape, for the home page to show without importing
-torch (dashboard/shipped_flows.py). Run after adding or retraining a checkpoint in trained/;
+torch (analysis/shipped_flows.py). Run after adding or retraining a checkpoint in trained/;
 tests/test_shipped_flows.py fails while the file is out of date."""
 
 from __future__ import annotations

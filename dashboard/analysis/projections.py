@@ -268,7 +268,7 @@ def cached_project(
     on_progress: Progress | None = None,
 ) -> Projection:
     """`project`, computed once per (features, method, dims, seed) and kept in the result cache
-    (`dashboard/cache.py`); `features_key` names the features (their cache key and layer)."""
+    (`dashboard/base/cache.py`); `features_key` names the features (their cache key and layer)."""
     from dashboard.base import cache
 
     def compute() -> dict[str, np.ndarray]:

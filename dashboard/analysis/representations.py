@@ -425,7 +425,7 @@ def cached_features(
     on_progress: Progress | None = None,
 ) -> Features:
     """`extract_features`, computed once per (model content, split, blocks, images, pooling)
-    and kept in the result cache (`dashboard/cache.py`); `on_progress` hears of the batches
+    and kept in the result cache (`dashboard/base/cache.py`); `on_progress` hears of the batches
     only when they really run."""
     from dashboard.base import cache
 
