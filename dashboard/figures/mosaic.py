@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 
 from dashboard.base.errors import ShapeError
 from dashboard.figures.style import INK, LENS_TEMPLATE, title_layout
+from dashboard.figures.tiles import hover_layer
 
 PIXEL_HOVER_LIMIT = 60_000  # per-pixel hover values for grids up to this many pixels
 TEXT_PX = 16  # screen pixels a line of text under a picture takes
@@ -177,14 +178,10 @@ def _pixel_hover(
     local_y = ys % (geo.tile_h + geo.band)
     local_x = xs % (geo.tile_w + geo.gap)
     custom = np.stack([names, local_y, local_x], axis=-1)
-    return go.Heatmap(
-        z=z,
-        customdata=custom,
-        opacity=0,
-        showscale=False,
-        hoverongaps=False,
-        colorscale=[[0, "white"], [1, "white"]],
-        hovertemplate="%{customdata[0]}<br>row %{customdata[1]}, col %{customdata[2]}<br>"
+    return hover_layer(
+        z,
+        custom,
+        "%{customdata[0]}<br>row %{customdata[1]}, col %{customdata[2]}<br>"
         + value_name
         + " %{z:.4~g}<extra></extra>",
     )

@@ -72,6 +72,14 @@ MIN_WIDTH = 300  # pixels: an image figure's narrowest, two fit side by side on 
 MAX_MOSAIC_PIXELS = 400_000  # about a screenful; larger activation mosaics are thinned
 
 
+_AXIS = {  # both axes alike
+    "gridcolor": GRID,
+    "zerolinecolor": "#9ca3af",
+    "linecolor": "#9ca3af",
+    "ticks": "outside",
+    "automargin": True,
+    "title": {"standoff": 8},
+}
 LENS_TEMPLATE = go.layout.Template(
     layout={
         "font": {"family": FONT, "size": 13, "color": INK},
@@ -91,22 +99,8 @@ LENS_TEMPLATE = go.layout.Template(
         "colorway": list(RUN_COLOURS),
         "hoverlabel": {"font": {"family": FONT, "size": 13}, "bgcolor": "white"},
         "legend": {"bgcolor": "rgba(255,255,255,0.8)"},
-        "xaxis": {
-            "gridcolor": GRID,
-            "zerolinecolor": "#9ca3af",
-            "linecolor": "#9ca3af",
-            "ticks": "outside",
-            "automargin": True,
-            "title": {"standoff": 8},
-        },
-        "yaxis": {
-            "gridcolor": GRID,
-            "zerolinecolor": "#9ca3af",
-            "linecolor": "#9ca3af",
-            "ticks": "outside",
-            "automargin": True,
-            "title": {"standoff": 8},
-        },
+        "xaxis": _AXIS,
+        "yaxis": _AXIS,
     },
     data={
         "heatmap": [go.Heatmap(colorbar={"thickness": 14, "outlinewidth": 0, "len": 0.9})],
