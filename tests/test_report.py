@@ -22,9 +22,10 @@ from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from dashboard import data, models, report
-from dashboard.analysis import metrics
+from dashboard.analysis import atlas, channels, metrics, probe
 from dashboard.base.errors import LensError
 from dashboard.models import checkpoints
+from dashboard.report import atlas_sheet
 from tests.conftest import REPO_ROOT
 from tests.test_page_confusion import array  # plotly's typed arrays → numpy
 
@@ -326,6 +327,43 @@ def test_the_activations_are_conv2d_of_the_first_image_of_each_class(
         assert len(records) == expected.size
         ch, y, x_ = (records[:, i].astype(int) for i in range(3))
         np.testing.assert_allclose(records[:, 3], expected[ch, y, x_], atol=1e-4)
+
+
+def test_a_layers_atlas_goes_in_with_the_numbers_of_a_plain_forward_pass(
+    shipped, mnist_test, one_torch_thread
+) -> None:
+    """The Channels page's "Add to report": the layer's sheet as a PNG, a table whose top
+    activations are the maxima of a plain forward pass per image, and the CLI's JSON record."""
+    from tests.test_atlas import brute_force
+
+    sample = data.take_first(mnist_test, 300)
+    model = shipped.model
+    layer = channels.default_layer(
+        channels.layer_kinds(model, probe.shape_flow(model, (1, 28, 28)))
+    )
+    found = atlas.compute_atlas(model, sample, layer, top=4)
+    part = report.AtlasPart(found, sample.images.numpy(), sample.info.classes)
+    facts = report.ModelFacts(shipped.card.name, shipped.card.architecture, False, shipped.card)
+    html = report.build_report(model, facts, sample, metrics.predict(model, sample), atlases=[part])
+    page = parse(html)
+    assert "channel-atlas" in page.sections
+    assert page.by_id[f"atlas-{layer}"]["data-layer"] == layer
+    maxima = brute_force(model, sample, atlas.plan_layer(model, layer).values).max(axis=(0, 2))
+    rows = page.tables[f"atlas-table-{layer}"][1:]
+    assert [int(r[0]) for r in rows] == list(range(found.channels))
+    for row, expected in zip(rows, maxima, strict=True):
+        assert float(row[1]) == pytest.approx(expected, rel=1e-3)  # printed to 4 digits
+    record = next(s for s in page.scripts if "atlas-data" in s.get("class", ""))
+    assert json.loads(record["body"]) == atlas.to_json(found)
+    sheet = page.by_id[f"atlas-sheet-{layer}"]["src"]  # an inline PNG of every channel
+    picture = PIL.Image.open(io.BytesIO(base64.b64decode(sheet.split(",", 1)[1])))
+    title = f"{layer}: {found.channels} channels"
+    expected = atlas_sheet.sheet(found, part.images, title=title, classes=part.classes)
+    assert np.array_equal(np.asarray(picture.convert("RGB")), np.asarray(expected))
+
+
+def test_without_an_atlas_the_section_says_how_to_add_one(page: ReportParser) -> None:
+    assert "Add to report" in page.text_of.get("channel-atlas", "")
 
 
 def test_an_untrained_architecture_is_labelled_untrained(mnist_test, one_torch_thread) -> None:

@@ -29,9 +29,11 @@ from plotly.offline import get_plotlyjs
 from torch import nn
 
 from dashboard import __version__, data, figures
-from dashboard.analysis import confusion, metrics, probe, summary
+from dashboard.analysis import atlas, confusion, metrics, probe, summary
+from dashboard.analysis.atlas import ChannelAtlas
 from dashboard.base.errors import LensError
 from dashboard.models import checkpoints
+from dashboard.report import atlas_sheet
 from dashboard.training import runs
 
 # (id, heading) of every section, in reading order; the ids are the report's stable anchors.
@@ -41,6 +43,7 @@ SECTIONS = (
     ("training-curves", "Training curves"),
     ("first-layer-filters", "First-layer filters"),
     ("activations", "Activations"),
+    ("channel-atlas", "Channel atlas"),
     ("confusion-matrix", "Confusion matrix"),
     ("per-class-report", "Per-class report"),
 )
@@ -53,6 +56,17 @@ ACTIVATION_WIDTH = 270  # mosaic width in pixels: three examples side by side on
 MATRIX_TABLE_MAX = 20  # confusion counts also as an HTML table up to this many classes
 PLOT_CONFIG = {"displaylogo": False, "responsive": False}
 HYPER_ORDER = ("optimizer", "lr", "schedule", "weight_decay", "batch_size", "epochs", "seed")
+
+
+@dataclass(frozen=True)
+class AtlasPart:
+    """A layer's channel atlas as the Channels page computed it, for the report: `images` are
+    the split's uint8 images the atlas indexes, `visualizations` (C, H, W, 3) uint8 or None."""
+
+    atlas: ChannelAtlas
+    images: Any
+    classes: tuple[str, ...]
+    visualizations: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -88,8 +102,10 @@ def build_report(
     flow: probe.ShapeFlow | None = None,
     examples: int = EXAMPLES,
     generated: str | None = None,
+    atlases: Sequence[AtlasPart] = (),
 ) -> str:
-    """The whole report as one HTML string; `predictions` must be the model's on `split`."""
+    """The whole report as one HTML string; `predictions` must be the model's on `split`;
+    `atlases`: the layers' channel atlases to include (the Channels page's "Add to report")."""
     if len(predictions.labels) != len(split) or not np.array_equal(
         predictions.labels, split.labels.numpy()
     ):
@@ -103,6 +119,7 @@ def build_report(
         _curves_section(facts, plots),
         _filters_section(model, plots),
         _activations_section(model, split, predictions, examples, plots),
+        _atlas_section(atlases),
         _confusion_section(predictions, plots),
         _per_class_section(predictions),
     ]
@@ -341,6 +358,57 @@ def _activations_section(
     return _section("activations", "".join(parts))
 
 
+def _atlas_section(parts: Sequence[AtlasPart]) -> str:
+    if not parts:
+        return _section(
+            "channel-atlas",
+            '<p class="empty">No layer added: on the Channels page, pick a layer and press '
+            "\u201cAdd to report\u201d to put its atlas here.</p>",
+        )
+    blocks = []
+    for part in parts:
+        found = part.atlas
+        picture = atlas_sheet.sheet(
+            found,
+            part.images,
+            title=f"{found.layer}: {found.channels} channels",
+            visualizations=part.visualizations,
+            classes=part.classes,
+        )
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG", optimize=True)
+        uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+        rows = "".join(
+            f"<tr><td class='num'>{c}</td><td class='num'>{found.top_value[c, 0]:.4g}</td>"
+            f"<td class='num'>{found.selectivity[c]:.3f}</td>"
+            f"<td>{_e(part.classes[found.preferred_class[c]])}</td>"
+            f"<td class='num'>{100 * found.dead_share[c]:.1f} %</td></tr>"
+            for c in range(found.channels)
+        )
+        record = atlas.to_json(found)
+        blocks.append(
+            f'<div class="atlas" id="atlas-{_e(found.layer)}" data-layer="{_e(found.layer)}">'
+            f"<h3><code>{_e(found.layer)}</code></h3>"
+            f"<p>Every channel's top {found.top_index.shape[1]} of {found.images:,} "
+            f"{_e(found.split)} images by its strongest response ({_e(found.values_of)}), each "
+            "cropped to the receptive field of that position; selectivity (Morcos et al. 2018) "
+            "is 0 for a channel that fires alike for every class and 1 for one that fires for a "
+            "single class.</p>"
+            f'<div class="scroll"><img class="sheet" id="atlas-sheet-{_e(found.layer)}" '
+            f'alt="channel atlas of {_e(found.layer)}" '
+            f'src="{uri}"></div>'
+            "<details><summary>The channels as a table</summary>"
+            f'<table class="data" id="atlas-table-{_e(found.layer)}"><thead><tr>'
+            '<th class="num">Channel</th>'
+            '<th class="num">Top activation</th><th class="num">Selectivity</th>'
+            '<th>Preferred class</th><th class="num">Dead</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table></details>"
+            f'<script type="application/json" class="atlas-data">{_json_for_script(record)}'
+            "</script></div>"
+        )
+    return _section("channel-atlas", "".join(blocks))
+
+
 def _confusion_section(pred: metrics.Predictions, plots: _Plots) -> str:
     cm = metrics.confusion(pred)
     classes = [str(c) for c in pred.classes]
@@ -499,6 +567,8 @@ code { font-family: ui-monospace, 'SFMono-Regular', Menlo, Consolas, monospace; 
 .right { color: #15803d; font-weight: 600; }
 .wrong { color: #b91c1c; font-weight: 600; }
 details { margin-top: 10px; }
+.atlas + .atlas { margin-top: 24px; }
+img.sheet { max-width: 100%; height: auto; }
 summary { cursor: pointer; color: var(--accent); }
 @media print { body { background: white; } section { break-inside: avoid; border: none; } }
 """
