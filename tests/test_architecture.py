@@ -80,14 +80,22 @@ def ours(name: str) -> bool:
 def edges() -> dict[str, set[str]]:
     """Module → the modules of ours it imports, with the packages Python initializes on the way
     (importing dashboard.models.checkpoints runs dashboard/models/__init__.py first); the
-    root package, which only reads sys.argv, is left out."""
+    root package, which only reads sys.argv, is left out. A package a module sits in has begun
+    running before the module does, so passing through it on the way to a sibling
+    (`from dashboard.cli.common import …` in dashboard.cli.train) is no arrow; importing a
+    name from it (`from dashboard.cli import main`) is one."""
     graph: dict[str, set[str]] = {}
     for name, path in MODULES.items():
         targets: set[str] = set()
+        own_packages = {
+            ".".join(name.split(".")[:depth]) for depth in range(1, name.count(".") + 1)
+        }
         for imported in filter(ours, imported_names(path)):
             parts = imported.split(".")
-            for depth in range(2, len(parts) + 1):
-                targets.add(".".join(parts[:depth]))
+            for depth in range(2, len(parts)):
+                if (prefix := ".".join(parts[:depth])) not in own_packages:
+                    targets.add(prefix)
+            targets.add(imported)
         targets.discard(name)
         graph[name] = {t for t in targets if t in MODULES and t != "dashboard"}
     return graph
