@@ -15,6 +15,7 @@ from torch import nn
 from dashboard import data
 from dashboard.analysis import atlas, probe
 from dashboard.base.errors import LensError, UnknownNameError
+from dashboard.data import batches
 from dashboard.models import checkpoints
 
 TRAINED = Path(__file__).resolve().parent.parent / "trained"
@@ -50,7 +51,7 @@ def brute_force(model: nn.Module, split: data.Split, tap: atlas.Tap) -> np.ndarr
         if tap.side == "output"
         else module.register_forward_pre_hook(keep)
     )
-    m, s = data._channel_constants(split.info.mean, split.info.std, "cpu")
+    m, s = batches._channel_constants(split.info.mean, split.info.std, "cpu")
     try:
         with torch.no_grad():
             for i in range(len(split)):

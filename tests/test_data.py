@@ -29,6 +29,8 @@ import torchvision.transforms.v2.functional as TF
 from dashboard import data
 from dashboard.base import images, paths
 from dashboard.base.errors import DatasetUnavailableError, UnknownNameError
+from dashboard.data import files, folders
+from dashboard.data import registry as data_registry
 from tests.conftest import FULL_SETS
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -139,7 +141,7 @@ def test_input_size_resizes_registry_sets(shared_datasets: Path) -> None:
 @pytest.mark.full_set("MNIST")
 def test_bundled_sample_is_the_head_of_the_full_set(mnist_splits: dict[str, data.Split]) -> None:
     for split, count in (("train", 10000), ("test", 10000)):
-        stem = data._IDX_FILES[split][0]
+        stem = data_registry._IDX_FILES[split][0]
         path = paths.SAMPLE_DIR / f"{stem}.gz"
         assert path.read_bytes()[4:8] == b"\0\0\0\0"  # gzip mtime 0: reproducible bytes
         sample_images = data.read_idx(path)
@@ -413,7 +415,7 @@ def test_a_file_a_system_folder_or_the_root_given_as_the_folder(
     def no_listing(*_) -> None:
         raise AssertionError("a system folder was listed")
 
-    monkeypatch.setattr(data._Walk, "scandir", no_listing)
+    monkeypatch.setattr(folders._Walk, "scandir", no_listing)
     for typed, refusal in (
         ("/", "image folder / is the root of the file system: give the folder that holds one "
          "subfolder per class"),
@@ -436,7 +438,7 @@ def test_listing_stops_past_its_limit_and_never_opens_a_pipe(
     train = data.load_split(f"folder:{root}", "train")
     assert (len(train), train.skipped) == (48, 0)
     assert train.notes == ("1 image name on a pipe, device or socket not read",)
-    monkeypatch.setattr(data, "MAX_SCAN_ENTRIES", 40)
+    monkeypatch.setattr(folders, "MAX_SCAN_ENTRIES", 40)
     with pytest.raises(DatasetUnavailableError) as stopped:
         data.load_split(f"folder:{root}", "train")
     assert str(stopped.value).startswith(f"image folder {root}: listing stopped after 61 entries")
@@ -629,7 +631,7 @@ class _Py2Pickler(pickle._Pickler):  # type: ignore[name-defined,misc]
     dispatch[bytes] = save_binstring
 
     def save_global(self, obj: object, name: str | None = None) -> None:
-        if obj is data._np_reconstruct:
+        if obj is files._np_reconstruct:
             self.write(pickle.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n")
             self.memoize(obj)
         else:

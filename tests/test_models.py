@@ -22,9 +22,15 @@ import torch
 import torchvision
 from torch import nn
 
-from dashboard import models
 from dashboard.base.errors import CheckpointError, LensError, ShapeError, UnknownNameError
-from dashboard.models import build_model, model_info, model_names, torchvision_names
+from dashboard.models import (
+    architectures,
+    build_model,
+    model_info,
+    model_names,
+    torchvision_names,
+    zoo,
+)
 from tests.conftest import REPO_ROOT as REPO
 
 
@@ -247,7 +253,7 @@ def test_size_arithmetic_matches_pytorch() -> None:
                 real = layer(torch.zeros(1, 1, size, size)).shape[-1]
             except RuntimeError:
                 real = 0
-            if models._out_len(layer, size) != real:
+            if architectures._out_len(layer, size) != real:
                 mismatches.append((layer, size, real))
     assert mismatches == []
 
@@ -476,10 +482,10 @@ def test_download_checks_the_hash_in_the_file_name(
     (served / good).write_bytes(blob)
     (served / "blob-00000000.pth").write_bytes(blob)
     cache = tmp_path / "checkpoints"
-    models._download(f"{base}/{good}", cache / good)
+    zoo._download(f"{base}/{good}", cache / good)
     assert (cache / good).read_bytes() == blob
     with pytest.raises(ValueError, match="does not match the SHA-256 prefix 00000000"):
-        models._download(f"{base}/blob-00000000.pth", cache / "blob-00000000.pth")
+        zoo._download(f"{base}/blob-00000000.pth", cache / "blob-00000000.pth")
     assert sorted(p.name for p in cache.iterdir()) == [good]
 
 

@@ -11,26 +11,21 @@ Loading never unpickles code. Safetensors files are read with `safetensors.torch
 `.pt`/`.pth` state dicts with `torch.load(weights_only=True)`, and a file that needs more than
 that (a whole pickled model, a pickle that would call functions) is refused, never retried
 unsafely. Every bad file becomes a one-line `CheckpointError`.
+
+The card is read in `cards`, the weights file in `state_dicts`; this module rebuilds, loads
+and saves whole checkpoints, and re-exports the names of both so callers import one module.
 """
 
 from __future__ import annotations
 
 import errno
-import json
-import logging
-import math
 import os
-import pickle
-import platform
 import re
 import secrets
 import shutil
-import struct
-import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +33,51 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from dashboard import __version__
 from dashboard.base import files
 from dashboard.base.errors import CheckpointError, LensError
 from dashboard.base.paths import REPO_ROOT, TRAINED_DIR
-from dashboard.models import card_schema
+from dashboard.models.cards import (
+    CARD_SUFFIX,
+    FORMAT,
+    MAX_CARD_BYTES,
+    TORCH_SUFFIXES,
+    WEIGHTS_SUFFIX,
+    Card,
+    _card_path,
+    _check_file,
+    _is_int,
+    _size_text,
+    _weights_path,
+    current_versions,
+    list_checkpoints,
+    read_card,
+)
 from dashboard.models.dynamics import DynamicsLog
+from dashboard.models.state_dicts import (
+    DYNAMICS_PREFIX,
+    HISTORY_PREFIX,
+    FilterHistory,
+    MismatchError,
+    MismatchReport,
+    _classifier_key,
+    _first_conv_key,
+    _plural,
+    _read_safetensors,
+    _read_torch,
+    _sniff,
+    _some,
+    _split_history,
+    _strip_wrappers,
+    compare_state_dicts,
+)
 
 __all__ = [
+    "CARD_SUFFIX",
     "FORMAT",
+    "HISTORY_PREFIX",
     "MAX_CARD_BYTES",
     "MAX_CHECKPOINT_BYTES",
+    "WEIGHTS_SUFFIX",
     "Card",
     "LoadedCheckpoint",
     "MismatchError",
@@ -68,25 +97,9 @@ __all__ = [
     "validate_name",
 ]
 
-log = logging.getLogger(__name__)
 
-FORMAT = "cnn-lens/1"
 MAX_CHECKPOINT_BYTES = 600 * 1024**2  # bigger files are refused before a byte is read
-MAX_CARD_BYTES = card_schema.MAX_CARD_BYTES
 MAX_NAME_LENGTH = 100
-HISTORY_PREFIX = "lens_history/"
-# Training dynamics (dynamics.DynamicsLog.to_tensors) under the history prefix, so a reader that
-# knows only the filter snapshots skips them like any other unknown history key.
-DYNAMICS_PREFIX = HISTORY_PREFIX + "dynamics/"
-WEIGHTS_SUFFIX = ".safetensors"
-CARD_SUFFIX = ".json"
-TORCH_SUFFIXES = (".pt", ".pth")
-# Wrappers added by nn.DataParallel / DistributedDataParallel and by torch.compile.
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-# Layouts of training scripts that save more than the weights, most specific first.
-STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
-# The registry's datasets, easiest first; list_checkpoints shows them in this order.
-DATASET_ORDER = ("mnist", "fashion-mnist", "cifar10", "cifar100", "cifar100-coarse")
 # Input sides tried when a bare state dict's layer sizes show it was trained on other images.
 CANDIDATE_INPUT_SIZES = (28, 32, 64, 96, 128, 224)
 MAX_SEARCH_PARAMETERS = 20_000_000
@@ -97,379 +110,6 @@ DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSP
 WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
     f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10)
 }
-
-FilterHistory = dict[int, dict[str, torch.Tensor]]
-
-
-# --- the card ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Card:
-    """What a checkpoint is: everything but the weights, as stored in NAME.json."""
-
-    name: str
-    architecture: str  # a models.py registry name
-    # build_model keyword arguments: in_channels, num_classes, input_size, options (a dict)
-    model_args: dict[str, Any] = field(default_factory=dict)
-    input_shape: tuple[int, int, int] | None = None  # (C, H, W) the model was trained on
-    dataset: str = ""
-    dataset_source: str = ""  # which copy and split, in words
-    classes: list[str] = field(default_factory=list)
-    normalization: dict[str, list[float]] | None = None  # {"mean": [...], "std": [...]}
-    training: dict[str, Any] = field(default_factory=dict)  # optimizer, lr, epochs, seed, ...
-    history: list[dict[str, Any]] = field(default_factory=list)  # one record per epoch
-    metrics: dict[str, Any] = field(default_factory=dict)  # final test_accuracy, test_loss, ...
-    command: str = ""  # the command line that made it
-    created: str = ""  # ISO 8601 with time zone
-    versions: dict[str, str] = field(default_factory=dict)
-    notes: str = ""
-    # Training dynamics in a few numbers per epoch (dynamics.DynamicsLog.card_record); {} none.
-    dynamics: dict[str, Any] = field(default_factory=dict)
-    format: str = FORMAT
-    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept
-    # Where the weights are (set by read_card / list_checkpoints / load_checkpoint); not stored.
-    path: Path | None = field(default=None, compare=False)
-    # Why the card on disk could not be used ("" when it could): this card then stands in for
-    # it, holding only its name and the architecture it names. Not stored.
-    problem: str = field(default="", compare=False)
-
-    @property
-    def test_accuracy(self) -> float | None:
-        value = self.metrics.get("test_accuracy")
-        return float(value) if isinstance(value, (int, float)) else None
-
-    @property
-    def num_classes(self) -> int | None:
-        value = self.model_args.get("num_classes")
-        if _is_int(value):
-            return value
-        return len(self.classes) or None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"format": self.format}
-        for f in fields(self):
-            if f.name in ("format", "extra", "path", "problem"):
-                continue
-            value = getattr(self, f.name)
-            if f.name == "dynamics" and not value:
-                continue  # a card without training dynamics has no key for them
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        out.update({k: v for k, v in self.extra.items() if k not in out})
-        return _finite(out)
-
-    def to_json(self) -> str:
-        """Standard JSON: a NaN or infinite number (a loss that diverged) is written as null."""
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-
-    @classmethod
-    def from_dict(cls, data: Any, *, source: str = "card") -> Card:
-        """Check every key against the schema (card_schema) and fill defaults; anything that is
-        not a valid CNN Lens card → CheckpointError naming the first key that breaks it."""
-        if not isinstance(data, dict):
-            raise CheckpointError(f"{source} is not a CNN Lens card (a JSON object was expected)")
-        fmt = data.get("format")
-        if fmt != FORMAT:
-            found = f"format {card_schema._shown(fmt)}" if fmt is not None else "no 'format' key"
-            raise CheckpointError(f"{source} is not a CNN Lens card ({found}, expected {FORMAT!r})")
-        values = card_schema.check_card(data, source)
-        for required in ("name", "architecture"):
-            if not values.get(required):
-                raise CheckpointError(f"{source} has no {required!r}; it cannot be loaded")
-        known = {f.name for f in fields(cls)} - {"extra", "path", "problem"}
-        values["extra"] = {k: v for k, v in data.items() if k not in known}
-        return cls(**values)
-
-    @classmethod
-    def from_json(cls, text: str, *, source: str = "card") -> Card:
-        return cls.from_dict(card_schema.parse(text, source), source=source)
-
-    @classmethod
-    def stand_in(cls, weights: Path, problem: str, architecture: str = "") -> Card:
-        """The card of weights whose own card is invalid: their file name, the architecture the
-        card names (if it names one) and the reason; shapes come from the weights on loading."""
-        return cls(name=weights.stem, architecture=architecture, path=weights, problem=problem)
-
-
-def _finite(value: Any) -> Any:
-    """`value` with every NaN or infinite float inside it replaced by None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def current_versions() -> dict[str, str]:
-    """Library versions recorded in a card."""
-    versions = {"cnn_lens": __version__, "torch": torch.__version__}
-    for package in ("torchvision", "safetensors"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    versions["python"] = platform.python_version()
-    return versions
-
-
-# --- mismatch reports --------------------------------------------------------------------------
-
-
-def _shape_text(shape: tuple[int, ...]) -> str:
-    return "×".join(str(n) for n in shape) if shape else "scalar"
-
-
-def _plural(count: int, word: str, plural: str | None = None) -> str:
-    return f"{count} {word if count == 1 else plural or word + 's'}"
-
-
-def _some(items: list[str], limit: int = 3) -> str:
-    return ", ".join(items[:limit]) + (", …" if len(items) > limit else "")
-
-
-@dataclass(frozen=True)
-class MismatchReport:
-    """How a state dict differs from the model it should fill."""
-
-    missing: list[str]  # in the model, not in the file
-    unexpected: list[str]  # in the file, not in the model
-    shape_mismatches: list[tuple[str, tuple[int, ...], tuple[int, ...]]]  # key, file, model
-    # (file, model) class counts when the classifier's output size is what differs
-    class_counts: tuple[int, int] | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.shape_mismatches)
-
-    def summary(self) -> str:
-        parts = []
-        if self.missing:
-            parts.append(f"{_plural(len(self.missing), 'missing key')} ({_some(self.missing)})")
-        if self.unexpected:
-            parts.append(
-                f"{_plural(len(self.unexpected), 'unexpected key')} ({_some(self.unexpected)})"
-            )
-        if self.shape_mismatches:
-            shown = [
-                f"{key}: file {_shape_text(file)}, model {_shape_text(model)}"
-                for key, file, model in self.shape_mismatches
-            ]
-            count = _plural(len(shown), "shape mismatch", "shape mismatches")
-            parts.append(f"{count} ({'; '.join(shown[:3])}{'; …' if len(shown) > 3 else ''})")
-        text = ", ".join(parts) if parts else "the file fits the model"
-        if self.class_counts is not None:
-            file, model = self.class_counts
-            text += f" — the file has {file} classes, the model {model}"
-        return text
-
-
-class MismatchError(CheckpointError):
-    """A state dict that does not fit the architecture; `.report` says how."""
-
-    def __init__(self, message: str, report: MismatchReport) -> None:
-        super().__init__(message)
-        self.report = report
-
-
-def _classifier_key(model_state: Mapping[str, torch.Tensor]) -> str | None:
-    """The last layer's weight: its first dimension is the number of classes."""
-    keys = [k for k, v in model_state.items() if k.endswith("weight") and v.ndim >= 2]
-    return keys[-1] if keys else None
-
-
-def _first_conv_key(model_state: Mapping[str, torch.Tensor]) -> str | None:
-    """The first conv's weight: its second dimension is the number of input channels."""
-    return next((k for k, v in model_state.items() if k.endswith("weight") and v.ndim == 4), None)
-
-
-def _is_buffer_key(key: str) -> bool:
-    return key.endswith(("running_mean", "running_var", "num_batches_tracked"))
-
-
-def compare_state_dicts(
-    file_state: Mapping[str, torch.Tensor], model_state: Mapping[str, torch.Tensor]
-) -> MismatchReport:
-    """Keys and shapes of a file's state dict against a model's."""
-    # BatchNorm fills in a missing num_batches_tracked itself (files from older PyTorch lack it).
-    missing = [
-        k for k in model_state if k not in file_state and not k.endswith("num_batches_tracked")
-    ]
-    # weights first: they name the layers, while buffers repeat them
-    unexpected = sorted((k for k in file_state if k not in model_state), key=_is_buffer_key)
-    shapes = [
-        (key, tuple(file_state[key].shape), tuple(tensor.shape))
-        for key, tensor in model_state.items()
-        if key in file_state and file_state[key].shape != tensor.shape
-    ]
-    class_counts = None
-    last = _classifier_key(model_state)
-    if last is not None and any(key == last for key, _, _ in shapes):
-        file_shape, model_shape = file_state[last].shape, model_state[last].shape
-        if file_state[last].ndim >= 1 and file_shape[0] != model_shape[0]:
-            class_counts = (int(file_shape[0]), int(model_shape[0]))
-    return MismatchReport(missing, unexpected, shapes, class_counts)
-
-
-# --- locating and reading files ----------------------------------------------------------------
-
-
-def _weights_path(path: str | os.PathLike[str]) -> Path:
-    """NAME, NAME.safetensors, NAME.json, X.pt, X.pth or any existing file → the weights file."""
-    p = Path(path)
-    if p.suffix == CARD_SUFFIX:
-        return p.with_suffix(WEIGHTS_SUFFIX)
-    if p.suffix in (WEIGHTS_SUFFIX, *TORCH_SUFFIXES) or p.is_file():
-        return p
-    # names may hold dots ("lenet5-v1.2"), so add the suffix rather than replace one
-    return p.with_name(p.name + WEIGHTS_SUFFIX)
-
-
-def _card_path(weights: Path) -> Path:
-    if weights.suffix in (WEIGHTS_SUFFIX, *TORCH_SUFFIXES):
-        return weights.with_suffix(CARD_SUFFIX)
-    return weights.with_name(weights.name + CARD_SUFFIX)
-
-
-def _size_text(size: int) -> str:
-    if size < 1024:
-        return f"{size} bytes"
-    if size < 1024**2:
-        return f"{size / 1024:.1f} kB"
-    if size < 1024**3:
-        return f"{size / 1024**2:,.1f} MB"
-    return f"{size / 1024**3:,.1f} GB"
-
-
-def _check_file(path: Path, limit: int, what: str = "checkpoint") -> int:
-    """Refuse missing, folder, empty and oversized files before reading them; → size."""
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a folder, not a {what} file")
-    if not path.is_file():
-        raise CheckpointError(f"no {what} file at {path}")
-    size = path.stat().st_size
-    if size == 0:
-        raise CheckpointError(f"{path.name} is empty (0 bytes); it is not a {what}")
-    if size > limit:
-        raise CheckpointError(
-            f"{path.name} is {_size_text(size)}, over the {_size_text(limit)} limit for a {what}; "
-            "it was not read"
-        )
-    return size
-
-
-def read_card(path: str | os.PathLike[str], *, strict: bool = False) -> Card:
-    """The card beside a checkpoint; `path` may be NAME, NAME.safetensors or NAME.json.
-
-    A card that is too large, nested too deeply, not JSON or against the schema does not stop
-    its weights from being used: unless `strict`, a stand-in card comes back (`Card.stand_in`)
-    with `.problem` saying in one line what is wrong and only the architecture the card names.
-    A missing card or checkpoint is always a CheckpointError.
-    """
-    weights = _weights_path(path)
-    card_path = _card_path(weights)
-    if not card_path.exists() and not weights.exists():
-        raise CheckpointError(f"no checkpoint at {weights}")
-    if not card_path.exists():
-        raise CheckpointError(f"no card {card_path.name} beside {weights.name}")
-    text, data = "", None
-    try:
-        _check_file(card_path, MAX_CARD_BYTES, "card")
-        try:
-            text = card_path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as err:
-            raise CheckpointError(f"{card_path.name} is not a text file, so not a card") from err
-        except OSError as err:
-            raise CheckpointError(f"cannot read {card_path}: {err.strerror or err}") from err
-        data = card_schema.parse(text, card_path.name)
-        card = Card.from_dict(data, source=card_path.name)
-    except CheckpointError as err:
-        if strict:
-            raise
-        return Card.stand_in(weights, str(err), card_schema.architecture_in(data, text))
-    card.path = weights
-    return card
-
-
-def _sniff(path: Path, size: int) -> str:
-    """'safetensors', 'torch' (zip or pickle) or 'unknown', from the first bytes."""
-    with path.open("rb") as f:
-        head = f.read(9)
-    if head[:4] == b"PK\x03\x04" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5):
-        return "torch"
-    if len(head) == 9:
-        (header_len,) = struct.unpack("<Q", head[:8])
-        if 2 <= header_len <= size - 8 and head[8:9] == b"{":
-            return "safetensors"
-    return "unknown"
-
-
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return safetensors.torch.load_file(path, device="cpu")
-    except Exception as err:  # a damaged untrusted file can fail in many ways; all mean "bad file"
-        detail = str(err).removeprefix("Error while deserializing header: ")
-        raise CheckpointError(
-            f"{path.name} is not a valid safetensors file ({detail}); "
-            "it may be truncated or damaged"
-        ) from err
-
-
-def _pickled_object_error(path: Path) -> CheckpointError:
-    return CheckpointError(
-        f"{path.name} holds a pickled Python object, not a state dict; it was not loaded "
-        f"(that could run code). Save a state dict instead: "
-        f"torch.save(model.state_dict(), '{path.name}')"
-    )
-
-
-def _read_torch(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        # A file object, not the path: torch.load picks a reader by the name's suffix, and the
-        # first bytes have already said this is a pickle or a zip.
-        with path.open("rb") as f, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pickle-protocol chatter from the safe unpickler
-            obj = torch.load(f, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # weights_only refuses any class or function outside plain tensors and containers.
-        # Never retried with weights_only=False: that would run whatever the pickle names.
-        raise _pickled_object_error(path) from err
-    except Exception as err:  # truncated zip, broken pickle stream, ...: all mean "bad file"
-        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CheckpointError(
-            f"{path.name} is not a readable PyTorch file ({detail[:120]}); it may be truncated "
-            "or damaged"
-        ) from err
-    return _state_dict_from(obj, path)
-
-
-def _is_state_dict(obj: Any) -> bool:
-    return (
-        isinstance(obj, Mapping)
-        and len(obj) > 0
-        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-    )
-
-
-def _state_dict_from(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    """A state dict itself, or one wrapped under a training script's usual keys."""
-    if _is_state_dict(obj):
-        return dict(obj)
-    if isinstance(obj, Mapping):
-        for key in STATE_DICT_KEYS:
-            if _is_state_dict(obj.get(key)):
-                return dict(obj[key])
-        keys = _some([str(k) for k in obj], 5)
-        raise CheckpointError(
-            f"{path.name} holds a dict without a state dict in it (keys: {keys}); expected "
-            f"tensors by parameter name, or such a dict under 'state_dict' or 'model'"
-        )
-    raise CheckpointError(f"{path.name} holds a {type(obj).__name__}, not a state dict")
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -484,40 +124,6 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(
         f"{path.name} is not a checkpoint: neither a safetensors file nor a PyTorch state dict"
     )
-
-
-def _strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop DataParallel's `module.` and torch.compile's `_orig_mod.` (in any nesting)."""
-    while state:
-        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)
-        if prefix is None:
-            break
-        state = {k.removeprefix(prefix): v for k, v in state.items()}
-    return state
-
-
-def _split_history(
-    tensors: dict[str, torch.Tensor],
-) -> tuple[dict[str, torch.Tensor], FilterHistory, dict[str, torch.Tensor]]:
-    """Weights for load_state_dict, the `lens_history/epochN/LAYER` snapshots, and the training
-    dynamics' tensors (their prefix removed), apart."""
-    state: dict[str, torch.Tensor] = {}
-    history: FilterHistory = {}
-    dynamics: dict[str, torch.Tensor] = {}
-    for key, tensor in tensors.items():
-        if not key.startswith(HISTORY_PREFIX):
-            state[key] = tensor
-            continue
-        if key.startswith(DYNAMICS_PREFIX):
-            dynamics[key.removeprefix(DYNAMICS_PREFIX)] = tensor
-            continue
-        match = re.fullmatch(r"epoch(\d+)/(.+)", key.removeprefix(HISTORY_PREFIX))
-        if match:  # a malformed snapshot key is dropped: it is never a weight either
-            history.setdefault(int(match[1]), {})[match[2]] = tensor
-    return state, {epoch: history[epoch] for epoch in sorted(history)}, dynamics
-
-
-# --- rebuilding the model ----------------------------------------------------------------------
 
 
 def _build(
@@ -629,9 +235,6 @@ def _input_shape(architecture: str, args: Mapping[str, Any]) -> tuple[int, int, 
         int(side or height),
         int(side or width),
     )
-
-
-# --- loading -----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -766,9 +369,6 @@ def load_checkpoint(
         dynamics = None  # an untrusted file's history is only a view: skip it, keep the weights
         warnings.append(f"{weights.name}: its training dynamics are damaged and were skipped")
     return LoadedCheckpoint(model, card, weights, history, mismatch, warnings, dynamics)
-
-
-# --- saving ------------------------------------------------------------------------------------
 
 
 def _save_path(path: str | os.PathLike[str]) -> Path:
@@ -917,41 +517,6 @@ def inside_shipped(path: Path) -> bool:
     shipped = TRAINED_DIR.resolve()
     resolved = path.resolve()
     return resolved == shipped or resolved.is_relative_to(shipped)
-
-
-# --- shipped checkpoints and user-typed names --------------------------------------------------
-
-
-def _listing_order(card: Card) -> tuple[int, str, float, str]:
-    rank = (
-        DATASET_ORDER.index(card.dataset) if card.dataset in DATASET_ORDER else len(DATASET_ORDER)
-    )
-    accuracy = card.test_accuracy
-    return (rank, card.dataset, -accuracy if accuracy is not None else 1.0, card.name)
-
-
-def list_checkpoints(folder: Path = TRAINED_DIR) -> list[Card]:
-    """Cards (with `.path` set to their weights) in `folder`, by dataset (MNIST first), then best
-    accuracy first. An invalid card is listed as its stand-in (`.problem` says why), so its
-    weights stay usable; cards without weights are skipped with a warning."""
-    cards = []
-    if not folder.is_dir():
-        return cards
-    for card_path in sorted(folder.glob(f"*{CARD_SUFFIX}")):
-        if card_path.name.startswith("."):
-            continue
-        try:
-            card = read_card(card_path)
-        except CheckpointError as err:
-            log.warning("skipping %s: %s", card_path, err)
-            continue
-        if card.path is None or not card.path.is_file():
-            log.warning("skipping %s: its weights %s are missing", card_path, card_path.stem)
-            continue
-        if card.problem:
-            log.warning("%s is invalid: %s", card_path, card.problem)
-        cards.append(card)
-    return sorted(cards, key=_listing_order)
 
 
 def validate_name(name: str, folder: Path) -> Path:
