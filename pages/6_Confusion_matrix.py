@@ -30,7 +30,6 @@ SPLIT_KEY, SHOW_KEY, ORDER_KEY, LEVEL_KEY = "cm_split", "cm_show", "cm_order", "
 COMPARE_KEY = "lens_compare_model"  # a model key; other pages (comparison) may set it
 SPLITS = ("test", "train")
 SHOW = {"counts": "counts", "row": "row %", "column": "column %", "all": "overall %"}
-TOP_CONFUSIONS = 8
 
 
 # --------------------------------------------------------------------------- page
@@ -154,55 +153,10 @@ with chart_area:
         st.caption("Drag over the matrix to zoom in, double-click to zoom out; hover for names.")
 
 with table_area:
-    st.subheader("Per class")
-    table = confusion.report_table(report, classes, order=order)
-    ui.table(
-        table,
-        height=min(38 + 35 * K, 420),
-        column_config={
-            "Precision": st.column_config.NumberColumn(
-                format="%.3f", help="Of the images predicted as this class, the share right"
-            ),
-            "Recall": st.column_config.ProgressColumn(
-                min_value=0.0,
-                max_value=1.0,
-                format="%.3f",
-                help="Of the images of this class, the share found",
-            ),
-            "F1": st.column_config.NumberColumn(format="%.3f"),
-            "Support": st.column_config.NumberColumn("Images", format="localized"),
-        },
-    )
-    st.caption("scikit-learn's classification report, in the matrix's class order.")
-
+    confusion_ui.per_class_table(report, classes, order)
 with top_area:
-    st.subheader("Top confusions")
-    top = confusion.top_cells(cm, TOP_CONFUSIONS)
-    if not top:
-        st.success("No mistakes on this split.")
-    for cell in top:
-        st.button(
-            ui.plain(cell.label(classes)),
-            key=f"cm_top_{cell.true}_{cell.predicted}",
-            on_click=confusion_ui.open_cell,
-            args=(cell.true, cell.predicted),
-            width="stretch",
-        )
     stem = f"{model_name}-{selection.dataset.replace('/', '_')}-{split}"
-    downloads = (
-        ("Matrix (CSV)", confusion.matrix_csv(cm, classes), f"confusion-{stem}.csv"),
-        ("Report (CSV)", confusion.report_csv(report, classes), f"report-{stem}.csv"),
-    )
-    for label, table, file_name in downloads:  # one per line: side by side they were cut
-        st.download_button(
-            label,
-            table,
-            file_name=file_name,
-            mime="text/csv",
-            icon=":material/download:",
-            on_click="ignore",
-            width="stretch",
-        )
+    confusion_ui.top_confusions(cm, report, classes, stem)
 
 # A clicked cell's images open in a dialog over the matrix, where the user is looking (below
 # the matrix they opened off-screen).

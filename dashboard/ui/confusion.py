@@ -1,6 +1,7 @@
 """The Confusion matrix page's glue: the counted matrix and report of a set of predictions
-(cached), predictions at a class level, the open cell that survives reruns, the chart's click,
-URL-bound choices, and the gallery of one cell's images."""
+(cached), predictions at a class level, URL-bound choices, the per-class table and the top
+confusions, the open cell that survives reruns, the chart's click, and the gallery of one
+cell's images."""
 
 from collections.abc import Sequence
 
@@ -12,6 +13,7 @@ from dashboard.analysis import class_levels, confusion, metrics
 
 CELL_KEY, PAGE_KEY, CHART_KEY = "cm_cell", "cm_page", "cm_chart"
 PER_PAGE, GALLERY_COLUMNS, THUMB_SIDE = 40, 8, 112
+TOP_CONFUSIONS = 8
 
 
 @st.cache_data(max_entries=32, show_spinner="Counting…")
@@ -79,6 +81,64 @@ def current_cell(context: str, K: int) -> tuple[int, int] | None:
         return None
     true, predicted = chosen["cell"]
     return (true, predicted) if 0 <= true < K and 0 <= predicted < K else None
+
+
+# --------------------------------------------------------------------------- beside the matrix
+
+
+def per_class_table(report: dict, classes: Sequence[str], order: np.ndarray) -> None:
+    """scikit-learn's per-class report as a table, in the matrix's class order."""
+    st.subheader("Per class")
+    table = confusion.report_table(report, classes, order=order)
+    ui.table(
+        table,
+        height=min(38 + 35 * len(classes), 420),
+        column_config={
+            "Precision": st.column_config.NumberColumn(
+                format="%.3f", help="Of the images predicted as this class, the share right"
+            ),
+            "Recall": st.column_config.ProgressColumn(
+                min_value=0.0,
+                max_value=1.0,
+                format="%.3f",
+                help="Of the images of this class, the share found",
+            ),
+            "F1": st.column_config.NumberColumn(format="%.3f"),
+            "Support": st.column_config.NumberColumn("Images", format="localized"),
+        },
+    )
+    st.caption("scikit-learn's classification report, in the matrix's class order.")
+
+
+def top_confusions(cm: np.ndarray, report: dict, classes: Sequence[str], stem: str) -> None:
+    """The most frequent mistakes as buttons that open their cell, and the matrix and report
+    as CSV files named after `stem`."""
+    st.subheader("Top confusions")
+    top = confusion.top_cells(cm, TOP_CONFUSIONS)
+    if not top:
+        st.success("No mistakes on this split.")
+    for cell in top:
+        st.button(
+            ui.plain(cell.label(classes)),
+            key=f"cm_top_{cell.true}_{cell.predicted}",
+            on_click=open_cell,
+            args=(cell.true, cell.predicted),
+            width="stretch",
+        )
+    downloads = (
+        ("Matrix (CSV)", confusion.matrix_csv(cm, classes), f"confusion-{stem}.csv"),
+        ("Report (CSV)", confusion.report_csv(report, classes), f"report-{stem}.csv"),
+    )
+    for label, table, file_name in downloads:  # one per line: side by side they were cut
+        st.download_button(
+            label,
+            table,
+            file_name=file_name,
+            mime="text/csv",
+            icon=":material/download:",
+            on_click="ignore",
+            width="stretch",
+        )
 
 
 # --------------------------------------------------------------------------- the gallery
