@@ -10,106 +10,14 @@ ui.setup_page("Filters")
 selection = ui.sidebar()
 
 # Imported once the page shows: the first import of PyTorch takes seconds.
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from dashboard import data, figures  # noqa: E402
 from dashboard.analysis import filters  # noqa: E402
+from dashboard.ui import filters as cached  # noqa: E402
 
 # Session-state keys: stable names, so a later URL binding can seed them.
 LAYER_KEY, SCALE_KEY, CHANNELS_KEY = "filters_layer", "filters_scale", "filters_channels"
 CHANNEL_KEY, EPOCH_KEY, IMAGE_KEY = "filters_channel", "filters_epoch", "filters_image"
 SCALES = ("shared", "per filter")
 ALL_CHANNELS, ONE_CHANNEL = "mean of all input channels", "one input channel"
-RESPONSE_PIXELS = 40_000  # response mosaics are thinned beyond this: keeps reruns fast
-GRID_SIDE, KERNEL_SIDE = 440, 250  # pixel budgets, so the figures fit their columns
-RESPONSE_SIDE = (260, 380)  # classic, learned
-THUMBNAIL = 140  # pixels of the input image shown beside the responses
-
-# The caches take weights and images unhashed (`_weights`, `_image`) and are keyed by `source`
-# (model key, modification time, layer, epoch) and the image's place: no megabytes hashed.
-# cache_resource hands back the same read-only objects: st.cache_data would unpickle each
-# figure on every rerun, and unpickling a plotly Figure validates it all over again.
-
-
-@st.cache_resource(max_entries=64, show_spinner=False)
-def weights_of(_model, _history, model_key: str, mtime: float, layer: str, epoch) -> np.ndarray:
-    """The layer's weights, now (epoch None) or at a saved epoch of training (read only)."""
-    weights = filters.layer_weights(_model, layer, _history, epoch).numpy()
-    weights.setflags(write=False)
-    return weights
-
-
-@st.cache_resource(max_entries=64, show_spinner=False)
-def grid_figure(_weights: np.ndarray, source: tuple, scale: str, channel: int | None, title: str):
-    return figures.filter_grid(
-        _weights, scale=scale, channel=channel, title=title, max_side=GRID_SIDE
-    )
-
-
-@st.cache_resource(max_entries=32, show_spinner=False)
-def histogram(_weights: np.ndarray, source: tuple, title: str):
-    figure = figures.weight_histogram(_weights, title=title)
-    return figure, filters.weight_stats(_weights)
-
-
-@st.cache_resource(max_entries=16, show_spinner=False)
-def rgb_figure(_weights: np.ndarray, source: tuple, title: str):
-    return figures.rgb_filters(_weights, title=title, max_side=GRID_SIDE)
-
-
-@st.cache_resource(show_spinner=False)
-def classic_figure():
-    kernels = filters.classic_kernels()
-    return figures.labelled_grid(
-        np.stack(list(kernels.values())),
-        list(kernels),
-        scale="shared",
-        values=True,
-        title="Classic edge detectors",
-        subtitle="Prewitt and Sobel, same colour map (scale ±2)",
-        value_name="weight",
-        max_side=KERNEL_SIDE,
-    )
-
-
-@st.cache_resource(max_entries=16, show_spinner="Applying the filters to the image…")
-def responses(_weights: np.ndarray, source: tuple, _image: np.ndarray, image_key: tuple):
-    """Figures of the classic kernels' and the learned filters' responses, and the matches."""
-    x = torch.from_numpy(_image)  # (C, H, W) normalized
-    matches = filters.classic_matches(_weights)
-    classic = figures.labelled_grid(
-        filters.classic_responses(x),
-        list(filters.classic_kernels()),
-        title="Classic kernels",
-        subtitle="on the gray image",
-        value_name="response",
-        max_side=RESPONSE_SIDE[0],
-        max_pixels=RESPONSE_PIXELS,
-        colorbar=False,
-    )
-    learned = figures.labelled_grid(
-        filters.filter_responses(_weights, x),
-        [f"filter {m.filter}" for m in matches],
-        title=f"{source[2]} filters",
-        subtitle="bias left out · each map scaled by its max |response|",
-        value_name="response",
-        max_side=RESPONSE_SIDE[1],
-        max_pixels=RESPONSE_PIXELS,
-    )
-    return classic, learned, matches
-
-
-@st.cache_resource(max_entries=16, show_spinner=False)
-def sample_image(_split, split_id: str, index: int, size: int, mean: tuple, std: tuple):
-    """(thumbnail, normalized image): test image `index` at the model's size, as the model
-    sees it, and enlarged with square pixels to about THUMBNAIL wide for display."""
-    pixels = filters.sized_image(_split.images[index], size)  # (C, H, W) uint8
-    k = max(1, THUMBNAIL // size)
-    shown = pixels.permute(1, 2, 0).numpy().repeat(k, axis=0).repeat(k, axis=1)
-    normalized = data.normalize(pixels, mean, std).numpy()
-    return (shown[..., 0] if shown.shape[-1] == 1 else shown), normalized
-
 
 try:
     model, view = ui.load_model(selection)
@@ -197,7 +105,7 @@ else:
     st.caption("No per-epoch history: pretrained weights, as they were published.")
 
 mtime = ui.mtime_of(selection.model_key)
-weights = weights_of(model, history, selection.model_key, mtime, name, epoch)
+weights = cached.weights_of(model, history, selection.model_key, mtime, name, epoch)
 source = (selection.model_key, mtime, name, epoch)
 when = "" if epoch is None else (" · before training" if epoch == 0 else f" · epoch {epoch}")
 
@@ -205,24 +113,25 @@ when = "" if epoch is None else (" · before training" if epoch == 0 else f" · 
 main = st.columns([3, 2], gap="large")
 with main[0]:
     ui.figure(
-        grid_figure(weights, source, scale, channel, f"{name}{when}"),
+        cached.grid_figure(weights, source, scale, channel, f"{name}{when}"),
         f"filters-{name}",
         width="content",
     )
 histogram_place, stats_place = main[1], main[1]
 if first:
     with main[1]:
-        ui.figure(classic_figure(), "classic-kernels", width="content")
+        ui.figure(cached.classic_figure(), "classic-kernels", width="content")
     lower = st.columns([3, 2], gap="large")
     histogram_place = lower[0]
     stats_place = lower[1]
     if layer.in_channels == 3:
         with lower[0]:
             title = f"{name} as colour images{when}"
-            ui.figure(rgb_figure(weights, source, title), f"filters-rgb-{name}", width="content")
+            rgb = cached.rgb_figure(weights, source, title)
+            ui.figure(rgb, f"filters-rgb-{name}", width="content")
         histogram_place = lower[1]
 with histogram_place:
-    figure, stats = histogram(weights, source, f"{name} weights{when}")
+    figure, stats = cached.histogram(weights, source, f"{name} weights{when}")
     ui.figure(figure, f"weights-{name}")
 with stats_place:
     cells = st.columns(2)
@@ -271,7 +180,7 @@ label = classes[int(split.labels[int(index)])]
 mean, std = filters.normalization(view.card, split.info)
 size = view.input_shape[-1]
 split_id = ui.data_id(split)  # the images themselves: a data root or folder of other files
-shown, image = sample_image(split, split_id, int(index), size, mean, std)
+shown, image = cached.sample_image(split, split_id, int(index), size, mean, std)
 pick[1].image(shown, caption=ui.plain(f"{split.info.title} #{int(index):,}: {label}"))
 pick[2].caption(
     "Each map below is what a kernel computes at every position of this image (red = positive, "
@@ -279,7 +188,7 @@ pick[2].caption(
     "detector; the table under the maps names the closest classic kernel of each filter."
 )
 image_key = (split_id, int(index), size, mean, std)
-classic_maps, learned_maps, matches = responses(weights, source, image, image_key)
+classic_maps, learned_maps, matches = cached.responses(weights, source, image, image_key)
 columns = st.columns([2, 3], gap="large")
 with columns[0]:
     ui.figure(classic_maps, "classic-responses", width="content")

@@ -48,7 +48,7 @@ def cached_functions(path: Path) -> list[tuple[str, int | None, int]]:
 
 
 def test_every_cache_of_the_app_has_an_entry_limit():
-    sources = [REPO_ROOT / "app.py", REPO_ROOT / "dashboard" / "ui.py"]
+    sources = [REPO_ROOT / "app.py", *sorted((REPO_ROOT / "dashboard" / "ui").rglob("*.py"))]
     sources += sorted((REPO_ROOT / "pages").glob("*.py"))
     caches = {f"{p.name}:{name}": (limit, count) for p in sources
               for name, limit, count in cached_functions(p)}  # fmt: skip
