@@ -27,7 +27,7 @@ selection = ui.sidebar()
 import torch  # noqa: E402
 
 from dashboard.analysis import lab  # noqa: E402
-from dashboard.analysis import lab_inputs as typed  # noqa: E402
+from dashboard.analysis.lab import inputs as typed  # noqa: E402
 from dashboard.figures import lab as show  # noqa: E402
 from dashboard.ui import lab as lab_ui  # noqa: E402
 from dashboard.ui import lab_channels  # noqa: E402

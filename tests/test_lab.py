@@ -20,7 +20,8 @@ import torchvision
 from torch import nn
 
 from dashboard import data, models
-from dashboard.analysis import filters, lab, lab_inputs, probe
+from dashboard.analysis import filters, lab, probe
+from dashboard.analysis.lab import inputs as lab_inputs
 from dashboard.base.errors import LensError
 from dashboard.figures import lab as lab_display
 

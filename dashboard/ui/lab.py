@@ -8,8 +8,8 @@ import torch
 
 from dashboard import ui
 from dashboard.analysis import inputs, lab, probe
-from dashboard.analysis import lab_inputs as typed
-from dashboard.analysis.lab_inputs import NEURON_CHANNEL, NEURON_LAYER, NEURON_X, NEURON_Y
+from dashboard.analysis.lab import inputs as typed
+from dashboard.analysis.lab.inputs import NEURON_CHANNEL, NEURON_LAYER, NEURON_X, NEURON_Y
 from dashboard.base.errors import LensError
 from dashboard.figures import lab as show
 from dashboard.ui.lab_widgets import code, kept, number, plot, show_panels

@@ -7,7 +7,7 @@ import streamlit as st
 
 from dashboard import ui
 from dashboard.analysis import lab
-from dashboard.analysis import lab_inputs as typed
+from dashboard.analysis.lab import inputs as typed
 from dashboard.base.errors import LensError
 from dashboard.figures import lab as show
 from dashboard.ui.lab_widgets import (

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dashboard.analysis import probe
-from dashboard.analysis.lab_conv import (
+from dashboard.analysis.lab.conv import (
     Pair,
     fmt,
     term,

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from dashboard.analysis.lab_conv import (
+from dashboard.analysis.lab.conv import (
     AxisSize,
     Pair,
     _check_position,

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dashboard.analysis.lab_conv import (
+from dashboard.analysis.lab.conv import (
     AxisSize,
     Pair,
     _correlate,
