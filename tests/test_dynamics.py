@@ -16,7 +16,7 @@ from dashboard.analysis import probe
 from dashboard.base.errors import CheckpointError, LensError
 from dashboard.models import checkpoints, dynamics
 from dashboard.models.dynamics import DynamicsEvent
-from dashboard.training import EpochEvent, StepEvent, TrainConfig, fit, runs
+from dashboard.training import EpochEvent, StepEvent, TrainConfig, loop, runs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -349,7 +349,7 @@ def test_every_conv_layer_is_snapshotted_while_the_budget_allows():
     sizes = [m.weight.numel() * 4 * 9 for _, m in convs]  # 8 epochs: 9 snapshots, float32
     budget = 2 * 1024**2
     fits = next(i for i in range(len(sizes) + 1) if sum(sizes[: i + 1]) > budget)
-    kept, note = fit._snapshot_convs(
+    kept, note = loop._snapshot_convs(
         resnet, TrainConfig(epochs=8, snapshot_layers=None, snapshot_budget=budget)
     )
     assert [n for n, _ in kept] == [n for n, _ in convs[:fits]]
@@ -358,7 +358,7 @@ def test_every_conv_layer_is_snapshotted_while_the_budget_allows():
         f"filter snapshots per epoch cover the first {fits} of 20 conv layers: the others "
         f"would add {rest:.1f} MB to the checkpoint"
     )
-    kept, note = fit._snapshot_convs(lenet5(), TrainConfig(epochs=8, snapshot_layers=None))
+    kept, note = loop._snapshot_convs(lenet5(), TrainConfig(epochs=8, snapshot_layers=None))
     assert [n for n, _ in kept] == ["features.conv1", "features.conv2"]
     assert note is None
     with pytest.raises(LensError, match="histogram_bins"):
