@@ -80,14 +80,16 @@ def ours(name: str) -> bool:
 def edges() -> dict[str, set[str]]:
     """Module → the modules of ours it imports, with the packages Python initializes on the way
     (importing dashboard.models.checkpoints runs dashboard/models/__init__.py first); the
-    root package, which only reads sys.argv, is left out."""
+    root package, which only reads sys.argv, is left out. A module's own packages are
+    initialized before it runs, so passing through them is no arrow (importing one by name is)."""
     graph: dict[str, set[str]] = {}
     for name, path in MODULES.items():
+        own = {".".join(name.split(".")[:depth]) for depth in range(1, name.count(".") + 1)}
         targets: set[str] = set()
         for imported in filter(ours, imported_names(path)):
             parts = imported.split(".")
-            for depth in range(2, len(parts) + 1):
-                targets.add(".".join(parts[:depth]))
+            passed = {".".join(parts[:depth]) for depth in range(2, len(parts))}
+            targets.update({imported} | (passed - own))
         targets.discard(name)
         graph[name] = {t for t in targets if t in MODULES and t != "dashboard"}
     return graph
