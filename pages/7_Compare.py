@@ -24,7 +24,6 @@ from dashboard.training import compare  # noqa: E402
 B_KEY = "compare_b"  # the overlay keeps its choices under compare_runs, compare_curve
 FILTER_KEY, CHANNEL_KEY = "compare_filter_layer", "compare_channel"
 IMAGE_KEY, LAYER_KEY = "compare_image", "compare_layer"
-TRAIN_RUNS_KEY = "train_runs"  # the Train page's runs of this session (its RUNS_KEY)
 MEAN = "mean"  # the channel choice: the mean over the layer's input channels
 GRID_SIDE = 220  # pixels: the two filter grids share a row (half of a laptop's page)
 MAPS_SIDE = 220  # and so do the two activation mosaics
@@ -36,7 +35,7 @@ THUMBNAIL = 112  # pixels of the test image shown beside its controls
 
 def curves_section() -> None:
     st.header("Training curves", divider="gray")
-    session_runs = st.session_state.get(TRAIN_RUNS_KEY, [])
+    session_runs = st.session_state.get(ui.TRAIN_RUNS_KEY, [])  # the Train page's
     ui.runs_overlay(session_runs, "compare", default_keys=compare.default_keys)
 
 

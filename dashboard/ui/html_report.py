@@ -8,9 +8,6 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from dashboard.base.errors import LensError
-
-if TYPE_CHECKING:  # torch-heavy modules load on first use: the home page paints before them
-    from dashboard import data
 from dashboard.ui.choices import Selection
 from dashboard.ui.data_roots import data_root
 from dashboard.ui.loaders import (
@@ -23,6 +20,9 @@ from dashboard.ui.loaders import (
     split_of,
 )
 from dashboard.ui.show import plain, show_error
+
+if TYPE_CHECKING:  # torch-heavy modules load on first use: the home page paints before them
+    from dashboard import data
 
 
 @st.cache_data(max_entries=4, show_spinner=False)

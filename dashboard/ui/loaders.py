@@ -14,10 +14,6 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from dashboard.base.errors import LensError
-
-if TYPE_CHECKING:  # torch-heavy modules load on first use: the home page paints before them
-    from dashboard import data
-    from dashboard.analysis import metrics, probe
 from dashboard.ui.choices import (
     ARCH_PREFIX,
     CKPT_PREFIX,
@@ -29,6 +25,10 @@ from dashboard.ui.choices import (
 )
 from dashboard.ui.data_roots import data_root
 from dashboard.ui.show import progress_bar
+
+if TYPE_CHECKING:  # torch-heavy modules load on first use: the home page paints before them
+    from dashboard import data
+    from dashboard.analysis import metrics, probe
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-if TYPE_CHECKING:  # torch-heavy modules load on first use: the home page paints before them
-    import pandas as pd
-
 from dashboard.ui.present import controls
 from dashboard.ui.show import cached_figure, figure, plain, table
 from dashboard.ui.state import kept
+
+if TYPE_CHECKING:  # torch-heavy modules load on first use: the home page paints before them
+    import pandas as pd
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)

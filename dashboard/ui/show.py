@@ -6,6 +6,7 @@ errors, and progress bars with counts.
 from __future__ import annotations
 
 import contextlib
+import numbers
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -166,4 +167,4 @@ def work_bar(text: str) -> contextlib.AbstractContextManager:
 
 def percent(value) -> str:
     """A fraction as a percentage with two decimals; "—" for anything not a number (None)."""
-    return f"{100 * value:.2f} %" if isinstance(value, (int, float)) else "—"
+    return f"{100 * value:.2f} %" if isinstance(value, numbers.Real) else "—"

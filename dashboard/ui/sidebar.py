@@ -72,7 +72,7 @@ def _dataset_note(model_key: str, dataset: str) -> None:
 def _persistent_selectbox(
     label: str, options: list[str], permanent: str, on_change=None, **kwargs
 ) -> str:
-    """A selectbox whose value survives page switches (see the module docstring)."""
+    """A selectbox whose value survives page switches (see dashboard/ui/state.py)."""
     if st.session_state.get(permanent) not in options:
         st.session_state[permanent] = options[0]
     if on_change is None:
