@@ -255,7 +255,7 @@ if st.button("Start training", type="primary", disabled=active, key="train_start
         initial_weights=view.label if from_weights else "",
     )
     initial = ui.load_model(selection)[0] if from_weights else None
-    ui.start_training(spec, initial, ui.run_label(architecture, options, config))
+    ui.start_training(spec, initial)
 st.session_state[ui.TRAIN_DRAWN_ACTIVE_KEY] = active
 st.fragment(run_every=REFRESH_S if active else None)(ui.live_panel)()
 if current is not None and current.done:

@@ -3,8 +3,6 @@ card) and what the selected dataset is (sizes, sources, normalization, classes).
 
 from __future__ import annotations
 
-from collections import Counter
-
 import streamlit as st
 
 from dashboard.base import paths
@@ -25,15 +23,10 @@ from dashboard.ui.show import Metric, figure, metric_row, percent, plain, show_e
 @st.cache_data(max_entries=16, show_spinner=False)
 def architecture_facts(model_key: str, mtime: float) -> dict:
     """print(model), its layers by kind and its parameters (keyed by checkpoint mtime)."""
+    from dashboard.analysis import summary
+
     model, _ = load_model(Selection(model_key, ""))
-    leaves = [m for m in model.modules() if not list(m.children())]
-    return {
-        "text": str(model),
-        "layers": len(leaves),
-        "kinds": Counter(type(m).__name__ for m in leaves).most_common(),
-        "params": sum(p.numel() for p in model.parameters()),
-        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-    }
+    return summary.architecture_facts(model)
 
 
 def small_curves(card) -> None:

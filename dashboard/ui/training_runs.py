@@ -16,7 +16,6 @@ from dashboard.ui.show import Metric, figure, metric_row, percent, plain, show_e
 from dashboard.ui.state import held
 
 if TYPE_CHECKING:
-    from dashboard import training
     from dashboard.training import runs
 
 TRAIN_RUNS_KEY = "train_runs"  # this session's TrainingRuns, oldest first (per browser session)
@@ -54,14 +53,7 @@ def clock(seconds: float | None) -> str:
     )
 
 
-def run_label(architecture: str, options: dict, config: training.TrainConfig) -> str:
-    """How a run is named in the overlay: its model, options, optimizer, rate and batch."""
-    shown = ", ".join(f"{k}={v}" for k, v in options.items())
-    model = f"{architecture} ({shown})" if shown else architecture
-    return f"{model} · {config.optimizer} lr {config.lr:g} · batch {config.batch_size}"
-
-
-def start_training(spec: runs.RunSpec, initial, label: str) -> None:
+def start_training(spec: runs.RunSpec, initial) -> None:
     """Start a run in the background (weights from `initial` when given) and redraw the page;
     this session keeps its last KEEP_RUNS runs, only the newest with its weights."""
     from dashboard.training import runs
@@ -75,7 +67,7 @@ def start_training(spec: runs.RunSpec, initial, label: str) -> None:
             train,
             test,
             initial=initial,
-            label=label,
+            label=spec.label,
             owner=st.session_state.setdefault(OWNER_KEY, uuid.uuid4().hex),
             alive=session_alive_check(),
         )
