@@ -9,9 +9,9 @@ from pathlib import Path
 
 import streamlit as st
 
+import dashboard.ui.state as state
 from dashboard.base import paths
 from dashboard.base.errors import LensError
-from dashboard.ui import state
 
 # What a choice key starts with
 ARCH_PREFIX = "arch:"  # an architecture with fresh random weights
