@@ -19,13 +19,12 @@ selection = ui.sidebar()
 # Imported once the page shows: the first import of PyTorch takes seconds.
 
 from dashboard import data  # noqa: E402
-from dashboard.analysis import confusion, projections, representations  # noqa: E402
+from dashboard.analysis import projections, representations  # noqa: E402
 from dashboard.figures import representations as rfig  # noqa: E402
 
 COUNTS = (500, 1_000, 2_000, 5_000, 10_000)  # test images shown (a seeded sample)
 TRAIN_COUNTS = (1_000, 2_000, 5_000, 10_000)  # training images the probes learn from
 DIMS = (2, 3)
-NEIGHBOURS, THUMB_SIDE, GALLERY_COLUMNS = 8, 84, 5
 COUNT_KEY, LAYER_KEY, METHOD_KEY = "repr_count", "repr_layer", "repr_method"
 DIMS_KEY, COLOUR_KEY, IMAGE_KEY = "repr_dims", "repr_colour", "repr_image"
 TRAIN_KEY, PROBE_ASKED_KEY, OTHER_KEY = "repr_train", "repr_probe_asked", "repr_other"
@@ -38,18 +37,7 @@ st.title("Representations")
 try:
     model, view = ui.load_model(selection)
     info = data.dataset_info(selection.dataset, data_root=ui.data_root())
-    flow = ui.shape_flow(selection.model_key, view.input_shape, ui.mtime_of(selection.model_key))
-    outputs = flow.output_shape[-1] if flow.output_shape else len(view.classes)
-    if view.input_shape[0] != info.channels:
-        raise LensError(
-            f"{view.label} takes {view.input_shape[0]}-channel images, {info.title} has "
-            f"{info.channels}: pick a dataset the model was made for"
-        )
-    if outputs != info.num_classes:
-        raise LensError(
-            f"{view.label} has {outputs:,} outputs, {info.title} {info.num_classes:,} classes: "
-            "pick a dataset the model was made for"
-        )
+    ui.require_made_for(selection, view, info)
     test = ui.load_data(selection, view)
     blocks, default_layer = ui.representation_layers(selection)
 except LensError as err:
@@ -95,56 +83,8 @@ labels = {b.name: b.label for b in blocks}
 # --------------------------------------------------------------------------- projector
 
 
-def thumbnail_card(row: int, caption: str) -> None:
-    """One shown image (a row of the features): its picture, caption and a link to Activations."""
-    index = int(features.indices[row])
-    st.image(confusion.thumbnail(test.images[index].numpy(), THUMB_SIDE))
-    st.caption(caption)
-    if st.button(
-        f"#{index}",
-        key=f"repr_open_{row}",
-        icon=":material/open_in_new:",
-        help=f"Open test image {index} on the Activations page",
-    ):
-        ui.open_in_activations(index)
-
-
-def focus_panel(layer: str, row: int) -> list[int]:
-    """The chosen image and its nearest neighbours in `layer`; → the neighbours' rows."""
-    found = projections.nearest_neighbours(features.layers[layer], row, NEIGHBOURS)
-    true, guess = classes[features.labels[row]], classes[features.predicted[row]]
-    mark = "✓" if true == guess else "✗"
-    st.markdown(
-        f"**Image {int(features.indices[row])}** · true **{ui.plain(true)}** · predicted "
-        f"**{ui.plain(guess)}** {mark}. Its {len(found.indices)} nearest neighbours in "
-        f"{ui.plain(labels[layer])} (cosine similarity of the features):"
-    )
-    cards = [(row, "the image")] + [
-        (int(near), f"{ui.plain(classes[features.labels[near]])} · {similarity:.3f}")
-        for near, similarity in zip(found.indices, found.similarity, strict=True)
-    ]
-    for start in range(0, len(cards), GALLERY_COLUMNS):  # rows wide enough for every button
-        shown = cards[start : start + GALLERY_COLUMNS]
-        for cell, card in zip(st.columns(GALLERY_COLUMNS), shown, strict=False):
-            with cell:
-                thumbnail_card(*card)
-    return [int(n) for n in found.indices]
-
-
-def clicked_row() -> int | None:
-    """The row of the point clicked in the scatter (its customdata [index, row, …])."""
-    event = st.session_state.get(CHART_KEY) or {}
-    for point in (event.get("selection") or {}).get("points", []):
-        custom = point.get("customdata")
-        if isinstance(custom, dict):
-            custom = [custom[k] for k in sorted(custom, key=int)]
-        if custom is not None and len(custom) >= 2:
-            return int(custom[1])
-    return None
-
-
 def point_clicked() -> None:
-    row = clicked_row()
+    row = ui.clicked_row(st.session_state.get(CHART_KEY))
     if row is not None and 0 <= row < len(features):
         st.session_state[IMAGE_KEY] = int(features.indices[row])
 
@@ -205,7 +145,11 @@ def projector() -> None:
         st.stop()
     focus = shown.index(image) if image in shown else None
     chart_area = st.container()
-    near = focus_panel(layer, focus) if focus is not None else []
+    near = (
+        ui.focus_panel(features, test, classes, labels[layer], layer, focus)
+        if focus is not None
+        else []
+    )
     axes = rfig.pca_axis_titles(projection.explained, dims) if method == "pca" else None
     figure_key = (
         "projection", ui.data_id(test), features_key["images"], features_key["model"], layer,
@@ -283,43 +227,7 @@ def probes() -> None:
             ui.show_error(err)
             report = None
         if report is not None:
-            ui.figure(
-                rfig.probe_chart(
-                    [labels.get(p.layer, p.layer) for p in report.layers],
-                    [p.probe_accuracy for p in report.layers],
-                    [p.knn_accuracy for p in report.layers],
-                    [p.silhouette for p in report.layers],
-                    report.model_accuracy,
-                    features=[p.features for p in report.layers],
-                ),
-                "probes",
-                key="repr_probes",
-                width="content",
-            )
-            ui.table(
-                [
-                    {
-                        "Layer": labels.get(p.layer, p.layer),
-                        "Features": p.features,
-                        "Linear probe %": round(100 * p.probe_accuracy, 2),
-                        "k-NN %": round(100 * p.knn_accuracy, 2),
-                        "Silhouette": None if p.silhouette is None else round(p.silhouette, 3),
-                    }
-                    for p in report.layers
-                ],
-                {
-                    "Features": st.column_config.NumberColumn(format="localized"),
-                    "Linear probe %": st.column_config.NumberColumn(format="%.2f"),
-                    "k-NN %": st.column_config.NumberColumn(format="%.2f"),
-                    "Silhouette": st.column_config.NumberColumn(format="%.3f"),
-                },
-            )
-            st.caption(
-                f"Trained on {report.train_images:,} training images, scored on "
-                f"{report.test_images:,} test images; the model itself gets "
-                f"{report.model_accuracy:.2%} of them right. Silhouette on "
-                f"{report.silhouette_images:,} images."
-            )
+            ui.probe_results(report, labels)
     else:
         st.info(
             "Training one probe per layer takes seconds to a minute: press Run the probes.",

@@ -2,7 +2,6 @@
 state dict, torchvision's zoo or an untrained architecture — and the dataset; see the model's
 card, layers, accuracy and classes."""
 
-from collections import Counter
 from pathlib import Path
 
 import streamlit as st
@@ -13,10 +12,9 @@ from dashboard.base.errors import LensError
 ui.setup_page("Model", icon=":material/deployed_code:")
 selection = ui.sidebar()
 
-from dashboard import data, figures, models  # noqa: E402
+from dashboard import data, models  # noqa: E402
 from dashboard.base import paths  # noqa: E402
 from dashboard.models import checkpoints, uploads  # noqa: E402
-from dashboard.training import runs  # noqa: E402
 
 SOURCES = (
     "Shipped checkpoint",
@@ -27,7 +25,6 @@ SOURCES = (
 )
 FLASH_KEY = "model_flash"  # a message that must survive the rerun after a new selection
 SOURCE_KEY, SOURCE_FOR_KEY = "model_source", "model_source_for"  # the chooser, and for which model
-MEASURED_KEY = "model_measured"  # accuracy measured on demand: (model, dataset, root) → numbers
 INFER = "infer from the file"
 UPLOAD_MB = checkpoints.MAX_CHECKPOINT_BYTES // 2**20
 
@@ -184,139 +181,10 @@ def untrained_chooser() -> None:
 # --- the selected model --------------------------------------------------------------------------
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def architecture_facts(model_key: str, mtime: float) -> dict:
-    """print(model), its layers by kind and its parameters (keyed by checkpoint mtime)."""
-    model, _ = ui.load_model(ui.Selection(model_key, ""))
-    leaves = [m for m in model.modules() if not list(m.children())]
-    return {
-        "text": str(model),
-        "layers": len(leaves),
-        "kinds": Counter(type(m).__name__ for m in leaves).most_common(),
-        "params": sum(p.numel() for p in model.parameters()),
-        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-    }
-
-
-def percent(value) -> str:
-    return f"{100 * value:.2f} %" if isinstance(value, (int, float)) else "—"
-
-
-def small_curves(card) -> None:
-    if not card.history:
-        return
-    columns = st.columns(2)
-    for column, metric in zip(columns, ("accuracy", "loss"), strict=True):
-        fig = figures.training_curves(
-            [runs.history_curve(card.history, card.name, metric)],
-            metric=metric,
-            title=f"Training {metric} per epoch",
-        )
-        fig.update_layout(height=300, showlegend=False)
-        with column:
-            ui.figure(fig, f"{card.name}-{metric}", key=f"card_{metric}")
-
-
-HYPER_ORDER = ("optimizer", "lr", "schedule", "weight_decay", "batch_size", "epochs", "seed")
-
-
-def hyperparameters(training: dict) -> str:
-    """The card's training settings as one line, the usual ones first."""
-    keys = [k for k in HYPER_ORDER if k in training] + [k for k in training if k not in HYPER_ORDER]
-    return " · ".join(f"{ui.plain(k.replace('_', ' '))} **{ui.plain(training[k])}**" for k in keys)
-
-
-def card_panel(card) -> None:
-    training = card.training or {}
-    if training or card.history:
-        epochs = len(card.history) or training.get("epochs") or "—"
-        seconds = training.get("seconds")
-        ui.metric_row(
-            [
-                ui.Metric("Trained on", card.dataset or "—"),
-                ui.Metric("Epochs", str(epochs)),
-                ui.Metric("Training time", f"{seconds:,.1f} s" if seconds else "—"),
-                ui.Metric("Created", (card.created or "—")[:10], help=card.created or None),
-            ]
-        )
-    if card.dataset_source:
-        st.markdown(f"**Dataset source:** {ui.plain(card.dataset_source)}")
-    if card.command:
-        st.markdown("**Made by**")
-        st.code(card.command, language="bash", wrap_lines=True)
-    if training:
-        st.markdown(f"**Training hyper-parameters:** {hyperparameters(training)}")
-    small_curves(card)
-    if card.notes:
-        st.caption(f"Notes: {ui.plain(card.notes)}")
-
-
-def outputs_mismatch(view) -> str:
-    """Why the model's test accuracy on the sidebar's dataset would mean nothing ("" when it
-    would not): its outputs are not the dataset's classes."""
-    try:
-        info = data.dataset_info(selection.dataset, data_root=ui.data_root())
-        mtime = ui.mtime_of(selection.model_key)
-        flow = ui.shape_flow(selection.model_key, view.input_shape, mtime)
-    except LensError:
-        return ""  # measuring says what is wrong
-    outputs = flow.output_shape[-1] if flow.output_shape else info.num_classes
-    if outputs == info.num_classes:
-        return ""
-    return (
-        f"{view.label} has {outputs} outputs but {info.title} has {info.num_classes} classes: "
-        f"its accuracy on {info.title} would mean nothing — pick a dataset with {outputs} "
-        "classes or a model trained on this one"
-    )
-
-
-def measured() -> tuple | None:
-    """(accuracy, images, source) measured in this session for this model, dataset and root."""
-    key = (selection.model_key, selection.dataset, ui.data_root())
-    return st.session_state.setdefault(MEASURED_KEY, {}).get(key)
-
-
-def accuracy_panel(view) -> None:
-    mismatch = outputs_mismatch(view)
-    if mismatch:
-        st.warning(ui.plain(mismatch), icon=":material/warning:")
-        return
-    key = (selection.model_key, selection.dataset, ui.data_root())
-    if st.button(f"Measure test accuracy on {ui.plain(selection.dataset)}", key="model_measure"):
-        try:
-            with st.spinner("Classifying the test set…"):
-                pred = ui.predictions(selection)
-        except LensError as err:
-            ui.show_error(err)
-            return
-        found = (pred.accuracy, len(pred.labels), pred.source)
-        st.session_state.setdefault(MEASURED_KEY, {})[key] = found
-    found = measured()
-    if found is not None:
-        accuracy, count, source = found
-        st.markdown(
-            f"**Measured now: {percent(accuracy)}** on {count:,} test images ({ui.plain(source)})"
-        )
-
-
-def accuracy_metric(view) -> tuple[str, str | None]:
-    """The Accuracy metric: measured in this session, else the card's, else what the model is."""
-    found = measured()
-    if found is not None:
-        return percent(found[0]), f"measured now on {found[1]:,} {selection.dataset} test images"
-    if view.card is not None:
-        if view.card.test_accuracy is None:
-            return "not measured", None
-        return percent(view.card.test_accuracy), "from the checkpoint's card"
-    if view.untrained:
-        return "untrained — random weights", None
-    return "ImageNet weights", None
-
-
 def model_panel() -> None:
     try:
         _, view = ui.load_model(selection)
-        facts = architecture_facts(selection.model_key, ui.mtime_of(selection.model_key))
+        facts = ui.architecture_facts(selection.model_key, ui.mtime_of(selection.model_key))
     except LensError as err:
         ui.show_error(err)
         return
@@ -328,11 +196,11 @@ def model_panel() -> None:
     trainable = facts["trainable"]
     st.caption(f"{view.architecture}: {kinds}; {trainable:,} trainable parameters")
     if view.card is not None:
-        card_panel(view.card)
+        ui.card_panel(view.card)
     elif not view.untrained:
         st.caption(models.model_info(view.architecture).description)
-    accuracy_panel(view)
-    accuracy, where = accuracy_metric(view)
+    ui.accuracy_panel(selection, view)
+    accuracy, where = ui.accuracy_metric(selection, view)
     with metrics_slot.container():
         ui.metric_row(
             [
@@ -359,43 +227,6 @@ def model_panel() -> None:
 
 
 # --- the dataset ---------------------------------------------------------------------------------
-
-
-def dataset_panel() -> None:
-    ui.data_root_field()
-    try:
-        info = data.dataset_info(selection.dataset, data_root=ui.data_root())
-        splits = {name: ui.dataset_split(selection.dataset, name) for name in ("train", "test")}
-    except LensError as err:
-        ui.show_error(err)
-        return
-    st.subheader(ui.plain(info.title))
-    st.caption(ui.plain(info.description))
-    ui.metric_row(
-        [
-            ui.Metric("Classes", str(info.num_classes)),
-            ui.Metric("Channels", str(info.channels)),
-            ui.Metric("Image size", f"{info.size}×{info.size}"),
-            ui.Metric("Train images", f"{len(splits['train']):,}"),
-            ui.Metric("Test images", f"{len(splits['test']):,}"),
-        ]
-    )
-    for name, split in splits.items():
-        st.markdown(f"**{name.title()} set:** {ui.plain(split.source)}")
-    if any(split.is_sample for split in splits.values()):
-        st.warning(
-            f"The full set was not found: the bundled sample stands in. To use the full set, "
-            f"{paths.DATA_ROOT_HINT}.",
-            icon=":material/inventory_2:",
-        )
-    skipped = sum(split.skipped for split in splits.values())
-    if info.name.startswith(data.FOLDER_PREFIX) or skipped:
-        st.markdown(f"**Unreadable files skipped:** {skipped}")
-    mean = ", ".join(f"{m:.4f}" for m in info.mean)
-    std = ", ".join(f"{s:.4f}" for s in info.std)
-    st.markdown(f"**Normalization:** mean ({mean}), std ({std}) per channel, on the 0–1 scale")
-    shown = ", ".join(info.classes[:100]) + (" …" if info.num_classes > 100 else "")
-    st.markdown(f"**Classes:** {ui.plain(shown)}")
 
 
 # --- the page ------------------------------------------------------------------------------------
@@ -437,4 +268,4 @@ model_tab, data_tab = st.tabs(["The selected model", "The dataset"])
 with model_tab:
     model_panel()
 with data_tab:
-    dataset_panel()
+    ui.dataset_panel(selection)

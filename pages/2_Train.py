@@ -3,7 +3,6 @@ fragment redraws its progress and live curves; Stop, save under a name, compare 
 Compare page's overlay, with this session's new runs joining it)."""
 
 import os
-import uuid
 
 import streamlit as st
 
@@ -13,51 +12,19 @@ from dashboard.base.errors import LensError
 ui.setup_page("Train", icon=":material/model_training:")
 selection = ui.sidebar()
 
-from dashboard import data, figures, models, training  # noqa: E402
-from dashboard.base import paths  # noqa: E402
+from dashboard import data, models, training  # noqa: E402
 from dashboard.training import runs  # noqa: E402
 
-RUNS_KEY = "train_runs"  # this session's TrainingRuns, oldest first (per browser session)
-OWNER_KEY = "train_owner"  # who owns a run: one active run per browser session
-DRAWN_ACTIVE_KEY = "train_drawn_active"  # the last full run drew an active run
-FOLLOWS_KEY = "train_follows"  # the sidebar choice the architecture default came from
-NAMED_KEY = "train_named"  # the run the save box's default name was made for
 COMPARE_PREFIX = "train_compare"  # the overlay's session-state keys: train_compare_runs, …
 FLASH_KEY = "train_flash"
-W = "train_w_"  # prefix of every value's permanent key (the widget's own key: "_" + it)
+W = ui.TRAIN_SETTING_PREFIX  # every setting's permanent key starts so
 REFRESH_S = 0.5  # the live panel redraws this often while a run trains
-STOP_WAIT_S = 1.0  # Stop waits this long for the run to end before the page redraws
-KEEP_RUNS = 8  # runs (their curves) a session keeps for comparing
 MAX_INPUT_SIZE = 64  # resizing keeps the whole split in memory: 60,000 × 3 × 64² bytes at most
 DEFAULTS = training.TrainConfig()
 AUGMENT_CHOICES = ("dataset default", "on", "off")
 
 
-def session_runs() -> list[runs.TrainingRun]:
-    return st.session_state.setdefault(RUNS_KEY, [])
-
-
-def percent(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.2f} %"
-
-
-def clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    return (
-        f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
-        if minutes >= 60
-        else f"{minutes}:{secs:02d}"
-    )
-
-
-def held(name: str, default) -> dict:
-    """A widget's arguments keeping its value under W + name while the user visits other
-    pages (Streamlit drops a widget's own key when its page is left)."""
-    return ui.held(W + name, default)
+held = ui.train_setting  # a setting's widget arguments, kept across pages
 
 
 # --- settings ------------------------------------------------------------------------------------
@@ -73,9 +40,9 @@ def selected_view():
 
 def follow_sidebar(names: list[str], view) -> None:
     """Architecture and options default to the sidebar's model, until the sidebar changes."""
-    if st.session_state.get(FOLLOWS_KEY) == selection.model_key:
+    if st.session_state.get(ui.TRAIN_FOLLOWS_KEY) == selection.model_key:
         return
-    st.session_state[FOLLOWS_KEY] = selection.model_key
+    st.session_state[ui.TRAIN_FOLLOWS_KEY] = selection.model_key
     architecture = view.architecture if view is not None else "lenet5"
     st.session_state[W + "arch"] = architecture if architecture in names else "lenet5"
     card = getattr(view, "card", None)
@@ -244,186 +211,6 @@ def config_settings() -> tuple[training.TrainConfig, int | None, int | None, int
     return config, int(limit) or None, int(limit_test) or None, int(size) or None
 
 
-def run_label(architecture: str, options: dict, config: training.TrainConfig) -> str:
-    shown = ", ".join(f"{k}={v}" for k, v in options.items())
-    model = f"{architecture} ({shown})" if shown else architecture
-    return f"{model} · {config.optimizer} lr {config.lr:g} · batch {config.batch_size}"
-
-
-def start(spec: runs.RunSpec, initial, label: str) -> None:
-    try:
-        with st.spinner("Loading the dataset…"):
-            train = ui.dataset_split(spec.dataset, "train", spec.input_size)
-            test = ui.dataset_split(spec.dataset, "test", spec.input_size)
-        run = runs.start_run(
-            spec,
-            train,
-            test,
-            initial=initial,
-            label=label,
-            owner=st.session_state.setdefault(OWNER_KEY, uuid.uuid4().hex),
-            alive=ui.session_alive_check(),
-        )
-    except LensError as err:
-        ui.show_error(err)
-        return
-    kept = session_runs()
-    for old in kept:
-        old.release()  # only the newest run's weights can be saved: keep memory bounded
-    kept.append(run)
-    del kept[:-KEEP_RUNS]
-    st.rerun()  # redraw the page with Start disabled and the live panel ticking
-
-
-# --- the live run --------------------------------------------------------------------------------
-
-
-def status_box(run: runs.TrainingRun) -> None:
-    box = {
-        runs.RUNNING: st.info,
-        runs.STOPPING: st.info,
-        runs.FINISHED: st.success,
-        runs.STOPPED: st.warning,
-    }.get(run.status, st.error)
-    box(f"Run {run.id} {run.reason}" if run.status == runs.RUNNING else run.reason)
-
-
-def curve_charts(run: runs.TrainingRun) -> None:
-    events = run.events_since(0)
-    if not events:
-        return
-    columns = st.columns(2)
-    for column, metric in zip(columns, ("accuracy", "loss"), strict=True):
-        fig = figures.training_curves(
-            [runs.live_curve(events, f"run {run.id}", metric)],
-            metric=metric,
-            title=f"Run {run.id}: {metric}",
-        )
-        fig.update_layout(height=360, showlegend=False)
-        with column:
-            ui.figure(fig, f"run-{run.id}-{metric}", key=f"live_{metric}")
-
-
-def stop_run(run: runs.TrainingRun) -> None:
-    """Stop, and wait a moment: a run that ends at once is drawn stopped by this very rerun."""
-    run.stop()
-    run.join(STOP_WAIT_S)
-
-
-def draw_run(run: runs.TrainingRun) -> None:
-    active = not run.done
-    head, stop = st.columns([5, 1])
-    # The run's own dataset, not the sidebar's: the sidebar may have changed since it started.
-    head.markdown(f"**Run {run.id}** — {ui.plain(run.label)} — {ui.plain(run.spec.dataset)}")
-    if run.skipped:  # an image folder's unreadable files: left out, and counted
-        head.caption(
-            f"{run.skipped} unreadable files skipped. Data: {ui.plain(run.dataset_source)}"
-        )
-    stop.button(
-        "Stop",
-        key=f"train_stop_{run.id}",
-        on_click=stop_run,
-        args=(run,),
-        disabled=not active or run.status == runs.STOPPING,
-        width="stretch",
-    )
-    status_box(run)
-    p = run.progress()
-    where = (
-        f"epoch {p.epoch}/{p.epochs}, step {p.step}/{p.steps_per_epoch}"
-        if p.steps_per_epoch
-        else "preparing…"
-    )
-    st.progress(p.fraction, text=f"{where} — {p.fraction:.0%}")
-    ui.metric_row(
-        [
-            ui.Metric("Images / s", f"{p.images_per_second:,.0f}"),
-            ui.Metric("Elapsed", clock(p.elapsed)),
-            ui.Metric("ETA", clock(p.eta) if active else "—"),
-            ui.Metric("Train loss", "—" if p.train_loss is None else f"{p.train_loss:.4f}"),
-            ui.Metric("Train accuracy", percent(p.train_accuracy)),
-            ui.Metric("Test accuracy", percent(p.test_accuracy)),
-        ]
-    )
-    curve_charts(run)
-    if run.result is not None:
-        for note in run.notes + run.result.notes:
-            st.caption(note)
-
-
-def active_runs_caption() -> None:
-    st.caption(
-        f"Runs training on this server now: {len(runs.active_runs())} of {runs.MAX_ACTIVE_RUNS}."
-    )
-
-
-def live_panel() -> None:
-    # The count is redrawn with the progress: runs in other tabs start and end meanwhile.
-    active_runs_caption()
-    kept = session_runs()
-    if not kept:
-        return
-    run = kept[-1]
-    run.heartbeat()  # this tab still shows the run (see dashboard/runs.py)
-    if run.done and st.session_state.get(DRAWN_ACTIVE_KEY):
-        st.session_state[DRAWN_ACTIVE_KEY] = False
-        st.rerun()  # the whole page: the save box appears and the redraws stop
-    draw_run(run)
-
-
-# --- saving --------------------------------------------------------------------------------------
-
-
-def shown_path(path) -> str:
-    try:
-        return str(path.resolve().relative_to(paths.REPO_ROOT))
-    except ValueError:
-        return str(path)
-
-
-def save_panel(run: runs.TrainingRun) -> None:
-    if run.saved_as is not None:
-        st.success(f"Saved as {shown_path(run.saved_as)}; it is the selected model on every page.")
-        return
-    if run.result is None or run.status == runs.DIVERGED:
-        if run.status == runs.DIVERGED:
-            st.caption("A diverged run is not saved: lower the learning rate and start again.")
-        return
-    st.subheader("Save this run")
-    if st.session_state.get(NAMED_KEY) != run.id:
-        st.session_state[NAMED_KEY] = run.id
-        st.session_state[W + "save_name"] = runs.default_name(run)  # its widget shows it
-        st.session_state[W + "overwrite"] = False
-    left, right = st.columns([2, 1])
-    name = left.text_input(
-        "Name",
-        **held("save_name", ""),
-        help=f"Letters, digits, '-', '_' and '.'; saved in {shown_path(paths.RUNS_DIR)}/ as "
-        "NAME.safetensors with its card NAME.json.",
-    )
-    try:
-        target = runs.saved_path(name)
-    except LensError as err:
-        ui.show_error(err)
-        return
-    overwrite = False
-    if runs.exists(target):
-        st.warning(f"A run named {target.stem!r} already exists in {shown_path(target.parent)}.")
-        overwrite = right.checkbox("overwrite the existing run", **held("overwrite", False))
-    if not st.button("Save", type="primary", key="train_save"):
-        return
-    try:
-        saved = runs.save_run(run, name, overwrite=overwrite)
-    except LensError as err:
-        ui.show_error(err)
-        return
-    key = ui.checkpoint_key(saved)
-    ui.add_model_choice(key)
-    ui.select_model(key)
-    st.session_state[FOLLOWS_KEY] = key  # the saved model's settings are the ones shown
-    st.rerun()
-
-
 # --- the page ------------------------------------------------------------------------------------
 
 st.title("Train")
@@ -435,7 +222,7 @@ flash = st.session_state.pop(FLASH_KEY, None)
 if flash:
     st.success(flash)
 
-kept = session_runs()
+kept = ui.session_runs()
 current = kept[-1] if kept else None
 active = current is not None and not current.done
 # Once this session has a run, its settings fold away: the run's progress, right under the
@@ -468,11 +255,11 @@ if st.button("Start training", type="primary", disabled=active, key="train_start
         initial_weights=view.label if from_weights else "",
     )
     initial = ui.load_model(selection)[0] if from_weights else None
-    start(spec, initial, run_label(architecture, options, config))
-st.session_state[DRAWN_ACTIVE_KEY] = active
-st.fragment(run_every=REFRESH_S if active else None)(live_panel)()
+    ui.start_training(spec, initial)
+st.session_state[ui.TRAIN_DRAWN_ACTIVE_KEY] = active
+st.fragment(run_every=REFRESH_S if active else None)(ui.live_panel)()
 if current is not None and current.done:
-    save_panel(current)
+    ui.save_panel(current)
 
 st.header("Compare runs")
-ui.runs_overlay(session_runs(), COMPARE_PREFIX)
+ui.runs_overlay(ui.session_runs(), COMPARE_PREFIX)

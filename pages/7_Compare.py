@@ -19,72 +19,15 @@ selection = ui.sidebar()
 
 from dashboard import figures  # noqa: E402
 from dashboard.analysis import filters, inputs, probe  # noqa: E402
-from dashboard.base import paths  # noqa: E402
-from dashboard.models import checkpoints  # noqa: E402
 from dashboard.training import compare  # noqa: E402
 
 B_KEY = "compare_b"  # the overlay keeps its choices under compare_runs, compare_curve
 FILTER_KEY, CHANNEL_KEY = "compare_filter_layer", "compare_channel"
 IMAGE_KEY, LAYER_KEY = "compare_image", "compare_layer"
-TRAIN_RUNS_KEY = "train_runs"  # the Train page's runs of this session (its RUNS_KEY)
 MEAN = "mean"  # the channel choice: the mean over the layer's input channels
 GRID_SIDE = 220  # pixels: the two filter grids share a row (half of a laptop's page)
 MAPS_SIDE = 220  # and so do the two activation mosaics
 THUMBNAIL = 112  # pixels of the test image shown beside its controls
-
-
-# --------------------------------------------------------------------------- cached work
-# Keyed by model keys and modification times; models, tensors and builders ride unhashed.
-
-
-def checkpoint_path(model_key: str) -> Path:
-    path = Path(model_key.removeprefix(ui.CKPT_PREFIX))
-    return path if path.is_absolute() else paths.REPO_ROOT / path
-
-
-@st.cache_data(max_entries=16, show_spinner="Finding checkpoints of the same architecture…")
-def pairing(
-    key_a: str, mtime_a: float, architecture: str, candidates: tuple, _model_a
-) -> tuple[compare.Partners, dict[str, str], dict[str, str]]:
-    """Which `candidates` ((key, mtime), …) can stand beside model A, with each candidate's
-    architecture and its label in the sidebar. Only same-architecture files are loaded."""
-    architectures = {}
-    for key, _ in candidates:
-        try:
-            architectures[key] = ui.Selection(key, "").architecture  # from the card
-        except LensError:
-            architectures[key] = ""
-
-    def shapes_of(key: str):
-        return compare.state_shapes(checkpoints.load_checkpoint(checkpoint_path(key)).model)
-
-    found = compare.partners(architecture, compare.state_shapes(_model_a), architectures, shapes_of)
-    return found, architectures, {key: ui.model_label(key) for key in found.comparable}
-
-
-@st.cache_data(max_entries=16, show_spinner="Measuring how far apart the weights are…")
-def distances(key_a: str, mtime_a: float, key_b: str, mtime_b: float, _a, _b) -> list:
-    return compare.layer_distances(_a, _b)
-
-
-@st.cache_resource(max_entries=32, show_spinner="Running the image through the model…")
-def passed(model_key: str, mtime: float, input_key: str, _model, _x) -> compare.Forward:
-    """One image through one model; shared read-only (no copy of the maps on every rerun)."""
-    return compare.forward(_model, _x)
-
-
-# --------------------------------------------------------------------------- small helpers
-
-
-def short(view: ui.ModelView) -> str:
-    """A model's name for titles: the checkpoint's name, else the sidebar's label."""
-    card = view.card
-    return getattr(card, "name", "") or view.label
-
-
-def classes_for(view: ui.ModelView, outputs: int, info) -> tuple[str, ...]:
-    """The model's own class names when they fit its outputs, else the dataset's."""
-    return view.classes if len(view.classes) == outputs else tuple(info.classes)
 
 
 # --------------------------------------------------------------------------- training curves
@@ -92,7 +35,7 @@ def classes_for(view: ui.ModelView, outputs: int, info) -> tuple[str, ...]:
 
 def curves_section() -> None:
     st.header("Training curves", divider="gray")
-    session_runs = st.session_state.get(TRAIN_RUNS_KEY, [])
+    session_runs = st.session_state.get(ui.TRAIN_RUNS_KEY, [])  # the Train page's
     ui.runs_overlay(session_runs, "compare", default_keys=compare.default_keys)
 
 
@@ -101,17 +44,11 @@ def curves_section() -> None:
 
 def pick_b(model_a, view_a) -> tuple[str, compare.Match] | None:
     """Model B among the checkpoints that fit A's shapes, or None after saying why none does."""
-    key_a = selection.model_key
-    cards = ui.saved_checkpoints()[0]
-    keys = [ui.checkpoint_key(card.path) for card in cards]
-    keys += [k for k in st.session_state.get(ui.EXTRA_MODELS_KEY, []) if k not in keys]
-    keys = [k for k in keys if k.startswith(ui.CKPT_PREFIX) and k != key_a]
-    candidates = tuple((k, ui.mtime_of(k)) for k in keys)
-    found, architectures, labels = pairing(
-        key_a, ui.mtime_of(key_a), view_a.architecture, candidates, model_a
-    )
+    key_a, name_a = selection.model_key, ui.short_name(view_a)
+    keys = ui.partner_candidates(key_a)
+    found, architectures, labels = ui.partners_of(key_a, view_a.architecture, model_a, keys)
     comparable, refused = list(found.comparable), found.refused
-    shown = {k: compare.shown_path(checkpoint_path(k)) for k in keys}
+    shown = {k: compare.shown_path(ui.checkpoint_path(k)) for k in keys}
     links = {k: ui.model_link(k) for k in keys}  # never a server path in the address
     by_link = {link: k for k, link in links.items() if link}
     ui.url_bound("b", B_KEY, by_link.get, links.get)
@@ -124,7 +61,7 @@ def pick_b(model_a, view_a) -> tuple[str, compare.Match] | None:
             f"A is a {view_a.architecture}"
         )
         st.warning(
-            ui.plain(f"{shown[wanted]} cannot stand beside {short(view_a)} as B: {why}."),
+            ui.plain(f"{shown[wanted]} cannot stand beside {name_a} as B: {why}."),
             icon=":material/warning:",
         )
     if not comparable:
@@ -132,12 +69,14 @@ def pick_b(model_a, view_a) -> tuple[str, compare.Match] | None:
         arch = ui.plain(view_a.architecture)
         st.info(
             f"No other checkpoint is a **{arch}** with weights of the same shapes, so nothing "
-            f"can stand beside {ui.plain(short(view_a))}. Pick a LeNet-5 in the sidebar (the "
+            f"can stand beside {ui.plain(name_a)}. Pick a LeNet-5 in the sidebar (the "
             f"seed study has six), or train and save another {arch} on the Train page." + reasons,
             icon=":material/compare:",
         )
         return None
-    default = compare.default_partner(short(view_a), {k: Path(shown[k]).name for k in comparable})
+    default = compare.default_partner(
+        ui.short_name(view_a), {k: Path(shown[k]).name for k in comparable}
+    )
     with ui.controls("Model B"):
         row = st.columns([2, 3], gap="medium", vertical_alignment="bottom")
         row[0].markdown(f"**A** (the sidebar's model)  \n{ui.plain(view_a.label)}")
@@ -150,41 +89,6 @@ def pick_b(model_a, view_a) -> tuple[str, compare.Match] | None:
             **ui.kept(B_KEY, comparable, default),
         )
     return b_key, found.matches[b_key]
-
-
-def weights_table(rows: list[compare.LayerDistance], note: str) -> None:
-    st.subheader("Weights, layer by layer")
-    ui.table(
-        [
-            {
-                "Layer": r.layer,
-                "Kind": r.kind,
-                "Shape": "×".join(map(str, r.shape)),
-                "‖A‖": r.norm_a,
-                "‖B‖": r.norm_b,
-                "‖B − A‖": r.distance,
-                "Change": 100 * r.relative,
-                "Cosine": r.cosine,
-            }
-            for r in rows
-        ],
-        column_config={
-            "‖A‖": st.column_config.NumberColumn(format="%.3f"),
-            "‖B‖": st.column_config.NumberColumn(format="%.3f"),
-            "‖B − A‖": st.column_config.NumberColumn(format="%.3f"),
-            "Change": st.column_config.NumberColumn(
-                "‖B − A‖ / ‖A‖", format="%.1f %%", help="How much of A's weights B changes"
-            ),
-            "Cosine": st.column_config.ProgressColumn(
-                "cos(A, B)",
-                min_value=-1.0,
-                max_value=1.0,
-                format="%.3f",
-                help="⟨A, B⟩ / (‖A‖ ‖B‖): 1 = the same direction, 0 = unrelated",
-            ),
-        },
-    )
-    st.caption(f"Each layer's weight tensor (bias left out) as one long vector. {ui.plain(note)}")
 
 
 def filters_section(model_a, model_b, names: tuple[str, str], source: tuple, found) -> None:
@@ -285,8 +189,8 @@ def activations_section(model_a, model_b, view_a, view_b, names: tuple[str, str]
     x_key = inputs.input_key(x.numpy())  # the pixels as normalized for this dataset
     key_a, key_b = selection.model_key, st.session_state[B_KEY]
     try:
-        first = passed(key_a, ui.mtime_of(key_a), x_key, model_a, x)
-        second = passed(key_b, ui.mtime_of(key_b), x_key, model_b, x)
+        first = ui.passed(key_a, ui.mtime_of(key_a), x_key, model_a, x)
+        second = ui.passed(key_b, ui.mtime_of(key_b), x_key, model_b, x)
     except LensError as err:
         ui.show_error(err)
         return
@@ -306,7 +210,7 @@ def activations_section(model_a, model_b, view_a, view_b, names: tuple[str, str]
     )
     pixels = item.pixels[0] if item.pixels.shape[0] == 1 else item.pixels.transpose(1, 2, 0)
     k = max(1, THUMBNAIL // pixels.shape[0])
-    label = classes_for(view_a, len(first.probabilities), info)[item.label]
+    label = ui.classes_for(view_a, len(first.probabilities), info)[item.label]
     row[1].image(
         pixels.repeat(k, axis=0).repeat(k, axis=1), caption=f"#{int(index):,}: {ui.plain(label)}"
     )
@@ -320,7 +224,7 @@ def activations_section(model_a, model_b, view_a, view_b, names: tuple[str, str]
     ):
         # Everything the two figures show: the model, its input, the true class, the side.
         model_id = (model_key, ui.mtime_of(model_key), x_key, item.label, side, name)
-        classes = classes_for(view, len(result.probabilities), info)
+        classes = ui.classes_for(view, len(result.probabilities), info)
         with column:
             bars = partial(
                 figures.probability_bars,
@@ -371,9 +275,9 @@ def checkpoints_section() -> None:
         st.caption(f"Not compared — {ui.plain(found.left_out())}.")
     key_a = selection.model_key
     source = (key_a, ui.mtime_of(key_a), b_key, ui.mtime_of(b_key))
-    names = (short(view_a), short(view_b))
-    weights_table(
-        distances(*source, model_a, model_b), compare.start_note(view_a.card, view_b.card)
+    names = (ui.short_name(view_a), ui.short_name(view_b))
+    ui.weights_table(
+        ui.distances(*source, model_a, model_b), compare.start_note(view_a.card, view_b.card)
     )
     filters_section(model_a, model_b, names, source, found)
     activations_section(model_a, model_b, view_a, view_b, names)

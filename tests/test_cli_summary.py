@@ -86,3 +86,20 @@ def test_bad_input_shape_is_one_line() -> None:
     assert result.returncode == 2
     assert "C,H,W" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_architecture_facts_count_leaf_layers_and_parameters() -> None:
+    from torch import nn
+
+    from dashboard.analysis import summary
+
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Sequential(nn.Flatten(), nn.Linear(8, 3))
+    )
+    model[0].weight.requires_grad_(False)  # 2·1·3·3 = 18 frozen weights
+    facts = summary.architecture_facts(model)
+    assert facts["layers"] == 4  # the inner Sequential is a container, not a layer
+    assert facts["kinds"] == [("Conv2d", 1), ("ReLU", 1), ("Flatten", 1), ("Linear", 1)]
+    assert facts["params"] == 18 + 2 + 8 * 3 + 3 == 47
+    assert facts["trainable"] == 47 - 18
+    assert facts["text"] == str(model)

@@ -74,7 +74,7 @@ def test_an_upload_is_linked_by_its_content_hash_and_reopens_for_anyone(private_
     # Once the server no longer keeps the upload, the link says so and what shows instead.
     shutil.rmtree(Path(key.removeprefix("ckpt:")).parent)
     gone = session(ACTIVATIONS, {"model": link["model"], "dataset": "mnist"})
-    default = ui._checkpoint_keys(paths.TRAINED_DIR)[0]
+    default = ui.checkpoint_keys(paths.TRAINED_DIR)[0]
     assert gone.session_state["lens_model"] == default
     assert gone.warning[0].value == (
         f"The link's model {link['model']} is not on this server (an upload is kept only while "

@@ -309,3 +309,10 @@ def test_a_diverged_run_says_why_and_is_not_saved(mnist_train, mnist_test, tmp_p
     with pytest.raises(LensError, match="a diverged run is not saved"):
         runs.save_run(run, "nan-run", folder=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_runs_label_names_its_model_options_optimizer_rate_and_batch():
+    config = TrainConfig(optimizer="sgd", lr=0.05, batch_size=128)
+    spec = runs.RunSpec("lenet5", "mnist", config, {"activation": "tanh", "pool": "avg"})
+    assert spec.label == "lenet5 (activation=tanh, pool=avg) · sgd lr 0.05 · batch 128"
+    assert runs.RunSpec("alexnet", "cifar10").label == "alexnet · adam lr 0.001 · batch 64"

@@ -133,7 +133,7 @@ def test_a_link_with_nonsense_falls_back_to_defaults(shared_datasets) -> None:
     }
     app = run(FILTERS, query)
     state = app.session_state
-    assert state["lens_model"] == ui._checkpoint_keys(paths.TRAINED_DIR)[0]  # the default
+    assert state["lens_model"] == ui.checkpoint_keys(paths.TRAINED_DIR)[0]  # the default
     assert state["lens_dataset"] == "mnist"
     link = link_of(app)
     assert link["layer"] == "features.conv1"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,19 @@ def receptive_text(record: probe.LayerRecord) -> str:
         return "whole input"
     side = record.receptive_field
     return f"{side}×{side}"
+
+
+def architecture_facts(model: nn.Module) -> dict[str, Any]:
+    """print(model), its number of leaf layers, the leaves by kind (most first), and its
+    parameters, all and trainable."""
+    leaves = [m for m in model.modules() if not list(m.children())]
+    return {
+        "text": str(model),
+        "layers": len(leaves),
+        "kinds": Counter(type(m).__name__ for m in leaves).most_common(),
+        "params": sum(p.numel() for p in model.parameters()),
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
 
 
 def model_for(

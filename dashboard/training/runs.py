@@ -81,6 +81,14 @@ class RunSpec:
     input_size: int | None = None  # the images were resized to this side (None: as stored)
     initial_weights: str = ""  # what the weights start from, in words ("": seeded random)
 
+    @property
+    def label(self) -> str:
+        """How the run is named beside others: its model, options, optimizer, rate and batch."""
+        shown = ", ".join(f"{k}={v}" for k, v in self.options.items())
+        model = f"{self.architecture} ({shown})" if shown else self.architecture
+        config = self.config
+        return f"{model} · {config.optimizer} lr {config.lr:g} · batch {config.batch_size}"
+
 
 class Progress(NamedTuple):
     """Where a run is, for the progress bar and the numbers beside it."""

@@ -1,0 +1,83 @@
+"""The Model page's "Build HTML report" button and the cached report it downloads."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import streamlit as st
+
+from dashboard.base.errors import LensError
+from dashboard.ui.choices import Selection
+from dashboard.ui.data_roots import data_root
+from dashboard.ui.loaders import (
+    load_model,
+    loaded_model,
+    model_id,
+    model_input_size,
+    mtime_of,
+    shape_flow,
+    split_of,
+)
+from dashboard.ui.show import plain, show_error
+
+if TYPE_CHECKING:  # torch-heavy modules load on first use: the home page paints before them
+    from dashboard import data
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _report_html(
+    model_key: str, mtime: float, content: str, split_content: str, _images: data.Split
+) -> str:
+    """The report of a model (choice, files' mtime, weights' content) on a test split (by its
+    content: pixels, labels, class names, normalization)."""
+    from dashboard import report
+    from dashboard.analysis import metrics
+
+    model, view, _ = loaded_model(model_key, mtime)
+    pred = metrics.cached_predict(model, _images, content)
+    flow = shape_flow(model_key, tuple(_images.images.shape[1:]), mtime)
+    facts = report.ModelFacts(view.label, view.architecture, view.untrained, view.card)
+    return report.build_report(model, facts, _images, pred, flow=flow)
+
+
+def report_button(selection: Selection) -> None:
+    """'Build HTML report': one click builds the selected model's report (card, shape flow,
+    curves, filters, activations, confusion matrix, per-class report) and downloads it."""
+    from dashboard import report
+
+    try:  # mismatches show here; the build itself runs on Streamlit's download thread
+        _, view = load_model(selection)
+        size = model_input_size(selection, view)
+    except LensError as err:
+        show_error(err)
+        return
+    key, mtime, root = selection.model_key, mtime_of(selection.model_key), data_root()
+    facts = report.ModelFacts(view.label, view.architecture, view.untrained, view.card)
+
+    def build() -> str:  # called on click, outside the script run: no session state here
+        from dashboard.base import cache
+
+        try:
+            split = split_of(selection.dataset, "test", size, root)
+            identity = json.dumps(cache.split_identity(split))
+            return _report_html(key, mtime, model_id(selection), identity, split)
+        except LensError as err:
+            return report.error_page(view.label, str(err))
+
+    left, right = st.columns([1, 3], vertical_alignment="center")
+    left.download_button(
+        "Build HTML report",
+        data=build,
+        file_name=report.file_name(facts),
+        mime="text/html",
+        on_click="ignore",
+        icon=":material/description:",
+        key="lens_report",
+        help="One self-contained file to send or open offline",
+    )
+    right.caption(
+        f"This model on the {plain(selection.dataset)} test split in one HTML file (about 6 MB, "
+        "opens offline): card, shape flow, training curves, first-layer filters, activations, "
+        "confusion matrix and per-class report. The first build classifies every test image."
+    )

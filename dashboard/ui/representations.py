@@ -1,0 +1,187 @@
+"""What the Representations page computes and shows: the layers a model's representations are
+read at, their features for a sample of a split (kept in the result cache by content), an image
+with its nearest neighbours in a layer, and the probes' scores."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import streamlit as st
+
+from dashboard.base.errors import LensError
+from dashboard.ui.choices import Selection
+from dashboard.ui.loaders import (
+    ModelView,
+    load_data,
+    load_model,
+    loaded_model,
+    model_id,
+    mtime_of,
+    shape_flow,
+)
+from dashboard.ui.navigation import open_in_activations
+from dashboard.ui.show import figure, plain, progress_bar, table
+
+if TYPE_CHECKING:
+    from dashboard import data
+
+NEIGHBOURS, THUMB_SIDE, GALLERY_COLUMNS = 8, 84, 5  # the neighbours' gallery
+
+
+@st.cache_resource(max_entries=8, show_spinner="Finding the layers…")
+def _representation_layers(model_key: str, mtime: float, input_shape: tuple[int, ...]):
+    from dashboard.analysis import representations
+
+    model, _, _ = loaded_model(model_key, mtime)
+    return representations.projector_layers(model, input_shape)
+
+
+def representation_layers(selection: Selection):  # -> (list[representations.Block], str)
+    """The selected model's blocks in forward order (plus the last linear layer's input) and
+    the projector's default layer; traced once per checkpoint and input shape."""
+    _, view = load_model(selection)
+    key = selection.model_key
+    return _representation_layers(key, mtime_of(key), tuple(view.input_shape))
+
+
+def layer_features(
+    selection: Selection, blocks: Sequence, count: int | None, split: str = "test"
+):  # -> (representations.Features, features key)
+    """The selected model's features at `blocks` for a seeded sample of `count` images of the
+    split (all when None), in one forward pass: computed once per model content, split,
+    blocks and images, ever (the result cache); a bar with counts shows while they run."""
+    from dashboard.analysis import representations
+
+    model, view = load_model(selection)
+    images = load_data(selection, view, split)
+    chosen = representations.sample_indices(len(images), count)
+    key = representations.features_key(model_id(selection), images, blocks, chosen, False)
+    n = len(chosen)
+    with progress_bar(f"Reading every layer of {n:,} {split} images") as progress:
+        found = representations.cached_features(
+            model,
+            key["model"],
+            images,
+            blocks,
+            indices=chosen,
+            on_progress=lambda fraction, _: progress(round(fraction * n), n),
+        )
+    return found, key
+
+
+def require_made_for(selection: Selection, view: ModelView, info: data.DatasetInfo) -> None:
+    """A LensError unless the dataset's images and classes fit the model's input and outputs."""
+    flow = shape_flow(selection.model_key, view.input_shape, mtime_of(selection.model_key))
+    outputs = flow.output_shape[-1] if flow.output_shape else len(view.classes)
+    if view.input_shape[0] != info.channels:
+        raise LensError(
+            f"{view.label} takes {view.input_shape[0]}-channel images, {info.title} has "
+            f"{info.channels}: pick a dataset the model was made for"
+        )
+    if outputs != info.num_classes:
+        raise LensError(
+            f"{view.label} has {outputs:,} outputs, {info.title} {info.num_classes:,} classes: "
+            "pick a dataset the model was made for"
+        )
+
+
+def thumbnail_card(features, test: data.Split, row: int, caption: str) -> None:
+    """One shown image (a row of the features): its picture, caption and a link to Activations."""
+    from dashboard.analysis import confusion
+
+    index = int(features.indices[row])
+    st.image(confusion.thumbnail(test.images[index].numpy(), THUMB_SIDE))
+    st.caption(caption)
+    if st.button(
+        f"#{index}",
+        key=f"repr_open_{row}",
+        icon=":material/open_in_new:",
+        help=f"Open test image {index} on the Activations page",
+    ):
+        open_in_activations(index)
+
+
+def focus_panel(
+    features, test: data.Split, classes: list[str], layer_label: str, layer: str, row: int | None
+) -> list[int]:
+    """The chosen image (a row of `features`) and its nearest neighbours in `layer`; → the
+    neighbours' rows (none when no image is chosen)."""
+    from dashboard.analysis import projections
+
+    if row is None:
+        return []
+    found = projections.nearest_neighbours(features.layers[layer], row, NEIGHBOURS)
+    true, guess = classes[features.labels[row]], classes[features.predicted[row]]
+    mark = "✓" if true == guess else "✗"
+    st.markdown(
+        f"**Image {int(features.indices[row])}** · true **{plain(true)}** · predicted "
+        f"**{plain(guess)}** {mark}. Its {len(found.indices)} nearest neighbours in "
+        f"{plain(layer_label)} (cosine similarity of the features):"
+    )
+    cards = [(row, "the image")] + [
+        (int(near), f"{plain(classes[features.labels[near]])} · {similarity:.3f}")
+        for near, similarity in zip(found.indices, found.similarity, strict=True)
+    ]
+    for start in range(0, len(cards), GALLERY_COLUMNS):  # rows wide enough for every button
+        shown = cards[start : start + GALLERY_COLUMNS]
+        for cell, card in zip(st.columns(GALLERY_COLUMNS), shown, strict=False):
+            with cell:
+                thumbnail_card(features, test, *card)
+    return [int(n) for n in found.indices]
+
+
+def clicked_row(event: dict | None) -> int | None:
+    """The row of the point clicked in the scatter (its customdata [index, row, …]), from the
+    chart's selection event."""
+    event = event or {}
+    for point in (event.get("selection") or {}).get("points", []):
+        custom = point.get("customdata")
+        if isinstance(custom, dict):
+            custom = [custom[k] for k in sorted(custom, key=int)]
+        if custom is not None and len(custom) >= 2:
+            return int(custom[1])
+    return None
+
+
+def probe_results(report, labels: dict[str, str]) -> None:
+    """The probes' scores per layer: a chart, a table and what they were measured on."""
+    from dashboard.figures import representations as rfig
+
+    figure(
+        rfig.probe_chart(
+            [labels.get(p.layer, p.layer) for p in report.layers],
+            [p.probe_accuracy for p in report.layers],
+            [p.knn_accuracy for p in report.layers],
+            [p.silhouette for p in report.layers],
+            report.model_accuracy,
+            features=[p.features for p in report.layers],
+        ),
+        "probes",
+        key="repr_probes",
+        width="content",
+    )
+    table(
+        [
+            {
+                "Layer": labels.get(p.layer, p.layer),
+                "Features": p.features,
+                "Linear probe %": round(100 * p.probe_accuracy, 2),
+                "k-NN %": round(100 * p.knn_accuracy, 2),
+                "Silhouette": None if p.silhouette is None else round(p.silhouette, 3),
+            }
+            for p in report.layers
+        ],
+        {
+            "Features": st.column_config.NumberColumn(format="localized"),
+            "Linear probe %": st.column_config.NumberColumn(format="%.2f"),
+            "k-NN %": st.column_config.NumberColumn(format="%.2f"),
+            "Silhouette": st.column_config.NumberColumn(format="%.3f"),
+        },
+    )
+    st.caption(
+        f"Trained on {report.train_images:,} training images, scored on "
+        f"{report.test_images:,} test images; the model itself gets "
+        f"{report.model_accuracy:.2%} of them right. Silhouette on "
+        f"{report.silhouette_images:,} images."
+    )
