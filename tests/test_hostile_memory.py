@@ -113,7 +113,7 @@ def test_forty_uploads_keep_every_cache_within_its_limit(shared_datasets: Path, 
     assert sizes["uploaded"] == (16, 16)
     assert sizes["forward"] == (32, 32)
     assert sizes["cached_figure"] == (128, 128)  # ui.cached_figure, shared by the pages
-    assert sizes["_load"][0] == sizes["_split"][0] == 1  # one model, one split: shared
+    assert sizes["loaded_model"][0] == sizes["_split"][0] == 1  # one model, one split: shared
     # Once the caches are full, twenty more uploads add no more than a few MB to the heap.
     growth_mib = (heap[1] - heap[0]) / 2**20
     print(f"Python heap growth over uploads {UPLOADS // 2}–{UPLOADS}: {growth_mib:.1f} MiB")
