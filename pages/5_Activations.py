@@ -176,7 +176,9 @@ if dead.dead is not None:
 # --------------------------------------------------------------------------- below the maps
 
 activations_ui.channel_statistics(maps, order, dead, choice.what)
-with st.expander("One neuron: its value and the input pixels it sees", expanded=False):
+with st.expander(
+    "One neuron: its value and the input pixels it sees", expanded=ui.neuron_window_opened()
+):
     activations_ui.one_neuron(maps, choice, flow, shown_image, prepared.key)
 activations_ui.grad_cam_section(
     selection, mtime, flow, model, x, prepared, probabilities, classes, model_id, shown_image

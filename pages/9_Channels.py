@@ -23,8 +23,9 @@ import numpy as np  # noqa: E402
 from dashboard import data, figures  # noqa: E402
 from dashboard.analysis import atlas, channels, feature_vis, metrics, probe  # noqa: E402
 from dashboard.figures import atlas as atlas_figures  # noqa: E402
+from dashboard.ui import channels as channels_ui  # noqa: E402
 
-LAYER_KEY, CHANNEL_KEY, IMAGES_KEY = "ch_layer", "ch_channel", "ch_images"
+LAYER_KEY, IMAGES_KEY, CHANNEL_KEY = "ch_layer", "ch_images", channels_ui.CHANNEL_KEY
 ORDER_KEY, STEPS_KEY, IMAGES_FOR_KEY = "ch_order", "ch_steps", "ch_images_for"
 COLUMN_ROOM = 360  # pixels a figure's title has in half the page on a 1280-pixel screen
 
@@ -157,13 +158,21 @@ def layer_tiles():
         numbers,
         order=channels.tile_order(result, order_by),
         title=f"{layer}: {C} channels by {order_by}",
-        subtitle=f"{result.images:,} test images",
+        subtitle=f"{result.images:,} test images · click a tile to open its channel",
         max_side=channels.tiles_side(C),
     )
 
 
 tiles_key = ("channel-tiles", model_id, images_id, layer, order_by, vis is not None, vis_key)
-ui.figure(ui.cached_figure(tiles_key, layer_tiles), f"{layer}-channels", width="content")
+ui.figure(
+    ui.cached_figure(tiles_key, layer_tiles),
+    f"{layer}-channels",
+    width="content",
+    key=channels_ui.TILES_CHART_KEY,
+    on_select=channels_ui.tile_clicked,
+    selection_mode=("points",),
+)
+channels_ui.report_toggle(selection.model_key, layer, result.images, settings.steps)
 
 # --------------------------------------------------------------------------- one channel
 
@@ -185,7 +194,7 @@ examples = result.top(channel)
 base_key = (model_id, images_id, layer, channel)
 
 
-def examples_figure(kind: str, shown: list[atlas.Example], **titles: str) -> None:
+def examples_figure(kind: str, shown: list[atlas.Example], chart: dict, **titles: str) -> None:
     """A grid of examples' receptive-field crops, drawn once per model, images and channel."""
 
     def build():
@@ -194,10 +203,10 @@ def examples_figure(kind: str, shown: list[atlas.Example], **titles: str) -> Non
             crops, shown, labels, classes, predicted=predicted, channel=channel, **titles
         )
 
-    column_figure(kind, build)
+    column_figure(kind, build, **chart)
 
 
-def column_figure(kind: str, build) -> None:
+def column_figure(kind: str, build, **chart) -> None:
     """A figure of the chosen channel in a half-page column, its titles wrapped to fit."""
 
     def fitted():
@@ -205,7 +214,7 @@ def column_figure(kind: str, build) -> None:
         figures.fit_titles(fig, room=COLUMN_ROOM)
         return fig
 
-    ui.figure(ui.cached_figure((kind, *base_key), fitted), f"{layer}-{channel}-{kind}")
+    ui.figure(ui.cached_figure((kind, *base_key), fitted), f"{layer}-{channel}-{kind}", **chart)
 
 
 columns = st.columns(2, gap="medium")
@@ -213,8 +222,14 @@ with columns[0]:
     examples_figure(
         "top",
         examples,
-        subtitle="under each crop: activation, true → predicted class",
+        {
+            "key": channels_ui.EXAMPLES_CHART_KEY,
+            "on_select": partial(channels_ui.example_clicked, layer, channel, examples),
+            "selection_mode": ("points",),
+        },
+        subtitle="activation, true → predicted class · click a crop: Activations",
     )
+channels_ui.open_clicked_example()
 with columns[1]:
     bars = partial(
         atlas_figures.selectivity_bars,
@@ -240,6 +255,7 @@ if result.bottom_index is not None:
         examples_figure(
             "bottom",
             negatives,
+            {},
             title=f"Channel {channel}: most negative {len(negatives)} images",
             subtitle="values before the activation function, cropped to the receptive field",
         )
@@ -261,14 +277,7 @@ if vis is None:
         f"each step; {prior}). Slow: about {seconds:,.0f} s for a small model, minutes for a "
         "large one."
     )
-    if st.button(f"Visualize all {C} channels", icon=":material/auto_awesome:"):
-        try:
-            with ui.progress_bar(f"Optimizing {C} images", unit="steps") as progress:
-                channels.visualizations(model, layer, split.info, model_id, settings, progress)
-        except LensError as err:
-            ui.show_error(err)
-            st.stop()
-        st.rerun()  # the tiles above take the visualizations in
+    channels_ui.visualize_button(model, layer, split.info, model_id, settings, C)
 else:
     k = int(np.flatnonzero(vis.units == channel)[0])
     row[1].caption(

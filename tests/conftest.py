@@ -403,3 +403,20 @@ def allowed_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CNN_LENS_CONFIG", str(config))
     (config / "settings.json").write_text(json.dumps({"allowed_roots": [str(tmp_path)]}))
     return tmp_path
+
+
+@pytest.fixture
+def deferred(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Download buttons' deferred callables by file name, as Streamlit registers them (the real
+    registration still runs; the test keeps the callable so it can 'click')."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    seen: dict = {}
+    register = MediaFileManager.add_deferred
+
+    def keep(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
+        seen[file_name] = (data_callable, mimetype)
+        return register(self, data_callable, mimetype, coordinates, file_name=file_name, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", keep)
+    return seen

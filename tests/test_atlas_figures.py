@@ -41,8 +41,9 @@ def picture(fig: go.Figure) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))).convert("RGB"))
 
 
-def hover_cells(fig: go.Figure) -> go.Heatmap:
-    (cells,) = [t for t in fig.data if t.type == "heatmap"]
+def hover_cells(fig: go.Figure) -> go.Scatter:
+    """The invisible markers, one per tile, that carry its hover and take its click."""
+    (cells,) = [t for t in fig.data if t.name == "tiles"]
     return cells
 
 
@@ -73,7 +74,7 @@ def test_top_examples_grid_shows_each_crop_and_its_numbers(
         assert tuple(custom[k, 2:4]) == e.position
         assert tuple(custom[k, 4:8]) == e.box
         assert (custom[k, 8], custom[k, 9]) == (result.labels[e.index], pred.predicted[e.index])
-    (labels,) = [t for t in fig.data if t.type == "scatter"]
+    (labels,) = [t for t in fig.data if t.type == "scatter" and t.name != "tiles"]
     for k, e in enumerate(examples):
         assert labels.text[k].startswith(f"{e.activation:.3g}<br>")
         wrong = pred.predicted[e.index] != result.labels[e.index]
@@ -129,23 +130,23 @@ def test_a_512_channel_layer_is_one_image_with_a_hover_cell_per_channel() -> Non
     fig = atlas_figures.layer_atlas(
         tiles, {"selectivity": selectivity, "dead share": dead}, order=order
     )
-    assert [t.type for t in fig.data] == ["image", "heatmap"]  # 2 traces, whatever C is
+    assert [t.type for t in fig.data] == ["image", "scatter"]  # 2 traces, whatever C is
     cells = hover_cells(fig)
-    custom = np.asarray(cells.customdata)
-    rows, cols = custom.shape[:2]
-    flat = custom.reshape(rows * cols, 3)
-    np.testing.assert_array_equal(flat[:512, 0], order)
-    np.testing.assert_allclose(flat[:512, 1], selectivity[order])
-    np.testing.assert_allclose(flat[:512, 2], dead[order])
-    assert np.isnan(flat[512:]).all()
+    flat = np.asarray(cells.customdata)
+    assert flat.shape == (512, 3)
+    np.testing.assert_array_equal(flat[:, 0], order)
+    np.testing.assert_allclose(flat[:, 1], selectivity[order])
+    np.testing.assert_allclose(flat[:, 2], dead[order])
+    cols = int(np.sum(np.asarray(cells.y) == cells.y[0]))  # tiles in the first row
     pixels = picture(fig)
     pad = 16 // 5
     np.testing.assert_array_equal(pixels[:16, :33], tiles[order[0]])
     second_row = 16 + pad
     np.testing.assert_array_equal(pixels[second_row : second_row + 16, :33], tiles[order[cols]])
-    # each hover cell is centred on its tile
-    assert cells.x0 == pytest.approx((33 - 1) / 2)
-    assert cells.dx == 33 + pad
+    # each hover marker is centred on its tile
+    assert cells.x[0] == pytest.approx((33 - 1) / 2)
+    assert cells.x[1] - cells.x[0] == 33 + pad
+    assert cells.y[cols] - cells.y[0] == 16 + pad
     assert "channel %{customdata[0]}" in cells.hovertemplate
 
 

@@ -20,6 +20,7 @@ from tests.conftest import REPO_ROOT
 from tests.pages import run_page
 from tests.test_page_activations import array
 from tests.test_page_state import holds, opened
+from tests.test_report import parse
 
 PAGE = "pages/9_Channels.py"
 SHIPPED = REPO_ROOT / "trained" / "lenet5-mnist.safetensors"
@@ -136,7 +137,8 @@ def test_a_dataset_the_model_cannot_read_is_one_message(shared_datasets: Path):
 def tile_step(app: AppTest, title: str) -> float:
     """Pixels from one tile's centre to the next one's: the tile's width and the gap."""
     cells = next(t for t in charts(app)[title]["data"] if t.get("name") == "tiles")
-    return float(cells["dx"])
+    xs = array(cells["x"])
+    return float(xs[1] - xs[0])
 
 
 def test_feature_visualization_runs_on_request_and_joins_the_tiles(shared_datasets: Path):
@@ -161,6 +163,33 @@ def test_a_link_opens_its_layer_and_channel(shared_datasets: Path):
     assert app.selectbox(key="_ch_layer").value == "features.pool1"
     assert app.number_input(key="_ch_channel").value == 5
     assert "Channel 5: top 9 images" in charts(app)
+
+
+def test_a_layer_added_to_the_report_is_in_the_model_pages_report(
+    model: torch.nn.Module, first_images: data.Split, deferred: dict, one_torch_thread
+) -> None:
+    """The toggle under the tiles puts the layer's atlas into the report the Model page builds:
+    the same layer, images and top activations as the Channels page's atlas."""
+    app = opened(PAGE, lens_model=MODEL_KEY, lens_dataset="mnist")
+    app.selectbox(key="_ch_layer").set_value("features.conv1").run()
+    app.number_input(key="_ch_images").set_value(500).run()
+    (toggle,) = [t for t in app.toggle if t.label == "In the HTML report"]
+    toggle.set_value(True).run()
+    assert not app.exception, app.exception
+    assert app.session_state["lens_report_atlases"][MODEL_KEY] == [["features.conv1", 500, 64]]
+    assert any("will hold the atlas of: features.conv1" in c.value for c in app.caption)
+    app.switch_page("pages/1_Model.py").run()
+    assert not app.exception, app.exception
+    build, _ = deferred["lenet5-mnist-report.html"]
+    page = parse(build())
+    rows = page.tables["atlas-table-features.conv1"][1:]
+    assert [int(r[0]) for r in rows] == list(range(6))
+    record = next(s for s in page.scripts if "atlas-data" in s.get("class", ""))
+    atlas_json = json.loads(record["body"])
+    assert atlas_json["images"] == 500
+    tops = [c["top"][0]["activation"] for c in atlas_json["channels"]]
+    maxima, _ = maxima_by_hook(model, data.take_first(first_images, 500), model.features.conv1)
+    np.testing.assert_allclose(tops, maxima.max(axis=0), rtol=1e-5, atol=1e-5)
 
 
 def test_layers_and_defaults_follow_the_model() -> None:

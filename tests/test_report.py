@@ -18,7 +18,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
-from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from dashboard import data, models, report
@@ -443,21 +442,6 @@ def test_chromium_draws_every_figure_offline(built: str, page: ReportParser, tmp
 
 
 # --------------------------------------------------------------------------- the button
-
-
-@pytest.fixture
-def deferred(monkeypatch: pytest.MonkeyPatch) -> dict:
-    """Download buttons' deferred callables by file name, as Streamlit registers them (the real
-    registration still runs; the test keeps the callable so it can 'click')."""
-    seen: dict = {}
-    register = MediaFileManager.add_deferred
-
-    def keep(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
-        seen[file_name] = (data_callable, mimetype)
-        return register(self, data_callable, mimetype, coordinates, file_name=file_name, **kwargs)
-
-    monkeypatch.setattr(MediaFileManager, "add_deferred", keep)
-    return seen
 
 
 def open_page(page_file: str | None, model_key: str, dataset: str | None = None) -> AppTest:

@@ -71,7 +71,7 @@ def _mosaic_figure(
     max_side: float,
     texts: Sequence[str] | None = None,
 ) -> tuple[go.Figure, figures.TileLayout]:
-    """Tiles (N, h, w, 3) as one PNG image plus one hover cell per tile (customdata (N, k)),
+    """Tiles (N, h, w, 3) as one PNG image plus one hover marker per tile (customdata (N, k)),
     `pad` pixels apart; the picture ends with a `pad` band too (room for labels under the
     last row)."""
     if tiles.ndim != 4 or tiles.shape[-1] != 3 or len(tiles) == 0:
@@ -79,30 +79,30 @@ def _mosaic_figure(
     mosaic, layout = tile(tiles, cols=cols, pad=pad, fill=TILE_BACKGROUND)
     band = np.full((pad, layout.width, 3), TILE_BACKGROUND, dtype=np.uint8)
     mosaic = np.concatenate([mosaic.astype(np.uint8), band])
-    cells = np.full((layout.rows * layout.cols, custom.shape[1]), np.nan, dtype=np.float64)
-    cells[: len(custom)] = custom
-    present = np.zeros(layout.rows * layout.cols)
-    present[: len(custom)] = 1
-    words = np.full(layout.rows * layout.cols, "", dtype=object)
-    words[: len(custom)] = list(texts) if texts is not None else ""
-    hover = go.Heatmap(
-        text=words.reshape(layout.rows, layout.cols),
-        z=np.where(present > 0, 1.0, np.nan).reshape(layout.rows, layout.cols),
-        customdata=cells.reshape(layout.rows, layout.cols, -1),
-        x0=(layout.tile_w - 1) / 2,
-        dx=layout.tile_w + pad,
-        y0=(layout.tile_h - 1) / 2,
-        dy=layout.tile_h + pad,
-        opacity=0,
-        showscale=False,
-        hoverongaps=False,
+    # One invisible square marker per tile carries its hover and takes its click (plotly
+    # selects scatter points, not heatmap cells), sized to the tile as drawn.
+    tile_rows, tile_cols = np.divmod(np.arange(len(custom)), layout.cols)
+    drawn = min(max_side / max(len(mosaic), layout.width), 40.0)  # as image_layout sizes it
+    hover = go.Scatter(
+        x=tile_cols * (layout.tile_w + pad) + (layout.tile_w - 1) / 2,
+        y=tile_rows * (layout.tile_h + pad) + (layout.tile_h - 1) / 2,
+        mode="markers",
+        marker={
+            "symbol": "square",
+            "size": max(layout.tile_w, layout.tile_h) * drawn,
+            "opacity": 0.01,
+            "color": INK,
+        },
+        customdata=custom,
+        text=list(texts) if texts is not None else None,
         hovertemplate=hovertemplate + "<extra></extra>",
-        colorscale=[[0, "white"], [1, "white"]],
+        showlegend=False,
         name="tiles",
     )
     picture = go.Image(source=png_source(mosaic), hoverinfo="skip")
     fig = go.Figure([picture, hover])
     figures.image_layout(fig, len(mosaic), layout.width, title, subtitle, max_side=max_side)
+    fig.update_layout(showlegend=False)  # the markers and any labels are not series
     return fig, layout
 
 

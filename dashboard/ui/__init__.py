@@ -100,6 +100,7 @@ from dashboard.ui.navigation import (
     ACTIVATIONS_PAGE,
     PAGES,
     navigation,
+    neuron_window_opened,
     open_in_activations,
     page_overview,
 )
@@ -247,6 +248,7 @@ __all__ = [
     "model_warnings",
     "mtime_of",
     "navigation",
+    "neuron_window_opened",
     "one_of",
     "open_in_activations",
     "outputs_mismatch",

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from dashboard.base.errors import LensError
+from dashboard.ui.channels import report_atlases
 from dashboard.ui.choices import Selection
 from dashboard.ui.data_roots import data_root
 from dashboard.ui.loaders import (
@@ -27,10 +28,16 @@ if TYPE_CHECKING:  # torch-heavy modules load on first use: the home page paints
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def _report_html(
-    model_key: str, mtime: float, content: str, split_content: str, _images: data.Split
+    model_key: str,
+    mtime: float,
+    content: str,
+    split_content: str,
+    _images: data.Split,
+    atlas_layers: tuple[tuple[str, int, int], ...] = (),
 ) -> str:
     """The report of a model (choice, files' mtime, weights' content) on a test split (by its
-    content: pixels, labels, class names, normalization)."""
+    content: pixels, labels, class names, normalization), with the channel atlases of
+    `atlas_layers` ((layer, images, visualization steps), as the Channels page made them)."""
     from dashboard import report
     from dashboard.analysis import metrics
 
@@ -38,7 +45,24 @@ def _report_html(
     pred = metrics.cached_predict(model, _images, content)
     flow = shape_flow(model_key, tuple(_images.images.shape[1:]), mtime)
     facts = report.ModelFacts(view.label, view.architecture, view.untrained, view.card)
-    return report.build_report(model, facts, _images, pred, flow=flow)
+    atlases = [_atlas_part(model, _images, content, *entry) for entry in atlas_layers]
+    return report.build_report(model, facts, _images, pred, flow=flow, atlases=atlases)
+
+
+def _atlas_part(model, split: data.Split, content: str, layer: str, images: int, steps: int):
+    """A layer's atlas for the report: read back from the result cache when the Channels page
+    made it (else computed now), with its feature visualizations when they were made."""
+    from dashboard import data, report
+    from dashboard.analysis import channels, feature_vis
+
+    shown = data.take_first(split, images)
+    found = channels.layer_atlas(model, shown, layer, content)
+    settings = feature_vis.VisSettings(steps=steps, threads=1)
+    pictures = None
+    if channels.visualization_stored(content, layer, split.info, settings):
+        pictures = channels.visualizations(model, layer, split.info, content, settings).rgb()
+    classes = tuple(str(c) for c in split.info.classes)
+    return report.AtlasPart(found, shown.images.numpy(), classes, pictures)
 
 
 def report_button(selection: Selection) -> None:
@@ -53,6 +77,7 @@ def report_button(selection: Selection) -> None:
         show_error(err)
         return
     key, mtime, root = selection.model_key, mtime_of(selection.model_key), data_root()
+    atlas_layers = tuple((layer, n, steps) for layer, n, steps in report_atlases(key))
     facts = report.ModelFacts(view.label, view.architecture, view.untrained, view.card)
 
     def build() -> str:  # called on click, outside the script run: no session state here
@@ -61,7 +86,7 @@ def report_button(selection: Selection) -> None:
         try:
             split = split_of(selection.dataset, "test", size, root)
             identity = json.dumps(cache.split_identity(split))
-            return _report_html(key, mtime, model_id(selection), identity, split)
+            return _report_html(key, mtime, model_id(selection), identity, split, atlas_layers)
         except LensError as err:
             return report.error_page(view.label, str(err))
 
@@ -80,4 +105,9 @@ def report_button(selection: Selection) -> None:
         f"This model on the {plain(selection.dataset)} test split in one HTML file (about 6 MB, "
         "opens offline): card, shape flow, training curves, first-layer filters, activations, "
         "confusion matrix and per-class report. The first build classifies every test image."
+        + (
+            f" With the channel atlas of {', '.join(layer for layer, _, _ in atlas_layers)}."
+            if atlas_layers
+            else " Add a layer's channel atlas on the Channels page."
+        )
     )

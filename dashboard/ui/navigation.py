@@ -110,12 +110,34 @@ def page_overview() -> None:
 ACTIVATIONS_PAGE = "pages/5_Activations.py"
 
 
-def open_in_activations(index: int) -> None:
-    """Go to the Activations page with test image `index` picked (by index)."""
+NEURON_OPEN_KEY = "act_neuron_open"  # a link asks Activations to open its one-neuron window
+
+
+def open_in_activations(
+    index: int, layer: str | None = None, neuron: tuple[int, int, int] | None = None
+) -> None:
+    """Go to the Activations page with test image `index` picked (by index), and `layer` shown
+    with its one-neuron window at `neuron` (channel, y, x) when given."""
     from dashboard.analysis import inputs
 
     st.session_state[inputs.IMAGE_INDEX_KEY] = int(index)
     st.session_state["lens_image_split"] = "test"
     st.session_state[inputs.SOURCE_KEY] = inputs.SOURCE_TEST
     st.session_state["lens_image_mode"] = "by index"  # the Activations page's picker
-    st.switch_page(ACTIVATIONS_PAGE, query_params={inputs.IMAGE_QUERY: str(index)})
+    params = {inputs.IMAGE_QUERY: str(index)}
+    if layer is not None:
+        st.session_state[inputs.LAYER_KEY] = params["layer"] = layer
+    if neuron is not None:
+        for key, value in zip(
+            ("act_neuron_c", "act_neuron_y", "act_neuron_x"), neuron, strict=True
+        ):
+            st.session_state[key] = int(value)
+        st.session_state[NEURON_OPEN_KEY] = True
+    st.switch_page(ACTIVATIONS_PAGE, query_params=params)
+
+
+def neuron_window_opened() -> bool:
+    """Whether a link has asked for Activations' one-neuron window open. It stays asked for the
+    session: Streamlit applies `expanded` when it changes, so a constant answer leaves the
+    window as the reader last left it, while a False after True would fold it at the next run."""
+    return bool(st.session_state.get(NEURON_OPEN_KEY, False))

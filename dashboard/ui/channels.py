@@ -1,0 +1,118 @@
+"""The Channels page's clicks and choices: a tile picks its channel, an example opens on the
+Activations page at the position that fired, a layer's atlas joins the HTML report, and the
+feature visualization can be stopped."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import streamlit as st
+
+from dashboard.base.errors import LensError
+from dashboard.ui.navigation import open_in_activations
+from dashboard.ui.show import progress_bar, show_error
+
+if TYPE_CHECKING:  # torch-heavy: loaded by the page after its first paint
+    from torch import nn
+
+    from dashboard.analysis.atlas import Example
+    from dashboard.analysis.feature_vis import VisSettings
+    from dashboard.data import DatasetInfo
+
+CHANNEL_KEY = "ch_channel"
+TILES_CHART_KEY, EXAMPLES_CHART_KEY = "ch_tiles_chart", "ch_examples_chart"
+OPEN_KEY = "ch_open"  # an example clicked: (image index, layer, (channel, y, x))
+REPORT_ATLASES_KEY = "lens_report_atlases"  # {model key: [[layer, images, steps], …]}
+VIS_STOP_KEY = "ch_vis_stop"
+
+
+def _clicked(chart_key: str) -> list | None:
+    """The customdata of the point the reader clicked in a chart (None: a click elsewhere)."""
+    points = st.session_state[chart_key]["selection"]["points"]
+    for point in points:
+        custom = point.get("customdata")
+        if isinstance(custom, dict):  # a typed array's row comes back as {"0": …, "1": …}
+            custom = [custom[k] for k in sorted(custom, key=int)]
+        if custom:
+            return list(custom)
+    return None
+
+
+def tile_clicked() -> None:
+    """A tile of the layer's atlas was clicked: its channel becomes the chosen one."""
+    custom = _clicked(TILES_CHART_KEY)
+    if custom is not None:
+        st.session_state[CHANNEL_KEY] = int(custom[0])
+
+
+def example_clicked(layer: str, channel: int, examples: Sequence[Example]) -> None:
+    """An example's crop was clicked: open its image on Activations once the page has run
+    (a page cannot be switched from inside a callback)."""
+    custom = _clicked(EXAMPLES_CHART_KEY)
+    if custom is None:
+        return
+    index = int(custom[0])
+    chosen = next((e for e in examples if e.index == index), None)
+    if chosen is not None:
+        y, x = chosen.position
+        st.session_state[OPEN_KEY] = (index, layer, (channel, int(y), int(x)))
+
+
+def open_clicked_example() -> None:
+    """Go to Activations with the clicked example, if one was clicked in this run."""
+    request = st.session_state.pop(OPEN_KEY, None)
+    if request is not None:
+        index, layer, neuron = request
+        open_in_activations(index, layer=layer, neuron=neuron)
+
+
+def report_atlases(model_key: str) -> list[list]:
+    """The layers whose atlases go into this model's HTML report: [layer, images, steps]."""
+    return list(st.session_state.get(REPORT_ATLASES_KEY, {}).get(model_key, []))
+
+
+def report_toggle(model_key: str, layer: str, images: int, steps: int) -> None:
+    """A toggle putting this layer's atlas (over these images, with the feature visualizations
+    of these steps when made) into the model's HTML report, built on the Model page."""
+    chosen = st.session_state.setdefault(REPORT_ATLASES_KEY, {})
+    entries = [e for e in chosen.get(model_key, []) if e[0] != layer]
+    included = any(e[0] == layer for e in chosen.get(model_key, []))
+    if st.toggle(
+        "In the HTML report",
+        value=included,
+        key=f"ch_report_{model_key}_{layer}",
+        help="Adds this layer's atlas (every channel's top images, selectivity and dead share, "
+        "and the feature visualizations once made) to the report the Model page builds.",
+    ):
+        entries.append([layer, int(images), int(steps)])
+    chosen[model_key] = entries
+    if entries:
+        names = ", ".join(e[0] for e in entries)
+        st.caption(f"The report of this model will hold the atlas of: {names}.")
+
+
+def visualize_button(
+    model: nn.Module,
+    layer: str,
+    info: DatasetInfo,
+    model_id: str,
+    settings: VisSettings,
+    count: int,
+) -> None:
+    """'Visualize all channels', with a progress bar and a Stop button while it runs: Stop
+    reruns the page, which ends the work at its next step (nothing of it is kept)."""
+    from dashboard.analysis import channels
+
+    if st.session_state.get(VIS_STOP_KEY):
+        st.info("Stopped: no visualization was kept.", icon=":material/stop_circle:")
+    if not st.button(f"Visualize all {count} channels", icon=":material/auto_awesome:"):
+        return
+    st.button("Stop", icon=":material/stop_circle:", key=VIS_STOP_KEY)
+    try:
+        with progress_bar(f"Optimizing {count} images", unit="steps") as progress:
+            channels.visualizations(model, layer, info, model_id, settings, progress)
+    except LensError as err:
+        show_error(err)
+        st.stop()
+    st.rerun()  # the page's tiles take the visualizations in
