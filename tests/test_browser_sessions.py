@@ -211,7 +211,7 @@ def test_closing_one_tab_stops_its_run_only_and_leaves_no_thread(server) -> None
         assert_no_exception(staying)
         ended = wait_until_no_run_trains(staying, url, closed, limit_s=60)
         print(f"tab closed → its run ended within {ended:.1f} s")
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 90  # a loaded machine finishes script runs slowly
         while server_threads(url) > idle + 1 and time.monotonic() < deadline:
             time.sleep(0.5)  # a script run of the reload may still be finishing
         after = server_threads(url)
