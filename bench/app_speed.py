@@ -20,6 +20,7 @@ from bench.common import (
     Context,
     Report,
     build,
+    chromium_ready,
     load,
     median,
     verdict,
@@ -52,7 +53,7 @@ def streamlit_app(root: Path) -> Iterator[tuple[str, subprocess.Popen, float]]:
     (url, process, seconds from start to /_stcore/health answering)."""
     import urllib.request
 
-    from tests.browser import free_port, streamlit_command
+    from tests.browser import free_port, stop, streamlit_command
 
     port = free_port()
     command = streamlit_command(port)
@@ -78,11 +79,7 @@ def streamlit_app(root: Path) -> Iterator[tuple[str, subprocess.Popen, float]]:
             time.sleep(0.05)
         yield url, process, time.perf_counter() - start
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 PAINTED = "Train or load a convolutional network"  # the home page's caption, under its title
@@ -98,16 +95,10 @@ def first_page(ctx: Context, rep: Report) -> None:
     """Seconds from starting `streamlit run app.py` to the home page in Chromium: its own text,
     its layer table drawn, and the sidebar's model list (which imports torch)."""
     what = "(e) first page after `streamlit run` (home)"
-    try:
-        import playwright  # noqa: F401
+    if not chromium_ready(rep, what, "≤ 4 s"):
+        return
+    from tests.browser import chromium_page
 
-        from tests.browser import CHROMIUM, chromium_page
-    except ImportError as err:
-        rep.row(what, "–", "≤ 4 s", "skipped", str(err))
-        return
-    if not Path(CHROMIUM).exists():
-        rep.row(what, "–", "≤ 4 s", "skipped", f"no Chromium at {CHROMIUM}")
-        return
     times = []
     for _ in range(1 if ctx.quick else 3):
         with chromium_page() as page:  # the browser is up before the clock starts

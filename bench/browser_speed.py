@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from bench.app_speed import SIDEBAR_MODEL, TABLE, default_model_key, streamlit_app
-from bench.common import REPO, Context, Report, median, verdict
+from bench.common import REPO, Context, Report, chromium_ready, median, verdict
 
 # What a page has drawn: its title (h1), its figures (plotly charts with their SVG, tables with
 # their canvas, images loaded), elements left stale from the run before (marked by Streamlit
@@ -67,17 +66,11 @@ def section_g(ctx: Context, rep: Report) -> None:
     title and all its figures are drawn, with the caches warm (each page visited twice
     first). What "all its figures" means for a page is learned on those visits."""
     what = "(g) page switch in Chromium"
-    try:
-        import playwright  # noqa: F401
+    if not chromium_ready(rep, what, "≤ 1.5 s"):
+        return
+    from dashboard import ui
+    from tests.browser import SIDEBAR, chromium_page
 
-        from dashboard import ui
-        from tests.browser import CHROMIUM, SIDEBAR, chromium_page
-    except ImportError as err:
-        rep.row(what, "–", "≤ 1.5 s", "skipped", str(err))
-        return
-    if not Path(CHROMIUM).exists():
-        rep.row(what, "–", "≤ 1.5 s", "skipped", f"no Chromium at {CHROMIUM}")
-        return
     labels = [label for script, label, _, _ in ui.PAGES if (REPO / script).exists()]
     rounds = 2 if ctx.quick else 5
     goals: dict[str, dict[str, Any]] = {}

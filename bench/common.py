@@ -195,3 +195,18 @@ class Context:
     data: Data
     quick: bool
     threads: int
+
+
+def chromium_ready(rep: Report, what: str, budget: str) -> bool:
+    """Whether Playwright and the system's Chromium are there; if not, the row says skipped."""
+    try:
+        import playwright  # noqa: F401
+
+        from tests.browser import CHROMIUM
+    except ImportError as err:
+        rep.row(what, "–", budget, "skipped", str(err))
+        return False
+    if not Path(CHROMIUM).exists():
+        rep.row(what, "–", budget, "skipped", f"no Chromium at {CHROMIUM}")
+        return False
+    return True

@@ -12,16 +12,7 @@ from playwright.sync_api import expect
 from dashboard import data
 from dashboard.analysis import atlas
 from dashboard.models import checkpoints
-from tests.browser import (
-    assert_no_exception,
-    chromium_page,
-    figure_title,
-    require_chromium,
-    screenshot,
-    settle,
-    streamlit_server,
-    wait_for_app,
-)
+from tests import browser
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.browser
@@ -57,24 +48,29 @@ def best(shared_datasets: Path) -> atlas.Example:
 def test_a_tile_opens_its_channel_and_an_example_opens_on_activations(
     best: atlas.Example, shared_datasets: Path
 ) -> None:
-    require_chromium()
+    browser.require_chromium()
     env = {"CNN_LENS_DATA": str(shared_datasets)}
-    with streamlit_server(env=env) as url, chromium_page(viewport=(1280, 1400)) as page:
+    with (
+        browser.streamlit_server(env=env) as url,
+        browser.chromium_page(viewport=(1280, 1400)) as page,
+    ):
         page.goto(f"{url}/Channels?model=lenet5-mnist&dataset=mnist")
-        wait_for_app(page, f"All 16 channels of {LAYER}", TIMEOUT_MS)
-        figure_title(page, "Channel 0: top 9 images").first.wait_for(timeout=TIMEOUT_MS)
-        assert_no_exception(page)
+        browser.wait_for_app(page, f"All 16 channels of {LAYER}", TIMEOUT_MS)
+        browser.figure_title(page, "Channel 0: top 9 images").first.wait_for(timeout=TIMEOUT_MS)
+        browser.assert_no_exception(page)
 
         page.mouse.click(*marker_centre(page, "ch_tiles_chart", CHANNEL))  # tiles by channel
-        settle(page)
+        browser.settle(page)
         field = page.get_by_label("Channel (0 – 15)", exact=True)
         expect(field).to_have_value(str(CHANNEL), timeout=TIMEOUT_MS)
-        figure_title(page, f"Channel {CHANNEL}: top 9 images").first.wait_for(timeout=TIMEOUT_MS)
-        assert_no_exception(page)
-        screenshot(page, "channels_tile_clicked")
+        browser.figure_title(page, f"Channel {CHANNEL}: top 9 images").first.wait_for(
+            timeout=TIMEOUT_MS
+        )
+        browser.assert_no_exception(page)
+        browser.screenshot(page, "channels_tile_clicked")
 
         page.mouse.click(*marker_centre(page, "ch_examples_chart", 0))
-        wait_for_app(page, "Where the image comes from", TIMEOUT_MS)
+        browser.wait_for_app(page, "Where the image comes from", TIMEOUT_MS)
         page.wait_for_url(f"**/Activations?**image={best.index}**", timeout=TIMEOUT_MS)
         assert f"layer={LAYER}" in page.url
         index_field = page.locator('[data-testid="stNumberInputField"]').first
@@ -82,8 +78,8 @@ def test_a_tile_opens_its_channel_and_an_example_opens_on_activations(
         y, x = best.position
         window = page.get_by_text("One neuron: its value and the input pixels it sees")
         window.scroll_into_view_if_needed()
-        screenshot(page, "channels_to_activations")
+        browser.screenshot(page, "channels_to_activations")
         for label, value in (("Channel", CHANNEL), ("Row y", y), ("Column x", x)):
             expect(page.get_by_label(label, exact=True)).to_have_value(str(value))
-        assert_no_exception(page)
-        screenshot(page, "channels_to_activations")
+        browser.assert_no_exception(page)
+        browser.screenshot(page, "channels_to_activations")

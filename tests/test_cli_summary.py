@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import torchvision
 
-from tests.conftest import REPO_ROOT
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dashboard", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from tests.test_cli_train import run_cli
 
 
 def test_summary_json_reproduces_alexnet_shapes_and_torchvision_parameters() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dashboard.base import work
+from dashboard.cli import common
 from dashboard.cli.common import (
     add_data_arguments,
     checkpoint_split,
@@ -91,18 +92,16 @@ def add_parser(subparsers: Any) -> None:
     from dashboard.analysis.atlas import DEFAULT_TOP
     from dashboard.analysis.feature_vis import VisSettings
 
-    atlas = subparsers.add_parser(
+    atlas = common.checkpoint_command(
+        subparsers,
         "atlas",
-        help="what every channel of a layer responds to over a split: a PNG sheet and JSON",
+        "what every channel of a layer responds to over a split: a PNG sheet and JSON",
     )
-    atlas.add_argument("checkpoint", help="NAME.safetensors (with its card) or a .pt/.pth")
     atlas.add_argument("--layer", required=True, help="a conv, activation or pooling layer")
     atlas.add_argument(
         "--top", type=positive_int, default=DEFAULT_TOP, help="images per channel (default 9)"
     )
-    atlas.add_argument("--model", default=None, help="architecture of a bare state dict")
-    atlas.add_argument("--dataset", default=None, help="default: the card's dataset")
-    atlas.add_argument("--split", choices=("test", "train"), default="test")
+    common.add_model_arguments(atlas)
     atlas.add_argument(
         "--limit", type=positive_int, default=None, help="the first N images of the split only"
     )

@@ -177,6 +177,21 @@ def percent(advance: Callable[[int, int], None]) -> Callable[[float, str], None]
     return lambda fraction, _text: advance(round(100 * fraction), 100)
 
 
+def checkpoint_command(subparsers: Any, name: str, help: str) -> argparse.ArgumentParser:
+    """A command that reads one checkpoint, named first on its line."""
+    parser = subparsers.add_parser(name, help=help)
+    parser.add_argument("checkpoint", help="NAME.safetensors (with its card) or a .pt/.pth")
+    return parser
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, split: bool = True) -> None:
+    """--model for a bare state dict, --dataset (the card's by default) and --split."""
+    parser.add_argument("--model", default=None, help="architecture of a bare state dict")
+    parser.add_argument("--dataset", default=None, help="default: the card's dataset")
+    if split:
+        parser.add_argument("--split", choices=("test", "train"), default="test")
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-root",

@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from dashboard.base.errors import LensError
+from dashboard.cli import common
 from dashboard.cli.common import (
     add_data_arguments,
     checkpoint_split,
@@ -205,13 +206,10 @@ def _calibration_summary(
 
 def add_parser(subparsers: Any) -> None:
     """The `evaluate` command and its arguments."""
-    evaluate = subparsers.add_parser(
-        "evaluate", help="accuracy, confusion matrix and per-class report of a checkpoint"
+    evaluate = common.checkpoint_command(
+        subparsers, "evaluate", "accuracy, confusion matrix and per-class report of a checkpoint"
     )
-    evaluate.add_argument("checkpoint", help="NAME.safetensors (with its card) or a .pt/.pth")
-    evaluate.add_argument("--model", default=None, help="architecture of a bare state dict")
-    evaluate.add_argument("--dataset", default=None, help="default: the card's dataset")
-    evaluate.add_argument("--split", choices=("test", "train"), default="test")
+    common.add_model_arguments(evaluate)
     evaluate.add_argument(
         "--batch-size",
         type=positive_int,

@@ -6,18 +6,16 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dashboard.base.errors import LensError
+from dashboard.cli import common
 from dashboard.cli.common import (
     add_data_arguments,
     checkpoint_split,
     positive_int,
     print_json,
 )
-
-if TYPE_CHECKING:  # the command line imports torch only for the command that runs
-    pass
 
 
 def _finite(value: float | None) -> float | None:
@@ -93,10 +91,9 @@ def add_parser(subparsers: Any) -> None:
     """The `explain` command and its arguments."""
     from dashboard.analysis.attribution import BASELINES, METHODS
 
-    explain = subparsers.add_parser(
-        "explain", help="an attribution map of one test image (Captum), as JSON and a PNG"
+    explain = common.checkpoint_command(
+        subparsers, "explain", "an attribution map of one test image (Captum), as JSON and a PNG"
     )
-    explain.add_argument("checkpoint", help="NAME.safetensors (with its card) or a .pt/.pth")
     explain.add_argument("--image", type=int, required=True, help="index of the image in the split")
     explain.add_argument("--split", choices=("test", "train"), default="test")
     explain.add_argument("--method", choices=METHODS, required=True)
@@ -122,8 +119,7 @@ def add_parser(subparsers: Any) -> None:
         help="the PNG's map (default: absolute for gradients, signed for contributions)",
     )
     explain.add_argument("--out", default=None, help="write the overlay to this PNG file")
-    explain.add_argument("--model", default=None, help="architecture of a bare state dict")
-    explain.add_argument("--dataset", default=None, help="default: the card's dataset")
+    common.add_model_arguments(explain, split=False)
     explain.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps")
     explain.add_argument("--json", action="store_true", help="print the JSON record")
     add_data_arguments(explain)

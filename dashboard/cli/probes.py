@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from dashboard.cli import common
 from dashboard.cli.common import (
     add_data_arguments,
     load_checkpoint,
@@ -16,10 +17,6 @@ from dashboard.cli.common import (
     print_json,
     progress_bar,
 )
-
-if TYPE_CHECKING:  # the command line imports torch only for the command that runs
-    pass
-
 
 PROBE_IMAGES = 10_000  # default training and test images of `probes` (a seeded sample of each)
 
@@ -68,12 +65,12 @@ def _probes(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> None:
     """The `probes` command and its arguments."""
-    probes = subparsers.add_parser(
-        "probes", help="how separable the classes are at each layer: linear probe, k-NN, silhouette"
+    probes = common.checkpoint_command(
+        subparsers,
+        "probes",
+        "how separable the classes are at each layer: linear probe, k-NN, silhouette",
     )
-    probes.add_argument("checkpoint", help="NAME.safetensors (with its card) or a .pt/.pth")
-    probes.add_argument("--model", default=None, help="architecture of a bare state dict")
-    probes.add_argument("--dataset", default=None, help="default: the card's dataset")
+    common.add_model_arguments(probes, split=False)
     probes.add_argument(
         "--train-images",
         type=positive_int,

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dashboard.cli.common import (
     EXIT_BAD_INPUT,
     parse_input_shape,
     print_json,
 )
-
-if TYPE_CHECKING:  # the command line imports torch only for the command that runs
-    pass
 
 
 def _summary(args: argparse.Namespace) -> int:

@@ -19,13 +19,12 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from dashboard.base import paths
+from dashboard.base import files, paths
 from dashboard.base.errors import CheckpointError, LensError
 from dashboard.models import checkpoints
 
@@ -84,15 +83,7 @@ def store_upload(data: bytes, filename: str, folder: Path | None = None) -> Path
         os.utime(where)  # used again: the last to be removed
         return target
     try:
-        where.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=where, prefix=".upload-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(temp, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
+        files.write_atomically(target, data)
     except OSError as err:
         raise CheckpointError(f"could not store {target.name}: {err.strerror or err}") from None
     prune(root, keep=where)
