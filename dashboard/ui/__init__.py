@@ -21,6 +21,15 @@ outlive the process (predictions, features) are kept on disk by content (dashboa
     training_runs   the Train page's background runs: start, live progress, save
     checkpoint_pair two checkpoints side by side (Compare): partners, distances, one image
     representations layer features, projector neighbours and probes (Representations)
+    image_input     the image a model looks at: test image, upload or drawing (Activations
+                    and the pages after it)
+    activations     the forward pass of one input, dead channels, Grad-CAM (Activations)
+    filters         a layer's weights now or at a saved epoch, their figures (Filters)
+    confusion       the matrix, report, top confusions and a cell's gallery (Confusion)
+    lab, lab_channels, lab_widgets
+                    the Convolution lab's tabs and the widgets that keep its numbers
+    channels        tiles and examples that open a channel or Activations, the atlas in the
+                    report, Stop for feature visualization (Channels)
 
 Inside this package, modules import each other directly, never through this file.
 """
