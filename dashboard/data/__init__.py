@@ -47,13 +47,13 @@ from dashboard.data.folders import (
 )
 from dashboard.data.pixels import _to_channels
 from dashboard.data.pixels import channel_stats as channel_stats
-from dashboard.data.pixels import preprocess_pil as preprocess_pil
 from dashboard.data.registry import _check_size, _check_split, _lookup
 from dashboard.data.registry import cifar100_fine_to_coarse as cifar100_fine_to_coarse
 from dashboard.data.registry import dataset_names as dataset_names
 from dashboard.data.splits import DatasetInfo as DatasetInfo
 from dashboard.data.splits import ResizedImages as ResizedImages
 from dashboard.data.splits import Split as Split
+from dashboard.data.splits import preprocess_pil as preprocess_pil
 from dashboard.data.splits import subset as subset
 from dashboard.data.splits import take_first as take_first
 

@@ -3,16 +3,8 @@ statistics, and preparing one user image like the folder images."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-import numpy as np
-import PIL.Image
-import PIL.ImageOps
 import torch
 import torch.nn.functional as F
-
-if TYPE_CHECKING:
-    from dashboard.data.splits import DatasetInfo
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -28,16 +20,6 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
         means.append(float(mean) / 255)
         stds.append(float(var.sqrt()) / 255)
     return tuple(means), tuple(stds)
-
-
-def preprocess_pil(image: PIL.Image.Image, info: DatasetInfo) -> torch.Tensor:
-    """One user image → uint8 (C, H, W) the way folder images are prepared: upright by EXIF,
-    RGB (alpha dropped), squashed to info.size × info.size with antialiasing, then info.channels
-    (luma by PIL's formula for 1 channel)."""
-    rgb = np.asarray(PIL.ImageOps.exif_transpose(image).convert("RGB"))
-    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)  # (3, H, W)
-    x = _resize_one(x, info.size)
-    return _to_channels(x[None], info.channels)[0].contiguous()
 
 
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:

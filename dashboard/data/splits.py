@@ -7,10 +7,15 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
 import torch
 
 from dashboard.data.pixels import (
     _resize_batch,
+    _resize_one,
+    _to_channels,
 )
 
 
@@ -152,3 +157,13 @@ def take_first(split: Split, limit: int | None) -> Split:
 
 def _count(n: int, split: str) -> str:
     return f"{n:,} {split} images"
+
+
+def preprocess_pil(image: PIL.Image.Image, info: DatasetInfo) -> torch.Tensor:
+    """One user image → uint8 (C, H, W) the way folder images are prepared: upright by EXIF,
+    RGB (alpha dropped), squashed to info.size × info.size with antialiasing, then info.channels
+    (luma by PIL's formula for 1 channel)."""
+    rgb = np.asarray(PIL.ImageOps.exif_transpose(image).convert("RGB"))
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)  # (3, H, W)
+    x = _resize_one(x, info.size)
+    return _to_channels(x[None], info.channels)[0].contiguous()
