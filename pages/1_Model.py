@@ -211,6 +211,7 @@ def model_panel() -> None:
             ]
         )
     ui.report_button(selection)
+    ui.onnx_button(selection)
     classes = list(view.classes)
     where = "the checkpoint's"
     if not classes:

@@ -1,4 +1,4 @@
-"""The command line: `python -m dashboard {train,evaluate,summary,atlas,probes,explain}`.
+"""The command line: `python -m dashboard {train,evaluate,summary,atlas,probes,explain,export}`.
 
 One module per command (its arguments and what it runs), `common` for what they share. The
 commands import torch and the layers below only when they run, so `--help` and a bad argument
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dashboard.base.errors import LensError
-from dashboard.cli import atlas, evaluate, explain, probes, summary, train
+from dashboard.cli import atlas, evaluate, explain, export, probes, summary, train
 from dashboard.cli.common import EXIT_BAD_INPUT as EXIT_BAD_INPUT
 from dashboard.cli.common import EXIT_INTERRUPTED as EXIT_INTERRUPTED
 from dashboard.cli.common import parse_input_shape as parse_input_shape
@@ -39,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m dashboard", description="CNN Lens command line")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for command in (summary, train, evaluate, atlas, probes, explain):  # the order of --help
+    for command in (summary, train, evaluate, atlas, probes, explain, export):  # --help order
         command.add_parser(commands)
     return parser
 

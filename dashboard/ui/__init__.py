@@ -80,7 +80,7 @@ from dashboard.ui.data_roots import (
     pinned_data_root,
     server_options,
 )
-from dashboard.ui.html_report import report_button
+from dashboard.ui.html_report import onnx_button, report_button
 from dashboard.ui.links import (
     RUN_LINK,
     SHIPPED_PREFIX,
@@ -259,6 +259,7 @@ __all__ = [
     "navigation",
     "neuron_window_opened",
     "one_of",
+    "onnx_button",
     "open_in_activations",
     "outputs_mismatch",
     "page_overview",

@@ -1,4 +1,5 @@
-"""The Model page's "Build HTML report" button and the cached report it downloads."""
+"""The Model page's downloads: the "Build HTML report" button with the cached report it
+downloads, and the model as an ONNX file."""
 
 from __future__ import annotations
 
@@ -110,4 +111,48 @@ def report_button(selection: Selection) -> None:
             if atlas_layers
             else " Add a layer's channel atlas on the Channels page."
         )
+    )
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _onnx_file(model_key: str, mtime: float, content: str) -> bytes:
+    """The model's ONNX file (choice, files' mtime, weights' content), with its card's
+    normalization and class names in the file's metadata."""
+    from dashboard.models import export
+
+    model, view, _ = loaded_model(model_key, mtime)
+    norm = getattr(view.card, "normalization", None) or {}
+    data, _ = export.onnx_bytes(
+        model,
+        view.input_shape,
+        mean=norm.get("mean", ()),
+        std=norm.get("std", ()),
+        classes=view.classes,
+    )
+    return data
+
+
+def onnx_button(selection: Selection) -> None:
+    """'ONNX': the selected model as an ONNX file, made on click (a few seconds)."""
+    try:
+        _, view = load_model(selection)
+    except LensError:
+        return  # the page already says why the model cannot be loaded
+    key, mtime, content = selection.model_key, mtime_of(selection.model_key), model_id(selection)
+    stem = getattr(view.card, "name", None) or view.architecture.replace(":", "-")
+    left, right = st.columns([1, 3], vertical_alignment="center")
+    left.download_button(
+        "ONNX",
+        data=lambda: _onnx_file(key, mtime, content),
+        file_name=f"{stem}.onnx",
+        mime="application/octet-stream",
+        on_click="ignore",
+        icon=":material/output:",
+        key="lens_onnx",
+        help="The model as an ONNX file: opens in Netron, runs in onnxruntime",
+    )
+    right.caption(
+        "The network as an ONNX file (any batch size; its input normalized as the model was "
+        "trained, the numbers and class names in the file's metadata): open it in Netron or run "
+        "it with onnxruntime."
     )
