@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from dashboard import data
 from dashboard.base.errors import LensError
 from dashboard.models import checkpoints, export
 from tests.conftest import REPO_ROOT
+from tests.test_cli_train import run_cli
 from tests.test_report import open_page
 
 TRAINED = REPO_ROOT / "trained"
@@ -78,13 +78,7 @@ def test_onnxruntime_gives_pytorchs_logits(
 
 
 def export_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dashboard", "export", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli("export", *args)
 
 
 def test_the_command_writes_the_file_and_prints_its_json(tmp_path: Path) -> None:

@@ -77,18 +77,12 @@ def _export(model: nn.Module, example: tuple[torch.Tensor]):
     import onnx
 
     batch = torch.export.Dim("batch", min=1)
+    names = {"opset_version": OPSET, "input_names": [INPUT], "output_names": [OUTPUT]}
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                model,
-                example,
-                dynamo=True,
-                opset_version=OPSET,
-                input_names=[INPUT],
-                output_names=[OUTPUT],
-                dynamic_shapes=({0: batch},),
-                verbose=False,
+                model, example, dynamo=True, dynamic_shapes=({0: batch},), verbose=False, **names
             )
         return program.model_proto, "torch.export"
     except Exception as first:
@@ -96,16 +90,8 @@ def _export(model: nn.Module, example: tuple[torch.Tensor]):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    model,
-                    example,
-                    buffer,
-                    dynamo=False,
-                    opset_version=OPSET,
-                    input_names=[INPUT],
-                    output_names=[OUTPUT],
-                    dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-                )
+                axes = {INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}
+                torch.onnx.export(model, example, buffer, dynamo=False, dynamic_axes=axes, **names)
         except Exception as second:
             reason = (str(second).strip().splitlines() or [type(second).__name__])[0][:200]
             raise LensError(

@@ -91,26 +91,23 @@ def report_button(selection: Selection) -> None:
         except LensError as err:
             return report.error_page(view.label, str(err))
 
-    left, right = st.columns([1, 3], vertical_alignment="center")
-    left.download_button(
+    _download_row(
         "Build HTML report",
-        data=build,
-        file_name=report.file_name(facts),
+        build,
+        report.file_name(facts),
         mime="text/html",
-        on_click="ignore",
         icon=":material/description:",
         key="lens_report",
         help="One self-contained file to send or open offline",
-    )
-    right.caption(
-        f"This model on the {plain(selection.dataset)} test split in one HTML file (about 6 MB, "
-        "opens offline): card, shape flow, training curves, first-layer filters, activations, "
-        "confusion matrix and per-class report. The first build classifies every test image."
+        caption=f"This model on the {plain(selection.dataset)} test split in one HTML file "
+        "(about 6 MB, opens offline): card, shape flow, training curves, first-layer filters, "
+        "activations, confusion matrix and per-class report. The first build classifies every "
+        "test image."
         + (
             f" With the channel atlas of {', '.join(layer for layer, _, _ in atlas_layers)}."
             if atlas_layers
             else " Add a layer's channel atlas on the Channels page."
-        )
+        ),
     )
 
 
@@ -140,19 +137,22 @@ def onnx_button(selection: Selection) -> None:
         return  # the page already says why the model cannot be loaded
     key, mtime, content = selection.model_key, mtime_of(selection.model_key), model_id(selection)
     stem = getattr(view.card, "name", None) or view.architecture.replace(":", "-")
-    left, right = st.columns([1, 3], vertical_alignment="center")
-    left.download_button(
+    _download_row(
         "ONNX",
-        data=lambda: _onnx_file(key, mtime, content),
-        file_name=f"{stem}.onnx",
+        lambda: _onnx_file(key, mtime, content),
+        f"{stem}.onnx",
         mime="application/octet-stream",
-        on_click="ignore",
         icon=":material/output:",
         key="lens_onnx",
         help="The model as an ONNX file: opens in Netron, runs in onnxruntime",
+        caption="The network as an ONNX file (any batch size; its input normalized as the model "
+        "was trained, the numbers and class names in the file's metadata): open it in Netron or "
+        "run it with onnxruntime.",
     )
-    right.caption(
-        "The network as an ONNX file (any batch size; its input normalized as the model was "
-        "trained, the numbers and class names in the file's metadata): open it in Netron or run "
-        "it with onnxruntime."
-    )
+
+
+def _download_row(label: str, build, file_name: str, *, caption: str, **button) -> None:
+    """A download button made on click (`build` runs outside the script) and what it holds."""
+    left, right = st.columns([1, 3], vertical_alignment="center")
+    left.download_button(label, data=build, file_name=file_name, on_click="ignore", **button)
+    right.caption(caption)
