@@ -248,6 +248,7 @@ with columns[1]:
         title=f"Channel {channel}: its maximum per image",  # one line in a column
     )
     column_figure("maxima", histogram)
+    channels_ui.first_layer_filter(model, layer, channel)
 
 if result.bottom_index is not None:
     with st.expander(f"The {len(examples)} most negative images of channel {channel}"):
@@ -292,3 +293,5 @@ else:
         caption=f"{layer}, channel {channel}",
         width=224,
     )
+with st.expander(f"The {len(classes)} classes, visualized"):
+    channels_ui.class_section(model, split.info, model_id, settings)

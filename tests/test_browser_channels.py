@@ -68,6 +68,8 @@ def test_a_tile_opens_its_channel_and_an_example_opens_on_activations(
         )
         browser.assert_no_exception(page)
         browser.screenshot(page, "channels_tile_clicked")
+        page.get_by_text("Feature visualization").first.scroll_into_view_if_needed()
+        browser.screenshot(page, "channels_channel_view")
 
         page.mouse.click(*marker_centre(page, "ch_examples_chart", 0))
         browser.wait_for_app(page, "Where the image comes from", TIMEOUT_MS)

@@ -192,6 +192,29 @@ def test_a_layer_added_to_the_report_is_in_the_model_pages_report(
     np.testing.assert_allclose(tops, maxima.max(axis=0), rtol=1e-5, atol=1e-5)
 
 
+def test_a_first_layer_channel_shows_its_filter_and_the_classes_can_be_visualized(
+    model: torch.nn.Module, shared_datasets: Path
+) -> None:
+    app = opened(PAGE, lens_model=MODEL_KEY, lens_dataset="mnist")
+    app.selectbox(key="_ch_layer").set_value("features.conv1").run()
+    app.number_input(key="_ch_channel").set_value(4).run()
+    assert not app.exception, app.exception
+    (grid,) = [
+        c for title, c in charts(app).items() if title.startswith("features.conv1, filter 4")
+    ]
+    shown = np.concatenate([array(t["z"]).ravel() for t in grid["data"] if "z" in t])
+    weights = model.features.conv1.weight[4].detach().numpy().ravel()
+    drawn = np.sort(shown[np.isfinite(shown)])  # the 5×5 weights, gaps aside
+    np.testing.assert_allclose(drawn, np.sort(weights), atol=1e-6)
+    app.number_input(key="_ch_steps").set_value(16).run()
+    (button,) = [b for b in app.button if b.label == "Visualize the 10 classes"]
+    button.click().run()
+    assert not app.exception, app.exception
+    # st.image of a list: one element, a picture per class (beside any channel's picture)
+    (pictures,) = [i for i in app.get("image") if len(i.proto.imgs) == 10]
+    assert [i.caption for i in pictures.proto.imgs] == [str(k) for k in range(10)]
+
+
 def test_layers_and_defaults_follow_the_model() -> None:
     lenet = checkpoints.load_checkpoint(SHIPPED).model.eval()
     flow = probe.shape_flow(lenet, (1, 28, 28))

@@ -158,3 +158,35 @@ def tile_order(result: atlas.ChannelAtlas, by: str) -> np.ndarray:
 
 
 TILE_ORDERS = ("channel", "selectivity", "mean activation", "dead share")
+
+
+CLASSES_LAYER = "classes"  # the cache's layer name for the class model visualizations
+
+
+def class_visualizations(
+    model: nn.Module,
+    info: data.DatasetInfo,
+    model_id: str,
+    settings: feature_vis.VisSettings,
+    progress: Progress | None = None,
+) -> feature_vis.FeatureVisualization:
+    """Every output class's model visualization (Simonyan et al. 2014), computed once per model
+    content and settings and kept on disk."""
+
+    def compute() -> dict[str, np.ndarray]:
+        return feature_vis.visualize_classes(
+            model, info.input_shape, info.mean, info.std, settings=settings, progress=progress
+        ).to_arrays()
+
+    parts = _visualization_parts(model_id, CLASSES_LAYER, info, settings)
+    return feature_vis.FeatureVisualization.from_arrays(
+        cache.cached_arrays(VISUALIZATION_KIND, parts, compute)
+    )
+
+
+def class_visualization_stored(
+    model_id: str, info: data.DatasetInfo, settings: feature_vis.VisSettings
+) -> bool:
+    return cache.is_stored(
+        VISUALIZATION_KIND, _visualization_parts(model_id, CLASSES_LAYER, info, settings)
+    )

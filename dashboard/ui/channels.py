@@ -11,7 +11,7 @@ import streamlit as st
 
 from dashboard.base.errors import LensError
 from dashboard.ui.navigation import open_in_activations
-from dashboard.ui.show import progress_bar, show_error
+from dashboard.ui.show import figure, progress_bar, show_error
 
 if TYPE_CHECKING:  # torch-heavy: loaded by the page after its first paint
     from torch import nn
@@ -116,3 +116,48 @@ def visualize_button(
         show_error(err)
         st.stop()
     st.rerun()  # the page's tiles take the visualizations in
+
+
+def first_layer_filter(model: nn.Module, layer: str, channel: int) -> None:
+    """For a conv layer that reads the image itself, the channel's filter weights: what it
+    looks for in the raw pixels."""
+    from dashboard import figures
+    from dashboard.analysis import probe
+
+    name = layer.split("#")[0]
+    convs = [n for n, _ in probe.conv_layers(model)]
+    if not convs or convs[0] != name:
+        return
+    weights = probe.filter_weights(model, name).float().numpy()[channel : channel + 1]
+    title = f"{name}, filter {channel}"
+    if weights.shape[1] == 3:
+        fig = figures.rgb_filters(weights, title=title, max_side=240)
+    else:
+        fig = figures.filter_grid(weights, title=title, max_side=240)
+    figure(fig, f"{name}-filter-{channel}", width="content")
+
+
+def class_section(
+    model: nn.Module, info: DatasetInfo, model_id: str, settings: VisSettings
+) -> None:
+    """The class model visualizations (Simonyan et al. 2014): per output class, an input
+    optimized to raise its logit; made on request, kept on disk."""
+    from dashboard.analysis import channels
+    from dashboard.figures import atlas as atlas_figures
+
+    count = len(info.classes)
+    if not channels.class_visualization_stored(model_id, info, settings):
+        st.caption(
+            f"Per class, an input optimized to raise its logit (Simonyan et al. 2014), "
+            f"{settings.steps} steps."
+        )
+        if not st.button(f"Visualize the {count} classes", icon=":material/category:"):
+            return
+        st.button("Stop", icon=":material/stop_circle:", key=VIS_STOP_KEY + "_classes")
+        with progress_bar(f"Optimizing {count} images", unit="steps") as progress:
+            channels.class_visualizations(model, info, model_id, settings, progress)
+    vis = channels.class_visualizations(model, info, model_id, settings)
+    pictures = vis.rgb()
+    side = 4 * pictures.shape[1]
+    big = atlas_figures.resize_nearest(pictures, side)
+    st.image(list(big), caption=[str(info.classes[int(u)]) for u in vis.units], width=side)
