@@ -14,6 +14,7 @@ Sections (all by default, in this order):
   p  predictions kept on disk: the first classification through the result cache against
      metrics.predict alone, and the Confusion page after a server restart (CIFAR-10)
   g  every page in Chromium: a click in the sidebar to the page's figures drawn (warm caches)
+  h  the channel atlas over the MNIST test set against predict, and feature visualizations
 
 A script, not a test: nothing here asserts. A full run writes bench/RESULTS.md; a run with
 --only replaces those sections and keeps the others (read back from the raw JSON at the end of
@@ -45,6 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.app_speed import section_e, section_f
+from bench.atlas_speed import section_h
 from bench.browser_speed import section_g
 from bench.common import REPO, Context, Data, Report, Section, choose_threads, load, machine
 from bench.prediction_speed import section_c, section_d, section_p
@@ -76,6 +78,7 @@ SECTIONS = {
     "p": "Predictions kept on disk (CIFAR-10)",
     "g": "Page switches in Chromium",
     "y": "What recording the training dynamics costs",
+    "h": "The channel atlas and feature visualization",
 }
 
 
@@ -90,6 +93,7 @@ RUNNERS: dict[str, Callable[[Context, Report], None]] = {
     "p": section_p,
     "g": section_g,
     "y": section_y,
+    "h": section_h,
 }
 
 
