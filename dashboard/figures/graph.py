@@ -107,7 +107,7 @@ def _outward() -> Iterator[int]:
         k += 1
 
 
-def _edge_paths(placed: dict[str, _Placed]) -> list[list[tuple[float, float]]]:
+def edge_paths(placed: dict[str, _Placed]) -> list[list[tuple[float, float]]]:
     """One polyline per edge. Between neighbouring rows: down, across the gap between the rows,
     down into the reader. A longer edge runs down a gutter between columns (where no block
     stands) and enters its reader from the side; edges sharing a gutter over touching rows
@@ -195,7 +195,7 @@ def dataflow_graph(graph: ModelGraph, *, title: str = "", subtitle: str = "") ->
     placed = layout(graph)
     by_id = {n.id: n for n in graph.nodes}
     columns = [p.column for p in placed.values()]
-    paths = _edge_paths(placed)
+    paths = edge_paths(placed)
     lane_x = [x for path in paths for x, _ in path]
     traces: list[go.Scatter] = []
     for category, (fill, outline) in _COLOURS.items():

@@ -21,6 +21,8 @@ outlive the process (predictions, features) are kept on disk by content (dashboa
     training_runs   the Train page's background runs: start, live progress, save
     checkpoint_pair two checkpoints side by side (Compare): partners, distances, one image
     representations layer features, projector neighbours and probes (Representations)
+    flow_graph      the dataflow graph traced with torch.fx and the Graph / Blocks switch
+                    (Shape flow)
 
 Inside this package, modules import each other directly, never through this file.
 """
@@ -71,6 +73,7 @@ from dashboard.ui.data_roots import (
     pinned_data_root,
     server_options,
 )
+from dashboard.ui.flow_graph import BLOCKS, GRAPH, graph_view, model_graph, view_switch
 from dashboard.ui.html_report import report_button
 from dashboard.ui.links import (
     RUN_LINK,
@@ -169,6 +172,7 @@ from dashboard.ui.training_runs import (
 __all__ = [
     "ACTIVATIONS_PAGE",
     "ARCH_PREFIX",
+    "BLOCKS",
     "CKPT_PREFIX",
     "DATASET_KEY",
     "DATASET_NOTE_KEY",
@@ -176,6 +180,7 @@ __all__ = [
     "EXTRA_MODELS_KEY",
     "FOLDER_CHOICE",
     "FOLDER_KEY",
+    "GRAPH",
     "IMAGE_FORMAT_KEY",
     "LINK_NOTE_KEY",
     "MEASURED_KEY",
@@ -226,6 +231,7 @@ __all__ = [
     "filter_history",
     "focus_panel",
     "folder_refusal",
+    "graph_view",
     "held",
     "hyperparameters",
     "index_below",
@@ -241,6 +247,7 @@ __all__ = [
     "measured",
     "metric_row",
     "model_choices",
+    "model_graph",
     "model_id",
     "model_label",
     "model_link",
@@ -285,6 +292,7 @@ __all__ = [
     "thumbnail_card",
     "train_setting",
     "url_bound",
+    "view_switch",
     "weights_table",
     "work_bar",
 ]
