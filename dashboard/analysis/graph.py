@@ -27,7 +27,7 @@ import torch
 from torch import fx, nn
 
 from dashboard.analysis import probe
-from dashboard.analysis.hooks import _LOCK, _first_tensor, _probing
+from dashboard.analysis.hooks import _first_tensor, _probing
 
 INPUT_KIND = "input"
 # Module kinds that keep the shape and read one input: drawn inside the block before them.
@@ -213,9 +213,10 @@ class _ShapeRecorder(fx.Interpreter):
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:
-    """symbolic_trace under the probes' lock: the trace patches `nn.Module.__call__` for the whole
-    process while it runs, which a probe's forward pass in another session must not meet."""
-    with _LOCK:
+    """symbolic_trace in eval mode (the graph the pages' forward passes take: no auxiliary
+    training heads) under the probes' lock: the trace patches `nn.Module.__call__` for the
+    whole process while it runs, which a probe's forward pass in another session must not meet."""
+    with _probing(model):
         return fx.symbolic_trace(model)
 
 
@@ -458,7 +459,8 @@ def folded(
         if entry is not None:
             groups.setdefault(entry[0], []).append(node)
             entries[entry[0]] = entry
-    if not groups:
+    groups = {key: members for key, members in groups.items() if len(members) > 1}
+    if not groups:  # a container drawn as one block already stays as it is (its label says more)
         return graph
     merged = {m.id: key for key, members in groups.items() for m in members}
     readers: dict[str, list[str]] = {}
@@ -481,13 +483,12 @@ def folded(
         members = groups[key]
         _, name, kind = entries[key]
         exit_node = next((m for m in reversed(members) if leaves_group(m, key)), members[-1])
-        layers = sum(len(m.members) for m in members)
         nodes.append(
             GraphNode(
                 id=key,
                 name=name,
                 kind=kind,
-                label=f"{kind} · {layers} step{'s' if layers != 1 else ''}",
+                label=kind,
                 inputs=tuple(i for m in members for i in m.inputs if merged.get(i) != key),
                 shape=exit_node.shape,
                 params=sum(m.params for m in members),

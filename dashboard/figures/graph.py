@@ -312,6 +312,9 @@ def dataflow_graph(graph: ModelGraph, *, title: str = "", subtitle: str = "") ->
 
 
 def _sub_line(node: GraphNode) -> str:
-    """Under the label: the steps drawn inside the block, then its output shape."""
+    """Under the label: the steps drawn inside the block (or how many a folded block holds),
+    then its output shape."""
     shape = _shape_text(node.shape)
+    if node.folded:
+        return f"{len(node.members)} steps → {shape}"
     return f"{' · '.join(node.steps)} → {shape}" if node.steps else shape
