@@ -205,9 +205,7 @@ class _ShapeRecorder(fx.Interpreter):
     def run_node(self, n: fx.Node) -> Any:
         self.current = n.name
         result = super().run_node(n)
-        tensor = result if isinstance(result, torch.Tensor) else None
-        if n.op not in ("get_attr", "output") and tensor is None and n.op != "placeholder":
-            tensor = _first_tensor(result) if isinstance(result, (tuple, list)) else None
+        tensor = _first_tensor(result) if isinstance(result, (torch.Tensor, tuple, list)) else None
         self.shapes[n.name] = tuple(tensor.shape[1:]) if tensor is not None else None
         return result
 
@@ -256,7 +254,7 @@ def _record_detail(record: probe.LayerRecord | None) -> str:
         return ""
     parts = (record.kernel, record.stride, record.padding)
     text = "/".join(str(p[0]) if p[0] == p[1] else f"{p[0]}×{p[1]}" for p in parts if p)
-    return f"kernel/stride/padding {text}" + (f"<br>{record.formula}" if record.formula else "")
+    return f"kernel/stride/padding {text}" + (f"\n{record.formula}" if record.formula else "")
 
 
 def model_graph(

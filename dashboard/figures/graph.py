@@ -181,7 +181,7 @@ def _hover(node: GraphNode, graph: ModelGraph, by_id: dict[str, GraphNode]) -> s
     if node.params or node.mult_adds:
         lines.append(f"parameters {node.params:,} · multiply-adds {node.mult_adds:,}")
     if node.detail:
-        lines.append(node.detail)
+        lines += node.detail.splitlines()
     if node.folded:
         lines.append(f"{len(node.members)} traced steps folded into one block")
     if node.id == graph.broken:
