@@ -511,11 +511,6 @@ def _topological(nodes: list[GraphNode]) -> tuple[GraphNode, ...]:
     return tuple(placed.values())
 
 
-def container_names(graph: ModelGraph) -> list[str]:
-    """Containers that ran, outermost first, in the order they first ran (the fold choices)."""
-    return list(dict.fromkeys(name for node in graph.nodes for _, name, _ in node.scope))
-
-
 @dataclass(frozen=True)
 class GraphPlan:
     """What the graph view draws: the simplified graph and the depth its containers fold at."""
@@ -540,7 +535,7 @@ def graph_plan(
     whole = folded(simple, names=names)
     if len(whole.nodes) <= max_nodes:
         return GraphPlan(whole, None, True)
-    deepest = max((len(scope) for node in simple.nodes for scope in [node.scope]), default=0)
+    deepest = max((len(node.scope) for node in simple.nodes), default=0)
     plan = GraphPlan(whole, None, True)
     for cut in range(deepest - 1, -1, -1):
         plan = GraphPlan(folded(simple, depth=cut, names=names), cut, False)
