@@ -56,7 +56,7 @@ def test_shape_flow_input_size_breaks_the_linear_layer(app_url: str) -> None:
         assert page.get_by_label("Height H").input_value() == "28"
 
         sidebar_model(page, "resnet18 (untrained)", "Multiply-adds per image")
-        page.get_by_text("Feature-map flow at 3×224×224").first.wait_for()
+        figure_title(page, "Dataflow graph at 3×224×224").first.wait_for()  # its default view
         assert_no_exception(page)
         screenshot(page, "shape_flow")
 

@@ -179,7 +179,8 @@ def _hover(node: GraphNode, graph: ModelGraph, by_id: dict[str, GraphNode]) -> s
         lines.append(f"reads {shapes}")
     lines.append(f"output {_shape_text(node.shape)}")
     if node.params or node.mult_adds:
-        lines.append(f"parameters {node.params:,} · multiply-adds {node.mult_adds:,}")
+        inside = " (steps inside included)" if node.steps or node.folded else ""
+        lines.append(f"parameters {node.params:,} · multiply-adds {node.mult_adds:,}{inside}")
     if node.detail:
         lines += node.detail.splitlines()
     if node.folded:
