@@ -166,13 +166,18 @@ if deepest > 0:
         help="Each folded block becomes one row (and one block in the diagram).",
     )
 
-figure, plan = diagram(selection.model_key, shape, mtime, depth, tuple(folded))
-ui.figure(figure, "shape-flow", width="content")
-if not plan.deepest:
-    st.caption(
-        f"The diagram folds blocks deeper than depth {plan.depth} so it stays readable; "
-        "blocks that keep the shape (ReLU, BatchNorm) are left out."
-    )
+# The graph (branches and merges) by default where the data forks or merges.
+traced = ui.model_graph(selection.model_key, shape, mtime)
+if ui.view_switch(traced.branches, model_changed) == ui.GRAPH:
+    ui.graph_view(selection.model_key, shape, mtime, depth, tuple(folded))
+else:
+    figure, plan = diagram(selection.model_key, shape, mtime, depth, tuple(folded))
+    ui.figure(figure, "shape-flow", width="content")
+    if not plan.deepest:
+        st.caption(
+            f"The diagram folds blocks deeper than depth {plan.depth} so it stays readable; "
+            "blocks that keep the shape (ReLU, BatchNorm) are left out."
+        )
 
 rows = summary.collapsed_rows(flow, depth=depth, folded=folded)
 broken_row = summary.break_row(flow, model)

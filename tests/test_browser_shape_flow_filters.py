@@ -8,6 +8,9 @@ import pytest
 from tests.browser import (
     assert_no_exception,
     chromium_page,
+    clipped_texts,
+    figure_title,
+    missing_glyphs,
     screenshot,
     wait_for_app,
 )
@@ -53,7 +56,7 @@ def test_shape_flow_input_size_breaks_the_linear_layer(app_url: str) -> None:
         assert page.get_by_label("Height H").input_value() == "28"
 
         sidebar_model(page, "resnet18 (untrained)", "Multiply-adds per image")
-        page.get_by_text("Feature-map flow at 3×224×224").first.wait_for()
+        figure_title(page, "Dataflow graph at 3×224×224").first.wait_for()  # its default view
         assert_no_exception(page)
         screenshot(page, "shape_flow")
 
@@ -84,3 +87,49 @@ def test_filters_change_layer_and_back_to_the_first(app_url: str) -> None:
         page.wait_for_timeout(1000)  # plotly draws after the script has finished
         assert_no_exception(page)
         screenshot(page, "filters")
+
+
+# Every text written on the graph's blocks, with its box on the screen.
+_BLOCK_TEXTS = """chart => [...chart.querySelectorAll('.textpoint text')].map(t => {
+  const b = t.getBoundingClientRect();
+  return {text: t.textContent, left: b.left, right: b.right, top: b.top, bottom: b.bottom};
+})"""
+
+
+def test_graph_of_resnet18_small_reads_on_a_laptop_screen(app_url: str) -> None:
+    """The graph view, the default for a ResNet, at 1280×800: every label inside the figure,
+    none on another, the skip connections' sums and downsample branches drawn, a block's hover
+    giving its numbers."""
+    with chromium_page(viewport=(1280, 800)) as page:
+        page.goto(f"{app_url}/Shape_flow?model=resnet18-small-cifar10&dataset=cifar10")
+        wait_for_app(page, "Multiply-adds per image", 120_000)
+        title = figure_title(page, "Dataflow graph at 3×32×32")
+        title.first.wait_for(timeout=60_000)
+        page.wait_for_timeout(1000)  # plotly draws after the script has finished
+        assert_no_exception(page)
+        assert clipped_texts(page) == []
+        assert missing_glyphs(page) == []
+        chart = page.locator('[data-testid="stPlotlyChart"]').filter(has=title).first
+        box = chart.bounding_box()
+        texts = chart.evaluate(_BLOCK_TEXTS)
+        assert [t["text"] for t in texts].count("Add +") == 8
+        assert sum("downsample" in t["text"] for t in texts) == 3
+        for t in texts:  # inside the figure, left to right
+            assert box["x"] <= t["left"] <= t["right"] <= box["x"] + box["width"], t
+        for i, a in enumerate(texts):  # no text on another
+            for b in texts[i + 1 :]:
+                apart = (
+                    a["right"] <= b["left"] or b["right"] <= a["left"]
+                    or a["bottom"] <= b["top"] or b["bottom"] <= a["top"]
+                )  # fmt: skip
+                assert apart, (a, b)
+        screenshot(page, "shape_flow_graph")
+        conv = chart.locator(".textpoint text", has_text="Conv 3×3/2, 32").first
+        conv.scroll_into_view_if_needed()
+        conv.hover(force=True)  # the text lets the pointer through to plotly's hover layer
+        hover = page.locator(".hoverlayer .hovertext")
+        hover.first.wait_for(timeout=10_000)
+        words = hover.first.text_content()
+        assert "layer2.0.conv1" in words
+        assert "parameters 4,672 · multiply-adds 1,179,648" in words  # 32·16·9 + BN's 64
+        screenshot(page, "shape_flow_graph_hover")

@@ -17,7 +17,9 @@ from streamlit.testing.v1 import AppTest
 from torch import nn
 
 from dashboard import models
-from dashboard.analysis import probe, summary
+from dashboard.analysis import graph, probe, summary
+from dashboard.models import checkpoints
+from tests.conftest import REPO_ROOT
 from tests.pages import run_page
 
 PAGE = "pages/3_Shape_flow.py"
@@ -235,3 +237,62 @@ def test_rows_csv_round_trips_and_counts_read_short() -> None:
     assert summary.count_text(1_814_073_344) == "1.81 G"
     assert summary.count_text(133_047_848) == "133.0 M"
     assert json.loads(json.dumps(rows)) == rows  # plain values only: ready for any export
+
+
+# ---------------------------------------------------------------------------------------------
+# The graph view
+
+
+def chart_specs(app: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+
+
+def block_texts(spec: dict, line: int) -> list[str]:
+    """The text lines written on the graph's blocks: 0 names, 1 labels, 2 steps and shapes."""
+    return [t["text"] for t in spec["data"] if t.get("mode") == "text"][line]
+
+
+def test_graph_view_is_the_default_for_resnet18_small_and_the_switch_keeps_blocks() -> None:
+    key = "ckpt:trained/resnet18-small-cifar10.safetensors"
+    app = open_page(key)
+    assert app.radio(key="_shape_view").value == "Graph"
+    (spec,) = chart_specs(app)
+    assert spec["layout"]["title"]["text"] == "Dataflow graph at 3×32×32"
+    labels = block_texts(spec, 1)
+    assert labels.count("<b>Add +</b>") == 8  # every residual sum drawn
+    names = block_texts(spec, 0)
+    assert [n for n in names if "downsample" in n] == [
+        f"layer{s}.0.downsample.0" for s in (2, 3, 4)
+    ]
+    loaded = checkpoints.load_checkpoint(
+        REPO_ROOT / "trained" / "resnet18-small-cifar10.safetensors"
+    )
+    plan = graph.graph_plan(graph.model_graph(loaded.model, (3, 32, 32)))
+    arrows = next(t for t in spec["data"] if t.get("name") == "data")
+    assert arrows["x"].count(None) == len(plan.graph.edges)
+    assert "32×4×4" not in block_texts(spec, 2)  # the last stage puts out 128×4×4
+    assert "ReLU → 128×4×4" in block_texts(spec, 2)
+
+    # the straight line of blocks is one click away, and back
+    app.radio(key="_shape_view").set_value("Blocks").run()
+    assert not app.exception
+    assert [s["layout"]["title"]["text"] for s in chart_specs(app)] == [
+        "Feature-map flow at 3×32×32"
+    ]
+    app.radio(key="_shape_view").set_value("Graph").run()
+    assert chart_specs(app)[0]["layout"]["title"]["text"] == "Dataflow graph at 3×32×32"
+
+    # folding a stage folds it in the graph too: one block for all of layer2
+    app.multiselect(key="_shape_fold").select("layer2").run()
+    names = block_texts(chart_specs(app)[0], 0)
+    assert "layer2" in names
+    assert not any(n.startswith("layer2.") for n in names)
+
+
+def test_blocks_stay_the_default_for_a_model_without_branches() -> None:
+    app = open_page("arch:lenet5")
+    assert app.radio(key="_shape_view").value == "Blocks"
+    assert chart_specs(app)[0]["layout"]["title"]["text"].startswith("Feature-map flow at")
+    app.radio(key="_shape_view").set_value("Graph").run()
+    (spec,) = chart_specs(app)
+    assert block_texts(spec, 1)[1:3] == ["<b>Conv 5×5, 6</b>", "<b>MaxPool 2/2</b>"]

@@ -9,7 +9,8 @@ One module a subject, all in one look (`style`):
     images       the input, Grad-CAM over it, predicted probabilities
     curves       training curves, alone or overlaid
     confusion    confusion matrices and their differences
-    flow         the shape-flow diagram
+    flow         the shape-flow diagram (a line of blocks)
+    graph        the dataflow graph: branches beside the main path, merges where they join
     mosaic       labelled image mosaics (atlas, attributions, evaluation)
     atlas, attribution, evaluation, representations, lab
                  the figures of the analysis module of the same name

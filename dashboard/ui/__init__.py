@@ -21,6 +21,7 @@ outlive the process (predictions, features) are kept on disk by content (dashboa
     training_runs   the Train page's background runs: start, live progress, save
     checkpoint_pair two checkpoints side by side (Compare): partners, distances, one image
     representations layer features, projector neighbours and probes (Representations)
+<<<<<<< HEAD
     image_input     the image a model looks at: test image, upload or drawing (Activations
                     and the pages after it)
     activations     the forward pass of one input, dead channels, Grad-CAM (Activations)
@@ -30,6 +31,10 @@ outlive the process (predictions, features) are kept on disk by content (dashboa
                     the Convolution lab's tabs and the widgets that keep its numbers
     channels        tiles and examples that open a channel or Activations, the atlas in the
                     report, Stop for feature visualization (Channels)
+=======
+    flow_graph      the dataflow graph traced with torch.fx and the Graph / Blocks switch
+                    (Shape flow)
+>>>>>>> wt-graph
 
 Inside this package, modules import each other directly, never through this file.
 """
@@ -80,7 +85,12 @@ from dashboard.ui.data_roots import (
     pinned_data_root,
     server_options,
 )
+<<<<<<< HEAD
 from dashboard.ui.html_report import onnx_button, report_button
+=======
+from dashboard.ui.flow_graph import BLOCKS, GRAPH, graph_view, model_graph, view_switch
+from dashboard.ui.html_report import report_button
+>>>>>>> wt-graph
 from dashboard.ui.links import (
     RUN_LINK,
     SHIPPED_PREFIX,
@@ -179,6 +189,7 @@ from dashboard.ui.training_runs import (
 __all__ = [
     "ACTIVATIONS_PAGE",
     "ARCH_PREFIX",
+    "BLOCKS",
     "CKPT_PREFIX",
     "DATASET_KEY",
     "DATASET_NOTE_KEY",
@@ -186,6 +197,7 @@ __all__ = [
     "EXTRA_MODELS_KEY",
     "FOLDER_CHOICE",
     "FOLDER_KEY",
+    "GRAPH",
     "IMAGE_FORMAT_KEY",
     "LINK_NOTE_KEY",
     "MEASURED_KEY",
@@ -236,6 +248,7 @@ __all__ = [
     "filter_history",
     "focus_panel",
     "folder_refusal",
+    "graph_view",
     "held",
     "hyperparameters",
     "index_below",
@@ -251,6 +264,7 @@ __all__ = [
     "measured",
     "metric_row",
     "model_choices",
+    "model_graph",
     "model_id",
     "model_label",
     "model_link",
@@ -297,6 +311,7 @@ __all__ = [
     "thumbnail_card",
     "train_setting",
     "url_bound",
+    "view_switch",
     "weights_table",
     "work_bar",
 ]
