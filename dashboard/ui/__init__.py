@@ -21,7 +21,6 @@ outlive the process (predictions, features) are kept on disk by content (dashboa
     training_runs   the Train page's background runs: start, live progress, save
     checkpoint_pair two checkpoints side by side (Compare): partners, distances, one image
     representations layer features, projector neighbours and probes (Representations)
-<<<<<<< HEAD
     image_input     the image a model looks at: test image, upload or drawing (Activations
                     and the pages after it)
     activations     the forward pass of one input, dead channels, Grad-CAM (Activations)
@@ -31,10 +30,8 @@ outlive the process (predictions, features) are kept on disk by content (dashboa
                     the Convolution lab's tabs and the widgets that keep its numbers
     channels        tiles and examples that open a channel or Activations, the atlas in the
                     report, Stop for feature visualization (Channels)
-=======
     flow_graph      the dataflow graph traced with torch.fx and the Graph / Blocks switch
                     (Shape flow)
->>>>>>> wt-graph
 
 Inside this package, modules import each other directly, never through this file.
 """
@@ -85,12 +82,8 @@ from dashboard.ui.data_roots import (
     pinned_data_root,
     server_options,
 )
-<<<<<<< HEAD
-from dashboard.ui.html_report import onnx_button, report_button
-=======
 from dashboard.ui.flow_graph import BLOCKS, GRAPH, graph_view, model_graph, view_switch
-from dashboard.ui.html_report import report_button
->>>>>>> wt-graph
+from dashboard.ui.html_report import onnx_button, report_button
 from dashboard.ui.links import (
     RUN_LINK,
     SHIPPED_PREFIX,
