@@ -21,6 +21,7 @@ outlive the process (predictions, features) are kept on disk by content (dashboa
     training_runs   the Train page's background runs: start, live progress, save
     checkpoint_pair two checkpoints side by side (Compare): partners, distances, one image
     representations layer features, projector neighbours and probes (Representations)
+    evaluation      test answers, per-class curves, calibration, top losses (Evaluation)
 
 Inside this package, modules import each other directly, never through this file.
 """
@@ -70,6 +71,14 @@ from dashboard.ui.data_roots import (
     folder_refusal,
     pinned_data_root,
     server_options,
+)
+from dashboard.ui.evaluation import (
+    class_score_table,
+    evaluated_answers,
+    evaluation_curves,
+    fitted_calibration,
+    top_loss_gallery,
+    top_loss_table,
 )
 from dashboard.ui.html_report import report_button
 from dashboard.ui.links import (
@@ -211,6 +220,7 @@ __all__ = [
     "checkpoint_key",
     "checkpoint_keys",
     "checkpoint_path",
+    "class_score_table",
     "classes_for",
     "clicked_row",
     "clock",
@@ -222,8 +232,11 @@ __all__ = [
     "dataset_split",
     "distances",
     "draw_run",
+    "evaluated_answers",
+    "evaluation_curves",
     "figure",
     "filter_history",
+    "fitted_calibration",
     "focus_panel",
     "folder_refusal",
     "held",
@@ -283,6 +296,8 @@ __all__ = [
     "store",
     "table",
     "thumbnail_card",
+    "top_loss_gallery",
+    "top_loss_table",
     "train_setting",
     "url_bound",
     "weights_table",
