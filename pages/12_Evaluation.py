@@ -78,6 +78,9 @@ ui.metric_row(
 
 def class_curves() -> None:
     """PR or ROC curves of one class or all, beside every class's AP and AUC."""
+    ui.url_bound("curve", KIND_KEY, ui.one_of(KINDS))
+    in_link = ui.index_below(len(classes))
+    ui.url_bound("class", CLASS_KEY, in_link, lambda k: None if k == ALL else str(k))
     bar = ui.controls("Curves").container(horizontal=True, gap="medium")
     kind = bar.segmented_control(
         "Curve",
@@ -190,6 +193,7 @@ def top_losses() -> None:
     ui.figure(fig, "confidence-right-wrong", key="ev_confidence")
 
 
+ui.url_bound("view", TAB_KEY, ui.one_of(TABS))
 if st.session_state.get(TAB_KEY) not in TABS:
     st.session_state[TAB_KEY] = TABS[0]
 tabs = st.tabs(TABS, **ui.held(TAB_KEY, TABS[0]))  # a callback: the open tab reruns alone

@@ -279,6 +279,20 @@ def test_choices_hold_after_another_page() -> None:
     assert len([b for b in app.button if b.key.startswith("ev_open_")]) == 40
 
 
+def test_a_link_opens_the_same_view(pred: metrics.Predictions) -> None:
+    query = {"view": "Curves", "curve": "roc", "class": "4"}
+    app = run_page(PAGE, lens_model=SHIPPED, lens_dataset="mnist", query=query)
+    truth = pred.labels == 4
+    (curve, _) = charts(app)["ev_curves"]["data"]
+    assert curve["name"] == f"4 (AUC {roc_auc_score(truth, pred.probabilities[:, 4]):.4f})"
+    assert {k: app.query_params[k] for k in query} == query
+    app.selectbox(key="_ev_class").set_value(-1).run()  # all classes: no class in the link
+    assert "class" not in app.query_params
+    nonsense = run_page(PAGE, lens_model=SHIPPED, query={"view": "Nope", "class": "10"})
+    assert nonsense.session_state["ev_tab"] == "Curves"
+    assert nonsense.selectbox(key="_ev_class").value == -1
+
+
 def test_an_untrained_model_is_evaluated_with_a_warning(mnist: dict[str, data.Split]) -> None:
     """Random weights saw no image: T is fitted on the first 5,000 training images."""
     app = run_page(PAGE, lens_model="arch:lenet5", lens_dataset="mnist", ev_tab="Calibration")
