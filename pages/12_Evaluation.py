@@ -164,12 +164,17 @@ def calibration() -> None:
 def top_losses() -> None:
     """The images with the highest cross-entropy, and the confidence of right and wrong."""
     bar = ui.controls("Top losses").container(horizontal=True, gap="medium")
-    counts = [c for c in COUNTS if c <= len(pred.labels)] or [len(pred.labels)]
-    count = bar.select_slider(
-        "Images",
-        counts,
-        help="How many of the highest-loss test images to show.",
-        **ui.kept(COUNT_KEY, counts, 20 if 20 in counts else counts[-1]),
+    n = len(pred.labels)
+    counts = [c for c in COUNTS if c < n] + ([n] if n <= COUNTS[-1] else [])
+    count = (
+        counts[0]  # a split of at most 10 images: all of them, no slider of one position
+        if len(counts) == 1
+        else bar.select_slider(
+            "Images",
+            counts,
+            help="How many of the highest-loss test images to show.",
+            **ui.kept(COUNT_KEY, counts, 20 if 20 in counts else counts[-1]),
+        )
     )
     top = evaluation.top_losses(pred, count)
     st.caption(

@@ -17,7 +17,7 @@ from scipy.optimize import minimize_scalar
 from sklearn.metrics import average_precision_score, roc_auc_score
 from streamlit.testing.v1 import AppTest
 
-from dashboard import data
+from dashboard import data, ui
 from dashboard.analysis import metrics
 from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
@@ -25,6 +25,7 @@ from tests.pages import plotly_specs, run_page
 from tests.test_confusion import write_cifar100
 from tests.test_page_confusion import array
 from tests.test_page_state import SHAPE, holds
+from tests.test_session_isolation import image_folder
 
 PAGE = "pages/12_Evaluation.py"
 SHIPPED = "ckpt:trained/lenet5-mnist.safetensors"
@@ -319,3 +320,41 @@ def test_bad_input_is_one_message(tmp_path: Path, shared_datasets: Path) -> None
         "classes or a model trained on this one"
     ]
     assert not app.get("plotly_chart")
+
+
+def test_a_small_folder_missing_two_classes_in_its_test_split(
+    allowed_tmp_path: Path, mnist: dict[str, data.Split]
+) -> None:
+    """Real digits as PNG files: 20 per class to train on, one each of 0–7 to test (8 and 9
+    have no test image, so no curve: their AP and AUC are blank, never a made-up number).
+    The folder is another dataset than the card's: every training image is unseen, and T is
+    fitted on them."""
+    names = [str(k) for k in range(10)]
+    train, test = mnist["train"], mnist["test"]
+    picked = np.concatenate([np.flatnonzero(train.labels.numpy() == k)[:20] for k in range(10)])
+    image_folder(allowed_tmp_path / "digits" / "train", names, train.images[picked, 0].numpy(),
+                 train.labels[picked].numpy())  # fmt: skip
+    shown = np.array([np.flatnonzero(test.labels.numpy() == k)[0] for k in range(8)])
+    folder = image_folder(allowed_tmp_path / "digits" / "test", names,
+                          test.images[shown, 0].numpy(), test.labels[shown].numpy())  # fmt: skip
+    state = {"lens_dataset": ui.FOLDER_CHOICE, "lens_folder": str(Path(folder).parent)}
+    app = run_page(PAGE, lens_model=SHIPPED, **state)
+    assert not app.error, [e.value for e in app.error]
+    assert metric(app, "Test images") == "8"
+    table = app.dataframe[0].value
+    assert list(table["Images"]) == [1] * 8 + [0] * 2
+    assert table["AP"][8:].isna().all()
+    assert table["ROC AUC"][8:].isna().all()
+    split = data.load_split(f"folder:{Path(folder).parent}", "test", input_size=28)
+    few = answers(REPO_ROOT / "trained" / "lenet5-mnist.safetensors", split)
+    for k in range(8):
+        truth, scores = few.labels == k, few.probabilities[:, k]
+        assert table["AP"][k] == pytest.approx(average_precision_score(truth, scores), abs=1e-12)
+        assert table["ROC AUC"][k] == pytest.approx(roc_auc_score(truth, scores), abs=1e-12)
+
+    open_tab(app, "Calibration")
+    caption = next(c.value for c in app.caption if c.value.startswith("T was fitted on"))
+    assert "200 held-out training images" in caption
+    open_tab(app, "Top losses")
+    assert not app.get("select_slider")  # 8 images: all shown, no slider of one position
+    assert len([b for b in app.button if b.key.startswith("ev_open_")]) == 8
