@@ -31,8 +31,8 @@ st.title("Evaluation")
 try:
     model, view = ui.load_model(selection)
     info = data.dataset_info(selection.dataset, data_root=ui.data_root())
+    pred = ui.evaluated_answers(selection, view, info)  # refuses a mismatch before loading
     test = ui.load_data(selection, view)
-    pred = ui.evaluated_answers(selection, view, info)
 except LensError as err:
     ui.show_error(err)
     st.stop()

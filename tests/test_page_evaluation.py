@@ -311,6 +311,13 @@ def test_bad_input_is_one_message(tmp_path: Path, shared_datasets: Path) -> None
     ]
     assert not app.get("plotly_chart")
 
+    # 1,000 ImageNet outputs: refused from the shape flow, before 10,000 images at 224 px load
+    app = run_page(PAGE, lens_model="arch:alexnet", lens_dataset="cifar10")
+    assert [e.value for e in app.error] == [
+        "the model has 1000 outputs but the dataset has 10 classes: pick a dataset with 1000 "
+        "classes or a model trained on this one"
+    ]
+
     write_cifar100(tmp_path, per_class=3)
     app = run_page(
         PAGE, lens_model="arch:alexnet-small", lens_dataset="cifar100", lens_data_root=str(tmp_path)
