@@ -56,7 +56,7 @@ def evaluated_answers(selection: Selection, view: ModelView, info: data.DatasetI
     return pred
 
 
-@st.cache_resource(max_entries=16, show_spinner=False)
+@st.cache_resource(max_entries=4, show_spinner=False)  # CIFAR-100: ~50 MB each
 def _curves(predictions_key: str, _pred) -> tuple[list, list]:
     from dashboard.analysis import evaluation
 
