@@ -97,6 +97,7 @@ def class_curves() -> None:
         options,
         format_func=lambda k: "all classes, overlaid" if k == ALL else classes[k],
         help="Each class against the rest: its probability ranks the images.",
+        width=280,
         **ui.kept(CLASS_KEY, options, ALL),
     )
     pr, roc = ui.evaluation_curves(pred)

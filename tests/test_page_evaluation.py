@@ -241,10 +241,17 @@ def test_top_losses_are_the_highest_cross_entropies(
     buttons = [int(b.label.removeprefix("#")) for b in page.button if b.key.startswith("ev_open_")]
     assert buttons == top.tolist()
     captions = [c.value for c in page.caption if re.match(r"\*\*\d → \d\*\*", c.value)]
-    first = top[0]
-    true, guess = pred.labels[first], pred.predicted[first]
-    assert captions[0].startswith(f"**{true} → {guess}** · loss {loss[first]:.3f}")
     assert len(captions) == 20
+    for caption, i in zip(captions, top, strict=True):
+        true, guess = pred.labels[i], pred.predicted[i]
+        p_true, p_guess = (100 * pred.probabilities[i, k] for k in (true, guess))
+        lines = caption.split("  \n")
+        assert lines[:2] == [f"**{true} → {guess}**", f"loss {loss[i]:.3f}"]
+        for line, k, p in ((lines[2], true, p_true), (lines[3], guess, p_guess)):
+            shown = re.fullmatch(rf"p\({k}\) ([\d.e+-]+)%", line)
+            assert shown, line
+            # two decimals, or two significant digits below 1 %
+            assert float(shown[1]) == pytest.approx(p, rel=0.05, abs=0.005), line
 
     # the confidence histogram: each group's share of its own size per 0.05 of confidence
     spec = charts(page)["ev_confidence"]

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from dashboard.analysis import evaluation, metrics
 
 GALLERY_COLUMNS, THUMB_SIDE = 8, 112  # the top losses' pictures, as the Confusion page's
+PROBABILITY_PX = 112  # a column of probabilities in %.4g (see top_loss_table)
 
 
 def _read_at_classes(pred: metrics.Predictions, dataset: str) -> metrics.Predictions:
@@ -131,17 +132,18 @@ def fitted_calibration(selection: Selection, view: ModelView, pred) -> evaluatio
 
 
 def probability(p: float) -> str:
-    """A probability as a percentage: two decimals, or two significant digits below 0.01 %
-    (the true class's probability of a top loss is often far below)."""
-    return f"{p:.2%}" if p >= 1e-4 else f"{100 * p:.2g}%"
+    """A probability as a percentage: two decimals, or two significant digits below 1 % (the
+    true class's probability of a top loss is often far below)."""
+    return f"{p:.2%}" if p >= 0.01 else f"{100 * p:.2g}%"
 
 
 def loss_caption(loss: evaluation.Loss, classes: Sequence[str]) -> str:
-    """Two short lines (Markdown): true → predicted and the loss, then both probabilities."""
+    """Short lines (Markdown) that fit a narrow column: true → predicted, the loss, then the
+    probability of each."""
     true, guess = plain(classes[loss.true]), plain(classes[loss.predicted])
     return (
-        f"**{true} → {guess}** · loss {loss.loss:.3f}  \n"
-        f"p({true}) {probability(loss.true_probability)} · "
+        f"**{true} → {guess}**  \nloss {loss.loss:.3f}  \n"
+        f"p({true}) {probability(loss.true_probability)}  \n"
         f"p({guess}) {probability(loss.predicted_probability)}"
     )
 
@@ -182,7 +184,9 @@ def top_loss_table(losses: Sequence[evaluation.Loss], classes: Sequence[str]) ->
         }
         for rank, loss in enumerate(losses, start=1)
     ]
-    probability = st.column_config.NumberColumn(format="%.4g")
+    # Four significant digits. The grid writes them as JavaScript does (0.0000625, where
+    # Python's %g gives 6.25e-05), so the width is set here for its longest, 0.000001234.
+    probability = st.column_config.NumberColumn(format="%.4g", width=PROBABILITY_PX)
     config = {"Loss": st.column_config.NumberColumn(format="%.4f")}
     config |= {"p(true)": probability, "p(predicted)": probability}
     table(rows, column_config=config, height=min(38 + 35 * len(rows), 420))
