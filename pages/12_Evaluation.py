@@ -26,6 +26,7 @@ KIND_KEY, CLASS_KEY, COUNT_KEY, SHARE_KEY = "ev_kind", "ev_class", "ev_top", "ev
 KINDS = {"pr": "Precision–recall", "roc": "ROC"}
 ALL = -1  # the class choice that overlays every class
 COUNTS = (10, 20, 40, 80)  # top losses shown
+LEGEND_BELOW_MAX = 20  # classes whose curves' legend fits under the plot
 
 st.title("Evaluation")
 try:
@@ -76,6 +77,14 @@ ui.metric_row(
 # --------------------------------------------------------------------------- curves
 
 
+def legend_below(fig):
+    """A few classes' legend under the plot, so the curves get the column's width (a laptop's
+    column of 500 px left them 280); many classes keep plotly's scrolling legend beside it."""
+    if len(classes) <= LEGEND_BELOW_MAX:
+        fig.update_layout(legend={"orientation": "h", "y": -0.15, "x": 0}, height=640)
+    return fig
+
+
 def class_curves() -> None:
     """PR or ROC curves of one class or all, beside every class's AP and AUC."""
     ui.url_bound("curve", KIND_KEY, ui.one_of(KINDS))
@@ -105,7 +114,7 @@ def class_curves() -> None:
     drawn = family if chosen == ALL else [family[chosen]]
     fig = ui.cached_figure(
         ("evaluation-curves", pred.key, kind, chosen),
-        lambda: evaluation_figures.class_curves(drawn, kind=kind),
+        lambda: legend_below(evaluation_figures.class_curves(drawn, kind=kind)),
     )
     chart, scores = st.columns([1.7, 1], gap="large")
     with chart:
