@@ -141,6 +141,11 @@ def test_every_page_draws_a_model_with_non_finite_weights(
     errors = [e.value for e in app.error]
     if script == "pages/10_Representations.py":  # no projection of NaN: said in one line
         assert errors == ["the features hold NaN or infinite values (a diverged model?)"]
+    elif script == "pages/12_Evaluation.py":  # no curve or calibration of NaN: one line
+        assert errors == [
+            "the model's outputs hold NaN or infinite values (a diverged model?): no curve, "
+            "calibration or loss can be measured"
+        ]
     else:
         assert not errors
     shown = [w.value.replace("\\", "") for w in app.sidebar.warning]

@@ -32,6 +32,7 @@ outlive the process (predictions, features) are kept on disk by content (dashboa
                     report, Stop for feature visualization (Channels)
     flow_graph      the dataflow graph traced with torch.fx and the Graph / Blocks switch
                     (Shape flow)
+    evaluation      test answers, per-class curves, calibration, top losses (Evaluation)
 
 Inside this package, modules import each other directly, never through this file.
 """
@@ -81,6 +82,14 @@ from dashboard.ui.data_roots import (
     folder_refusal,
     pinned_data_root,
     server_options,
+)
+from dashboard.ui.evaluation import (
+    class_score_table,
+    evaluated_answers,
+    evaluation_curves,
+    fitted_calibration,
+    top_loss_gallery,
+    top_loss_table,
 )
 from dashboard.ui.flow_graph import BLOCKS, GRAPH, graph_view, model_graph, view_switch
 from dashboard.ui.html_report import onnx_button, report_button
@@ -226,6 +235,7 @@ __all__ = [
     "checkpoint_key",
     "checkpoint_keys",
     "checkpoint_path",
+    "class_score_table",
     "classes_for",
     "clicked_row",
     "clock",
@@ -237,8 +247,11 @@ __all__ = [
     "dataset_split",
     "distances",
     "draw_run",
+    "evaluated_answers",
+    "evaluation_curves",
     "figure",
     "filter_history",
+    "fitted_calibration",
     "focus_panel",
     "folder_refusal",
     "graph_view",
@@ -302,6 +315,8 @@ __all__ = [
     "store",
     "table",
     "thumbnail_card",
+    "top_loss_gallery",
+    "top_loss_table",
     "train_setting",
     "url_bound",
     "view_switch",

@@ -49,6 +49,12 @@ PAGES = (
         "where the model gets confused: click a cell to see its images",
     ),
     (
+        "pages/12_Evaluation.py",
+        "Evaluation",
+        ":material/query_stats:",
+        "how sure and how right: PR and ROC curves, calibration, top losses",
+    ),
+    (
         "pages/7_Compare.py",
         "Compare",
         ":material/compare:",
