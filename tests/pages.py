@@ -44,3 +44,13 @@ def plotly_specs(app: AppTest, keys: tuple[str, ...]) -> dict[str, dict]:
         key = next(k for k in keys if chart.proto.id.endswith(k))
         found[key] = json.loads(chart.proto.spec)
     return found
+
+
+def open_tab(app: AppTest, key: str, tab: str) -> AppTest:
+    """Open one of a page's tabs kept under session-state `key` (only the open one is drawn),
+    run the page, and check it ran without an exception or an error box."""
+    app.session_state[key] = tab
+    app.run()
+    assert not app.exception, app.exception
+    assert not app.error, [e.value for e in app.error]
+    return app

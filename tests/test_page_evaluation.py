@@ -21,7 +21,7 @@ from dashboard import data, ui
 from dashboard.analysis import metrics
 from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
-from tests.pages import plotly_specs, run_page
+from tests.pages import open_tab, plotly_specs, run_page
 from tests.test_confusion import write_cifar100
 from tests.test_page_confusion import array
 from tests.test_page_state import SHAPE, holds
@@ -90,14 +90,6 @@ def page() -> AppTest:
     return app
 
 
-def open_tab(app: AppTest, tab: str) -> AppTest:
-    app.session_state["ev_tab"] = tab
-    app.run()
-    assert not app.exception, app.exception
-    assert not app.error, [e.value for e in app.error]
-    return app
-
-
 def metric(app: AppTest, label: str) -> str:
     return next(m.value for m in app.metric if m.label == label)
 
@@ -114,7 +106,7 @@ def percent(text: str) -> float:
 
 
 def test_the_headline_numbers_are_the_formulas(page: AppTest, pred: metrics.Predictions) -> None:
-    open_tab(page, "Curves")
+    open_tab(page, "ev_tab", "Curves")
     assert metric(page, "Accuracy") == f"{(pred.labels == pred.predicted).mean():.2%}"
     assert metric(page, "Test images") == "10,000"
     assert metric(page, "ECE") == f"{ece_by_hand(pred.probabilities, pred.labels):.2%}"
@@ -123,7 +115,7 @@ def test_the_headline_numbers_are_the_formulas(page: AppTest, pred: metrics.Pred
 
 
 def test_ap_and_auc_per_class_are_scikit_learns(page: AppTest, pred: metrics.Predictions) -> None:
-    open_tab(page, "Curves")
+    open_tab(page, "ev_tab", "Curves")
     table = page.dataframe[0].value
     assert list(table["Class"]) == list(pred.classes)
     for k in range(10):
@@ -164,7 +156,7 @@ def test_calibration_the_temperature_and_ece_before_and_after(
 ) -> None:
     """The shipped model saw every training image: T is fitted on a random half of the test
     split (seed 0) and measured on the other half, as the page says."""
-    open_tab(page, "Calibration")
+    open_tab(page, "ev_tab", "Calibration")
     order = np.random.default_rng(0).permutation(10_000)
     fit, held = np.sort(order[:5_000]), np.sort(order[5_000:])
     t = temperature_by_hand(pred.probabilities[fit], pred.labels[fit])
@@ -227,7 +219,7 @@ def losses_by_hand(pred: metrics.Predictions) -> np.ndarray:
 def test_top_losses_are_the_highest_cross_entropies(
     page: AppTest, pred: metrics.Predictions
 ) -> None:
-    open_tab(page, "Top losses")
+    open_tab(page, "ev_tab", "Top losses")
     loss = losses_by_hand(pred)
     top = np.argsort(-loss, kind="stable")[:20]
     table = page.dataframe[0].value
@@ -281,7 +273,7 @@ def test_choices_hold_after_another_page() -> None:
         ("selectbox", "_ev_class", 7),
     ]
     holds(app, PAGE, changes, away=SHAPE)
-    open_tab(app, "Top losses")
+    open_tab(app, "ev_tab", "Top losses")
     holds(app, PAGE, [("select_slider", "_ev_top", 40), ("toggle", "_ev_share", False)], SHAPE)
     assert app.session_state["ev_tab"] == "Top losses"
     assert len([b for b in app.button if b.key.startswith("ev_open_")]) == 40
@@ -366,9 +358,9 @@ def test_a_small_folder_missing_two_classes_in_its_test_split(
         assert table["AP"][k] == pytest.approx(average_precision_score(truth, scores), abs=1e-12)
         assert table["ROC AUC"][k] == pytest.approx(roc_auc_score(truth, scores), abs=1e-12)
 
-    open_tab(app, "Calibration")
+    open_tab(app, "ev_tab", "Calibration")
     caption = next(c.value for c in app.caption if c.value.startswith("T was fitted on"))
     assert "200 held-out training images" in caption
-    open_tab(app, "Top losses")
+    open_tab(app, "ev_tab", "Top losses")
     assert not app.get("select_slider")  # 8 images: all shown, no slider of one position
     assert len([b for b in app.button if b.key.startswith("ev_open_")]) == 8

@@ -17,7 +17,7 @@ from dashboard import data
 from dashboard.analysis import representations as rep
 from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
-from tests.pages import plotly_specs, run_page
+from tests.pages import open_tab, plotly_specs, run_page
 from tests.test_page_confusion import array
 from tests.test_page_state import SHAPE, holds, opened
 
@@ -41,15 +41,6 @@ def mnist(shared_datasets: Path) -> dict[str, data.Split]:
 def page() -> AppTest:
     """The page as it opens: on its projector."""
     app = run_page(PAGE, lens_model=SHIPPED, lens_dataset="mnist")
-    assert not app.error, [e.value for e in app.error]
-    return app
-
-
-def open_tab(app: AppTest, tab: str) -> AppTest:
-    """Open one of the page's tabs (only the open one is drawn)."""
-    app.session_state["repr_tab"] = tab
-    app.run()
-    assert not app.exception, app.exception
     assert not app.error, [e.value for e in app.error]
     return app
 
@@ -79,7 +70,7 @@ def test_the_pca_map_is_scikit_learns_pca_of_the_layer(
 ) -> None:
     from sklearn.decomposition import PCA
 
-    open_tab(page, "Projector")
+    open_tab(page, "repr_tab", "Projector")
     assert page.selectbox(key="_repr_layer").value == "classifier.fc2"  # what fc3 reads
     spec = charts(page)["repr_chart"]
     rows, split_index, coords = [], [], []
@@ -108,7 +99,7 @@ def test_the_probe_chart_is_what_the_probes_give(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    open_tab(page, "Probes")
+    open_tab(page, "repr_tab", "Probes")
     assert "repr_probes" not in charts(page)  # run only when asked
     next(b for b in page.button if b.label == "Run the probes").click().run()
     assert not page.exception, page.exception
@@ -141,7 +132,7 @@ def test_the_probe_chart_is_what_the_probes_give(
 def test_the_cka_heatmap_has_ones_on_its_diagonal_and_the_formulas_values(
     page: AppTest, lenet5: nn.Module, mnist: dict[str, data.Split]
 ) -> None:
-    heat = charts(open_tab(page, "Layer similarity"))["repr_cka"]["data"][0]
+    heat = charts(open_tab(page, "repr_tab", "Layer similarity"))["repr_cka"]["data"][0]
     matrix = array(heat["z"])
     assert matrix.shape == (7, 7)  # LeNet-5's blocks: conv1, pool1, conv2, pool2, fc1..fc3
     assert np.allclose(np.diag(matrix), 1.0)
@@ -216,7 +207,7 @@ def test_cka_against_a_second_checkpoint_of_the_dataset(
     page: AppTest, lenet5: nn.Module, mnist: dict[str, data.Split]
 ) -> None:
     second = "ckpt:trained/study-lenet5-base.safetensors"
-    open_tab(page, "Layer similarity")
+    open_tab(page, "repr_tab", "Layer similarity")
     page.selectbox(key="_repr_other").set_value(second).run()
     assert not page.exception, page.exception
     matrix = array(charts(page)["repr_cka"]["data"][0]["z"])

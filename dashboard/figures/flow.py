@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 import plotly.graph_objects as go
 
 from dashboard.base.errors import ShapeError
-from dashboard.figures.style import INK, LENS_TEMPLATE, MUTED, title_layout
+from dashboard.figures.style import INK, LENS_TEMPLATE, MUTED, arrow_lines, title_layout
 
 
 @dataclass(frozen=True)
@@ -250,18 +250,7 @@ def _flow_arrows(blocks: Sequence[_Block]) -> list[go.Scatter]:
         sizes += [0, 8, 0]
     if not xs:
         return []
-    return [
-        go.Scatter(
-            x=xs,
-            y=ys,
-            mode="lines+markers",
-            line={"color": "#9ca3af", "width": 1.5},
-            marker={"symbol": "arrow", "angleref": "previous", "size": sizes, "color": "#9ca3af"},
-            hoverinfo="skip",
-            showlegend=False,
-            name="flow",
-        )
-    ]
+    return [arrow_lines(xs, ys, sizes, colour="#9ca3af", width=1.5, name="flow")]
 
 
 def _shape_label(shape: tuple[int, ...]) -> str:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 
-from dashboard.figures.style import INK, LENS_TEMPLATE, MUTED, title_layout
+from dashboard.figures.style import INK, LENS_TEMPLATE, MUTED, arrow_lines, title_layout
 
 if TYPE_CHECKING:  # drawing needs no torch: the graph is a plain record
     from dashboard.analysis.graph import GraphNode, ModelGraph
@@ -242,18 +242,7 @@ def dataflow_graph(graph: ModelGraph, *, title: str = "", subtitle: str = "") ->
         xs += [x for x, _ in path] + [None]
         ys += [y for _, y in path] + [None]
         sizes += [0] * (len(path) - 1) + [9, 0]
-    traces.append(
-        go.Scatter(
-            x=xs,
-            y=ys,
-            mode="lines+markers",
-            line={"color": "#4b5563", "width": 1.4},
-            marker={"symbol": "arrow", "angleref": "previous", "size": sizes, "color": "#4b5563"},
-            hoverinfo="skip",
-            showlegend=False,
-            name="data",
-        )
-    )
+    traces.append(arrow_lines(xs, ys, sizes, colour="#4b5563", width=1.4, name="data"))
     nodes = list(placed.values())
     for offset, size, colour, text in (
         (15, 10, MUTED, [_fit(p.node.name, 10, keep_end=True) for p in nodes]),

@@ -230,3 +230,20 @@ def image_layout(
         margin={"l": 20, "r": 20, "t": 80 if subtitle else 50, "b": 20},
     )
     fit_titles(fig)
+
+
+def arrow_lines(
+    xs: list, ys: list, sizes: list, *, colour: str, width: float, name: str
+) -> go.Scatter:
+    """Polylines (None between them) whose markers are arrowheads where `sizes` is not 0,
+    pointing along the line: the edges of a diagram."""
+    return go.Scatter(
+        x=xs,
+        y=ys,
+        mode="lines+markers",
+        line={"color": colour, "width": width},
+        marker={"symbol": "arrow", "angleref": "previous", "size": sizes, "color": colour},
+        hoverinfo="skip",
+        showlegend=False,
+        name=name,
+    )
