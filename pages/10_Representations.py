@@ -50,12 +50,11 @@ st.caption(
     "test images: which images it puts together, at which depth the classes come apart, and "
     "which layers see alike."
 )
-if view.untrained:
-    st.warning(
-        "**Untrained — random weights.** These maps show what random features keep of the "
-        "pixels. Train the model or pick a checkpoint.",
-        icon=":material/casino:",
-    )
+ui.untrained_warning(
+    view,
+    "These maps show what random features keep of the "
+    "pixels. Train the model or pick a checkpoint.",
+)
 
 counts = [c for c in COUNTS if c < len(test)] + [len(test)]
 with ui.controls():
@@ -288,10 +287,4 @@ def similarity() -> None:
     )
 
 
-if st.session_state.get(TAB_KEY) not in TABS:
-    st.session_state[TAB_KEY] = TABS[0]
-tabs = st.tabs(TABS, **ui.held(TAB_KEY, TABS[0]))  # a callback: the open tab reruns alone
-for tab, draw in zip(tabs, (projector, probes, similarity), strict=True):
-    if tab.open:
-        with tab:
-            draw()
+ui.lazy_tabs(TAB_KEY, TABS, (projector, probes, similarity))

@@ -44,12 +44,11 @@ st.caption(
     "model is, and how right when sure: curves per class, calibration, and its worst mistakes "
     f"on the {len(pred.labels):,} test images."
 )
-if view.untrained:
-    st.warning(
-        "**Untrained — random weights.** These curves and losses show what a model that has "
-        "learned nothing answers. Train the model or pick a checkpoint.",
-        icon=":material/casino:",
-    )
+ui.untrained_warning(
+    view,
+    "These curves and losses show what a model that has "
+    "learned nothing answers. Train the model or pick a checkpoint.",
+)
 
 losses = evaluation.losses(pred)
 ui.metric_row(
@@ -209,10 +208,4 @@ def top_losses() -> None:
 
 
 ui.url_bound("view", TAB_KEY, ui.one_of(TABS))
-if st.session_state.get(TAB_KEY) not in TABS:
-    st.session_state[TAB_KEY] = TABS[0]
-tabs = st.tabs(TABS, **ui.held(TAB_KEY, TABS[0]))  # a callback: the open tab reruns alone
-for tab, draw in zip(tabs, (class_curves, calibration, top_losses), strict=True):
-    if tab.open:
-        with tab:
-            draw()
+ui.lazy_tabs(TAB_KEY, TABS, (class_curves, calibration, top_losses))

@@ -28,12 +28,11 @@ except LensError as err:
 
 st.title("Filters")
 st.caption(f"**{ui.plain(view.label)}** — the weights each conv layer slides over its input.")
-if view.untrained:
-    st.warning(
-        "**untrained — random weights.** These filters are where training starts; train the "
-        "model (or pick a checkpoint) to see what it learns.",
-        icon=":material/casino:",
-    )
+ui.untrained_warning(
+    view,
+    "These filters are where training starts; train the "
+    "model (or pick a checkpoint) to see what it learns.",
+)
 
 layers = filters.conv_layer_list(model)
 if not layers:

@@ -66,13 +66,12 @@ st.caption(
 )
 if unread is not None:
     ui.show_error(unread)
-if view.untrained:
-    st.warning(
-        "**Untrained — random weights.** These maps come from a model that has learned "
-        "nothing yet: the patterns are the random filters' responses, and the prediction is "
-        "a guess. Train the model or pick a checkpoint to see learned features.",
-        icon=":material/casino:",
-    )
+ui.untrained_warning(
+    view,
+    "These maps come from a model that has learned "
+    "nothing yet: the patterns are the random filters' responses, and the prediction is "
+    "a guess. Train the model or pick a checkpoint to see learned features.",
+)
 if flow.broken is not None:
     st.error(
         f"{view.label} cannot take its own input: {flow.broken.reason}", icon=":material/warning:"

@@ -53,12 +53,11 @@ st.caption(
     f"**{ui.plain(model_name)}** on {ui.plain(dataset_title)} — which classes the model "
     "mixes up. Rows are the true class, columns the prediction; click a cell to see its images."
 )
-if view.untrained:
-    st.warning(
-        "**Untrained — random weights.** This matrix shows what a model that has learned "
-        "nothing guesses. Train the model or pick a checkpoint.",
-        icon=":material/casino:",
-    )
+ui.untrained_warning(
+    view,
+    "This matrix shows what a model that has learned "
+    "nothing guesses. Train the model or pick a checkpoint.",
+)
 
 
 bar = ui.controls().container(horizontal=True, gap="medium")

@@ -40,12 +40,11 @@ st.caption(
     f"**{ui.plain(view.label)}** — what each channel of a layer responds to across the test "
     "images: its top images cropped to what it sees, the classes it prefers, how often it fires."
 )
-if view.untrained:
-    st.warning(
-        "**Untrained — random weights.** These channels have learned nothing yet: their top "
-        "images show what random filters happen to respond to.",
-        icon=":material/casino:",
-    )
+ui.untrained_warning(
+    view,
+    "These channels have learned nothing yet: their top "
+    "images show what random filters happen to respond to.",
+)
 if flow.broken is not None:
     st.error(f"{ui.plain(view.label)} cannot take its own input: {ui.plain(flow.broken.reason)}")
     st.stop()

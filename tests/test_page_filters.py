@@ -193,7 +193,7 @@ def layout_origin(spec: dict, k: int) -> tuple[int, int]:
 
 def test_untrained_vgg13_512_channel_layer_is_one_image() -> None:
     app = open_page("arch:vgg13")
-    assert any("untrained — random weights" in w.value for w in app.warning)
+    assert any("Untrained — random weights" in w.value for w in app.warning)
     assert any("has not been trained" in c.value for c in app.caption)
     last = "features.22"  # the last conv: 512 filters of 512×3×3
     app.selectbox(key="_filters_layer").set_value(last).run()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from dashboard.ui.present import IMAGE_FORMAT_KEY, present_figure, presenting
+from dashboard.ui.state import held
 
 
 def figure(fig, name: str, *, key: str | None = None, width: str = "stretch", **kwargs):
@@ -168,3 +169,21 @@ def work_bar(text: str) -> contextlib.AbstractContextManager:
 def percent(value) -> str:
     """A fraction as a percentage with two decimals; "—" for anything not a number (None)."""
     return f"{100 * value:.2f} %" if isinstance(value, numbers.Real) else "—"
+
+
+def untrained_warning(view, what: str) -> None:
+    """For a model with random weights, say so first: `what` says what that means here."""
+    if view.untrained:
+        st.warning(f"**Untrained — random weights.** {what}", icon=":material/casino:")
+
+
+def lazy_tabs(key: str, names: Sequence[str], draws: Sequence[Callable[[], None]]) -> None:
+    """Tabs whose open one is kept under `key` and drawn alone: switching reruns the page
+    (a callback), so a closed tab computes nothing."""
+    if st.session_state.get(key) not in names:
+        st.session_state[key] = names[0]
+    tabs = st.tabs(list(names), **held(key, names[0]))
+    for tab, draw in zip(tabs, draws, strict=True):
+        if tab.open:
+            with tab:
+                draw()
