@@ -30,6 +30,8 @@ outlive the process (predictions, features) are kept on disk by content (dashboa
                     the Convolution lab's tabs and the widgets that keep its numbers
     channels        tiles and examples that open a channel or Activations, the atlas in the
                     report, Stop for feature visualization (Channels)
+    dynamics        a checkpoint's or a session run's training dynamics, their figures
+                    (Training dynamics)
 
 Inside this package, modules import each other directly, never through this file.
 """
@@ -79,6 +81,15 @@ from dashboard.ui.data_roots import (
     folder_refusal,
     pinned_data_root,
     server_options,
+)
+from dashboard.ui.dynamics import (
+    DISTRIBUTION_VIEWS,
+    DYNAMICS_SELECTED,
+    checkpoint_dynamics,
+    dynamics_distribution,
+    dynamics_lines,
+    dynamics_runs,
+    run_dynamics,
 )
 from dashboard.ui.html_report import onnx_button, report_button
 from dashboard.ui.links import (
@@ -183,6 +194,8 @@ __all__ = [
     "DATASET_KEY",
     "DATASET_NOTE_KEY",
     "DATA_ROOT_KEY",
+    "DISTRIBUTION_VIEWS",
+    "DYNAMICS_SELECTED",
     "EXTRA_MODELS_KEY",
     "FOLDER_CHOICE",
     "FOLDER_KEY",
@@ -218,6 +231,7 @@ __all__ = [
     "architecture_facts",
     "cached_figure",
     "card_panel",
+    "checkpoint_dynamics",
     "checkpoint_key",
     "checkpoint_keys",
     "checkpoint_path",
@@ -232,6 +246,9 @@ __all__ = [
     "dataset_split",
     "distances",
     "draw_run",
+    "dynamics_distribution",
+    "dynamics_lines",
+    "dynamics_runs",
     "figure",
     "filter_history",
     "focus_panel",
@@ -277,6 +294,7 @@ __all__ = [
     "report_button",
     "representation_layers",
     "require_made_for",
+    "run_dynamics",
     "runs_overlay",
     "save_panel",
     "saved_checkpoints",
