@@ -70,13 +70,16 @@ source = own if picked == ui.DYNAMICS_SELECTED else ui.run_dynamics(runs[picked]
 assert source is not None
 if picked != ui.DYNAMICS_SELECTED and not runs[picked].done:
     st.caption(
-        ":material/autorenew: This run is still training: the lines hold the samples sent so "
-        "far; rerun the page (R) to draw the newer ones."
+        ":material/autorenew: This run is still training: its lines follow it every few "
+        "seconds; its histograms come when it ends."
     )
 
 # ---------------------------------------------------------------------------- statistics
 
 st.subheader("Every layer over training")
+for key, options, default in ((STAT_KEY, STATISTICS, "update_ratio"), (CLOCK_KEY, CLOCKS, "step")):
+    if st.session_state.get(key) not in options:  # the default, in the address bar too
+        st.session_state[key] = default
 ui.url_bound("statistic", STAT_KEY, ui.one_of(STATISTICS))
 ui.url_bound("x", CLOCK_KEY, ui.one_of(CLOCKS))
 with ui.controls():
@@ -131,18 +134,10 @@ with ui.controls():
 
 if not names:
     st.info(f"Pick at least one of the {len(options)} {what.lower()} to draw.")
-elif not len(source.series):
-    st.info("No sample yet: the first comes after the first steps of training.")
 else:
-    fig = ui.dynamics_lines(
-        source,
-        statistic,
-        tuple(names),
-        float(smoothing),
-        clock,
-        bool(log_y) and statistic != "dead_share",
-    )
-    ui.figure(fig, f"dynamics-{statistic}")
+    log_y = bool(log_y) and statistic != "dead_share"
+    run = runs.get(picked)  # None: the selected model's own record
+    ui.dynamics_lines_panel(source, run, statistic, tuple(names), float(smoothing), clock, log_y)
 
 # ------------------------------------------------------------------------- distributions
 

@@ -87,7 +87,7 @@ from dashboard.ui.dynamics import (
     DYNAMICS_SELECTED,
     checkpoint_dynamics,
     dynamics_distribution,
-    dynamics_lines,
+    dynamics_lines_panel,
     dynamics_runs,
     run_dynamics,
 )
@@ -247,7 +247,7 @@ __all__ = [
     "distances",
     "draw_run",
     "dynamics_distribution",
-    "dynamics_lines",
+    "dynamics_lines_panel",
     "dynamics_runs",
     "figure",
     "filter_history",

@@ -11,7 +11,7 @@ import streamlit as st
 
 from dashboard.ui.choices import Selection
 from dashboard.ui.loaders import ModelView, mtime_of
-from dashboard.ui.show import cached_figure
+from dashboard.ui.show import cached_figure, figure
 from dashboard.ui.training_runs import session_runs
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ DYNAMICS_RUN_PREFIX = "run:"  # a session run's source key: run:ID
 DYNAMICS_SELECTED = "model"  # the selected model's own dynamics
 BANDS, HEATMAP = "percentile bands", "histogram heatmap"
 DISTRIBUTION_VIEWS = (BANDS, HEATMAP)
+LIVE_EVERY_S = 3.0  # while a run trains, its lines are redrawn this often
 
 
 @dataclass(frozen=True)
@@ -170,3 +171,34 @@ def dynamics_distribution(source: DynamicsSource, tensor: str, view: str):
         )
 
     return cached_figure(("dynamics-distribution", source.key, tensor, view), build)
+
+
+def dynamics_lines_panel(
+    source: DynamicsSource,
+    run: runs.TrainingRun | None,
+    statistic: str,
+    names: tuple[str, ...],
+    smoothing: float,
+    clock: str,
+    log_y: bool,
+) -> None:
+    """The lines of one statistic; while `run` trains, redrawn every LIVE_EVERY_S seconds with
+    its newest samples (and the whole page once it ends, for its histograms)."""
+
+    def draw() -> None:
+        shown = source
+        if run is not None:
+            result = run.result
+            if source.log is None and result is not None and result.dynamics is not None:
+                st.rerun()  # finished since the page ran: its record has the histograms
+            shown = run_dynamics(run)
+        if not len(shown.series):
+            st.info("No sample yet: the first comes after the first steps of training.")
+            return
+        fig = dynamics_lines(shown, statistic, names, smoothing, clock, log_y)
+        figure(fig, f"dynamics-{statistic}", key="dynamics_lines")
+
+    if run is not None and not run.done:
+        st.fragment(draw, run_every=LIVE_EVERY_S)()
+    else:
+        draw()

@@ -1,0 +1,170 @@
+"""The Training dynamics page under AppTest: what it plots is the run's record and the saved
+weights (norms by torch.linalg, percentiles by numpy), the shipped checkpoints say they carry no
+dynamics and how to get them, a run of this session is offered, and the choices hold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dashboard import data, training
+from dashboard.analysis import dynamics
+from dashboard.models import checkpoints
+from dashboard.training import runs
+from tests.dynamics_run import dynamics_checkpoint  # noqa: F401 (a fixture)
+from tests.pages import run_page
+from tests.test_page_filters import array
+
+PAGE = "pages/13_Training_dynamics.py"
+SHIPPED = "ckpt:trained/lenet5-mnist.safetensors"
+
+
+def open_page(model_key: str, **state):
+    return run_page(PAGE, extra=True, lens_model=model_key, lens_dataset="mnist", **state)
+
+
+def charts(app) -> dict[str, dict]:
+    """Every plotly figure of the page by its title."""
+    specs = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+    return {spec["layout"]["title"]["text"].replace("<br>", " "): spec for spec in specs}
+
+
+def test_weight_norms_at_the_end_are_the_saved_weights_norms(dynamics_checkpoint: Path):  # noqa: F811
+    app = open_page(
+        f"ckpt:{dynamics_checkpoint}",
+        dyn_statistic="weight_norm",
+        dyn_smoothing=0.0,
+        dyn_clock="epoch",
+    )
+    assert not app.info, [i.value for i in app.info]
+    assert app.selectbox(key="_dyn_statistic").value == "weight_norm"
+    expected = [
+        "features.conv1.weight",
+        "features.conv2.weight",
+        "classifier.fc1.weight",
+        "classifier.fc2.weight",
+        "classifier.fc3.weight",
+    ]
+    assert app.multiselect(key="_dyn_tensors").value == expected
+    spec = charts(app)["Weight norm ‖w‖₂"]
+    traces = {t["name"]: t for t in spec["data"]}
+    assert list(traces) == expected  # smoothing 0: one raw line each
+    state = load_file(str(dynamics_checkpoint))
+    for name in expected:
+        x, y = array(traces[name]["x"]), array(traces[name]["y"])
+        assert x[-1] == 2.0  # the last sample: the second epoch's last step
+        norm = float(torch.linalg.vector_norm(state[name].double()))
+        assert y[-1] == pytest.approx(norm, rel=1e-6), name
+    assert spec["layout"]["yaxis"]["type"] == "linear"
+
+
+def test_distribution_bands_are_the_saved_weights_percentiles(dynamics_checkpoint: Path):  # noqa: F811
+    tensor = "features.conv2.weight"
+    app = open_page(f"ckpt:{dynamics_checkpoint}", dyn_tensor=tensor)
+    assert app.radio(key="_dyn_view").value == "percentile bands"
+    spec = charts(app)[f"{tensor}: distribution over epochs"]
+    median = next(t for t in spec["data"] if t.get("name") == "median")
+    assert list(array(median["x"])) == [0, 1, 2]
+    weights = load_file(str(dynamics_checkpoint))[tensor].double().numpy().ravel()
+    log = checkpoints.load_checkpoint(dynamics_checkpoint).dynamics
+    dist = dynamics.distribution(log, tensor)
+    width = dist.edges[1] - dist.edges[0]
+    assert abs(array(median["y"])[-1] - np.median(weights)) < width
+    outer = next(t for t in spec["data"] if t.get("name") == "min–max")
+    assert abs(array(outer["y"])[-1] - weights.max()) < width
+    assert f"{weights.size:,} values" in spec["layout"]["title"]["subtitle"]["text"]
+    # the heatmap: every epoch's shares of the tensor's values
+    app.radio(key="_dyn_view").set_value("histogram heatmap").run()
+    heat = charts(app)[f"{tensor}: histograms"]["data"][0]
+    z = array(heat["z"]).reshape(3, -1)
+    inside, _ = np.histogram(weights, bins=dist.edges)
+    np.testing.assert_allclose(z[-1], 100 * inside / weights.size)
+
+
+def test_update_ratios_on_a_log_axis_with_the_rule_of_thumb(dynamics_checkpoint: Path):  # noqa: F811
+    app = open_page(f"ckpt:{dynamics_checkpoint}", dyn_smoothing=0.9)
+    assert app.selectbox(key="_dyn_statistic").value == "update_ratio"  # the default
+    specs = charts(app)
+    spec = next(s for title, s in specs.items() if title.startswith("Update-to-weight"))
+    assert spec["layout"]["yaxis"]["type"] == "log"
+    assert spec["layout"]["shapes"][0]["y0"] == 1e-3
+    log = checkpoints.load_checkpoint(dynamics_checkpoint).dynamics
+    raw = log.series().values["update_ratio"]["features.conv1.weight"]
+    line = next(t for t in spec["data"] if t["name"] == "features.conv1.weight")
+    np.testing.assert_allclose(array(line["y"]), dynamics_ema(raw, 0.9), rtol=1e-12)
+
+
+def dynamics_ema(values, weight):
+    out, last = [], 0.0
+    for n, v in enumerate(values, start=1):
+        last = weight * last + (1 - weight) * v
+        out.append(last / (1 - weight**n))
+    return out
+
+
+def test_shipped_checkpoint_says_it_has_no_dynamics_and_how_to_get_them():
+    app = open_page(SHIPPED)
+    (message,) = [i.value for i in app.info]
+    assert "was trained without recording its dynamics" in message
+    assert "Train" in message
+    assert "python -m dashboard train" in message
+    assert not app.get("plotly_chart")
+
+
+def test_a_run_of_this_session_is_offered_and_drawn(shared_datasets: Path, one_torch_thread):
+    train = data.take_first(data.load_split("mnist", "train", data_root=shared_datasets), 640)
+    test = data.take_first(data.load_split("mnist", "test", data_root=shared_datasets), 320)
+    config = training.TrainConfig(epochs=2, dynamics_every=2)
+    run = runs.start_run(runs.RunSpec("course-net", "mnist", config=config), train, test)
+    assert run.join(120)
+    app = open_page(SHIPPED, train_runs=[run], dyn_statistic="dead_share", dyn_smoothing=0.0)
+    assert "trained without recording" in app.info[0].value
+    assert app.selectbox(key="_dyn_source").value == f"run:{run.id}"
+    dead = run.result.dynamics.series().values["dead_share"]
+    spec = next(iter(charts(app).values()))
+    drawn = {t["name"]: array(t["y"]) for t in spec["data"]}
+    assert list(drawn) == list(dead)
+    for name, values in dead.items():
+        np.testing.assert_allclose(drawn[name], 100 * values, err_msg=name)
+    assert f"{run.id}" in app.selectbox(key="_dyn_source").format_func(f"run:{run.id}")
+    assert any(title.endswith(": distribution over epochs") for title in charts(app))
+
+
+def test_choices_hold_across_pages_and_links(dynamics_checkpoint: Path):  # noqa: F811
+    app = open_page(f"ckpt:{dynamics_checkpoint}")
+    changes = [
+        ("selectbox", "_dyn_statistic", "grad_norm"),
+        ("radio", "_dyn_clock", "seconds"),
+        ("slider", "_dyn_smoothing", 0.3),
+        ("multiselect", "_dyn_tensors", ["features.conv1.weight", "classifier.fc1.bias"]),
+        ("selectbox", "_dyn_tensor", "classifier.fc1.weight"),
+        ("radio", "_dyn_view", "histogram heatmap"),
+    ]
+    for kind, key, value in changes:
+        getattr(app, kind)(key=key).set_value(value).run()
+        assert not app.exception
+    assert app.query_params["statistic"] == ["grad_norm"] or app.query_params["statistic"] == (
+        "grad_norm"
+    )
+    app.switch_page("pages/3_Shape_flow.py").run()
+    app.switch_page(PAGE).run()
+    assert not app.exception
+    for kind, key, value in changes:
+        assert getattr(app, kind)(key=key).value == value, key
+    titles = list(charts(app))
+    assert titles == ["Gradient norm ‖∇w‖₂", "classifier.fc1.weight: histograms"]
+    # a link with ?statistic= opens that statistic
+    linked = run_page(
+        PAGE,
+        extra=True,
+        lens_model=f"ckpt:{dynamics_checkpoint}",
+        lens_dataset="mnist",
+        query={"statistic": "dead_share", "x": "epoch"},
+    )
+    assert linked.selectbox(key="_dyn_statistic").value == "dead_share"
+    assert linked.radio(key="_dyn_clock").value == "epoch"
