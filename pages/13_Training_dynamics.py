@@ -87,7 +87,7 @@ with ui.controls():
     statistic = row[0].selectbox(
         "Statistic",
         STATISTICS,
-        format_func=lambda s: dynamics.STATISTIC_NAMES[s],
+        format_func=dynamics.STATISTIC_LABELS.get,
         help="Weight norm ‖w‖₂ after the step; gradient norm ‖∇w‖₂ of the step; update ratio "
         "‖Δw‖/‖w‖ (about 1e-3 is healthy: far below, the layer barely learns; far above, it "
         "thrashes); dead units: the share of a ReLU layer's channels that never fired in the "

@@ -16,6 +16,7 @@ from tests.browser import (
     figure_title,
     missing_glyphs,
     screenshot,
+    settle,
     wait_for_app,
 )
 from tests.dynamics_run import dynamics_checkpoint  # noqa: F401 (a fixture)
@@ -44,4 +45,17 @@ def test_dynamics_page_by_link(app_url: str, viewport: tuple[int, int]) -> None:
         assert missing_glyphs(page) == []
         assert "statistic=update_ratio" in page.url
         page.wait_for_timeout(1000)  # the figures' drawing
-        screenshot(page, f"dynamics-{viewport[0]}x{viewport[1]}")
+        name = f"dynamics-{viewport[0]}x{viewport[1]}"
+        screenshot(page, name)
+        # the main block scrolls, not the page: each figure in view, then the heatmap
+        figure_title(page, "Update-to-weight ratio").first.scroll_into_view_if_needed()
+        screenshot(page, f"{name}-lines")
+        page.get_by_text("histogram heatmap").click()
+        settle(page)
+        heatmap = figure_title(page, "features.conv1.weight: histograms").first
+        heatmap.wait_for(timeout=TIMEOUT_MS)
+        heatmap.scroll_into_view_if_needed()
+        page.wait_for_timeout(1000)
+        assert_no_exception(page)
+        assert clipped_texts(page) == []
+        screenshot(page, f"{name}-heatmap")

@@ -90,9 +90,12 @@ def test_update_ratios_on_a_log_axis_with_the_rule_of_thumb(dynamics_checkpoint:
     app = open_page(f"ckpt:{dynamics_checkpoint}", dyn_smoothing=0.9)
     assert app.selectbox(key="_dyn_statistic").value == "update_ratio"  # the default
     specs = charts(app)
-    spec = next(s for title, s in specs.items() if title.startswith("Update-to-weight"))
+    spec = specs["Update-to-weight ratio ‖Δw‖/‖w‖"]
     assert spec["layout"]["yaxis"]["type"] == "log"
     assert spec["layout"]["shapes"][0]["y0"] == 1e-3
+    (label,) = spec["layout"]["annotations"]  # at 1e-3: log10 units on a log axis
+    assert label["y"] == pytest.approx(-3.0)
+    assert label["text"] == "~1e-3 rule of thumb"
     log = checkpoints.load_checkpoint(dynamics_checkpoint).dynamics
     raw = log.series().values["update_ratio"]["features.conv1.weight"]
     line = next(t for t in spec["data"] if t["name"] == "features.conv1.weight")
@@ -168,3 +171,34 @@ def test_choices_hold_across_pages_and_links(dynamics_checkpoint: Path):  # noqa
     )
     assert linked.selectbox(key="_dyn_statistic").value == "dead_share"
     assert linked.radio(key="_dyn_clock").value == "epoch"
+
+
+def test_a_run_still_training_shows_its_samples_so_far(shared_datasets: Path, one_torch_thread):
+    """A long run, caught while it trains: the lines hold the samples sent so far, the
+    histograms wait for its end."""
+    import time
+
+    from dashboard.models.dynamics import DynamicsEvent
+
+    train = data.take_first(data.load_split("mnist", "train", data_root=shared_datasets), 640)
+    config = training.TrainConfig(epochs=200, dynamics_every=1)
+    run = runs.start_run(runs.RunSpec("course-net", "mnist", config=config), train, None)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(isinstance(e, DynamicsEvent) for e in run.events_since(0)):
+            assert time.monotonic() < deadline, "no sample in 2 minutes"
+            time.sleep(0.2)
+        app = open_page(SHIPPED, train_runs=[run], dyn_statistic="weight_norm")
+        assert not run.done
+        assert any("still training" in c.value for c in app.caption)
+        assert any("histograms of a run come" in i.value for i in app.info)
+        spec = next(iter(charts(app).values()))
+        names = [t["name"] for t in spec["data"] if t.get("showlegend") is not False]
+        assert names == ["features.conv1.weight", "features.conv2.weight", "classifier.fc.weight"]
+        drawn = array(spec["data"][0]["x"])  # the samples sent before the page ran
+        assert (
+            1 <= len(drawn) <= len([e for e in run.events_since(0) if isinstance(e, DynamicsEvent)])
+        )
+    finally:
+        run.stop()
+        run.join(60)

@@ -24,6 +24,12 @@ STATISTIC_NAMES = {
     "update_ratio": "update-to-weight ratio ‖Δw‖/‖w‖",
     "dead_share": "dead units (never fired in the window)",
 }
+STATISTIC_LABELS = {  # short, for a narrow selectbox
+    "weight_norm": "weight norm",
+    "grad_norm": "gradient norm",
+    "update_ratio": "update ratio",
+    "dead_share": "dead units",
+}
 CLOCKS = {"step": "optimizer step", "epoch": "epoch", "seconds": "wall clock (s)"}
 
 
@@ -42,6 +48,12 @@ class Distribution(NamedTuple):
     def outside(self) -> np.ndarray:
         """(E,) values beyond the bins (underflow + overflow) per epoch."""
         return self.counts[:, 0] + self.counts[:, -1]
+
+
+def statistic_title(statistic: str) -> str:
+    """A figure's title for the statistic: its name with a capital first letter."""
+    name = STATISTIC_NAMES[statistic]
+    return name[:1].upper() + name[1:]
 
 
 def clock(series: Series, name: str) -> np.ndarray:

@@ -4,6 +4,7 @@ a heatmap of its histograms."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -80,12 +81,18 @@ def statistic_lines(
             )
         )
     if statistic == "update_ratio":
-        fig.add_hline(
-            y=UPDATE_RATIO_GUIDE,
-            line={"color": MUTED, "dash": "dash", "width": 1.5},
-            annotation_text=f"~{UPDATE_RATIO_GUIDE:.0e} rule of thumb",
-            annotation_position="top left",
-            annotation_font={"color": MUTED, "size": 12},
+        # A line across the plot; its label's y is in log10 units on a log axis (plotly's rule
+        # for annotations, not for shapes), else the label would stretch the axis up to 10⁰.
+        fig.add_hline(y=UPDATE_RATIO_GUIDE, line={"color": MUTED, "dash": "dash", "width": 1.5})
+        fig.add_annotation(
+            x=0,
+            xref="paper",
+            xanchor="left",
+            y=math.log10(UPDATE_RATIO_GUIDE) if log_y else UPDATE_RATIO_GUIDE,
+            yanchor="bottom",
+            text="~1e-3 rule of thumb",
+            showarrow=False,
+            font={"color": MUTED, "size": 12},
         )
     fig.update_layout(
         template=LENS_TEMPLATE,

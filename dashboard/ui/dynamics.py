@@ -130,7 +130,7 @@ def dynamics_lines(
             x_title=dynamics.CLOCKS[clock],
             smoothing=smoothing,
             log_y=log_y,
-            title=dynamics.STATISTIC_NAMES[statistic].capitalize(),
+            title=dynamics.statistic_title(statistic),
             subtitle=f"{len(names)} of {len(values)} · {shown} (EMA {smoothing:.2f}) · {samples}",
         )
 
