@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import (
+    SCREENSHOTS,
     app_with_saved_runs,
     assert_no_exception,
     chromium_page,
@@ -48,14 +49,14 @@ def test_dynamics_page_by_link(app_url: str, viewport: tuple[int, int]) -> None:
         name = f"dynamics-{viewport[0]}x{viewport[1]}"
         screenshot(page, name)
         # the main block scrolls, not the page: each figure in view, then the heatmap
-        figure_title(page, "Update-to-weight ratio").first.scroll_into_view_if_needed()
-        screenshot(page, f"{name}-lines")
+        plots = page.locator(".js-plotly-plot")  # each figure whole (Playwright scrolls to it)
+        plots.nth(0).screenshot(path=str(SCREENSHOTS / f"{name}-lines.png"))
+        plots.nth(1).screenshot(path=str(SCREENSHOTS / f"{name}-bands.png"))
         page.get_by_text("histogram heatmap").click()
         settle(page)
         heatmap = figure_title(page, "features.conv1.weight: histograms").first
         heatmap.wait_for(timeout=TIMEOUT_MS)
-        heatmap.scroll_into_view_if_needed()
         page.wait_for_timeout(1000)
+        plots.nth(1).screenshot(path=str(SCREENSHOTS / f"{name}-heatmap.png"))
         assert_no_exception(page)
         assert clipped_texts(page) == []
-        screenshot(page, f"{name}-heatmap")

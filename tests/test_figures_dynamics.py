@@ -192,3 +192,13 @@ def test_default_layers_are_the_conv_and_linear_weights(loaded):
     assert names == expected
     assert len(names) == 5
     assert loaded.dynamics.every == EVERY
+
+
+def test_log_ticks_are_one_two_five_and_written_whole():
+    ticks = figures.log_ticks(np.array([0.0023, 0.018, 0.0, np.nan]))
+    assert ticks == [0.002, 0.005, 0.01, 0.02]
+    fig = figures.statistic_lines(
+        np.arange(2), {"a": np.array([0.0023, 0.018])}, statistic="update_ratio",
+        y_title="r", x_title="s", smoothing=0, log_y=True,
+    )  # fmt: skip
+    assert list(fig.layout.yaxis.ticktext) == ["0.001", "0.002", "0.005", "0.01", "0.02"]

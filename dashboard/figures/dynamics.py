@@ -106,7 +106,25 @@ def statistic_lines(
     )
     if statistic == "dead_share":
         fig.update_yaxes(range=[-2, 102], ticksuffix=" %")
+    elif log_y:
+        drawn = [np.asarray(t.y, dtype=np.float64) for t in fig.data]
+        if statistic == "update_ratio":
+            drawn.append(np.array([UPDATE_RATIO_GUIDE]))
+        ticks = log_ticks(np.concatenate(drawn) if drawn else np.zeros(0))
+        fig.update_yaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
     return fig
+
+
+def log_ticks(values: np.ndarray) -> list[float]:
+    """1, 2 and 5 times the powers of ten spanning the finite positive `values`: whole numbers
+    on every tick (plotly's own log ticks label 0.02 as a bare "2")."""
+    shown = values[np.isfinite(values) & (values > 0)]
+    if not len(shown):
+        return []
+    low, high = math.floor(math.log10(shown.min())), math.ceil(math.log10(shown.max()))
+    ticks = [m * 10.0**e for e in range(low, high + 1) for m in (1, 2, 5)]
+    inside = [t for t in ticks if shown.min() / 2 <= t <= shown.max() * 2]
+    return [float(f"{t:.12g}") for t in inside]
 
 
 def distribution_bands(

@@ -126,7 +126,7 @@ def dynamics_lines(
             dynamics.clock(series, clock),
             {name: values[name] for name in names if name in values},
             statistic=statistic,
-            y_title=dynamics.STATISTIC_NAMES[statistic] + (" (log)" if log_y else ""),
+            y_title=dynamics.STATISTIC_LABELS[statistic] + (" (log scale)" if log_y else ""),
             x_title=dynamics.CLOCKS[clock],
             smoothing=smoothing,
             log_y=log_y,
