@@ -38,7 +38,9 @@ st.caption(
 own = ui.checkpoint_dynamics(selection, model, view)
 runs = ui.dynamics_runs()
 if own is None:
-    if selection.is_checkpoint:
+    if any("training dynamics are damaged" in w for w in view.warnings):
+        why = f"**{ui.plain(view.label)}**'s recorded dynamics are damaged and were skipped"
+    elif selection.is_checkpoint:
         why = f"**{ui.plain(view.label)}** was trained without recording its dynamics"
     elif view.untrained:
         why = f"**{ui.plain(view.label)}** is untrained: it has no training to show"

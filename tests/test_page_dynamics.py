@@ -202,3 +202,21 @@ def test_a_run_still_training_shows_its_samples_so_far(shared_datasets: Path, on
     finally:
         run.stop()
         run.join(60)
+
+
+def test_damaged_dynamics_are_said_so(dynamics_checkpoint: Path, tmp_path: Path):  # noqa: F811
+    """A file whose dynamics tensors are of the wrong shape: the model loads, the page says its
+    record is damaged (not that it never had one)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    tensors = load_file(str(dynamics_checkpoint))
+    tensors["lens_history/dynamics/steps/step"] = torch.zeros(3, 2)  # not a vector
+    target = tmp_path / "damaged.safetensors"
+    save_file(tensors, str(target))
+    shutil.copy(dynamics_checkpoint.with_suffix(".json"), target.with_suffix(".json"))
+    app = open_page(f"ckpt:{target}")
+    (message,) = [i.value for i in app.info]
+    assert "recorded dynamics are damaged and were skipped" in message
+    assert not app.get("plotly_chart")
