@@ -61,6 +61,19 @@ def test_weight_norms_at_the_end_are_the_saved_weights_norms(dynamics_checkpoint
         norm = float(torch.linalg.vector_norm(state[name].double()))
         assert y[-1] == pytest.approx(norm, rel=1e-6), name
     assert spec["layout"]["yaxis"]["type"] == "linear"
+    # the table of numbers: the same last values, and the run's first, median and extremes
+    frame = app.dataframe[0].value.set_index("Layer")
+    series = checkpoints.load_checkpoint(dynamics_checkpoint).dynamics.series()
+    for name in expected:
+        norms = series.values["weight_norm"][name]
+        norm = float(torch.linalg.vector_norm(state[name].double()))
+        assert frame.loc[name, "Last"] == pytest.approx(norm, rel=1e-6)
+        assert frame.loc[name, "First"] == norms[0]
+        assert frame.loc[name, "Median"] == np.median(norms)
+        assert (frame.loc[name, "Smallest"], frame.loc[name, "Largest"]) == (
+            norms.min(),
+            norms.max(),
+        )
 
 
 def test_distribution_bands_are_the_saved_weights_percentiles(dynamics_checkpoint: Path):  # noqa: F811

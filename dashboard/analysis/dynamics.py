@@ -7,7 +7,7 @@ module only reads it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -128,7 +128,24 @@ def bands(dist: Distribution, percentiles: Sequence[float] = BAND_PERCENTILES) -
     return np.stack([histogram_percentiles(dist.edges, c, percentiles) for c in dist.counts])
 
 
-def last_values(series: Series, statistic: str, names: Sequence[str]) -> Mapping[str, float]:
-    """Each line's last sampled value (NaN when never sampled)."""
-    values = series.values.get(statistic, {})
-    return {n: float(values[n][-1]) if n in values and len(values[n]) else np.nan for n in names}
+class LineSummary(NamedTuple):
+    """One line's numbers over the run (NaN where it has no finite sample)."""
+
+    name: str
+    first: float  # the first sample's value
+    last: float  # the last sample's value
+    median: float  # over the run's finite samples
+    smallest: float
+    largest: float
+
+
+def line_summaries(series: Series, statistic: str, names: Sequence[str]) -> list[LineSummary]:
+    """Each chosen line's first, last, median, smallest and largest sampled value."""
+    out = []
+    for name in names:
+        values = np.asarray(series.values[statistic][name], dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        spread = (np.median(finite), finite.min(), finite.max()) if len(finite) else (np.nan,) * 3
+        ends = (values[0], values[-1]) if len(values) else (np.nan, np.nan)
+        out.append(LineSummary(name, *(float(v) for v in (*ends, *spread))))
+    return out

@@ -11,7 +11,7 @@ import streamlit as st
 
 from dashboard.ui.choices import Selection
 from dashboard.ui.loaders import ModelView, mtime_of
-from dashboard.ui.show import cached_figure, figure
+from dashboard.ui.show import cached_figure, figure, table
 from dashboard.ui.training_runs import session_runs
 
 if TYPE_CHECKING:
@@ -197,8 +197,31 @@ def dynamics_lines_panel(
             return
         fig = dynamics_lines(shown, statistic, names, smoothing, clock, log_y)
         figure(fig, f"dynamics-{statistic}", key="dynamics_lines")
+        with st.expander("The numbers (raw, not smoothed)", icon=":material/table:"):
+            numbers_table(shown, statistic, names)
 
     if run is not None and not run.done:
         st.fragment(draw, run_every=LIVE_EVERY_S)()
     else:
         draw()
+
+
+def numbers_table(source: DynamicsSource, statistic: str, names: tuple[str, ...]) -> None:
+    """Each line's first, last, median, smallest and largest sample, as recorded."""
+    from dashboard.analysis import dynamics
+
+    scale, unit = (100.0, " %") if statistic == "dead_share" else (1.0, "")
+    rows = [
+        {
+            "Layer": line.name,
+            "First": line.first * scale,
+            "Last": line.last * scale,
+            "Median": line.median * scale,
+            "Smallest": line.smallest * scale,
+            "Largest": line.largest * scale,
+        }
+        for line in dynamics.line_summaries(source.series, statistic, names)
+    ]
+    shown = "%.1f %%" if unit else "%.4g"
+    columns = ("First", "Last", "Median", "Smallest", "Largest")
+    table(rows, {c: st.column_config.NumberColumn(format=shown) for c in columns})
