@@ -195,7 +195,8 @@ def test_a_run_still_training_shows_its_samples_so_far(shared_datasets: Path, on
 
     train = data.take_first(data.load_split("mnist", "train", data_root=shared_datasets), 640)
     config = training.TrainConfig(epochs=200, dynamics_every=1)
-    run = runs.start_run(runs.RunSpec("course-net", "mnist", config=config), train, None)
+    spec = runs.RunSpec("lenet5", "mnist", config=config, options={"batch_norm": True})
+    run = runs.start_run(spec, train, None)
     try:
         deadline = time.monotonic() + 120
         while not any(isinstance(e, DynamicsEvent) for e in run.events_since(0)):
@@ -207,7 +208,15 @@ def test_a_run_still_training_shows_its_samples_so_far(shared_datasets: Path, on
         assert any("histograms of a run come" in i.value for i in app.info)
         spec = next(iter(charts(app).values()))
         names = [t["name"] for t in spec["data"] if t.get("showlegend") is not False]
-        assert names == ["features.conv1.weight", "features.conv2.weight", "classifier.fc.weight"]
+        # the conv and linear weights, not the batch norms' (from the architecture itself)
+        assert names == [
+            "features.conv1.weight",
+            "features.conv2.weight",
+            "classifier.fc1.weight",
+            "classifier.fc2.weight",
+            "classifier.fc3.weight",
+        ]
+        assert "features.bn1.weight" in app.multiselect(key="_dyn_tensors").options
         drawn = array(spec["data"][0]["x"])  # the samples sent before the page ran
         assert (
             1 <= len(drawn) <= len([e for e in run.events_since(0) if isinstance(e, DynamicsEvent)])

@@ -81,7 +81,6 @@ def dynamics_runs() -> dict[str, runs.TrainingRun]:
 def run_dynamics(run: runs.TrainingRun) -> DynamicsSource:
     """A run's dynamics: the whole record once it finished with its weights kept; the samples
     sent so far while it trains (or after its weights were released), without histograms."""
-    from dashboard.analysis import dynamics as analysis
     from dashboard.models.dynamics import series_from_events
 
     label = f"run {run.id}: {run.label}"
@@ -91,15 +90,43 @@ def run_dynamics(run: runs.TrainingRun) -> DynamicsSource:
     events = run.events_since(0)
     series = series_from_events(events)
     tensors = tuple(series.values["weight_norm"])
+    spec, info = run.spec, run.info
+    shape = (info.channels, info.num_classes, info.size)
+    options = tuple(sorted((str(k), repr(v)) for k, v in spec.options.items()))
     return DynamicsSource(
         ("run", run.id, len(events)),
         label,
         series,
         tensors,
         tuple(series.values["dead_share"]),
-        tuple(analysis.default_tensors(tensors)),
+        _layer_weights(spec.architecture, options, shape, tensors, _options=spec.options),
         None,
     )
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _layer_weights(
+    architecture: str, options: tuple, shape: tuple, names: tuple[str, ...], *, _options
+) -> tuple[str, ...]:
+    """The conv and linear weights among a training run's tensors, from its architecture built
+    on the meta device (no memory, no draw from the random generators); every `…weight` when
+    it cannot be built."""
+    import torch
+
+    from dashboard import models
+    from dashboard.analysis import dynamics
+    from dashboard.base.errors import LensError
+
+    channels, classes, size = shape
+    try:
+        with torch.device("meta"):
+            model = models.build_model(
+                architecture, in_channels=channels, num_classes=classes, input_size=size,
+                **dict(_options),
+            )  # fmt: skip
+    except (LensError, RuntimeError, ValueError, TypeError, NotImplementedError):
+        model = None
+    return tuple(dynamics.default_tensors(names, model))
 
 
 def dynamics_lines(
