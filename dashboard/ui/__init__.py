@@ -33,6 +33,8 @@ outlive the process (predictions, features) are kept on disk by content (dashboa
     flow_graph      the dataflow graph traced with torch.fx and the Graph / Blocks switch
                     (Shape flow)
     evaluation      test answers, per-class curves, calibration, top losses (Evaluation)
+    dynamics        a checkpoint's or a session run's training dynamics, their figures
+                    (Training dynamics)
 
 Inside this package, modules import each other directly, never through this file.
 """
@@ -82,6 +84,15 @@ from dashboard.ui.data_roots import (
     folder_refusal,
     pinned_data_root,
     server_options,
+)
+from dashboard.ui.dynamics import (
+    DISTRIBUTION_VIEWS,
+    DYNAMICS_SELECTED,
+    checkpoint_dynamics,
+    dynamics_distribution,
+    dynamics_lines_panel,
+    dynamics_runs,
+    run_dynamics,
 )
 from dashboard.ui.evaluation import (
     class_score_table,
@@ -198,6 +209,8 @@ __all__ = [
     "DATASET_KEY",
     "DATASET_NOTE_KEY",
     "DATA_ROOT_KEY",
+    "DISTRIBUTION_VIEWS",
+    "DYNAMICS_SELECTED",
     "EXTRA_MODELS_KEY",
     "FOLDER_CHOICE",
     "FOLDER_KEY",
@@ -234,6 +247,7 @@ __all__ = [
     "architecture_facts",
     "cached_figure",
     "card_panel",
+    "checkpoint_dynamics",
     "checkpoint_key",
     "checkpoint_keys",
     "checkpoint_path",
@@ -249,6 +263,9 @@ __all__ = [
     "dataset_split",
     "distances",
     "draw_run",
+    "dynamics_distribution",
+    "dynamics_lines_panel",
+    "dynamics_runs",
     "evaluated_answers",
     "evaluation_curves",
     "figure",
@@ -300,6 +317,7 @@ __all__ = [
     "report_button",
     "representation_layers",
     "require_made_for",
+    "run_dynamics",
     "runs_overlay",
     "save_panel",
     "saved_checkpoints",

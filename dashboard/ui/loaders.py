@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,6 +44,8 @@ class ModelView:
     untrained: bool
     card: object | None  # checkpoints.Card for checkpoints
     warnings: tuple[str, ...] = ()  # one line each: non-finite weights, an invalid card
+    # The checkpoint's training dynamics (models.dynamics.DynamicsLog), None when it has none.
+    dynamics: object | None = field(default=None, compare=False, repr=False)
 
 
 def mtime_of(model_key: str) -> float:
@@ -92,6 +94,7 @@ def loaded_model(model_key: str, mtime: float) -> tuple[object, ModelView, dict]
             untrained=False,
             card=card,
             warnings=tuple(loaded.warnings),
+            dynamics=loaded.dynamics,
         )
         return loaded.model, view, loaded.filter_history
     pretrained = model_key.startswith(ZOO_PREFIX)

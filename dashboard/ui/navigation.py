@@ -25,6 +25,12 @@ PAGES = (
         "train with live curves, stop any time, save, compare runs",
     ),
     (
+        "pages/13_Training_dynamics.py",
+        "Training dynamics",
+        ":material/monitoring:",
+        "every layer's norms, update ratios and dead units over training; weight distributions",
+    ),
+    (
         "pages/3_Shape_flow.py",
         "Shape flow",
         ":material/account_tree:",
