@@ -85,6 +85,7 @@ except LensError as err:
     st.stop()
 with top[1]:
     st.subheader("What to explain, and how")
+    st.markdown(activations_ui.verdict(probabilities, prepared.label, classes))
     target = ui.target_picker(classes, probabilities, prepared.key)
     display = ui.display_controls()
 settings = attribution.Settings(baseline=display.baseline, layer=cam_layer)
@@ -147,7 +148,7 @@ def sanity_tab() -> None:
     ):
         ui.start_sanity(SANITY_JOB, context, model, x, info, chosen, target, settings)
         st.rerun()
-    ui.job_panel(SANITY_JOB)
+    ui.job_panel(SANITY_JOB, context)
     ui.show_job_error(job)
     if job is not None and not job.running and job.result is not None:
         ui.sanity_results(job.result, prepared.pixels, display.opacity, context)
@@ -182,7 +183,8 @@ def faithfulness_tab() -> None:
         **ui.held(FAITH_IMAGES_KEY, min(faithfulness.IMAGES, len(split))),
     )
     cache_key = ui.faithfulness_key(selection, split, methods, count, faithfulness.STEPS, settings)
-    job = ui.current_job(FAITH_JOB, ui.faithfulness_context(cache_key))
+    context = ui.faithfulness_context(cache_key)
+    job = ui.current_job(FAITH_JOB, context)
     running = job is not None and job.running
     kept = None if running else ui.stored_faithfulness(cache_key)
     if bar.button(
@@ -195,7 +197,7 @@ def faithfulness_tab() -> None:
             FAITH_JOB, cache_key, model, split, methods, count, faithfulness.STEPS, settings
         )
         st.rerun()
-    ui.job_panel(FAITH_JOB)
+    ui.job_panel(FAITH_JOB, context)
     ui.show_job_error(job)
     finished = job.result if job is not None and not job.running else None
     if finished is not None and (finished.stopped or kept is None):

@@ -192,6 +192,8 @@ def attribution_maps(
     key = inputs.input_key(x.numpy())
     found = {}
     with st.spinner("Computing the attribution maps…"):
+        import captum.attr  # noqa: F401 - its first import (~1 s) is not the first method's time
+
         for method in methods:
             found[method] = _explained(
                 model_key, mtime, key, info_key(info), method, int(target), astuple(settings),
@@ -319,12 +321,12 @@ def current_job(key: str, context: tuple) -> Job | None:
     return job
 
 
-def job_progress(key: str) -> None:
+def job_progress(key: str, context: tuple) -> None:
     """The running check's progress bar and Stop button, redrawn every JOB_REFRESH_S; the
     whole page redraws once it ends, to show the result."""
     job = st.session_state.get(key)
     live = f"{key}_live"
-    if not isinstance(job, Job) or not job.running:
+    if not isinstance(job, Job) or job.context != context or not job.running:
         if st.session_state.pop(live, False):
             st.rerun()
         return
@@ -343,11 +345,11 @@ def job_progress(key: str) -> None:
     )
 
 
-def job_panel(key: str) -> None:
-    """`job_progress` as a fragment that reruns itself while the check runs."""
-    job = st.session_state.get(key)
-    running = isinstance(job, Job) and job.running
-    st.fragment(run_every=JOB_REFRESH_S if running else None)(job_progress)(key)
+def job_panel(key: str, context: tuple) -> None:
+    """`job_progress` as a fragment that reruns itself while this view's check runs."""
+    job = current_job(key, context)
+    running = job is not None and job.running
+    st.fragment(run_every=JOB_REFRESH_S if running else None)(job_progress)(key, context)
 
 
 # --------------------------------------------------------------------------- the sanity check
