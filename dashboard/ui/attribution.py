@@ -22,6 +22,7 @@ from dashboard.ui.loaders import ModelView, load_data, model_id
 from dashboard.ui.representations import require_made_for
 from dashboard.ui.show import cached_figure, figure, show_error, table
 from dashboard.ui.state import held, kept
+from dashboard.ui.training_runs import session_alive_check
 
 if TYPE_CHECKING:
     import torch
@@ -272,6 +273,11 @@ class Job:
     error: str = ""
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    alive: Callable[[], bool] | None = None  # the browser session is still connected
+
+    def should_stop(self) -> bool:
+        """Stop was pressed, or the session's tab has closed (nobody will see the result)."""
+        return self.stop.is_set() or (self.alive is not None and not self.alive())
 
     @property
     def running(self) -> bool:
@@ -293,7 +299,7 @@ def start_job(key: str, context: tuple, what: str, unit: str, work: Callable[[Jo
     old = st.session_state.get(key)
     if isinstance(old, Job) and old.running:
         old.halt()
-    job = Job(context, what, unit)
+    job = Job(context, what, unit, alive=session_alive_check())
 
     def run() -> None:
         try:
@@ -364,7 +370,7 @@ def start_sanity(
     def work(job: Job) -> sanity.SanityCheck:
         return sanity.sanity_check(
             model, x, info, methods, target=target, settings=settings,
-            on_progress=job.progress, should_stop=job.stop,
+            on_progress=job.progress, should_stop=job.should_stop,
         )  # fmt: skip
 
     start_job(key, context, "Re-initializing the layers one by one", "steps", work)
@@ -521,7 +527,7 @@ def start_faithfulness(
     def work(job: Job) -> faithfulness.Faithfulness:
         result = faithfulness.faithfulness(
             model, split, methods, images=images, steps=steps, settings=settings,
-            on_progress=job.progress, should_stop=job.stop,
+            on_progress=job.progress, should_stop=job.should_stop,
         )  # fmt: skip
         if not result.stopped:
             cache.cached(FAITHFULNESS_KIND, cache_key, lambda: _to_entry(result))
