@@ -88,7 +88,9 @@ with top[1]:
     st.markdown(activations_ui.verdict(probabilities, prepared.label, classes))
     target = ui.target_picker(classes, probabilities, prepared.key)
     display = ui.display_controls()
-settings = attribution.Settings(baseline=display.baseline, layer=cam_layer)
+settings = attribution.Settings(
+    baseline=display.baseline, layer=cam_layer, smooth_over=display.smooth_over
+)
 view_key = (selection.model_key, mtime, ui.info_key(info), prepared.key, int(target))
 view_key += (astuple(settings),)  # what every map, figure and check of this view depends on
 label = f"{ui.plain(classes[target])} ({probabilities[target]:.1%})"
@@ -115,12 +117,14 @@ def methods_tab() -> None:
     )
     ui.figure(fig, "attribution-methods", key="attr_methods", width="content")
     ui.attribution_facts(maps)
+    window, stride = attribution.occlusion_window((info.size, info.size), settings)
     st.caption(
-        f"Integrated Gradients: {attribution.Settings().steps} steps from the "
-        f"{display.baseline} baseline; its attributions add up to the logit minus the baseline's "
-        "logit, up to the convergence delta. SmoothGrad: saliency averaged over "
-        f"{settings.noise_samples} noisy copies. Occlusion: a window of a seventh of the side. "
-        f"Grad-CAM at {cam_layer or '—'}. Times are each map's first computation."
+        f"Integrated Gradients: {settings.steps} steps from the {display.baseline} baseline; its "
+        "attributions add up to the logit minus the baseline's logit, up to the convergence "
+        f"delta. SmoothGrad: {attribution.TITLES[settings.smooth_over]} averaged over "
+        f"{settings.noise_samples} noisy copies. Occlusion: a {window}×{window} window of the "
+        f"baseline moved {stride} px at a time. Grad-CAM at {cam_layer or '—'}. Times are each "
+        "map's first computation."
     )
 
 

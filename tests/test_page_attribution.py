@@ -257,6 +257,7 @@ def test_choices_survive_a_visit_to_another_page() -> None:
     app.segmented_control(key="_attr_sign").set_value("absolute")
     app.slider(key="_attr_opacity").set_value(0.4)
     app.selectbox(key="_attr_baseline").set_value("blur")
+    app.selectbox(key="_attr_smooth_over").set_value("integrated-gradients")
     rerun(app)
     app.session_state["attr_tab"] = "Sanity check"
     rerun(app)
@@ -270,6 +271,7 @@ def test_choices_survive_a_visit_to_another_page() -> None:
     assert app.segmented_control(key="_attr_sign").value == "absolute"
     assert app.slider(key="_attr_opacity").value == pytest.approx(0.4)
     assert app.selectbox(key="_attr_baseline").value == "blur"
+    assert app.selectbox(key="_attr_smooth_over").value == "integrated-gradients"
     assert app.session_state["attr_tab"] == "Sanity check"
 
 

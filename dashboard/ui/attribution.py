@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 TARGET_KEY, TARGET_FOR_KEY = "attr_target", "attr_target_for"
 SIGN_KEY, OPACITY_KEY, BASELINE_KEY = "attr_sign", "attr_opacity", "attr_baseline"
+SMOOTH_KEY = "attr_smooth_over"
 SIGNS = ("signed", "absolute")
 JOB_REFRESH_S = 0.5  # how often a running check's bar is redrawn
 STOP_WAIT_S = 1.0  # Stop waits this long for the check to end before the page redraws
@@ -121,10 +122,12 @@ class Display:
     signed: bool
     opacity: float
     baseline: str
+    smooth_over: str  # the method SmoothGrad averages over noisy copies
 
 
 def display_controls() -> Display:
-    """Signed or absolute maps, the overlay's opacity, the baseline (IG and Occlusion)."""
+    """Signed or absolute maps, the overlay's opacity, the baseline (IG and Occlusion) and
+    what SmoothGrad averages."""
     from dashboard.analysis import attribution
 
     sign = st.segmented_control(
@@ -150,7 +153,14 @@ def display_controls() -> Display:
         "Occlusion paints windows with it.",
         **kept(BASELINE_KEY, list(attribution.BASELINES), "black"),
     )
-    return Display(sign == "signed", float(opacity), baseline)
+    smooth_over = st.selectbox(
+        "SmoothGrad averages",
+        attribution.SMOOTHABLE,
+        format_func=attribution.TITLES.get,
+        help="SmoothGrad adds noise to the image many times and averages this method's maps.",
+        **kept(SMOOTH_KEY, list(attribution.SMOOTHABLE), "saliency"),
+    )
+    return Display(sign == "signed", float(opacity), baseline, smooth_over)
 
 
 # --------------------------------------------------------------------------- one image's maps
