@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 from torch import nn
 
 from dashboard import data, ui
-from dashboard.analysis import attribution, faithfulness, probe
+from dashboard.analysis import attribution, faithfulness, gradcam, probe
 from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
 from tests.pages import plotly_specs, run_page
@@ -116,6 +116,8 @@ def test_saliency_shown_is_the_input_gradient_and_ig_adds_up(
     assert len(maps) == len(attribution.METHODS)
     gradient = input_gradient(model, x, predicted)
     np.testing.assert_allclose(maps[0], gradient, rtol=1e-5, atol=1e-7)  # signed by default
+    cam = gradcam.grad_cam(model, x, "features.relu2", predicted).heatmap  # hooks, no Captum
+    np.testing.assert_allclose(maps[4], cam, rtol=1e-4, atol=1e-5 * float(cam.max()))
 
     table = facts(app)
     assert list(table.index) == [attribution.TITLES[m] for m in attribution.METHODS]
