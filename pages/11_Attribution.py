@@ -134,7 +134,7 @@ def sanity_tab() -> None:
         "time, from the output back to the input, on a copy of the model; after each step every "
         f"method explains {label} again. A map that stays the same does not depend on the model."
     )
-    bar = ui.controls("Sanity check").container(horizontal=True, gap="medium")
+    bar = ui.controls("Sanity check")
     chosen = bar.multiselect(
         "Methods",
         methods,
@@ -155,7 +155,7 @@ def sanity_tab() -> None:
     ui.job_panel(SANITY_JOB, context)
     ui.show_job_error(job)
     if job is not None and not job.running and job.result is not None:
-        ui.sanity_results(job.result, prepared.pixels, display.opacity, context)
+        ui.sanity_results(job.result, prepared.pixels, classes, display.opacity, context)
     elif job is None:
         st.info(
             "The cascade explains the image once per layer and method (seconds on a small "

@@ -36,6 +36,7 @@ SMOOTH_KEY = "attr_smooth_over"
 SIGNS = ("signed", "absolute")
 JOB_REFRESH_S = 0.5  # how often a running check's bar is redrawn
 STOP_WAIT_S = 1.0  # Stop waits this long for the check to end before the page redraws
+CASCADE_SIDE = 600  # the cascade's grid fits a laptop's column (1280 px wide) unshrunk
 FAITHFULNESS_KIND = "faithfulness"  # the result cache's name for finished curves
 
 
@@ -387,7 +388,11 @@ def start_sanity(
 
 
 def sanity_results(
-    check: sanity.SanityCheck, image: np.ndarray, opacity: float, cache_key: tuple
+    check: sanity.SanityCheck,
+    image: np.ndarray,
+    classes: Sequence[str],
+    opacity: float,
+    cache_key: tuple,
 ) -> None:
     """The maps after every step, their Spearman ρ with the original (chart and table), and
     which methods are flagged as not depending on the model, in words."""
@@ -410,6 +415,7 @@ def sanity_results(
             signed=[m not in attribution.BY_MAGNITUDE for m in methods],
             flagged=[flagged[m] for m in methods],
             opacity=opacity,
+            max_side=CASCADE_SIDE,
         )
 
     figure(cached_figure(("cascade", *cache_key, opacity), grid), "sanity-cascade", width="content")
@@ -418,16 +424,20 @@ def sanity_results(
     )
     figure(lines, "sanity-correlations", key="attr_sanity_lines", width="content")
     rows = [
-        {"Method": title, **{layer: float(r) for layer, r in zip(check.layers, row, strict=True)}}
-        for title, row in zip(titles, rho, strict=True)
+        {
+            "Re-initialized down to": layer,
+            "Predicts": classes[step.predicted],
+            **{title: float(r) for title, r in zip(titles, rho[:, s], strict=True)},
+        }
+        for s, (layer, step) in enumerate(zip(check.layers, check.steps, strict=True))
     ]
     number = st.column_config.NumberColumn(format="%.3f")
-    table(rows, dict.fromkeys(check.layers, number))
+    table(rows, dict.fromkeys(titles, number))
     st.caption(
         "Spearman rank correlation of each map with the trained model's, after re-initializing "
-        "the layers from the output back (each column keeps the columns before it). Maps are "
-        "compared as they are ranked: absolute for Saliency, SmoothGrad and Guided Grad-CAM, "
-        "signed for the others."
+        "the layers from the output back (each row keeps the rows before it); *Predicts*: the "
+        "class the model gives the image then. Maps are compared as they are ranked: absolute "
+        "for Saliency, SmoothGrad and Guided Grad-CAM, signed for the others."
     )
     if check.stopped:
         st.warning(
@@ -577,10 +587,15 @@ def faithfulness_results(result: faithfulness.Faithfulness) -> None:
     methods = [m for m in result.methods if m != faithfulness.RANDOM]
     low = min(methods, key=result.deletion_auc.get)
     high = max(methods, key=result.insertion_auc.get)
+    by_deletion = f"by deletion (area {result.deletion_auc[low]:.4f}, the lowest)"
+    by_insertion = f"by insertion (area {result.insertion_auc[high]:.4f}, the highest)"
+    best = (
+        f"**{named[low]}**, {by_deletion} and {by_insertion}"
+        if low == high
+        else f"**{named[low]}** {by_deletion} and **{named[high]}** {by_insertion}"
+    )
     st.markdown(
-        f"Most faithful on this model, over {result.images:,} test images: "
-        f"**{named[low]}** by deletion (area {result.deletion_auc[low]:.4f}, the lowest) and "
-        f"**{named[high]}** by insertion (area {result.insertion_auc[high]:.4f}, the highest). "
+        f"Most faithful on this model, over {result.images:,} test images: {best}. "
         f"A random pixel order scores {result.deletion_auc[faithfulness.RANDOM]:.4f} and "
         f"{result.insertion_auc[faithfulness.RANDOM]:.4f}."
     )
