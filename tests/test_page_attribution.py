@@ -199,6 +199,12 @@ def test_sanity_check_correlations_are_scipys(model: nn.Module, mnist_test: data
     for method, final in (("Saliency", expected[-1]), ("Grad-CAM", table.iloc[-1, -1])):
         assert f"{method} (ρ {final:.2f})" in words or f"**{method}** barely changes" in words
 
+    app.switch_page("pages/5_Activations.py")  # away and back: the result is still shown
+    rerun(app)
+    app.switch_page(PAGE)
+    rerun(app)
+    assert app.dataframe[0].value.set_index("Re-initialized down to").equals(table)
+
 
 def auc_cells(app: AppTest) -> dict[str, tuple[str, str]]:
     cells = plotly_specs(app, CHARTS)["attr_faith_table"]["data"][0]["cells"]["values"]
