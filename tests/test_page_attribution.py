@@ -16,7 +16,7 @@ from scipy.stats import spearmanr
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
-from dashboard import data, ui
+from dashboard import data, models, ui
 from dashboard.analysis import attribution, faithfulness, gradcam, probe
 from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
@@ -296,11 +296,27 @@ def test_a_dataset_that_does_not_fit_is_one_message() -> None:
     assert any(s.startswith("Upload an image") for s in said)  # uploads and drawings work
 
 
-def test_an_untrained_model_is_labelled() -> None:
+def test_an_untrained_model_is_labelled(mnist_test: data.Split) -> None:
     app = run_page(PAGE, lens_model="arch:lenet5", lens_dataset="mnist")
     assert not app.error, [e.value for e in app.error]
     assert any("Untrained — random weights" in w.value for w in app.warning)
     assert len(shown_maps(app)) == len(attribution.METHODS)
+    with torch.random.fork_rng(devices=[]):  # the app's untrained LeNet-5: seed 0
+        torch.manual_seed(0)
+        untrained = models.build_model("lenet5").eval()
+    x = image_tensor(mnist_test, 0)
+    assert app.selectbox(key="_attr_target").value == int(untrained(x)[0].argmax())
+    # An empty Grad-CAM (nothing at the layer speaks for the class) is said under its map.
+    for target in range(10):
+        app.selectbox(key="_attr_target").set_value(target)
+        rerun(app)
+        spec = plotly_specs(app, CHARTS)["attr_methods"]
+        texts = [t["text"] for t in spec["data"] if t.get("mode") == "text"]
+        notes = texts[0] if texts else [""] * len(attribution.METHODS)
+        empty = gradcam.grad_cam(untrained, x, "features.relu2", target).empty
+        shown = notes[attribution.METHODS.index("grad-cam")] == "empty: no evidence"
+        assert shown == empty, target
+    assert gradcam.grad_cam(untrained, x, "features.relu2", 0).empty  # the case is met
 
 
 def test_a_model_without_conv_layers_has_no_grad_cam() -> None:

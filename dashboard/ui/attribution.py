@@ -227,6 +227,9 @@ def attribution_figure(
     def build():
         shown = {a.title: (a.signed if display.signed else a.absolute) for a in maps.values()}
         notes = {a.title: "ⓘ see the table" for a in maps.values() if a.note}
+        notes |= {  # Grad-CAM's ReLU zeroes a class nothing at the layer speaks for
+            a.title: "empty: no evidence" for a in maps.values() if not np.any(a.absolute)
+        }
         return attribution_figures.methods_side_by_side(
             image,
             shown,
