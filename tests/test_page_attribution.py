@@ -319,11 +319,40 @@ def test_an_untrained_model_is_labelled(mnist_test: data.Split) -> None:
     assert gradcam.grad_cam(untrained, x, "features.relu2", 0).empty  # the case is met
 
 
-def test_a_model_without_conv_layers_has_no_grad_cam() -> None:
-    mlp = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
-    methods, layer = ui.attribution_methods(probe.shape_flow(mlp, (1, 28, 28)))
-    assert layer is None
-    assert methods == ("saliency", "integrated-gradients", "smoothgrad", "occlusion")
+def mlp(in_channels: int, num_classes: int, input_size: int) -> nn.Module:
+    """A classifier without a conv layer: flatten → 32 → ReLU → classes."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(in_channels * input_size**2, 32),
+        nn.ReLU(),
+        nn.Linear(32, num_classes),
+    )
+
+
+def test_a_model_without_conv_layers_has_no_grad_cam(
+    model: nn.Module, mnist_test: data.Split, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An architecture with no conv layer (registered for this test only): one message, and
+    the four methods that need none, the saliency still the input gradient."""
+    entry = models._entry(mlp, "mlp", "flatten → fc 32 → fc 10", (1, 28, 28), 10, "a test", "")
+    monkeypatch.setitem(models._REGISTRY, "mlp", entry)
+    app = run_page(
+        PAGE, extra=True, lens_model="arch:mlp", lens_dataset="mnist", lens_image_index=5
+    )
+    assert not app.error, [e.value for e in app.error]
+    said = [i.value for i in app.info]
+    assert sum("has no convolutional layer" in s for s in said) == 1, said
+    maps = shown_maps(app)
+    assert len(maps) == 4
+    with torch.random.fork_rng(devices=[]):  # the app's untrained architecture: seed 0
+        torch.manual_seed(0)
+        untrained = models.build_model("mlp").eval()
+    x = image_tensor(mnist_test, 5)
+    target = int(untrained(x)[0].argmax())
+    np.testing.assert_allclose(maps[0], input_gradient(untrained, x, target), rtol=1e-5, atol=1e-8)
+    assert list(facts(app).index) == [
+        "Saliency", "Integrated Gradients", "SmoothGrad", "Occlusion"
+    ]  # fmt: skip
     lenet = checkpoints.load_checkpoint(REPO_ROOT / "trained" / "lenet5-mnist.safetensors").model
     assert ui.attribution_methods(probe.shape_flow(lenet, (1, 28, 28))) == (
         attribution.METHODS,
