@@ -33,6 +33,7 @@ PAGES = (
     "pages/8_Convolution_lab.py",
     "pages/9_Channels.py",
     "pages/10_Representations.py",
+    "pages/11_Attribution.py",
 )
 # An image or a link, not escaped: what Markdown would fetch or follow.
 UNESCAPED = re.compile(r"(?<!\\)\[probe(?<!\\)\](?<!\\)\(")

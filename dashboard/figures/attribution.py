@@ -252,7 +252,7 @@ def cascade_grid(
         customdata=np.stack(np.indices((M, S)), axis=-1),
         title=title or "Sanity check: cascading randomization",
         subtitle="layers re-initialized from the output back · ρ: Spearman rank correlation "
-        "with the original map · ⚑ the map does not depend on the model",
+        "with the original map<br>⚑ the map does not depend on the model",
         max_side=max_side,
     )
 

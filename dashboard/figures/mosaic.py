@@ -228,12 +228,14 @@ def _grid_layout(
     )
     label_w = 7.5 * max((len(s) for s in row_labels), default=0)
     top = 7.0 * longest * (0.75 if slanted else 0) + (24 if col_labels else 0)
-    header = 95 if subtitle else 60
+    lines = subtitle.split("<br>") if subtitle else []  # a subtitle may break into lines
+    header = 95 + 16 * (len(lines) - 1) if subtitle else 60
+    subtitle_w = 6.5 * max(map(len, lines), default=0) + 60  # its longest line
     heading = title_layout(title, subtitle)
     heading["pad"] = {"b": int(top + (36 if subtitle else 8))}  # clear of the column names
     fig.update_layout(
         title=heading,
-        width=int(max(420, geo.width * geo.cell + label_w + 60, 6.5 * len(subtitle) + 60)),
+        width=int(max(420, geo.width * geo.cell + label_w + 60, subtitle_w)),
         height=int(geo.height * geo.cell + top + header + 30),
         margin={"l": 20, "r": 20, "t": int(top + header), "b": 20},
     )

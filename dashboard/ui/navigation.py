@@ -84,6 +84,12 @@ PAGES = (
         ":material/scatter_plot:",
         "how each layer arranges the test images: projector, linear probes, layer similarity",
     ),
+    (
+        "pages/11_Attribution.py",
+        "Attribution",
+        ":material/highlight:",
+        "which pixels made the prediction, by six methods, with the checks that say which to trust",
+    ),
 )
 
 
