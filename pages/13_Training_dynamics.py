@@ -6,7 +6,6 @@ selected checkpoint's record, or a run of this session from the Train page."""
 import streamlit as st
 
 from dashboard import ui
-from dashboard.base.errors import LensError
 
 ui.setup_page("Training dynamics", icon=":material/monitoring:")
 selection = ui.sidebar()
@@ -23,11 +22,7 @@ CLOCKS = tuple(dynamics.CLOCKS)
 CLOCK_LABELS = {"step": "step", "epoch": "epoch", "seconds": "wall clock"}
 LOG_BY_DEFAULT = ("update_ratio", "grad_norm")  # they span orders of magnitude across layers
 
-try:
-    model, view = ui.load_model(selection)
-except LensError as err:
-    ui.show_error(err)
-    st.stop()
+model, view = ui.model_or_stop(selection)
 
 st.title("Training dynamics")
 st.caption(

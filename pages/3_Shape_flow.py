@@ -59,11 +59,7 @@ def highlight(rows: list[dict], notes: set[str], columns: list[str] | None = Non
     return shown.style.apply(lambda row: [tints[row.name]] * len(row), axis=1)
 
 
-try:
-    model, view = ui.load_model(selection)
-except LensError as err:
-    ui.show_error(err)
-    st.stop()
+model, view = ui.model_or_stop(selection)
 
 st.title("Shape flow")
 untrained = " Untrained — random weights: shapes and counts do not depend on them."

@@ -25,11 +25,7 @@ def test_the_page_and_its_checks_draw_uncut_at_1280x800(app_url: str) -> None:
 
         page.get_by_role("tab", name="Sanity check").click()
         settle(page)
-        page.get_by_role("button", name="Run the sanity check").click()
-        page.get_by_text("Spearman rank correlation of each map").wait_for(timeout=TIMEOUT_MS)
-        settle(page)
-        assert_no_exception(page)
-        assert not problems(page)
+        run_check(page, "Run the sanity check", "Spearman rank correlation of each map")
 
         page.get_by_role("tab", name="Faithfulness").click()
         settle(page)
@@ -37,9 +33,14 @@ def test_the_page_and_its_checks_draw_uncut_at_1280x800(app_url: str) -> None:
         field.fill("10")
         field.press("Enter")
         settle(page)
-        page.get_by_role("button", name="Measure faithfulness").click()
-        page.get_by_text("Most faithful on this model").wait_for(timeout=TIMEOUT_MS)
-        settle(page)
-        assert_no_exception(page)
-        assert not problems(page)
+        run_check(page, "Measure faithfulness", "Most faithful on this model")
         screenshot(page, "attribution-faithfulness-1280x800")
+
+
+def run_check(page, button: str, done: str) -> None:
+    """Start one of the page's checks and wait for its result, drawn whole and uncut."""
+    page.get_by_role("button", name=button).click()
+    page.get_by_text(done).wait_for(timeout=TIMEOUT_MS)
+    settle(page)
+    assert_no_exception(page)
+    assert not problems(page)

@@ -14,17 +14,7 @@ from playwright.sync_api import expect
 from dashboard import data
 from dashboard.analysis import confusion, metrics
 from dashboard.models import checkpoints
-from tests.browser import (
-    SCREENSHOTS,
-    SIDEBAR,
-    app_with_saved_runs,
-    assert_no_exception,
-    choose,
-    chromium_page,
-    screenshot,
-    settle,
-    wait_for_app,
-)
+from tests import browser
 
 pytestmark = pytest.mark.browser
 TIMEOUT_MS = 120_000
@@ -35,7 +25,7 @@ GALLERY_BUTTONS = '[class*="st-key-cm_open_"]'  # one element container per imag
 def app_url(lenet5_mnist_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
     """The app with the fixture's LeNet-5 among the saved runs (shipped models stay first)."""
     runs = tmp_path_factory.mktemp("runs")
-    with app_with_saved_runs(runs, lenet5_mnist_checkpoint) as url:
+    with browser.app_with_saved_runs(runs, lenet5_mnist_checkpoint) as url:
         yield url
 
 
@@ -67,22 +57,24 @@ def test_click_a_cell_see_its_images_open_one(app_url: str, pred: metrics.Predic
     cm = metrics.confusion(pred)
     worst = confusion.top_cells(cm, 1)[0]
     inside = metrics.cell_indices(pred, worst.true, worst.predicted)
-    with chromium_page(viewport=(1500, 2000)) as page:
+    with browser.chromium_page(viewport=(1500, 2000)) as page:
         page.goto(f"{app_url}/Confusion_matrix")
-        wait_for_app(page, "Top confusions", TIMEOUT_MS)
-        choose(page, "Model", re.compile("lenet5-test"), scope=page.locator(SIDEBAR))
+        browser.wait_for_app(page, "Top confusions", TIMEOUT_MS)
+        browser.choose(
+            page, "Model", re.compile("lenet5-test"), scope=page.locator(browser.SIDEBAR)
+        )
         page.get_by_text(f"{pred.accuracy:.2%}", exact=True).wait_for(timeout=TIMEOUT_MS)
         # drawn after the matrix: the new model's chart is in place once this button is
         page.get_by_role("button", name=worst.label(pred.classes)).wait_for(timeout=TIMEOUT_MS)
-        settle(page)
-        assert_no_exception(page)
+        browser.settle(page)
+        browser.assert_no_exception(page)
 
         page.mouse.click(*cell_centre(page, worst.true, worst.predicted))
         started = time.perf_counter()
         heading = f"True {worst.true} → predicted {worst.predicted}: {worst.count} images"
         page.get_by_text(heading).wait_for(timeout=TIMEOUT_MS)
         shown_after = time.perf_counter() - started
-        settle(page)
+        browser.settle(page)
         shown = min(40, worst.count)  # the first page
         page.wait_for_function(  # stale elements of the previous run gone
             f"() => document.querySelectorAll('{GALLERY_BUTTONS}').length === {shown}"
@@ -95,15 +87,15 @@ def test_click_a_cell_see_its_images_open_one(app_url: str, pred: metrics.Predic
                        return im.length > 0 && im.every(i => i.complete && i.naturalWidth > 0); }"""
         )
         assert page.locator('[data-testid="stImage"] img').count() == shown
-        assert_no_exception(page)
-        page.mouse.move(5, 5)  # no hover label over the matrix in the screenshot
+        browser.assert_no_exception(page)
+        page.mouse.move(5, 5)  # no hover label over the matrix in the browser.screenshot
         page.wait_for_timeout(300)
-        screenshot(page, "confusion")
+        browser.screenshot(page, "confusion")
         print(f"gallery of {worst.count} images shown {shown_after * 1000:.0f} ms after the click")
 
         index = int(inside[0])
         page.locator(f".st-key-cm_open_{index}").get_by_role("button", name=f"#{index}").click()
-        wait_for_app(page, "Where the image comes from", TIMEOUT_MS)
+        browser.wait_for_app(page, "Where the image comes from", TIMEOUT_MS)
         opened = re.compile(rf"/Activations\?(.*&)?image={index}(&|$)")  # and the rest of the view
         page.wait_for_url(opened, timeout=TIMEOUT_MS)
         field = page.locator('[data-testid="stNumberInputField"]').first
@@ -111,19 +103,21 @@ def test_click_a_cell_see_its_images_open_one(app_url: str, pred: metrics.Predic
         expect(field).to_have_value(str(index), timeout=TIMEOUT_MS)
         named = re.compile(rf"[Tt]est image ({index}|{index:,})\b")
         page.get_by_text(named).first.wait_for(timeout=TIMEOUT_MS)
-        assert_no_exception(page)
-        screenshot(page, "confusion_to_activations")
+        browser.assert_no_exception(page)
+        browser.screenshot(page, "confusion_to_activations")
 
 
 def test_compare_two_checkpoints(app_url: str) -> None:
-    with chromium_page(viewport=(1500, 2600)) as page:
+    with browser.chromium_page(viewport=(1500, 2600)) as page:
         page.goto(f"{app_url}/Confusion_matrix")
-        wait_for_app(page, "Top confusions", TIMEOUT_MS)
-        choose(page, "Model", re.compile("lenet5-test"), scope=page.locator(SIDEBAR))
-        choose(page, "Second model", re.compile("course-net"))
+        browser.wait_for_app(page, "Top confusions", TIMEOUT_MS)
+        browser.choose(
+            page, "Model", re.compile("lenet5-test"), scope=page.locator(browser.SIDEBAR)
+        )
+        browser.choose(page, "Second model", re.compile("course-net"))
         page.get_by_text("Improved in B").first.wait_for(timeout=TIMEOUT_MS)
         assert page.locator(".st-key-cm_difference .js-plotly-plot").count() == 1
-        assert_no_exception(page)
+        browser.assert_no_exception(page)
         page.locator(".st-key-cm_difference").scroll_into_view_if_needed()
-        screenshot(page, "confusion_compare")
-    assert (SCREENSHOTS / "confusion_compare.png").exists()
+        browser.screenshot(page, "confusion_compare")
+    assert (browser.SCREENSHOTS / "confusion_compare.png").exists()

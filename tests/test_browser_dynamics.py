@@ -8,18 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import (
-    SCREENSHOTS,
-    app_with_saved_runs,
-    assert_no_exception,
-    chromium_page,
-    clipped_texts,
-    figure_title,
-    missing_glyphs,
-    screenshot,
-    settle,
-    wait_for_app,
-)
+from tests import browser
 from tests.dynamics_run import dynamics_checkpoint  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.browser
@@ -29,34 +18,34 @@ TIMEOUT_MS = 180_000
 @pytest.fixture(scope="module")
 def app_url(dynamics_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
     runs = tmp_path_factory.mktemp("runs")
-    with app_with_saved_runs(runs, dynamics_checkpoint) as url:
+    with browser.app_with_saved_runs(runs, dynamics_checkpoint) as url:
         yield url
 
 
 @pytest.mark.parametrize("viewport", [(1280, 800), (1920, 1080)])
 def test_dynamics_page_by_link(app_url: str, viewport: tuple[int, int]) -> None:
-    with chromium_page(viewport=viewport) as page:
+    with browser.chromium_page(viewport=viewport) as page:
         page.goto(f"{app_url}/Training_dynamics?model=run:lenet5-dynamics&x=epoch")
-        wait_for_app(page, "Distributions over epochs", timeout_ms=TIMEOUT_MS)
+        browser.wait_for_app(page, "Distributions over epochs", timeout_ms=TIMEOUT_MS)
         for title in ("Update-to-weight ratio", "features.conv1.weight: distribution"):
-            figure_title(page, title).first.wait_for(timeout=TIMEOUT_MS)
-        assert_no_exception(page)
+            browser.figure_title(page, title).first.wait_for(timeout=TIMEOUT_MS)
+        browser.assert_no_exception(page)
         assert page.get_by_text("rule of thumb").count() >= 1  # the guide line's label
-        assert clipped_texts(page) == []
-        assert missing_glyphs(page) == []
+        assert browser.clipped_texts(page) == []
+        assert browser.missing_glyphs(page) == []
         assert "statistic=update_ratio" in page.url
         page.wait_for_timeout(1000)  # the figures' drawing
         name = f"dynamics-{viewport[0]}x{viewport[1]}"
-        screenshot(page, name)
+        browser.screenshot(page, name)
         # the main block scrolls, not the page: each figure in view, then the heatmap
         plots = page.locator(".js-plotly-plot")  # each figure whole (Playwright scrolls to it)
-        plots.nth(0).screenshot(path=str(SCREENSHOTS / f"{name}-lines.png"))
-        plots.nth(1).screenshot(path=str(SCREENSHOTS / f"{name}-bands.png"))
+        plots.nth(0).screenshot(path=str(browser.SCREENSHOTS / f"{name}-lines.png"))
+        plots.nth(1).screenshot(path=str(browser.SCREENSHOTS / f"{name}-bands.png"))
         page.get_by_text("histogram heatmap").click()
-        settle(page)
-        heatmap = figure_title(page, "features.conv1.weight: histograms").first
+        browser.settle(page)
+        heatmap = browser.figure_title(page, "features.conv1.weight: histograms").first
         heatmap.wait_for(timeout=TIMEOUT_MS)
         page.wait_for_timeout(1000)
-        plots.nth(1).screenshot(path=str(SCREENSHOTS / f"{name}-heatmap.png"))
-        assert_no_exception(page)
-        assert clipped_texts(page) == []
+        plots.nth(1).screenshot(path=str(browser.SCREENSHOTS / f"{name}-heatmap.png"))
+        browser.assert_no_exception(page)
+        assert browser.clipped_texts(page) == []

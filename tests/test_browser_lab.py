@@ -6,13 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.browser import (
-    assert_no_exception,
-    chromium_page,
-    figure_title,
-    screenshot,
-    wait_for_app,
-)
+from tests import browser
 
 pytestmark = pytest.mark.browser
 
@@ -33,11 +27,11 @@ def code_text(page) -> str:
 
 
 def test_step_through_the_worked_example_and_open_a_neuron(app_url: str) -> None:
-    with chromium_page(viewport=(1400, 1500)) as page:
+    with browser.chromium_page(viewport=(1400, 1500)) as page:
         page.goto(f"{app_url}/Convolution_lab")
-        wait_for_app(page, "Padded input")
+        browser.wait_for_app(page, "Padded input")
         page.get_by_text(multiply_add(0, 0)).first.wait_for()
-        assert_no_exception(page)
+        browser.assert_no_exception(page)
 
         # (0, 0) → (1, 2) in reading order, one step at a time: key presses sent while the
         # page reruns for the previous one can be dropped on a busy machine.
@@ -46,22 +40,22 @@ def test_step_through_the_worked_example_and_open_a_neuron(app_url: str) -> None
             slider.focus()
             slider.press("ArrowRight")
             page.get_by_text(multiply_add(k // 5, k % 5)).first.wait_for(timeout=60_000)
-            wait_for_app(page, "Padded input")
-        wait_for_app(page, "Padded input")
-        assert_no_exception(page)
+            browser.wait_for_app(page, "Padded input")
+        browser.wait_for_app(page, "Padded input")
+        browser.assert_no_exception(page)
         assert "= 295" in code_text(page)
-        screenshot(page, "lab_worked")
+        browser.screenshot(page, "lab_worked")
 
         page.get_by_role("tab", name="Any neuron").click()
         page.get_by_text("model's activation ✓").first.wait_for(timeout=60_000)
-        figure_title(page, "What this neuron sees").first.wait_for(timeout=60_000)
-        wait_for_app(page, "computed by hand")
-        assert_no_exception(page)
+        browser.figure_title(page, "What this neuron sees").first.wait_for(timeout=60_000)
+        browser.wait_for_app(page, "computed by hand")
+        browser.assert_no_exception(page)
         assert "computed by hand" in code_text(page)
-        screenshot(page, "lab_neuron")
+        browser.screenshot(page, "lab_neuron")
 
         page.get_by_role("tab", name="Pooling").click()
         page.get_by_text("max(3, 4, 2, 4) = 4").first.wait_for()
-        wait_for_app(page, "Average pooling")
-        assert_no_exception(page)
-        screenshot(page, "lab_pooling")
+        browser.wait_for_app(page, "Average pooling")
+        browser.assert_no_exception(page)
+        browser.screenshot(page, "lab_pooling")

@@ -10,13 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from dashboard.base import work
 from dashboard.cli import common
-from dashboard.cli.common import (
-    add_data_arguments,
-    checkpoint_split,
-    positive_int,
-    print_json,
-    progress_bar,
-)
 
 if TYPE_CHECKING:  # the command line imports torch only for the command that runs
     from dashboard.data import Split
@@ -25,7 +18,7 @@ if TYPE_CHECKING:  # the command line imports torch only for the command that ru
 def _atlas(args: argparse.Namespace) -> int:
     from dashboard import training
 
-    loaded, split = checkpoint_split(args)
+    loaded, split = common.checkpoint_split(args)
     device = training.resolve_device(args.device)
     model = loaded.model.to(device)
     with work.cpu_threads(args.threads):
@@ -37,14 +30,14 @@ def _atlas_run(args: argparse.Namespace, loaded: Any, split: Split, model: Any, 
     from dashboard.report import atlas_sheet
     from dashboard.training import commands
 
-    with progress_bar("img", f"atlas of {args.layer}") as advance:
+    with common.progress_bar("img", f"atlas of {args.layer}") as advance:
         result = atlas.compute_atlas(
             model, split, args.layer, top=args.top, negatives=False, device=device, progress=advance
         )
     visuals = None
     if args.visualize:
         settings = feature_vis.VisSettings(steps=args.steps, seed=args.seed)
-        with progress_bar("step", "feature visualization") as advance:
+        with common.progress_bar("step", "feature visualization") as advance:
             vis = feature_vis.visualize_channels(
                 model,
                 args.layer,
@@ -66,7 +59,7 @@ def _atlas_run(args: argparse.Namespace, loaded: Any, split: Split, model: Any, 
     print(f"wrote {atlas_sheet.save_png(image, out)}", file=sys.stderr)
     record = atlas.to_json(result)
     if args.json:
-        print_json(record)
+        common.print_json(record)
     else:
         sys.stdout.write(_atlas_table(result, split.info.classes) + "\n")
     return 0
@@ -99,17 +92,26 @@ def add_parser(subparsers: Any) -> None:
     )
     atlas.add_argument("--layer", required=True, help="a conv, activation or pooling layer")
     atlas.add_argument(
-        "--top", type=positive_int, default=DEFAULT_TOP, help="images per channel (default 9)"
+        "--top",
+        type=common.positive_int,
+        default=DEFAULT_TOP,
+        help="images per channel (default 9)",
     )
     common.add_model_arguments(atlas)
     atlas.add_argument(
-        "--limit", type=positive_int, default=None, help="the first N images of the split only"
+        "--limit",
+        type=common.positive_int,
+        default=None,
+        help="the first N images of the split only",
     )
     atlas.add_argument(
         "--visualize", action="store_true", help="add each channel's feature visualization"
     )
     atlas.add_argument(
-        "--steps", type=positive_int, default=VisSettings.steps, help="feature visualization steps"
+        "--steps",
+        type=common.positive_int,
+        default=VisSettings.steps,
+        help="feature visualization steps",
     )
     atlas.add_argument(
         "--seed", type=int, default=VisSettings.seed, help="feature visualization seed"
@@ -118,7 +120,7 @@ def add_parser(subparsers: Any) -> None:
     atlas.add_argument("--json", action="store_true", help="print JSON instead of a table")
     atlas.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     atlas.add_argument(
-        "--threads", type=positive_int, default=None, help="CPU threads (default: torch's)"
+        "--threads", type=common.positive_int, default=None, help="CPU threads (default: torch's)"
     )
-    add_data_arguments(atlas)
+    common.add_data_arguments(atlas)
     atlas.set_defaults(run=_atlas)

@@ -24,7 +24,7 @@ from dashboard.ui.choices import (
     model_label,
 )
 from dashboard.ui.data_roots import data_root
-from dashboard.ui.show import progress_bar
+from dashboard.ui.show import progress_bar, show_error
 
 if TYPE_CHECKING:  # torch-heavy modules load on first use: the home page paints before them
     from dashboard import data
@@ -112,6 +112,16 @@ def load_model(selection: Selection) -> tuple[object, ModelView]:
     """The selected model (cached, shared: never train or mutate it) and what it is."""
     model, view, _ = loaded_model(selection.model_key, mtime_of(selection.model_key))
     return model, view
+
+
+def model_or_stop(selection: Selection) -> tuple[object, ModelView]:
+    """The selected model, or its one-line reason on the page, which then stops there."""
+    try:
+        return load_model(selection)
+    except LensError as err:
+        show_error(err)
+        st.stop()
+        raise  # st.stop() ends the run; this line is never reached
 
 
 def model_id(selection: Selection) -> str:
