@@ -24,9 +24,13 @@ import threading
 import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 import pytest
+
+if TYPE_CHECKING:  # conftest stays light: torch loads with the tests that need it
+    import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAINED_DATA = REPO_ROOT / "trained" / "data"
@@ -420,3 +424,25 @@ def deferred(monkeypatch: pytest.MonkeyPatch) -> dict:
 
     monkeypatch.setattr(MediaFileManager, "add_deferred", keep)
     return seen
+
+
+# The shipped LeNet-5's layers with (C, H, W) outputs, in forward order.
+LENET5_MAP_LAYERS = [
+    "features.conv1",
+    "features.relu1",
+    "features.pool1",
+    "features.conv2",
+    "features.relu2",
+    "features.pool2",
+]
+
+
+def snapshot(model: torch.nn.Module) -> dict:
+    """What a look inside must leave as it found: weights, modes, grads, in-place flags."""
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "modes": [m.training for m in model.modules()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "grads": [p.grad for p in model.parameters()],
+        "inplace": [getattr(m, "inplace", None) for m in model.modules()],
+    }

@@ -19,6 +19,7 @@ from dashboard import data
 from dashboard.analysis import attribution, inputs, probe
 from dashboard.base.errors import LensError
 from dashboard.models import checkpoints
+from tests.conftest import LENET5_MAP_LAYERS, snapshot
 from tests.test_gradcam import hand_grad_cam as grad_cam_by_hand
 
 REPO = Path(__file__).resolve().parent.parent
@@ -171,14 +172,7 @@ def hand_grad_cam(model: nn.Module, x: torch.Tensor, layer: str, target: int) ->
 def test_grad_cam_equals_the_formula_at_every_conv_block(model, mnist_test) -> None:
     flow = probe.shape_flow(model, (1, 28, 28))
     layers = attribution.cam_layers(flow)
-    assert layers == [
-        "features.conv1",
-        "features.relu1",
-        "features.pool1",
-        "features.conv2",
-        "features.relu2",
-        "features.pool2",
-    ]
+    assert layers == LENET5_MAP_LAYERS
     assert attribution.default_layer(flow) == "features.relu2"  # the last block's output
     checked = 0
     for index in IMAGES[:3]:
@@ -272,16 +266,6 @@ def test_a_resnet_block_and_a_cifar_image_get_every_method() -> None:
         assert np.isfinite(result.values).all(), method
         assert np.abs(result.values).max() > 0, method  # every method found something
     assert maps["grad-cam"].layer_map.shape == (4, 4)  # layer4's 4×4 maps
-
-
-def snapshot(model: nn.Module) -> dict:
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "modes": [m.training for m in model.modules()],
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-        "grads": [p.grad for p in model.parameters()],
-        "inplace": [getattr(m, "inplace", None) for m in model.modules()],
-    }
 
 
 def hooks_left(model: nn.Module) -> int:

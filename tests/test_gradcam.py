@@ -17,6 +17,7 @@ from dashboard import data
 from dashboard.analysis import gradcam, inputs, probe
 from dashboard.base.errors import LensError
 from dashboard.models import checkpoints
+from tests.conftest import snapshot
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -132,15 +133,6 @@ def test_an_in_place_activation_after_the_layer_does_not_change_its_map(
             cam = gradcam.grad_cam(in_place, x, layer, target)
             expected = hand_grad_cam(model, x, layer, target)
             np.testing.assert_allclose(cam.raw, expected.numpy(), rtol=1e-4, atol=1e-5)
-
-
-def snapshot(model: nn.Module) -> dict:
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "modes": [m.training for m in model.modules()],
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-        "grads": [p.grad for p in model.parameters()],
-    }
 
 
 def hooks_left(model: nn.Module) -> int:

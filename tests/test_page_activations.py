@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from dashboard import data
 from dashboard.analysis import metrics
 from dashboard.models import checkpoints
-from tests.conftest import REPO_ROOT
+from tests.conftest import LENET5_MAP_LAYERS, REPO_ROOT
 
 PAGE = str(REPO_ROOT / "pages" / "5_Activations.py")
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -260,14 +260,7 @@ def test_compare_all_layers_and_grad_cam(
 
     app.toggle(key="_act_all").set_value(True).run()
     assert not app.exception, app.exception
-    names = [
-        "features.conv1",
-        "features.relu1",
-        "features.pool1",
-        "features.conv2",
-        "features.relu2",
-        "features.pool2",
-    ]
+    names = LENET5_MAP_LAYERS
     with torch.no_grad():
         x = image_tensor(mnist_test, 2)
         expected = [model.features[: k + 1](x)[0].numpy() for k in range(len(names))]
