@@ -36,7 +36,8 @@ def test_compare_from_the_sidebar_link(app_url: str) -> None:
     with chromium_page(viewport=(1400, 3500)) as page:
         page.goto(app_url)
         wait_for_app(page, "Multiply-adds per image", timeout_ms=TIMEOUT_MS)
-        page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Compare").click()
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        sidebar.get_by_role("link", name="Compare", exact=True).click()
         wait_for_app(page, "One test image through both", timeout_ms=TIMEOUT_MS)
         assert page.url.split("?")[0].endswith("/Compare")
         grids = [f"A · {A} · filters of features.conv1", f"B · {B} · filters of features.conv1"]

@@ -151,7 +151,8 @@ def test_two_sessions_train_different_models_at_once_and_never_mix(server) -> No
 
         # The first session still has the shipped model selected: the Model page measures it
         # again with the cached model the second session fine-tuned from.
-        first.locator('[data-testid="stSidebar"]').get_by_role("link", name="Model").click()
+        first_sidebar = first.locator('[data-testid="stSidebar"]')
+        first_sidebar.get_by_role("link", name="Model", exact=True).click()
         wait_for_app(first, "Choose a model from")
         first.get_by_role("heading", name=re.compile(f"^{re.escape(SHIPPED.name)}")).wait_for()
         first.get_by_role("button", name="Measure test accuracy on mnist").click()
@@ -165,7 +166,7 @@ def test_two_sessions_train_different_models_at_once_and_never_mix(server) -> No
         screenshot(first, "sessions-first-model-page")
 
         # Each saves its run: the new model is selected in its own session only.
-        first.locator('[data-testid="stSidebar"]').get_by_role("link", name="Train").click()
+        first_sidebar.get_by_role("link", name="Train", exact=True).click()
         wait_for_app(first, "Save this run")
         save_as(first, "session-one")
         save_as(second, "session-two")

@@ -104,7 +104,7 @@ def test_train_live_stop_save_then_upload_on_the_model_page(server, tmp_path: Pa
         assert_no_exception(page)
 
         # Same browser session: the Model page follows the new selection.
-        sidebar.get_by_role("link", name="Model").click()
+        sidebar.get_by_role("link", name="Model", exact=True).click()
         wait_for_app(page, "Choose a model from")
         page.get_by_role("heading", name=re.compile("^browser-run")).wait_for()
         assert page.get_by_text("Made by").count() == 1
