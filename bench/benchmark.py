@@ -15,6 +15,7 @@ Sections (all by default, in this order):
      metrics.predict alone, and the Confusion page after a server restart (CIFAR-10)
   g  every page in Chromium: a click in the sidebar to the page's figures drawn (warm caches)
   h  the channel atlas over the MNIST test set against predict, and feature visualizations
+  x  attribution methods, the sanity cascade, faithfulness curves, evaluation from predictions
 
 A script, not a test: nothing here asserts. A full run writes bench/RESULTS.md; a run with
 --only replaces those sections and keeps the others (read back from the raw JSON at the end of
@@ -49,6 +50,7 @@ from bench.app_speed import section_e, section_f
 from bench.atlas_speed import section_h
 from bench.browser_speed import section_g
 from bench.common import REPO, Context, Data, Report, Section, choose_threads, load, machine
+from bench.explain_speed import section_x
 from bench.prediction_speed import section_c, section_d, section_p
 from bench.training_speed import (
     section_a,
@@ -79,6 +81,7 @@ SECTIONS = {
     "g": "Page switches in Chromium",
     "y": "What recording the training dynamics costs",
     "h": "The channel atlas and feature visualization",
+    "x": "Attribution and evaluation",
 }
 
 
@@ -94,6 +97,7 @@ RUNNERS: dict[str, Callable[[Context, Report], None]] = {
     "g": section_g,
     "y": section_y,
     "h": section_h,
+    "x": section_x,
 }
 
 
