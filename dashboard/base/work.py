@@ -3,6 +3,9 @@ visualization and the attribution checks all ask the same two things."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,3 +34,14 @@ def cpu_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def name_os_thread(name: str) -> None:
+    """Give the calling thread `name` (15 bytes at most) in the operating system too, so tools
+    and tests that read /proc/PID/task/*/comm can tell it apart (Linux only; else nothing)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_name = 15
+        libc.prctl(pr_set_name, name.encode()[:15], 0, 0, 0)

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from dashboard import data, models, training
-from dashboard.base import paths
+from dashboard.base import paths, work
 from dashboard.base.errors import LensError
 from dashboard.data import DatasetInfo, Split
 from dashboard.models import checkpoints
@@ -294,6 +294,7 @@ class TrainingRun:
                 self._history.append(event)
 
     def _work(self) -> None:
+        work.name_os_thread(f"lens-run-{self.id}")  # a leaked run shows in /proc by name
         model, splits = self._model, self._splits
         assert model is not None
         assert splits is not None
