@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dashboard import data
-from dashboard.analysis import gradcam, inputs, probe
+from dashboard.analysis import attribution, gradcam, inputs, probe
 from dashboard.base.errors import LensError
 from dashboard.models import checkpoints
 from tests.conftest import snapshot
@@ -68,7 +68,7 @@ def test_grad_cam_equals_the_formula_by_hand(model: nn.Module, mnist_test: data.
         predicted = int(scores.argmax())
         for layer in ("features.conv1", "features.conv2", "features.relu2"):
             for target in {predicted, (predicted + 3) % 10}:
-                cam = gradcam.grad_cam(model, x, layer, target)
+                cam = attribution.grad_cam(model, x, layer, target)
                 expected = hand_grad_cam(model, x, layer, target)
                 assert cam.raw.shape == tuple(expected.shape)
                 np.testing.assert_allclose(cam.raw, expected.numpy(), rtol=0, atol=1e-5)
@@ -106,7 +106,7 @@ def test_every_conv_layer_of_the_shipped_models_equals_the_formula_and_the_defau
         x = image(split, index)
         with torch.no_grad():
             predicted = int(shipped(x).argmax())
-        cam = gradcam.grad_cam(shipped, x, default, predicted)
+        cam = attribution.grad_cam(shipped, x, default, predicted)
         assert not cam.empty, f"{name}: no support for the prediction on test image {index}"
         expected = hand_grad_cam(shipped, x, default, predicted)
         np.testing.assert_allclose(cam.raw, expected.numpy(), rtol=1e-4, atol=1e-5)
@@ -114,7 +114,7 @@ def test_every_conv_layer_of_the_shipped_models_equals_the_formula_and_the_defau
             continue
         for layer in convs:
             for target in (predicted, (predicted + 3) % 10):
-                cam = gradcam.grad_cam(shipped, x, layer, target)
+                cam = attribution.grad_cam(shipped, x, layer, target)
                 expected = hand_grad_cam(shipped, x, layer, target)
                 np.testing.assert_allclose(cam.raw, expected.numpy(), rtol=1e-4, atol=1e-5)
 
@@ -130,7 +130,7 @@ def test_an_in_place_activation_after_the_layer_does_not_change_its_map(
     x = image(mnist_test, 3)
     for layer in ("features.conv1", "features.conv2"):
         for target in range(10):
-            cam = gradcam.grad_cam(in_place, x, layer, target)
+            cam = attribution.grad_cam(in_place, x, layer, target)
             expected = hand_grad_cam(model, x, layer, target)
             np.testing.assert_allclose(cam.raw, expected.numpy(), rtol=1e-4, atol=1e-5)
 
@@ -150,8 +150,8 @@ def test_the_shared_model_is_not_mutated(model: nn.Module, mnist_test: data.Spli
     before = snapshot(shared)
     x = image(mnist_test, 5)
     eval_copy = copy.deepcopy(model).eval()
-    reference = gradcam.grad_cam(eval_copy, x, "features.conv2", 4)
-    cam = gradcam.grad_cam(shared, x, "features.conv2", 4)
+    reference = attribution.grad_cam(eval_copy, x, "features.conv2", 4)
+    cam = attribution.grad_cam(shared, x, "features.conv2", 4)
     np.testing.assert_array_equal(cam.raw, reference.raw)  # computed in eval mode regardless
     after = snapshot(shared)
     assert before["state"].keys() == after["state"].keys()
@@ -165,7 +165,7 @@ def test_the_shared_model_is_not_mutated(model: nn.Module, mnist_test: data.Spli
 def test_frozen_model_still_gets_a_map(model: nn.Module, mnist_test: data.Split) -> None:
     frozen = copy.deepcopy(model).requires_grad_(False)
     x = image(mnist_test, 1)
-    cam = gradcam.grad_cam(frozen, x, "features.conv2", 2)
+    cam = attribution.grad_cam(frozen, x, "features.conv2", 2)
     expected = hand_grad_cam(model, x, "features.conv2", 2)
     np.testing.assert_allclose(cam.raw, expected.numpy(), rtol=0, atol=1e-5)
     assert not any(p.requires_grad for p in frozen.parameters())
@@ -174,11 +174,11 @@ def test_frozen_model_still_gets_a_map(model: nn.Module, mnist_test: data.Split)
 def test_bad_requests_are_lens_errors(model: nn.Module, mnist_test: data.Split) -> None:
     x = image(mnist_test, 0)
     with pytest.raises(LensError, match="no layer"):
-        gradcam.grad_cam(model, x, "features.nope", 0)
+        attribution.grad_cam(model, x, "features.nope", 0)
     with pytest.raises(LensError, match="out of range"):
-        gradcam.grad_cam(model, x, "features.conv2", 10)
+        attribution.grad_cam(model, x, "features.conv2", 10)
     with pytest.raises(LensError, match="no spatial output"):
-        gradcam.grad_cam(model, x, "classifier.fc1", 0)
+        attribution.grad_cam(model, x, "classifier.fc1", 0)
     with pytest.raises(LensError, match="one image"):
-        gradcam.grad_cam(model, torch.cat([x, x]), "features.conv2", 0)
+        attribution.grad_cam(model, torch.cat([x, x]), "features.conv2", 0)
     assert hooks_left(model) == 0

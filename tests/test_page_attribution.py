@@ -12,15 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy.stats import spearmanr
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
 from dashboard import data, models, ui
-from dashboard.analysis import attribution, faithfulness, gradcam, probe
+from dashboard.analysis import attribution, faithfulness, probe
 from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
 from tests.pages import plotly_specs, run_page
+from tests.test_gradcam import hand_grad_cam
 
 PAGE = "pages/11_Attribution.py"
 SHIPPED = "ckpt:trained/lenet5-mnist.safetensors"
@@ -116,7 +118,8 @@ def test_saliency_shown_is_the_input_gradient_and_ig_adds_up(
     assert len(maps) == len(attribution.METHODS)
     gradient = input_gradient(model, x, predicted)
     np.testing.assert_allclose(maps[0], gradient, rtol=1e-5, atol=1e-7)  # signed by default
-    cam = gradcam.grad_cam(model, x, "features.relu2", predicted).heatmap  # hooks, no Captum
+    raw = hand_grad_cam(model, x, "features.relu2", predicted)  # hooks by hand, no Captum
+    cam = F.interpolate(raw[None, None], tuple(x.shape[-2:]), mode="bilinear")[0, 0].numpy()
     np.testing.assert_allclose(maps[4], cam, rtol=1e-4, atol=1e-5 * float(cam.max()))
 
     table = facts(app)
@@ -313,10 +316,10 @@ def test_an_untrained_model_is_labelled(mnist_test: data.Split) -> None:
         spec = plotly_specs(app, CHARTS)["attr_methods"]
         texts = [t["text"] for t in spec["data"] if t.get("mode") == "text"]
         notes = texts[0] if texts else [""] * len(attribution.METHODS)
-        empty = gradcam.grad_cam(untrained, x, "features.relu2", target).empty
+        empty = attribution.grad_cam(untrained, x, "features.relu2", target).empty
         shown = notes[attribution.METHODS.index("grad-cam")] == "empty: no evidence"
         assert shown == empty, target
-    assert gradcam.grad_cam(untrained, x, "features.relu2", 0).empty  # the case is met
+    assert attribution.grad_cam(untrained, x, "features.relu2", 0).empty  # the case is met
 
 
 def mlp(in_channels: int, num_classes: int, input_size: int) -> nn.Module:

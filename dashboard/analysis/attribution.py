@@ -382,7 +382,7 @@ def _run(
     targets: torch.Tensor,
     method: str,
     settings: Settings,
-    info: DatasetInfo,
+    info: DatasetInfo | None,  # None: a method that needs no baseline (Grad-CAM)
     layer: str | None,
 ) -> MapBatch:
     from captum import attr  # 0.5 s to import: only when a map is asked for
@@ -526,3 +526,31 @@ def explain_all(
     """Several methods side by side for one image: one shape flow, at most one model copy."""
     explainer = Explainer(model, info, settings)
     return {method: explainer.explain(x, method, target) for method in methods}
+
+
+def grad_cam(model: nn.Module, x: torch.Tensor, layer: str, target: int) -> gradcam.GradCam:
+    """Grad-CAM of class `target` at `layer` for one normalized image `x` (1, C, H, W), as the
+    Activations page shows it: Captum's LayerGradCam (ReLU'd) at the layer's resolution, and
+    upsampled bilinearly to the input. The shared model is used under the probe's lock."""
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ShapeError(f"Grad-CAM takes one image shaped (1, C, H, W), got {tuple(x.shape)}")
+    if not layer or dict(model.named_modules()).get(layer) is None:
+        raise UnknownNameError(f"no layer named {layer!r} in the model")
+    x = x.detach().to(_device(model), torch.float32)
+    with shared(model) as used:
+        scores = logits(used, x)
+        if not 0 <= target < scores.shape[1]:
+            raise LensError(f"class {target} is out of range: the model has {scores.shape[1]}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            batch = _run(
+                used, x, torch.tensor([target]), "grad-cam", Settings(layer=layer), None, layer
+            )
+    assert batch.layer_maps is not None  # the grad-cam branch always returns its layer's map
+    return gradcam.GradCam(
+        layer=layer,
+        target=int(target),
+        score=float(scores[0, target]),
+        raw=batch.layer_maps[0, 0].cpu().numpy().astype(np.float32),
+        heatmap=batch.values[0, 0].cpu().numpy().astype(np.float32),
+    )

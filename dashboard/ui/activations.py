@@ -16,7 +16,7 @@ import streamlit as st
 import torch
 
 from dashboard import data, figures, ui
-from dashboard.analysis import activation_maps, gradcam, inputs, probe
+from dashboard.analysis import activation_maps, attribution, gradcam, inputs, probe
 from dashboard.base.errors import LensError
 
 AFTER_KEY, SCALE_KEY, SORT_KEY = "act_after", "act_scale", "act_sort"
@@ -46,7 +46,7 @@ def dead_stats(
 def grad_cam(
     model_key: str, mtime: float, input_key: str, layer: str, target: int, _model, _x
 ) -> gradcam.GradCam:
-    return gradcam.grad_cam(_model, _x, layer, target)
+    return attribution.grad_cam(_model, _x, layer, target)
 
 
 # --------------------------------------------------------------------------- an input
