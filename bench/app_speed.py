@@ -334,7 +334,8 @@ def section_e(ctx: Context, rep: Report) -> None:
     rep.raw["pages"] = results
     rep.say(
         "**Warm reruns**: streamlit.testing.v1.AppTest per page, fresh session with the "
-        f"sidebar's defaults (model {default_model_key()}, MNIST from {ctx.data.root}); one "
+        f"sidebar's defaults (model {default_model_key()}, MNIST from "
+        f"{os.path.relpath(ctx.data.root, REPO)}); one "
         "cold run, each of two widget values once to warm the caches, then the widget "
         f"alternated and app.run() timed {3 if ctx.quick else 5} times (server side: the "
         "script, caches and element serialization, no browser). CPU ms: this process's CPU "

@@ -1,6 +1,7 @@
 """CNN Lens benchmark: measures the budgets of DESIGN.md and writes bench/RESULTS.md.
 
-    python bench/benchmark.py [--quick] [--only a,s,b,c,d,e,f,p,g] [--threads N] [--data-root DIR]
+    python bench/benchmark.py [--quick] [--only a,s,b,c,d,e,f,p,g,y,h,x] [--threads N]
+                              [--data-root DIR]
 
 Sections (all by default, in this order):
   a  fit() against the PyTorch tutorial loop on course-net and bn-cnn, one epoch each, alternated
