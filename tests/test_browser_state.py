@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from playwright.sync_api import expect
 
 from dashboard import data
 from tests.browser import (
@@ -68,6 +69,13 @@ def go(page, name: str, text: str) -> None:
     assert_no_exception(page)
 
 
+def global_scale(page):
+    """The "global" choice of the Activations page's colour scale."""
+    return page.locator('[data-testid="stMain"] [role="radiogroup"]').get_by_role(
+        "radio", name="global", exact=True
+    )
+
+
 def selectbox_text(page, label: str) -> str:
     box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
     return box.get_by_role("combobox").input_value()
@@ -117,14 +125,13 @@ def test_widgets_hold_across_pages_and_the_link_survives_a_reload(app_url: str) 
         choose(page, "Layer", re.compile(r"^features\.conv2 "))
         page.get_by_text("global", exact=True).click()
         settle(page)
+        expect(global_scale(page)).to_be_checked()  # the click took, before the round trip
         go(page, "Filters", "Colour scale")
         go(page, "Activations", "Where the image comes from")
         assert page.get_by_label("Test image (0 – 9,999)").input_value() == "42"
         assert selectbox_text(page, "Layer").startswith("features.conv2")
-        checked = page.locator(
-            '[data-testid="stMain"] [role="radiogroup"] label:has(input:checked)'
-        )
-        assert "global" in [text.strip() for text in checked.all_inner_texts()]
+        # The controls paint after the image source: wait for them rather than read too early.
+        expect(global_scale(page)).to_be_checked(timeout=60_000)
         assert query_of(page)["image"] == "42"
 
         page.reload()  # a new session: the address bar brings the view back

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import threading
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from dashboard import cli, data, models, training
-from dashboard.base import paths
+from dashboard.base import paths, work
 from dashboard.base.errors import LensError
 from dashboard.models import checkpoints
 from dashboard.training import EpochEvent, StepEvent, TrainConfig, runs
@@ -214,6 +215,30 @@ def test_two_runs_at_once_stay_isolated(mnist_train, mnist_test):
         ]
         for key, value in alone.result.model.state_dict().items():
             torch.testing.assert_close(together.result.model.state_dict()[key], value)
+
+
+def test_a_seed_set_in_another_thread_waits_for_a_seeded_block():
+    # The race behind a flaky run: one run's thread seeded the global generator while the next
+    # run's model was being built from its own seed, so that model's weights were neither seed's.
+    with work.seeded(0):
+        expected = torch.rand(4)
+    inside, reseeded = threading.Event(), threading.Event()
+
+    def reseed() -> None:
+        inside.wait(10)
+        with work.seeded(99, keep_global=False):
+            reseeded.set()
+
+    other = threading.Thread(target=reseed)
+    other.start()
+    with work.seeded(0):
+        first = torch.rand(2)
+        inside.set()
+        assert not reseeded.wait(0.5)  # held off while this block draws
+        drawn = torch.cat([first, torch.rand(2)])
+    other.join(10)
+    assert reseeded.is_set()
+    torch.testing.assert_close(drawn, expected)
 
 
 def test_one_run_per_session_and_a_cap_per_server(mnist_train, mnist_test):

@@ -49,6 +49,7 @@ from torch import nn
 
 from dashboard.analysis import gradcam, probe
 from dashboard.base.errors import LensError, ShapeError, UnknownNameError
+from dashboard.base.work import seeded
 from dashboard.data import DatasetInfo
 
 METHODS = (
@@ -463,8 +464,7 @@ def _smoothgrad(
             "internal_batch_size": max(batch, len(x)),
         }
         per_call = max(1, batch // (len(x) * settings.steps))
-    with torch.random.fork_rng(devices=[]):  # the same noise every time, the global RNG kept
-        torch.manual_seed(settings.seed)
+    with seeded(settings.seed):  # the same noise every time, the global RNG kept
         values = attr.NoiseTunnel(inner).attribute(  # type: ignore[attr-defined]
             x,
             nt_type="smoothgrad",

@@ -39,7 +39,7 @@ from torch import nn
 
 from dashboard.analysis import attribution, probe
 from dashboard.base.errors import LensError
-from dashboard.base.work import stop_requested
+from dashboard.base.work import seeded, stop_requested
 from dashboard.data import DatasetInfo
 
 FLAG_THRESHOLD = 0.5
@@ -102,8 +102,7 @@ def parametrized_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[
 
 def reinitialize(module: nn.Module, seed: int) -> None:
     """PyTorch's own initialization of one layer, from `seed` (the global RNG is kept)."""
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
+    with seeded(seed), torch.no_grad():
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()
         else:  # no initializer of its own: fresh values of the same spread

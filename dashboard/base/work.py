@@ -36,6 +36,28 @@ def cpu_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+# torch's default generator is one per process: a seed set in one thread and the draws made in
+# another interleave. Every seeded block takes this lock, so a run's initial weights stay the
+# seed's own while another run starts training or a page draws its seeded noise.
+_GLOBAL_RNG_LOCK = threading.RLock()
+
+
+@contextmanager
+def seeded(seed: int, *, keep_global: bool = True) -> Iterator[None]:
+    """torch's global generator seeded with `seed` for the block, no other seeded block in
+    between; with `keep_global` the generator's state before the block comes back after it."""
+    import torch
+
+    with _GLOBAL_RNG_LOCK:
+        if not keep_global:
+            torch.manual_seed(seed)
+            yield
+            return
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+
+
 def name_os_thread(name: str) -> None:
     """Give the calling thread `name` (15 bytes at most) in the operating system too, so tools
     and tests that read /proc/PID/task/*/comm can tell it apart (Linux only; else nothing)."""

@@ -21,7 +21,7 @@ from torch import nn
 
 from dashboard import models
 from dashboard.analysis import probe
-from dashboard.base import paths
+from dashboard.base import paths, work
 from dashboard.base.errors import LensError, ShapeError
 from dashboard.models import checkpoints
 from dashboard.training import runs
@@ -298,8 +298,7 @@ def _initial_weights(built_as: str, seed: int) -> dict[str, torch.Tensor]:
     architecture, args = json.loads(built_as)
     args = dict(args or {})
     options = args.pop("options", None) or {}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with work.seeded(seed):
         model = models.build_model(architecture, **args, **options)
     return model.state_dict()
 

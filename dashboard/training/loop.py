@@ -519,7 +519,8 @@ def _fit(
     emit = on_event or (lambda event: None)
 
     # Every process draws the same epoch order from the seed; augmentation differs per process.
-    torch.manual_seed(config.seed)
+    with work.seeded(config.seed, keep_global=False):  # dropout draws from it (one process)
+        pass
     order_rng = torch.Generator().manual_seed(config.seed)
     augment_rng = torch.Generator().manual_seed(config.seed + 1 + world.rank)
     augment = train.info.augment if config.augment is None else config.augment

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any, NamedTuple
 
-import torch
 from torch import nn
 
 from dashboard import data, models, training
@@ -61,8 +60,6 @@ FAILED = "failed"  # an error before or during training; `error` says which
 
 log = logging.getLogger(__name__)
 
-# Seeding torch's global generator and building the model must not interleave between sessions.
-_BUILD_LOCK = threading.Lock()
 _ACTIVE_LOCK = threading.Lock()
 _ACTIVE: list[TrainingRun] = []
 _IDS = itertools.count(1)
@@ -369,8 +366,7 @@ def build_run_model(
 ) -> tuple[nn.Module, str]:
     """A fresh model for the dataset, seeded like the command line's; with `initial`, every
     tensor of it that fits is copied in (the source is only read). → (model, a note or "")."""
-    with _BUILD_LOCK:
-        torch.manual_seed(spec.config.seed)  # the initial weights come from the seed too
+    with work.seeded(spec.config.seed):  # the initial weights come from the seed too
         model = models.build_model(
             spec.architecture,
             in_channels=info.channels,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from dashboard.base.errors import LensError
+from dashboard.base.work import seeded
 from dashboard.ui.choices import (
     ARCH_PREFIX,
     CKPT_PREFIX,
@@ -65,12 +66,10 @@ def _untrained(name: str, pretrained: bool):  # -> nn.Module
     """A registry or zoo model. Random weights are drawn from a fixed seed (the global random
     state untouched), so `arch:NAME` is one model: every session, link, cache entry and
     restarted server sees the same weights, and caches keyed by the choice stay true."""
-    import torch
 
     from dashboard import models
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(UNTRAINED_SEED)
+    with seeded(UNTRAINED_SEED):
         return models.build_model(name, pretrained=pretrained)
 
 
