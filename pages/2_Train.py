@@ -13,7 +13,7 @@ ui.setup_page("Train", icon=":material/model_training:")
 selection = ui.sidebar()
 
 from dashboard import data, models, training  # noqa: E402
-from dashboard.training import runs  # noqa: E402
+from dashboard.training import live, runs  # noqa: E402
 
 COMPARE_PREFIX = "train_compare"  # the overlay's session-state keys: train_compare_runs, …
 FLASH_KEY = "train_flash"
@@ -258,6 +258,7 @@ if st.button("Start training", type="primary", disabled=active, key="train_start
     ui.start_training(spec, initial)
 st.session_state[ui.TRAIN_DRAWN_ACTIVE_KEY] = active
 st.fragment(run_every=REFRESH_S if active else None)(ui.live_panel)()
+st.fragment(run_every=live.LIVE_EVERY_S if active else None)(ui.live_views)()
 if current is not None and current.done:
     ui.save_panel(current)
 

@@ -11,6 +11,7 @@ One module a subject, all in one look (`style`):
     confusion    confusion matrices and their differences
     flow         the shape-flow diagram (a line of blocks)
     graph        the dataflow graph: branches beside the main path, merges where they join
+    live         the Train page's live view: filters, maps and prediction while a run trains
     mosaic       labelled image mosaics (atlas, attributions, evaluation)
     atlas, attribution, evaluation, representations, lab
                  the figures of the analysis module of the same name

@@ -1,5 +1,6 @@
-"""Training: the loop (`fit`), background runs from the Train page (`runs`), comparing runs
-(`compare`), their curves (`curves`) and the command that reproduces a run (`commands`).
+"""Training: the loop (`fit`), background runs from the Train page (`runs`) and what they show
+while they train (`live`), comparing runs (`compare`), their curves (`curves`) and the command
+that reproduces a run (`commands`).
 
 The loop's names are re-exported here: `from dashboard import training; training.fit(...)`.
 """

@@ -44,7 +44,9 @@ from dashboard.base.errors import LensError
 from dashboard.data import DatasetInfo, Split
 from dashboard.models import checkpoints
 from dashboard.training import EpochEvent, Event, FitResult, StepEvent, TrainConfig, commands
-from dashboard.training.curves import Run
+from dashboard.training.curves import history_curve as history_curve
+from dashboard.training.curves import live_curve as live_curve
+from dashboard.training.live import LIVE_EVERY_S, LiveWeights
 
 HEARTBEAT_TIMEOUT_S = 10.0  # a run with no sign of its browser tab for this long stops itself
 ALIVE_CHECK_EVERY_S = 1.0  # `alive()` is asked at most this often (fit polls after every step)
@@ -119,6 +121,7 @@ class TrainingRun:
         heartbeat_timeout: float,
         alive: Callable[[], bool] | None,
         notes: Sequence[str] = (),
+        live_every_s: float | None = LIVE_EVERY_S,
     ) -> None:
         self.id = next(_IDS)
         self.spec = spec
@@ -152,6 +155,16 @@ class TrainingRun:
         self._abandoned = False
         self._last_sign = self._last_alive_check = self.started
         self.error: str | None = None
+        # The live view's copies of the weights; None (with the reason) when the model cannot
+        # show one: training goes on without it.
+        self.live: LiveWeights | None = None
+        self.live_error = ""
+        try:
+            if live_every_s is not None:
+                shown = test if test is not None and len(test) else train
+                self.live = LiveWeights(model, shown, live_every_s)
+        except Exception as err:  # a model the probe cannot follow still trains
+            self.live_error = _one_line(err)
         self._thread = threading.Thread(target=self._work, name=f"cnn-lens-run-{self.id}")
         self._thread.daemon = True  # never keeps the server process alive on shutdown
 
@@ -278,6 +291,7 @@ class TrainingRun:
         """Drop the trained weights (the curves stay): bounds a session's memory."""
         self._result = None
         self._model = None
+        self.live = None
 
     # --- the thread ------------------------------------------------------------------------
 
@@ -289,6 +303,9 @@ class TrainingRun:
             elif isinstance(event, EpochEvent):
                 self._last_epoch = event
                 self._history.append(event)
+        live, model = self.live, self._model
+        if live is not None and model is not None:
+            live.offer(model, event)  # between two steps: the weights are whole
 
     def _work(self) -> None:
         work.name_os_thread(f"lens-run-{self.id}")  # a leaked run shows in /proc by name
@@ -317,6 +334,9 @@ class TrainingRun:
             else:
                 status = STOPPED if self._stop.is_set() else DIVERGED
         finally:
+            live = self.live
+            if live is not None and result is not None:  # the last view shows the final weights
+                live.offer(result.model, self._last_epoch, force=True)
             self._splits = None  # the cached splits may be evicted: do not keep them alive
             with _ACTIVE_LOCK:
                 if self in _ACTIVE:
@@ -406,6 +426,7 @@ def start_run(
     heartbeat_timeout: float = HEARTBEAT_TIMEOUT_S,
     alive: Callable[[], bool] | None = None,
     max_active: int = MAX_ACTIVE_RUNS,
+    live_every_s: float | None = LIVE_EVERY_S,
 ) -> TrainingRun:
     """Check the settings, build the run's own model and start training it in a daemon thread.
 
@@ -413,6 +434,7 @@ def start_run(
     whose weights to start from, also only read. Bad settings, a model that cannot be built, a
     second run for the same `owner` or more than `max_active` runs raise LensError here, before
     any thread starts. A config without `threads` trains on one (see the module docstring).
+    The run copies its weights for the live view every `live_every_s` (None: never).
     """
     if spec.config.threads is None:
         spec = dataclasses.replace(spec, config=dataclasses.replace(spec.config, threads=1))
@@ -431,6 +453,7 @@ def start_run(
         heartbeat_timeout=heartbeat_timeout,
         alive=alive,
         notes=[note] if note else [],
+        live_every_s=live_every_s,
     )
     with _ACTIVE_LOCK:
         mine = [r for r in _ACTIVE if owner is not None and r.owner == owner]
@@ -454,33 +477,6 @@ def start_run(
 # --- curves and tables --------------------------------------------------------------------------
 
 
-def _metric(metric: str) -> None:
-    if metric not in ("accuracy", "loss"):
-        raise ValueError(f'unknown metric {metric!r}; choose "accuracy" or "loss"')
-
-
-def live_curve(events: Sequence[Event], label: str, metric: str = "accuracy") -> Run:
-    """Train values at every logged step (fractional epochs such as 1.25) and test values at the
-    end of each epoch, on one x axis, for `figures.training_curves`."""
-    _metric(metric)
-    points: dict[float, list[float | None]] = {}
-    for event in events:
-        if isinstance(event, StepEvent):
-            x = round(event.epoch - 1 + event.step / event.steps_per_epoch, 6)
-            value = event.accuracy if metric == "accuracy" else event.loss
-            points.setdefault(x, [None, None])[0] = value
-            continue
-        if not isinstance(event, EpochEvent):
-            continue  # the layers' statistics (DynamicsEvent) have their own figures
-        value = event.test_accuracy if metric == "accuracy" else event.test_loss
-        if value is None:
-            continue
-        share = event.steps / event.steps_per_epoch if event.steps_per_epoch else 1.0
-        points.setdefault(round(event.epoch - 1 + share, 6), [None, None])[1] = value
-    xs = sorted(points)
-    return Run(label, xs, [points[x][0] for x in xs], [points[x][1] for x in xs])
-
-
 def epoch_record(event: EpochEvent) -> dict[str, Any]:
     """One epoch as a card stores it."""
     return {
@@ -494,29 +490,6 @@ def epoch_record(event: EpochEvent) -> dict[str, Any]:
         "steps": event.steps,
         "steps_per_epoch": event.steps_per_epoch,
     }
-
-
-def history_curve(
-    history: Sequence[Mapping[str, Any]], label: str, metric: str = "accuracy"
-) -> Run:
-    """A card's per-epoch history as a curve. A stopped epoch sits at its fraction with its test
-    value only: its training numbers cover a few batches and would spike the curve."""
-    _metric(metric)
-    xs: list[float] = []
-    train: list[float | None] = []
-    test: list[float | None] = []
-    for i, record in enumerate(history, start=1):
-        epoch = record.get("epoch", i)
-        steps, per_epoch = record.get("steps"), record.get("steps_per_epoch")
-        partial = bool(steps and per_epoch and steps < per_epoch)
-        xs.append(epoch - 1 + steps / per_epoch if partial else float(epoch))
-        train.append(None if partial else _number(record.get(f"train_{metric}")))
-        test.append(_number(record.get(f"test_{metric}")))
-    return Run(label, xs, train, test)
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def training_facts(

@@ -19,6 +19,7 @@ outlive the process (predictions, features) are kept on disk by content (dashboa
     overlay         runs' training curves overlaid with their hyper-parameters
     cards           the Model page's card of the selected model and of the dataset
     training_runs   the Train page's background runs: start, live progress, save
+    live_training   the Train page's live filters, maps and prediction while a run trains
     checkpoint_pair two checkpoints side by side (Compare): partners, distances, one image
     representations layer features, projector neighbours and probes (Representations)
     image_input     the image a model looks at: test image, upload or drawing (Activations
@@ -134,6 +135,7 @@ from dashboard.ui.links import (
     one_of,
     url_bound,
 )
+from dashboard.ui.live_training import live_views
 from dashboard.ui.loaders import (
     UNTRAINED_SEED,
     ModelView,
@@ -318,6 +320,7 @@ __all__ = [
     "layer_table",
     "lazy_tabs",
     "live_panel",
+    "live_views",
     "load_data",
     "load_model",
     "measured",
