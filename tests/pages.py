@@ -54,3 +54,20 @@ def open_tab(app: AppTest, key: str, tab: str) -> AppTest:
     assert not app.exception, app.exception
     assert not app.error, [e.value for e in app.error]
     return app
+
+
+def plotly_array(value, dtype=None):
+    """An array from a chart's JSON: plotly's base64 typed array ({dtype, bdata, shape}) or
+    nested lists (`dtype` float64 turns a null, a gap, into NaN)."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(value, dict) and "bdata" in value:
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        shape = value.get("shape")
+        if shape:
+            dims = shape if isinstance(shape, list) else str(shape).split(",")
+            flat = flat.reshape([int(d) for d in dims])
+        return flat if dtype is None else flat.astype(dtype)
+    return np.array(value, dtype=dtype)

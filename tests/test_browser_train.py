@@ -62,6 +62,11 @@ def test_train_live_stop_save_then_upload_on_the_model_page(server, tmp_path: Pa
             f"() => document.querySelector('{PROGRESS}').innerText !== {first!r}", timeout=30_000
         )
         page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=30_000)
+        # The live view: the filters and maps of copies taken while the run trains.
+        page.get_by_text(re.compile(r"^The weights after epoch \d+, step \d+/\d+")).wait_for(
+            timeout=30_000
+        )
+        page.locator(".gtitle", has_text="features.conv1 filters").wait_for(timeout=30_000)
         assert page.get_by_role("button", name="Start training").is_disabled()
         assert_no_exception(page)
         screenshot(page, "train-running")

@@ -3,7 +3,6 @@ draws is checked against the model run independently (sub-networks, softmax by h
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from pathlib import Path
@@ -17,6 +16,7 @@ from dashboard import data
 from dashboard.analysis import metrics
 from dashboard.models import checkpoints
 from tests.conftest import LENET5_MAP_LAYERS, REPO_ROOT
+from tests.pages import plotly_array
 
 PAGE = str(REPO_ROOT / "pages" / "5_Activations.py")
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -74,12 +74,8 @@ def chart_titled(app: AppTest, pattern: str) -> dict:
 
 
 def array(value) -> np.ndarray:
-    """A plotly array from the page's JSON: a base64 typed array or nested lists."""
-    if isinstance(value, dict) and "bdata" in value:
-        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-        shape = [int(n) for n in str(value.get("shape", len(flat))).split(",")]
-        return flat.reshape(shape).astype(np.float64)
-    return np.array(value, dtype=np.float64)  # null (a gap) becomes NaN
+    """A chart's array as float64 (a null, a gap, becomes NaN)."""
+    return plotly_array(value, np.float64)
 
 
 def tiles(chart: dict, channels: int, size: int) -> np.ndarray:

@@ -4,7 +4,6 @@ checkpoint's own predictions, computed here independently of the page's caches."
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from dashboard import data, models, training
 from dashboard.analysis import confusion, metrics, probe
 from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
+from tests.pages import plotly_array as array
 from tests.pages import plotly_specs
 from tests.test_confusion import write_cifar100
 
@@ -91,15 +91,6 @@ def open_page(**state) -> AppTest:
     app.run()
     assert not app.exception, app.exception
     return app
-
-
-def array(value) -> np.ndarray:
-    """A plotly array from the page's JSON: a base64 typed array or nested lists."""
-    if isinstance(value, dict) and "bdata" in value:
-        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-        shape = [int(n) for n in str(value.get("shape", len(flat))).split(",")]
-        return flat.reshape(shape)
-    return np.array(value)
 
 
 CHART_KEYS = ("cm_chart", "cm_side_A", "cm_side_B", "cm_difference")

@@ -4,7 +4,6 @@ and an independent (SciPy) computation of the classic kernels' responses."""
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import subprocess
@@ -24,7 +23,7 @@ from dashboard.base import paths
 from dashboard.base.errors import ShapeError, UnknownNameError
 from dashboard.models import checkpoints
 from tests.conftest import REPO_ROOT
-from tests.pages import run_page
+from tests.pages import plotly_array, run_page
 
 PAGE = "pages/4_Filters.py"
 
@@ -52,15 +51,8 @@ def charts(app: AppTest) -> dict[str, dict]:
 
 
 def array(value) -> np.ndarray:
-    """A plotly JSON array: plain lists, or base64 typed arrays ({dtype, bdata, shape})."""
-    if isinstance(value, dict):
-        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-        shape = value.get("shape")
-        if shape:
-            dims = shape if isinstance(shape, list) else str(shape).split(",")
-            flat = flat.reshape([int(d) for d in dims])
-        return flat
-    return np.array(value, dtype=np.float64)
+    """A chart's array: typed arrays as sent, lists as float64."""
+    return plotly_array(value, None if isinstance(value, dict) else np.float64)
 
 
 def heatmap_z(spec: dict) -> np.ndarray:

@@ -15,7 +15,7 @@ from dashboard import ui
 from dashboard.base import paths
 from dashboard.models import checkpoints
 from dashboard.training import runs
-from tests.pages import run_page
+from tests.pages import plotly_array, run_page
 
 PAGE = "pages/2_Train.py"
 
@@ -175,3 +175,39 @@ def test_two_sessions_train_at_once_and_never_mix():
     assert metric(first, "Test accuracy") == percent(a.history[-1].test_accuracy)
     assert metric(second, "Test accuracy") == percent(b.history[-1].test_accuracy)
     assert a.history[-1].test_accuracy != b.history[-1].test_accuracy
+
+
+def test_the_live_view_shows_the_runs_filters_maps_and_prediction():
+    import plotly.io
+
+    app = train_page("arch:lenet5")
+    set_quick_run(app)
+    start(app)
+    run = run_until_done(app)
+    assert run.status == runs.FINISHED
+    heading = "**The weights after epoch 1, step 32/32** (at the end of the run)"
+    assert heading in [m.value for m in app.markdown]
+
+    def charts() -> dict:
+        figs = [plotly.io.from_json(c.proto.spec) for c in app.get("plotly_chart")]
+        return {f.layout.title.text: f for f in figs if f.layout.title.text}
+
+    label = int(run.live.labels[0])
+    shown = charts()
+    for title in ("features.conv1 filters", "features.conv2 filters", "features.conv1 maps"):
+        assert title in shown, sorted(shown)
+    assert f"Test image · {label}" in shown
+    # The prediction drawn is the final weights' on test image 0 (bars in percent).
+    view = run.live.view(run.live.latest(), 0, "features.conv1", "features.conv2")
+    bars = shown["Prediction"].data[0]
+    drawn = dict(zip(bars.y, plotly_array(bars.x), strict=True))
+    top = int(view.probabilities.argmax())
+    key = next(k for k in drawn if k.split()[0] == str(top))
+    assert drawn[key] == pytest.approx(100 * float(view.probabilities[top]), rel=1e-6)
+
+    app.selectbox(key="_train_live_layer").set_value("features.pool2").run()
+    app.selectbox(key="_train_live_image").set_value(3).run()
+    assert not app.exception, app.exception
+    shown = charts()
+    assert "features.pool2 maps" in shown
+    assert f"Test image · {int(run.live.labels[3])}" in shown
