@@ -1,6 +1,6 @@
 """CNN Lens benchmark: measures the budgets of DESIGN.md and writes bench/RESULTS.md.
 
-    python bench/benchmark.py [--quick] [--only a,s,b,c,d,e,f,p,g,y,h,x] [--threads N]
+    python bench/benchmark.py [--quick] [--only a,s,b,c,d,e,f,p,g,y,l,h,x] [--threads N]
                               [--data-root DIR]
 
 Sections (all by default, in this order):
@@ -15,6 +15,8 @@ Sections (all by default, in this order):
   p  predictions kept on disk: the first classification through the result cache against
      metrics.predict alone, and the Confusion page after a server restart (CIFAR-10)
   g  every page in Chromium: a click in the sidebar to the page's figures drawn (warm caches)
+  y  what recording the training dynamics (every layer's statistics) costs an epoch
+  l  what the Train page's live view (filters, maps, prediction every 2 s) costs a run
   h  the channel atlas over the MNIST test set against predict, and feature visualizations
   x  attribution methods, the sanity cascade, faithfulness curves, evaluation from predictions
 
@@ -52,6 +54,7 @@ from bench.atlas_speed import section_h
 from bench.browser_speed import section_g
 from bench.common import REPO, Context, Data, Report, Section, choose_threads, load, machine
 from bench.explain_speed import section_x
+from bench.live_speed import section_l
 from bench.prediction_speed import section_c, section_d, section_p
 from bench.training_speed import (
     section_a,
@@ -81,6 +84,7 @@ SECTIONS = {
     "p": "Predictions kept on disk (CIFAR-10)",
     "g": "Page switches in Chromium",
     "y": "What recording the training dynamics costs",
+    "l": "What the Train page's live view costs a run",
     "h": "The channel atlas and feature visualization",
     "x": "Attribution and evaluation",
 }
@@ -97,6 +101,7 @@ RUNNERS: dict[str, Callable[[Context, Report], None]] = {
     "p": section_p,
     "g": section_g,
     "y": section_y,
+    "l": section_l,
     "h": section_h,
     "x": section_x,
 }
