@@ -483,6 +483,28 @@ def test_training_curves_one_trace_per_run_and_split() -> None:
         figures.training_curves([Run("bad", [1, 2], [0.5])])
 
 
+def test_training_curves_smooth_the_train_line_like_tensorboard_and_keep_it_raw_behind() -> None:
+    losses = [2.0, 1.0, 1.5, 0.5]
+    fig = figures.training_curves(
+        [Run("r", [20, 40, 60, 80], losses, [None, 1.2, None, 0.6])],
+        metric="loss",
+        x_title="step",
+        smoothing=0.5,
+        log_y=True,
+    )
+    assert [t.name for t in fig.data] == ["train (raw)", "train (smoothed)", "test"]
+    assert list(fig.data[0].y) == losses
+    # By hand: the EMA with weight 0.5, each point divided by 1 − 0.5^n (debiased).
+    last, expected = 0.0, []
+    for n, value in enumerate(losses, start=1):
+        last = 0.5 * last + 0.5 * value
+        expected.append(last / (1 - 0.5**n))
+    np.testing.assert_allclose(fig.data[1].y, expected)
+    assert expected[0] == 2.0  # the first point is not pulled towards 0
+    assert list(fig.data[2].y) == [1.2, 0.6]  # the test line is never smoothed
+    assert (fig.layout.xaxis.title.text, fig.layout.yaxis.type) == ("step", "log")
+
+
 @pytest.fixture(scope="module")
 def mnist_confusion(mnist: MNIST) -> np.ndarray:
     """A real confusion matrix: nearest class mean on 2000 MNIST test digits."""

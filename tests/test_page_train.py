@@ -11,7 +11,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from dashboard import ui
+from dashboard import training, ui
 from dashboard.base import paths
 from dashboard.models import checkpoints
 from dashboard.training import runs
@@ -204,6 +204,20 @@ def test_the_live_view_shows_the_runs_filters_maps_and_prediction():
     top = int(view.probabilities.argmax())
     key = next(k for k in drawn if k.split()[0] == str(top))
     assert drawn[key] == pytest.approx(100 * float(view.probabilities[top]), rel=1e-6)
+
+    # The curves by global step, smoothed: the last train point is the EMA of the logged ones.
+    app.button_group(key="_train_curve_axis").set_value("step").run()
+    app.slider(key="_train_curve_smoothing").set_value(0.6).run()
+    assert not app.exception, app.exception
+    loss = charts()[f"Run {run.id}: loss"]
+    assert loss.layout.xaxis.title.text == "step"
+    assert [t.name for t in loss.data] == ["train (raw)", "train (smoothed)", "test"]
+    assert plotly_array(loss.data[0].x)[-1] == 32.0
+    logged = [e.loss for e in run.events_since(0) if isinstance(e, training.StepEvent)]
+    ema = [0.0]
+    for value in logged:
+        ema.append(0.6 * ema[-1] + 0.4 * value)
+    assert plotly_array(loss.data[1].y)[-1] == pytest.approx(ema[-1] / (1 - 0.6 ** len(logged)))
 
     app.selectbox(key="_train_live_layer").set_value("features.pool2").run()
     app.selectbox(key="_train_live_image").set_value(3).run()

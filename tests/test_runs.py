@@ -110,6 +110,16 @@ def test_live_curve_puts_steps_at_fractional_epochs_and_tests_at_epoch_ends():
     assert list(curve.test) == [None, 0.85, 0.88]
     loss = runs.live_curve([step, end, epoch], "r", "loss")
     assert (list(loss.train), list(loss.test)) == ([0.9, 0.5], [None, 0.4])
+    # The same events by global step (32 a epoch) and by seconds since the start: a test value
+    # sits where its epoch's last logged step does.
+    by_step = runs.live_curve([step, end, epoch, later, partial], "r", "accuracy", "step")
+    assert list(by_step.epochs) == [8.0, 32.0, 40.0]
+    assert list(by_step.test) == [None, 0.85, 0.88]
+    timed = [dataclasses.replace(step, elapsed=1.5), dataclasses.replace(end, elapsed=4.0), epoch]
+    by_time = runs.live_curve(timed, "r", "loss", "seconds")
+    assert (list(by_time.epochs), list(by_time.test)) == ([1.5, 4.0], [None, 0.4])
+    with pytest.raises(ValueError, match="unknown axis 'batch'"):
+        runs.live_curve([step], "r", "loss", "batch")
     card_curve = runs.history_curve([runs.epoch_record(epoch), runs.epoch_record(partial)], "c")
     assert list(card_curve.epochs) == [1.0, 1.25]
     assert list(card_curve.test) == [0.85, 0.88]

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 
 from dashboard.base.errors import ShapeError
 from dashboard.figures.style import LENS_TEMPLATE, RUN_COLOURS, title_layout
+from dashboard.models.dynamics import ema
 
 if TYPE_CHECKING:  # a plain record: reading its fields needs no import of the training code
     from dashboard.training.curves import Run
@@ -26,12 +27,23 @@ def curve_overlay(curves: Sequence[Run], *, metric: str, title: str, one_split: 
     return fig
 
 
-def training_curves(runs: Sequence[Run], *, metric: str = "accuracy", title: str = "") -> go.Figure:
-    """Train (solid) and test (dashed) curves, one colour and legend group per run."""
+def training_curves(
+    runs: Sequence[Run],
+    *,
+    metric: str = "accuracy",
+    title: str = "",
+    x_title: str = "epoch",
+    smoothing: float = 0.0,
+    log_y: bool = False,
+) -> go.Figure:
+    """Train (solid) and test (dashed) curves, one colour and legend group per run. With
+    `smoothing` (TensorBoard's EMA weight, 0..1) the train line is smoothed and its raw values
+    drawn faint behind; `log_y` puts the values on a log axis (for a loss)."""
     if metric not in ("accuracy", "loss"):
         raise ValueError(f'unknown metric {metric!r}; choose "accuracy" or "loss"')
     factor = 100.0 if metric == "accuracy" else 1.0
     unit = " %" if metric == "accuracy" else ""
+    digits = 2 if metric == "accuracy" else 4
     traces = []
     for i, run in enumerate(runs):
         colour = RUN_COLOURS[i % len(RUN_COLOURS)]
@@ -45,26 +57,47 @@ def training_curves(runs: Sequence[Run], *, metric: str = "accuracy", title: str
             kept = [(e, v) for e, v in zip(run.epochs, values, strict=True) if v is not None]
             if not kept:
                 continue
+            xs, ys = [e for e, _ in kept], [v * factor for _, v in kept]
+            hover = (
+                f"{run.label} · {split}<br>{x_title} %{{x:.4~g}}<br>{metric} "
+                f"%{{y:.{digits}f}}{unit}<extra></extra>"
+            )
+            smoothed = split == "train" and smoothing > 0
+            if smoothed:  # the raw line stays visible, faint, as in TensorBoard
+                traces.append(
+                    go.Scatter(
+                        x=xs, y=ys, name=f"{split} (raw)", legendgroup=run.label,
+                        mode="lines", line={"color": colour, "width": 1}, opacity=0.3,
+                        hovertemplate=hover.replace(split, f"{split} raw", 1), showlegend=False,
+                    )
+                )  # fmt: skip
+                ys = list(ema(ys, smoothing))
             traces.append(
                 go.Scatter(
-                    x=[e for e, _ in kept],
-                    y=[v * factor for _, v in kept],
-                    name=split,
+                    x=xs,
+                    y=ys,
+                    name=f"{split} (smoothed)" if smoothed else split,
                     legendgroup=run.label,
                     legendgrouptitle_text=run.label,
                     mode="lines+markers" if len(kept) <= 40 else "lines",
                     line={"color": colour, "dash": dash, "width": 2.5},
                     marker={"size": 7, "color": colour},
-                    hovertemplate=f"{run.label} · {split}<br>epoch %{{x:.2f}}<br>{metric} "
-                    f"%{{y:.{2 if metric == 'accuracy' else 4}f}}{unit}<extra></extra>",
+                    hovertemplate=hover,
                 )
             )
     fig = go.Figure(traces)
     fig.update_layout(
         template=LENS_TEMPLATE,
         title=title_layout(title or f"Training {metric}", "solid = train · dashed = test"),
-        xaxis={"title": "epoch", "rangemode": "tozero" if metric == "loss" else "normal"},
-        yaxis={"title": f"{metric} (%)" if metric == "accuracy" else "loss", "ticksuffix": unit},
+        xaxis={
+            "title": x_title,
+            "rangemode": "tozero" if metric == "loss" and x_title == "epoch" else "normal",
+        },
+        yaxis={
+            "title": f"{metric} (%)" if metric == "accuracy" else "loss",
+            "ticksuffix": unit,
+            "type": "log" if log_y else "linear",
+        },
         width=720,
         height=420,
         legend={"groupclick": "toggleitem", "tracegroupgap": 8},

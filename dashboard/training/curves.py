@@ -25,14 +25,24 @@ def _metric(metric: str) -> None:
         raise ValueError(f'unknown metric {metric!r}; choose "accuracy" or "loss"')
 
 
-def live_curve(events: Sequence[Event], label: str, metric: str = "accuracy") -> Run:
-    """Train values at every logged step (fractional epochs such as 1.25) and test values at the
-    end of each epoch, on one x axis, for `figures.training_curves`."""
+AXES = {"epoch": "epoch", "step": "step", "seconds": "wall-clock seconds"}  # live x axes
+
+
+def live_curve(
+    events: Sequence[Event], label: str, metric: str = "accuracy", axis: str = "epoch"
+) -> Run:
+    """Train values at every logged step and test values at the end of each epoch, on one x
+    axis (`AXES`): fractional epochs such as 1.25, the global step, or seconds since the run
+    started (a test value sits at its epoch's last logged step), for `figures.training_curves`."""
     _metric(metric)
+    if axis not in AXES:
+        raise ValueError(f"unknown axis {axis!r}; choose one of {', '.join(AXES)}")
     points: dict[float, list[float | None]] = {}
+    seconds = 0.0  # the last logged step's time: where the next epoch's test value sits
     for event in events:
         if isinstance(event, StepEvent):
-            x = round(event.epoch - 1 + event.step / event.steps_per_epoch, 6)
+            seconds = event.elapsed
+            x = _position(axis, event.epoch, event.step, event.steps_per_epoch, seconds)
             value = event.accuracy if metric == "accuracy" else event.loss
             points.setdefault(x, [None, None])[0] = value
             continue
@@ -41,10 +51,19 @@ def live_curve(events: Sequence[Event], label: str, metric: str = "accuracy") ->
         value = event.test_accuracy if metric == "accuracy" else event.test_loss
         if value is None:
             continue
-        share = event.steps / event.steps_per_epoch if event.steps_per_epoch else 1.0
-        points.setdefault(round(event.epoch - 1 + share, 6), [None, None])[1] = value
+        x = _position(axis, event.epoch, event.steps, event.steps_per_epoch, seconds)
+        points.setdefault(x, [None, None])[1] = value
     xs = sorted(points)
     return Run(label, xs, [points[x][0] for x in xs], [points[x][1] for x in xs])
+
+
+def _position(axis: str, epoch: int, step: int, per_epoch: int, seconds: float) -> float:
+    if axis == "step":
+        return float((epoch - 1) * per_epoch + step)
+    if axis == "seconds":
+        return round(seconds, 6)
+    share = step / per_epoch if per_epoch else 1.0
+    return round(epoch - 1 + share, 6)
 
 
 def history_curve(

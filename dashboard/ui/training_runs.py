@@ -26,6 +26,8 @@ NAMED_KEY = "train_named"  # the run the save box's default name was made for
 TRAIN_SETTING_PREFIX = "train_w_"  # every setting's permanent key (the widget's: "_" + it)
 STOP_WAIT_S = 1.0  # Stop waits this long for the run to end before the page redraws
 KEEP_RUNS = 8  # runs (their curves) a session keeps for comparing
+CURVE_AXIS_KEY, CURVE_SMOOTHING_KEY = "train_curve_axis", "train_curve_smoothing"
+CURVE_LOG_KEY = "train_curve_log"
 
 
 def train_setting(name: str, default) -> dict:
@@ -94,19 +96,49 @@ def status_box(run: runs.TrainingRun) -> None:
     box(f"Run {run.id} {run.reason}" if run.status == runs.RUNNING else run.reason)
 
 
+def curve_controls() -> tuple[str, float, bool]:
+    """The live curves' x axis, smoothing and log scale (kept across runs and pages)."""
+    from dashboard.training import curves
+
+    bar = st.container(horizontal=True, gap="medium", vertical_alignment="bottom")
+    axis = bar.segmented_control(
+        "x axis",
+        list(curves.AXES),
+        format_func=curves.AXES.get,
+        required=True,
+        **held(CURVE_AXIS_KEY, "epoch"),
+    )
+    smoothing = bar.slider(
+        "Smoothing",
+        0.0,
+        0.99,
+        step=0.01,
+        help="TensorBoard's exponential moving average of the train line (0: raw); the raw "
+        "line stays faint behind it.",
+        width=260,
+        **held(CURVE_SMOOTHING_KEY, 0.0),
+    )
+    log_y = bar.toggle("Log scale (loss)", **held(CURVE_LOG_KEY, False))
+    return axis or "epoch", smoothing, log_y
+
+
 def curve_charts(run: runs.TrainingRun) -> None:
     from dashboard import figures
-    from dashboard.training import runs
+    from dashboard.training import curves
 
     events = run.events_since(0)
     if not events:
         return
+    axis, smoothing, log_y = curve_controls()
     columns = st.columns(2)
     for column, metric in zip(columns, ("accuracy", "loss"), strict=True):
         fig = figures.training_curves(
-            [runs.live_curve(events, f"run {run.id}", metric)],
+            [curves.live_curve(events, f"run {run.id}", metric, axis)],
             metric=metric,
             title=f"Run {run.id}: {metric}",
+            x_title=curves.AXES[axis],
+            smoothing=smoothing,
+            log_y=log_y and metric == "loss",
         )
         fig.update_layout(height=360, showlegend=False)
         with column:
