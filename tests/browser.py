@@ -209,6 +209,12 @@ def figure_title(page, text: str):
     return page.locator(".gtitle", has_text=re.compile(r"\s*".join(words)))
 
 
+def selectbox_text(page, label: str) -> str:
+    """The option shown in the first selectbox whose label reads `label`."""
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
+    return box.get_by_role("combobox").input_value()
+
+
 def settle(page, timeout_ms: int = 120_000) -> None:
     """Wait until Streamlit has finished the rerun a widget change started: first for a run
     to start since the last wait, then for the app to be idle."""

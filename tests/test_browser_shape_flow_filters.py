@@ -3,6 +3,8 @@ keep screenshots of what a user sees (artifacts/screenshots/)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.browser import (
@@ -12,6 +14,7 @@ from tests.browser import (
     figure_title,
     missing_glyphs,
     screenshot,
+    selectbox_text,
     wait_for_app,
 )
 
@@ -133,3 +136,10 @@ def test_graph_of_resnet18_small_reads_on_a_laptop_screen(app_url: str) -> None:
         assert "layer2.0.conv1" in words
         assert "parameters 4,672 · multiply-adds 1,179,648" in words  # 32·16·9 + BN's 64
         screenshot(page, "shape_flow_graph_hover")
+
+        # A click on the block opens its layer's maps on Activations.
+        conv.click(force=True)
+        page.wait_for_url(re.compile(r"/Activations\?.*layer=layer2\.0\.conv1"), timeout=60_000)
+        wait_for_app(page, "Where the image comes from", 120_000)
+        assert selectbox_text(page, "Layer").startswith("layer2.0.conv1")
+        assert_no_exception(page)

@@ -24,6 +24,7 @@ from tests.browser import (
     chromium_page,
     require_chromium,
     screenshot,
+    selectbox_text,
     set_number,
     settle,
     streamlit_server,
@@ -74,11 +75,6 @@ def global_scale(page):
     return page.locator('[data-testid="stMain"] [role="radiogroup"]').get_by_role(
         "radio", name="global", exact=True
     )
-
-
-def selectbox_text(page, label: str) -> str:
-    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
-    return box.get_by_role("combobox").input_value()
 
 
 def test_the_running_indicator_shows_and_the_idle_wait_waits(tmp_path: Path) -> None:

@@ -269,6 +269,7 @@ def dataflow_graph(graph: ModelGraph, *, title: str = "", subtitle: str = "") ->
             mode="markers",
             marker={"size": BLOCK_H, "symbol": "square", "color": "rgba(0,0,0,0)"},
             hovertext=[h for h in hover for _ in range(3)],
+            customdata=[[p.node.name] for p in nodes for _ in range(3)],  # what a click opens
             hovertemplate="%{hovertext}<extra></extra>",
             showlegend=False,
             name="blocks",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from dashboard.base.errors import LensError
-from dashboard.ui.navigation import open_in_activations
+from dashboard.ui.navigation import clicked_customdata, open_in_activations
 from dashboard.ui.show import figure, progress_bar, show_error
 
 if TYPE_CHECKING:  # torch-heavy: loaded by the page after its first paint
@@ -27,21 +27,9 @@ REPORT_ATLASES_KEY = "lens_report_atlases"  # {model key: [[layer, images, steps
 VIS_STOP_KEY = "ch_vis_stop"
 
 
-def _clicked(chart_key: str) -> list | None:
-    """The customdata of the point the reader clicked in a chart (None: a click elsewhere)."""
-    points = st.session_state[chart_key]["selection"]["points"]
-    for point in points:
-        custom = point.get("customdata")
-        if isinstance(custom, dict):  # a typed array's row comes back as {"0": …, "1": …}
-            custom = [custom[k] for k in sorted(custom, key=int)]
-        if custom:
-            return list(custom)
-    return None
-
-
 def tile_clicked() -> None:
     """A tile of the layer's atlas was clicked: its channel becomes the chosen one."""
-    custom = _clicked(TILES_CHART_KEY)
+    custom = clicked_customdata(TILES_CHART_KEY)
     if custom is not None:
         st.session_state[CHANNEL_KEY] = int(custom[0])
 
@@ -49,7 +37,7 @@ def tile_clicked() -> None:
 def example_clicked(layer: str, channel: int, examples: Sequence[Example]) -> None:
     """An example's crop was clicked: open its image on Activations once the page has run
     (a page cannot be switched from inside a callback)."""
-    custom = _clicked(EXAMPLES_CHART_KEY)
+    custom = clicked_customdata(EXAMPLES_CHART_KEY)
     if custom is None:
         return
     index = int(custom[0])

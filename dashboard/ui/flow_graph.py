@@ -7,11 +7,14 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard.ui.loaders import loaded_model, shape_flow
+from dashboard.ui.navigation import clicked_customdata, open_in_activations
 from dashboard.ui.show import figure
 from dashboard.ui.state import kept
 
 GRAPH, BLOCKS = "Graph", "Blocks"
 VIEW_KEY = "shape_view"
+CHART_KEY = "shape_graph"
+OPEN_KEY = "shape_open_layer"  # a block was clicked: the layer to open on Activations
 
 
 @st.cache_resource(max_entries=16, show_spinner="Tracing the graph…")
@@ -73,7 +76,15 @@ def graph_view(
     if traced.note:
         st.info(traced.note, icon=":material/info:")
     fig, plan = _graph_figure(model_key, input_shape, mtime, depth, folded)
-    figure(fig, "dataflow-graph", width="content")
+    layers = viewable_layers(model_key, input_shape, mtime)
+    figure(
+        fig,
+        "dataflow-graph",
+        width="content",
+        key=CHART_KEY,
+        on_select=lambda: block_clicked(layers),
+        selection_mode=("points",),
+    )
     folds = (
         f"It folds blocks at depth {plan.depth} and deeper so it stays readable; "
         if (depth is None and plan.depth is not None)
@@ -81,5 +92,32 @@ def graph_view(
     )
     st.caption(
         f"{folds}BatchNorm, activations and dropout are drawn inside the block before them "
-        "(hover a block for its steps, parameters and multiply-adds)."
+        "(hover a block for its steps, parameters and multiply-adds). Click a layer's block to "
+        "open its feature maps on Activations."
     )
+    open_clicked_block()
+
+
+def viewable_layers(model_key: str, input_shape: tuple[int, int, int], mtime: float) -> set:
+    """The layers the Activations page can show for this model (its layer keys)."""
+    from dashboard.analysis import inputs
+
+    flow = shape_flow(model_key, input_shape, mtime)
+    return {inputs.layer_key(r) for r in inputs.viewable_layers(flow)}
+
+
+def block_clicked(layers: set) -> None:
+    """A block was clicked: remember its layer, opened once the page has run (a page cannot be
+    switched from inside a callback). Functional steps and the input have no maps to open."""
+    custom = clicked_customdata(CHART_KEY)
+    if custom and custom[0] in layers:
+        st.session_state[OPEN_KEY] = custom[0]
+
+
+def open_clicked_block() -> None:
+    """Go to Activations at the clicked block's layer, with the image it last showed."""
+    from dashboard.analysis import inputs
+
+    layer = st.session_state.pop(OPEN_KEY, None)
+    if layer is not None:
+        open_in_activations(int(st.session_state.get(inputs.IMAGE_INDEX_KEY, 0)), layer)

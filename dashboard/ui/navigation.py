@@ -154,6 +154,21 @@ def open_in_activations(
     st.switch_page(ACTIVATIONS_PAGE, query_params=params)
 
 
+def clicked_customdata(chart_key: str) -> list | None:
+    """The customdata of the point the reader clicked in the chart under `chart_key` (None: a
+    click elsewhere, or no click yet)."""
+    event = st.session_state.get(chart_key) or {}
+    for point in (event.get("selection") or {}).get("points", []):
+        custom = point.get("customdata")
+        if isinstance(custom, dict):  # a typed array's row comes back as {"0": …, "1": …}
+            custom = [custom[k] for k in sorted(custom, key=int)]
+        if isinstance(custom, str):
+            custom = [custom]
+        if custom:
+            return list(custom)
+    return None
+
+
 def neuron_window_opened() -> bool:
     """Whether a link has asked for Activations' one-neuron window open. It stays asked for the
     session: Streamlit applies `expanded` when it changes, so a constant answer leaves the
