@@ -165,7 +165,7 @@ if deepest > 0:
 # The graph (branches and merges) by default where the data forks or merges.
 traced = ui.model_graph(selection.model_key, shape, mtime)
 if ui.view_switch(traced.branches, model_changed) == ui.GRAPH:
-    ui.graph_view(selection.model_key, shape, mtime, depth, tuple(folded))
+    ui.graph_view(selection, shape, mtime, depth, tuple(folded))
 else:
     figure, plan = diagram(selection.model_key, shape, mtime, depth, tuple(folded))
     ui.figure(figure, "shape-flow", width="content")

@@ -262,3 +262,68 @@ def test_drawing_has_one_arrow_per_edge_and_nothing_overlaps(name: str) -> None:
     assert len(texts) == 3
     assert all(len(t.text) == len(shown.nodes) for t in texts)
     assert fig.layout.height >= (max(p.row for p in placed.values()) + 1) * graph_figures.ROW
+
+
+# --- feature maps beside the blocks -------------------------------------------------------------
+
+
+def _most_active(
+    maps: torch.Tensor, k: int = graph.BLOCK_CHANNELS
+) -> tuple[list[int], torch.Tensor]:
+    order = torch.argsort(maps.mean(dim=(1, 2)), descending=True, stable=True)[:k]
+    return [int(c) for c in order], maps[order]
+
+
+def test_block_maps_equal_conv2d_relu_and_pooling_by_hand(shared_datasets) -> None:
+    from torch.nn import functional as F
+
+    from dashboard import data
+
+    loaded = checkpoints.load_checkpoint(REPO_ROOT / "trained" / "lenet5-mnist.safetensors")
+    model = loaded.model.eval()
+    test = data.load_split("mnist", "test", data_root=shared_datasets, download=False)
+    x = data.normalize(test.images[7:8], test.info.mean, test.info.std)
+    traced = graph.model_graph(model, (1, 28, 28))
+    shown = graph.graph_plan(traced).graph
+    maps = graph.block_maps(traced, shown, model, x)
+    by_name = {n.name: maps.get(n.id) for n in shown.nodes}
+    # The conv block absorbed its ReLU: its maps are ReLU(conv), the pooling block's the max.
+    f = model.features
+    relu1 = F.relu(F.conv2d(x, f.conv1.weight, f.conv1.bias, padding=2))[0]
+    pool1 = F.max_pool2d(relu1, 2)
+    relu2 = F.relu(F.conv2d(pool1[None], f.conv2.weight, f.conv2.bias))[0]
+    for name, key, expected in (
+        ("features.conv1", "features.relu1", relu1),
+        ("features.pool1", "features.pool1", pool1),
+        ("features.conv2", "features.relu2", relu2),
+    ):
+        channels, values = _most_active(expected.detach())
+        block = by_name[name]
+        assert (block.layer, list(block.channels)) == (key, channels), name
+        torch.testing.assert_close(torch.from_numpy(block.maps), values)
+    torch.testing.assert_close(torch.from_numpy(by_name["input"].maps), x[0])
+    assert by_name["classifier.fc1"] is None  # a vector, not maps: nothing beside it
+    assert by_name["flatten"] is None
+
+
+def test_a_residual_blocks_maps_are_the_blocks_own_output() -> None:
+    model, shape = shipped_resnet18_small()
+    model.eval()
+    traced = graph.model_graph(model, shape)
+    shown = graph.graph_plan(traced).graph
+    x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+    maps = graph.block_maps(traced, shown, model, x)
+    add = next(n for n in shown.nodes if n.name == "layer1.0 · add")
+    with torch.no_grad():  # the oracle: the stem, then the whole first residual block
+        stem = model.relu(model.bn1(model.conv1(x)))
+        block_out = model.layer1[0](stem)[0]
+    channels, values = _most_active(block_out)
+    assert list(maps[add.id].channels) == channels
+    torch.testing.assert_close(torch.from_numpy(maps[add.id].maps), values)
+    # Drawn: one thumbnail per channel of each main-path block, hover naming layer and channel.
+    fig = graph_figures.dataflow_graph(shown, maps=maps)
+    placed = graph_figures.layout(shown)
+    drawn = [p.node.id for p in placed.values() if p.column == 0 and p.node.id in maps]
+    assert len(fig.layout.images) == sum(len(maps[i].channels) for i in drawn)
+    targets = next(t for t in fig.data if t.name == "feature maps")
+    assert f"{maps[add.id].layer} · channel {channels[0]}" in "".join(targets.hovertext)

@@ -296,3 +296,27 @@ def test_blocks_stay_the_default_for_a_model_without_branches() -> None:
     app.radio(key="_shape_view").set_value("Graph").run()
     (spec,) = chart_specs(app)
     assert block_texts(spec, 1)[1:3] == ["<b>Conv 5×5, 6</b>", "<b>MaxPool 2/2</b>"]
+
+
+@pytest.mark.reads_data
+def test_feature_maps_join_the_graph_for_the_activations_pages_image() -> None:
+    app = open_page("ckpt:trained/lenet5-mnist.safetensors", lens_image_index=7)
+    app.radio(key="_shape_view").set_value("Graph").run()
+    assert not chart_specs(app)[0]["layout"].get("images")
+    app.toggle(key="_shape_graph_maps").set_value(True).run()
+    assert not app.exception, app.exception
+    assert app.number_input(key="_lens_image_index").value == 7  # the image Activations shows
+    (spec,) = chart_specs(app)
+    assert (
+        "the 4 most active maps of test image 7 (9)" in spec["layout"]["title"]["subtitle"]["text"]
+    )
+    # input (1 channel) + conv1, pool1, conv2, pool2 (4 each); none beside the linear layers
+    assert len(spec["layout"]["images"]) == 1 + 4 * 4
+    hover = next(t for t in spec["data"] if t.get("name") == "feature maps")["hovertext"]
+    assert hover[1].startswith("features.relu1 · channel ")
+
+    # Another input size than the images': no maps, and the page says why.
+    app.number_input(key="_shape_h").set_value(32).run()
+    assert not app.exception, app.exception
+    assert any("The maps need the test images' own size, 1×28×28" in i.value for i in app.info)
+    assert not chart_specs(app)[0]["layout"].get("images")

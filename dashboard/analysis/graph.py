@@ -542,3 +542,69 @@ def graph_plan(
         if len(plan.graph.nodes) <= max_nodes:
             break
     return plan
+
+
+# --- feature maps drawn into the graph (CNN Explainer's overview) -------------------------------
+
+BLOCK_CHANNELS = 4  # channels shown beside a block: its most active ones
+
+
+@dataclass(frozen=True)
+class BlockMaps:
+    """What one block of the graph outputs for an image: its most active channels."""
+
+    layer: str  # the probe key of the module whose output this is ("layer1.0.relu#1")
+    channels: tuple[int, ...]  # which channels, most active (highest mean) first
+    maps: Any  # numpy (k, H, W) float32, the raw values of those channels
+
+
+def block_outputs(traced: ModelGraph, shown: ModelGraph, model: nn.Module) -> dict[str, str]:
+    """For each block of `shown` (a plan of `traced`), the probe key of the module call whose
+    output is the block's output: its last member's (a block with absorbed steps ends with
+    them; a folded container is its own module). Blocks that end in a functional step (an add
+    with nothing after it) or the input have none."""
+    modules = dict(model.named_modules())
+    calls: dict[str, int] = {}
+    key_of: dict[str, str] = {}
+    for node in traced.nodes:  # in the order of the forward pass: the k-th call of a module
+        if node.name in modules and node.kind != INPUT_KIND:
+            index = calls.get(node.name, 0)
+            calls[node.name] = index + 1
+            key_of[node.id] = node.name if index == 0 else f"{node.name}#{index}"
+    found = {}
+    for node in shown.nodes:
+        if node.folded and node.name in modules:
+            found[node.id] = node.name
+        elif node.members and node.members[-1] in key_of:
+            found[node.id] = key_of[node.members[-1]]
+        elif node.id in key_of:
+            found[node.id] = key_of[node.id]
+    return found
+
+
+def block_maps(
+    traced: ModelGraph,
+    shown: ModelGraph,
+    model: nn.Module,
+    x: torch.Tensor,
+    channels: int = BLOCK_CHANNELS,
+) -> dict[str, BlockMaps]:
+    """Each block's most active channels for the one image `x` (1, C, H, W), from one forward
+    pass; blocks whose output is not a stack of maps (a linear layer's vector) have none."""
+    keys = block_outputs(traced, shown, model)
+    with torch.no_grad():
+        outputs = probe.activations(model, x, sorted(set(keys.values()))) if keys else {}
+    first = tuple(range(min(channels, x.shape[1])))  # the input's own channels, in order
+    found = {
+        node.id: BlockMaps("input", first, x[0, : len(first)].numpy())
+        for node in shown.nodes
+        if node.kind == INPUT_KIND
+    }
+    for node_id, key in keys.items():
+        value = outputs[key]
+        if value.dim() != 4:
+            continue
+        maps = value[0].float()
+        order = torch.argsort(maps.mean(dim=(1, 2)), descending=True, stable=True)[:channels]
+        found[node_id] = BlockMaps(key, tuple(int(c) for c in order), maps[order].numpy())
+    return found

@@ -12,16 +12,20 @@ side, so it never crosses a block.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
 
+from dashboard.figures.mosaic import png_source
 from dashboard.figures.style import INK, LENS_TEMPLATE, MUTED, arrow_lines, title_layout
 
 if TYPE_CHECKING:  # drawing needs no torch: the graph is a plain record
-    from dashboard.analysis.graph import GraphNode, ModelGraph
+    from dashboard.analysis.graph import BlockMaps, GraphNode, ModelGraph
 
 BLOCK_W = 200.0  # pixels: a block's width, room for about 26 characters of its label
 BLOCK_H = 50.0
@@ -29,6 +33,8 @@ COLUMN = 260.0  # from one column's centre to the next: a 60 px gutter between b
 ROW = 74.0  # from one row's centre to the next
 LANE_GAP = 14.0  # between two skip edges sharing a gutter
 _CHARS = {10: 33, 11: 30, 12: 25}  # characters that fit BLOCK_W at a font size
+MAP_SIDE = BLOCK_H  # a feature map's thumbnail beside its block, as tall as the block
+MAP_GAP = 4.0
 
 # (fill, outline) by what a block does
 _COLOURS = {
@@ -190,9 +196,16 @@ def _hover(node: GraphNode, graph: ModelGraph, by_id: dict[str, GraphNode]) -> s
     return "<br>".join(lines)
 
 
-def dataflow_graph(graph: ModelGraph, *, title: str = "", subtitle: str = "") -> go.Figure:
+def dataflow_graph(
+    graph: ModelGraph,
+    *,
+    title: str = "",
+    subtitle: str = "",
+    maps: Mapping[str, BlockMaps] | None = None,
+) -> go.Figure:
     """The graph as labelled blocks in rows and columns, arrows along its edges; hover a block
-    for its input and output shapes, parameters and multiply-adds."""
+    for its input and output shapes, parameters and multiply-adds. With `maps` (by node id),
+    each main-path block's maps for one image are drawn in a strip at the right, in its row."""
     placed = layout(graph)
     by_id = {n.id: n for n in graph.nodes}
     columns = [p.column for p in placed.values()]
@@ -277,11 +290,17 @@ def dataflow_graph(graph: ModelGraph, *, title: str = "", subtitle: str = "") ->
     )
     left = min(min(columns) * COLUMN - BLOCK_W / 2, min(lane_x, default=0)) - 20
     right = max(max(columns) * COLUMN + BLOCK_W / 2, max(lane_x, default=0)) + 20
+    images: list[dict] = []
+    if maps:
+        targets, images, right = _map_strip(placed, maps, right + 16)
+        traces.append(targets)
     right = max(right, left + 560)  # room for the title and legend
     rows = max(p.row for p in nodes) + 1
     top, bottom = BLOCK_H / 2 + 10, -(rows - 1) * ROW - BLOCK_H / 2 - 10
     hidden = {"visible": False, "fixedrange": True}
     fig = go.Figure(traces)
+    for image in images:
+        fig.add_layout_image(image)
     fig.update_layout(
         template=LENS_TEMPLATE,
         title={
@@ -309,3 +328,64 @@ def _sub_line(node: GraphNode) -> str:
     if node.folded:
         return f"{len(node.members)} steps → {shape}"
     return f"{' · '.join(node.steps)} → {shape}" if node.steps else shape
+
+
+# --- feature maps beside the blocks --------------------------------------------------------------
+
+_VIRIDIS = np.array(
+    [
+        [int(float(c)) for c in colour[4:-1].split(",")]
+        for colour in sample_colorscale("Viridis", [i / 255 for i in range(256)])
+    ],
+    dtype=np.uint8,
+)
+
+
+def _coloured(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """(H, W) values → (H, W, 3) uint8 on Viridis between `low` and `high`."""
+    span = high - low if high > low else 1.0
+    index = np.clip((np.asarray(values, dtype=np.float64) - low) / span * 255, 0, 255)
+    return _VIRIDIS[index.astype(np.uint8)]
+
+
+def _map_strip(
+    placed: dict[str, _Placed], maps: Mapping[str, BlockMaps], x0: float
+) -> tuple[go.Scatter, list[dict], float]:
+    """The main path's maps from `x0` rightwards, each block's row beside it on one colour scale
+    of its own: (hover targets over the thumbnails, the thumbnails as layout images, the
+    strip's right edge)."""
+    xs, ys, texts, images = [], [], [], []
+    right = x0
+    for p in (p for p in placed.values() if p.column == 0 and p.node.id in maps):
+        block = maps[p.node.id]
+        low, high = float(np.min(block.maps)), float(np.max(block.maps))
+        for i, (channel, values) in enumerate(zip(block.channels, block.maps, strict=True)):
+            left = x0 + i * (MAP_SIDE + MAP_GAP)
+            right = max(right, left + MAP_SIDE)
+            xs.append(left + MAP_SIDE / 2)
+            ys.append(p.y)
+            texts.append(
+                f"{block.layer} · channel {channel}<br>{values.shape[0]}×{values.shape[1]} · "
+                f"mean {float(values.mean()):.3g}<br>colours {low:.3g} … {high:.3g} "
+                "(this block's channels)"
+            )
+            upscale = max(1, math.ceil(MAP_SIDE / max(values.shape)))
+            images.append(
+                {
+                    "source": png_source(_coloured(values, low, high), upscale),
+                    "xref": "x", "yref": "y", "x": left, "y": p.y + MAP_SIDE / 2,
+                    "sizex": MAP_SIDE, "sizey": MAP_SIDE, "xanchor": "left", "yanchor": "top",
+                    "sizing": "stretch", "layer": "above",
+                }
+            )  # fmt: skip
+    targets = go.Scatter(
+        x=xs,
+        y=ys,
+        mode="markers",
+        marker={"size": MAP_SIDE, "symbol": "square", "color": "rgba(0,0,0,0)"},
+        hovertext=texts,
+        hovertemplate="%{hovertext}<extra></extra>",
+        showlegend=False,
+        name="feature maps",
+    )
+    return targets, images, right + 8

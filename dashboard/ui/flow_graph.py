@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.ui.loaders import loaded_model, shape_flow
+from dashboard.base.errors import LensError
+from dashboard.ui.choices import Selection
+from dashboard.ui.loaders import data_id, load_data, load_model, loaded_model, shape_flow
 from dashboard.ui.navigation import clicked_customdata, open_in_activations
-from dashboard.ui.show import figure
-from dashboard.ui.state import kept
+from dashboard.ui.show import figure, show_error
+from dashboard.ui.state import held, kept
 
 GRAPH, BLOCKS = "Graph", "Blocks"
 VIEW_KEY = "shape_view"
 CHART_KEY = "shape_graph"
 OPEN_KEY = "shape_open_layer"  # a block was clicked: the layer to open on Activations
+MAPS_KEY = "shape_graph_maps"  # draw one test image's feature maps beside the blocks
 
 
 @st.cache_resource(max_entries=16, show_spinner="Tracing the graph…")
@@ -33,8 +36,11 @@ def _graph_figure(
     mtime: float,
     depth: int | None,
     folded: tuple[str, ...],
+    image_id: tuple | None,
+    _image,
 ):
-    """(figure, plan) of the graph with containers folded as the page's controls say."""
+    """(figure, plan) of the graph with containers folded as the page's controls say; with an
+    image ((1, C, H, W), named by `image_id`), each main-path block's most active maps for it."""
     from dashboard.analysis import graph, summary
     from dashboard.figures.graph import dataflow_graph
 
@@ -44,7 +50,13 @@ def _graph_figure(
     if traced.broken:
         title += f" — stops at {traced.node(traced.broken).name}"
     how = "traced with torch.fx" if traced.traced else "the modules in the order they ran"
-    return dataflow_graph(plan.graph, title=title, subtitle=f"{how} · hover a block"), plan
+    maps = None
+    if _image is not None and not traced.broken:
+        model, _, _ = loaded_model(model_key, mtime)
+        maps = graph.block_maps(traced, plan.graph, model, _image)
+        how += f" · right: the {graph.BLOCK_CHANNELS} most active maps of {image_id[-1]}"
+    fig = dataflow_graph(plan.graph, title=title, subtitle=f"{how} · hover a block", maps=maps)
+    return fig, plan
 
 
 def view_switch(branches: bool, model_changed: bool) -> str:
@@ -64,18 +76,62 @@ def view_switch(branches: bool, model_changed: bool) -> str:
     )
 
 
+def map_image(selection: Selection, input_shape: tuple[int, int, int]):
+    """When the reader asks for maps in the graph: (its id, the test image as a (1, C, H, W)
+    batch) picked with the Activations page's image; (None, None) otherwise or when the
+    dataset's images do not fit the input size shown (said in the page)."""
+    from dashboard import data
+    from dashboard.analysis import inputs
+
+    bar = st.container(horizontal=True, gap="large", vertical_alignment="bottom")
+    with bar:
+        wanted = st.toggle(
+            "Feature maps in the graph",
+            help="Beside each block of the main path, its four most active feature maps for "
+            "one test image (CNN Explainer's overview); the same image as on Activations.",
+            **held(MAPS_KEY, False),
+        )
+    if not wanted:
+        return None, None
+    try:
+        _, view = load_model(selection)
+        test = load_data(selection, view)
+    except LensError as err:
+        show_error(err)
+        return None, None
+    own = tuple(test.images.shape[1:])
+    if own != tuple(input_shape):
+        st.info(
+            f"The maps need the test images' own size, {'×'.join(map(str, own))}: reset the "
+            "input size above to see them.",
+            icon=":material/info:",
+        )
+        return None, None
+    last = len(test) - 1  # the Activations page's image, within this split
+    stored = inputs.parse_index(st.session_state.get(inputs.IMAGE_INDEX_KEY, 0), len(test)) or 0
+    st.session_state[inputs.IMAGE_INDEX_KEY] = stored
+    index = bar.number_input(
+        f"Test image (0 – {last:,})", 0, last, step=1, **held(inputs.IMAGE_INDEX_KEY, 0)
+    )
+    x = data.normalize(test.images[index : index + 1], test.info.mean, test.info.std)
+    label = test.info.classes[int(test.labels[index])]
+    return (data_id(test), index, f"test image {index} ({label})"), x
+
+
 def graph_view(
-    model_key: str,
+    selection: Selection,
     input_shape: tuple[int, int, int],
     mtime: float,
     depth: int | None,
     folded: tuple[str, ...],
 ) -> None:
     """The graph figure with what it leaves out said under it."""
+    model_key = selection.model_key
     traced = model_graph(model_key, input_shape, mtime)
     if traced.note:
         st.info(traced.note, icon=":material/info:")
-    fig, plan = _graph_figure(model_key, input_shape, mtime, depth, folded)
+    image_id, image = map_image(selection, input_shape)
+    fig, plan = _graph_figure(model_key, input_shape, mtime, depth, folded, image_id, image)
     layers = viewable_layers(model_key, input_shape, mtime)
     figure(
         fig,
