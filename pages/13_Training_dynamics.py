@@ -37,8 +37,6 @@ if own is None:
         why = f"**{ui.plain(view.label)}**'s recorded dynamics are damaged and were skipped"
     elif selection.is_checkpoint:
         why = f"**{ui.plain(view.label)}** was trained without recording its dynamics"
-        if selection.model_key.startswith(ui.SHIPPED_PREFIX):
-            why += " (as were all the shipped checkpoints)"
     elif view.untrained:
         why = f"**{ui.plain(view.label)}** is untrained: it has no training to show"
     else:

@@ -76,11 +76,13 @@ def test_integrated_gradients_add_up_to_the_logit_difference(model, mnist_test) 
                 assert result.logit == pytest.approx(float(logits[target]), abs=1e-5)
                 assert result.baseline_logit == pytest.approx(expected_base, abs=1e-5)
                 # Completeness: Σ attributions = f(x) − f(baseline) up to Captum's delta, which
-                # is < 1 % of the difference with enough steps.
+                # is < 1 % of the difference with enough steps, or a few thousandths where the
+                # logit barely moves (float32 sums of hundreds of gradients: measured 1e-4 to
+                # 2e-3 at 500 to 2,000 steps, not shrinking further).
                 assert result.attribution_sum - difference == pytest.approx(
                     result.convergence_delta, abs=1e-4
                 )
-                assert abs(result.convergence_delta) < 0.01 * abs(difference)
+                assert abs(result.convergence_delta) < max(0.01 * abs(difference), 5e-3)
                 checked += 1
     assert checked == 8
 

@@ -18,7 +18,7 @@ from tests.browser import (
 
 pytestmark = pytest.mark.browser
 TIMEOUT_MS = 180_000
-A, B = "study-lenet5-batchnorm", "study-lenet5-base"  # the sidebar's first model, the study's base
+A, B = "study-lenet5-batchnorm", "study-lenet5-base"  # the model opened first; its default B
 
 
 def titles(page) -> list[str]:
@@ -34,7 +34,7 @@ def squeezed(text: str) -> str:
 
 def test_compare_from_the_sidebar_link(app_url: str) -> None:
     with chromium_page(viewport=(1400, 3500)) as page:
-        page.goto(app_url)
+        page.goto(f"{app_url}/?model={A}&dataset=mnist")
         wait_for_app(page, "Multiply-adds per image", timeout_ms=TIMEOUT_MS)
         sidebar = page.locator('[data-testid="stSidebar"]')
         sidebar.get_by_role("link", name="Compare", exact=True).click()

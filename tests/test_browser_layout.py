@@ -29,6 +29,7 @@ from tests.browser import (
 from tests.test_browser_confusion import cell_centre
 
 pytestmark = pytest.mark.browser
+MAIN = '[data-testid="stMain"]'  # the page, not the toolbar (whose Stop ends a script run)
 TIMEOUT_MS = 180_000
 VIEWPORTS = [(1280, 800), (1920, 1080)]
 # Every page, with a text its finished run shows; AlexNet's classifier.1 has 37,752,832
@@ -114,7 +115,7 @@ def test_a_runs_progress_shows_where_start_was_clicked(app_url: str) -> None:
         progress.wait_for(timeout=TIMEOUT_MS)
         page.wait_for_timeout(500)  # the page redrawn around the run
         assert in_view(page, progress), progress.bounding_box()
-        stop = page.get_by_role("button", name="Stop")
+        stop = page.locator(MAIN).get_by_role("button", name="Stop", exact=True)
         with suppress(PlaywrightError):  # the short run may end by itself meanwhile
             stop.click(timeout=5_000)
         assert_no_exception(page)

@@ -143,7 +143,8 @@ def test_two_sessions_train_different_models_at_once_and_never_mix(server) -> No
         second.get_by_text("Runs training on this server now: 2 of 2.").wait_for()
         first_header, second_header = run_header(first), run_header(second)
         assert re.match(r"Run \d+ — course-net · adam lr 0\.001 · batch 64 — mnist$", first_header)
-        assert re.match(r"Run \d+ — lenet5 \(.*batch_norm=True.*\) · adam", second_header)
+        batch_norm = SHIPPED.model_args["options"].get("batch_norm", False)
+        assert re.match(rf"Run \d+ — lenet5 \(.*batch_norm={batch_norm}.*\) · adam", second_header)
         ids = {re.match(r"Run (\d+)", h)[1] for h in (first_header, second_header)}
         assert len(ids) == 2
         screenshot(first, "sessions-first-training")
@@ -193,7 +194,10 @@ def test_two_sessions_train_different_models_at_once_and_never_mix(server) -> No
     one = checkpoints.read_card(runs_dir / "session-one.safetensors")
     two = checkpoints.read_card(runs_dir / "session-two.safetensors")
     assert one.architecture == "course-net"
-    assert (two.architecture, two.model_args["options"].get("batch_norm")) == ("lenet5", True)
+    # the sidebar's model (the best shipped one), fine-tuned with its own options
+    options = two.model_args["options"]
+    assert two.architecture == SHIPPED.architecture == "lenet5"
+    assert options["batch_norm"] == SHIPPED.model_args["options"].get("batch_norm", False)
     assert "initial_weights" not in one.training
     assert two.training["initial_weights"].startswith(SHIPPED.name)
     assert (one.training["train_images"], two.training["train_images"]) == (3000, 2000)

@@ -27,6 +27,7 @@ from tests.browser import (
 )
 
 pytestmark = pytest.mark.browser
+MAIN = '[data-testid="stMain"]'  # the page, not the toolbar (whose Stop ends a script run)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_train_live_stop_save_then_upload_on_the_model_page(server, tmp_path: Pa
         screenshot(page, "train-running")
 
         clicked = time.monotonic()
-        page.get_by_role("button", name="Stop").click()
+        page.locator(MAIN).get_by_role("button", name="Stop", exact=True).click()
         page.get_by_text(re.compile(r"^stopped by user at epoch \d+, step \d+")).wait_for(
             timeout=30_000
         )

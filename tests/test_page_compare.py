@@ -24,8 +24,7 @@ from tests.test_page_filters import array, charts  # plotly specs by title, type
 
 TIMEOUT = 180
 PAGE = "pages/7_Compare.py"
-STUDY = ("batchnorm", "avgpool", "sgd", "batch128", "base", "sigmoid")
-A_DEFAULT = "ckpt:trained/study-lenet5-batchnorm.safetensors"  # the sidebar's first choice
+A_MODEL = "ckpt:trained/study-lenet5-batchnorm.safetensors"  # model A of these tests
 
 
 @pytest.fixture(autouse=True)
@@ -36,14 +35,18 @@ def runs_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return folder
 
 
-def open_page(model_key: str | None = None, **state) -> AppTest:
-    if model_key is not None:
-        state["lens_model"] = model_key
-    return run_page(PAGE, timeout=TIMEOUT, **state)
+def open_page(model_key: str = A_MODEL, **state) -> AppTest:
+    return run_page(PAGE, timeout=TIMEOUT, lens_model=model_key, **state)
 
 
 def card(name: str) -> dict:
     return json.loads((paths.TRAINED_DIR / f"{name}.json").read_text())
+
+
+def study() -> list[str]:
+    """The seed study's variants, best test accuracy first (the overlay's order)."""
+    names = [p.stem for p in paths.TRAINED_DIR.glob("study-lenet5-*.json")]
+    return sorted(names, key=lambda n: -card(n)["metrics"]["test_accuracy"])
 
 
 def tensors(name: str) -> dict[str, torch.Tensor]:
@@ -54,10 +57,11 @@ def test_default_overlay_is_the_seed_study_with_its_table() -> None:
     app = open_page()
     assert not app.error
     chosen = app.pills(key="_compare_runs").value
-    assert chosen == [f"card:trained/study-lenet5-{s}" for s in STUDY]
+    assert len(study()) == 6
+    assert chosen == [f"card:trained/{name}" for name in study()]
     curves = charts(app)["Test accuracy"]
     names = [trace["name"] for trace in curves["data"]]
-    assert names == [f"study-lenet5-{s}" for s in STUDY]
+    assert names == study()
     for trace in curves["data"]:
         history = card(trace["name"])["history"]
         assert list(array(trace["x"])) == [r["epoch"] for r in history]
@@ -104,7 +108,7 @@ def test_b_is_offered_among_same_shaped_checkpoints_only() -> None:
         for c in checkpoints.list_checkpoints(paths.TRAINED_DIR)
         if c.architecture == "lenet5"
     ]
-    expected = [k for k in lenet5 if k != A_DEFAULT]
+    expected = [k for k in lenet5 if k != A_MODEL]
     assert b.options == [ui.model_label(k) for k in expected]
     assert b.value == "ckpt:trained/study-lenet5-base.safetensors"  # the study's baseline
     # the batch-norm tensors only A has are named, not compared
@@ -212,11 +216,11 @@ def test_a_mismatched_pair_gives_a_message(runs_dir: Path) -> None:
 
 
 def test_a_link_picks_b_and_a_wrong_one_is_explained() -> None:
-    app = run_page(PAGE, timeout=TIMEOUT, query={"b": "study-lenet5-sgd"})
+    app = open_page(query={"b": "study-lenet5-sgd"})
     assert app.selectbox(key="_compare_b").value == "ckpt:trained/study-lenet5-sgd.safetensors"
     assert not app.warning
 
-    app = run_page(PAGE, timeout=TIMEOUT, query={"b": "course-net-mnist"})
+    app = open_page(query={"b": "course-net-mnist"})
     (warning,) = [w.value for w in app.warning]
     assert warning == (
         "trained/course-net-mnist cannot stand beside study-lenet5-batchnorm as B: "

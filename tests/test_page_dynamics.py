@@ -16,12 +16,14 @@ from dashboard import data, training
 from dashboard.analysis import dynamics
 from dashboard.models import checkpoints
 from dashboard.training import runs
+from tests.conftest import REPO_ROOT
 from tests.dynamics_run import dynamics_checkpoint  # noqa: F401 (a fixture)
 from tests.pages import run_page
 from tests.test_page_filters import array
 
 PAGE = "pages/13_Training_dynamics.py"
 SHIPPED = "ckpt:trained/lenet5-mnist.safetensors"
+UNTRAINED = "arch:lenet5"
 
 
 def open_page(model_key: str, **state):
@@ -123,13 +125,25 @@ def dynamics_ema(values, weight):
     return out
 
 
-def test_shipped_checkpoint_says_it_has_no_dynamics_and_how_to_get_them():
-    app = open_page(SHIPPED)
+def test_an_untrained_model_says_it_has_no_dynamics_and_how_to_get_them():
+    app = open_page(UNTRAINED)
     (message,) = [i.value for i in app.info]
-    assert "was trained without recording its dynamics (as were all the shipped" in message
+    assert "is untrained: it has no training to show" in message
     assert "Train" in message
     assert "python -m dashboard train" in message
     assert not app.get("plotly_chart")
+
+
+def test_a_shipped_checkpoint_carries_its_dynamics_and_they_match_its_weights():
+    app = open_page(SHIPPED, dyn_statistic="weight_norm", dyn_smoothing=0.0, dyn_clock="epoch")
+    assert not app.info, [i.value for i in app.info]
+    spec = charts(app)["Weight norm ‖w‖₂"]
+    state = load_file(str(REPO_ROOT / "trained" / "lenet5-mnist.safetensors"))
+    for trace in spec["data"]:
+        x, y = array(trace["x"]), array(trace["y"])
+        assert x[-1] == 8.0  # the last sample: the eighth epoch's last step
+        norm = float(torch.linalg.vector_norm(state[trace["name"]].double()))
+        assert y[-1] == pytest.approx(norm, rel=1e-6), trace["name"]
 
 
 def test_a_run_of_this_session_is_offered_and_drawn(shared_datasets: Path, one_torch_thread):
@@ -138,8 +152,8 @@ def test_a_run_of_this_session_is_offered_and_drawn(shared_datasets: Path, one_t
     config = training.TrainConfig(epochs=2, dynamics_every=2)
     run = runs.start_run(runs.RunSpec("course-net", "mnist", config=config), train, test)
     assert run.join(120)
-    app = open_page(SHIPPED, train_runs=[run], dyn_statistic="dead_share", dyn_smoothing=0.0)
-    assert "trained without recording" in app.info[0].value
+    app = open_page(UNTRAINED, train_runs=[run], dyn_statistic="dead_share", dyn_smoothing=0.0)
+    assert "is untrained" in app.info[0].value
     assert app.selectbox(key="_dyn_source").value == f"run:{run.id}"
     dead = run.result.dynamics.series().values["dead_share"]
     spec = next(iter(charts(app).values()))
@@ -202,7 +216,7 @@ def test_a_run_still_training_shows_its_samples_so_far(shared_datasets: Path, on
         while not any(isinstance(e, DynamicsEvent) for e in run.events_since(0)):
             assert time.monotonic() < deadline, "no sample in 2 minutes"
             time.sleep(0.2)
-        app = open_page(SHIPPED, train_runs=[run], dyn_statistic="weight_norm")
+        app = open_page(UNTRAINED, train_runs=[run], dyn_statistic="weight_norm")
         assert not run.done
         assert any("still training" in c.value for c in app.caption)
         assert any("histograms of a run come" in i.value for i in app.info)

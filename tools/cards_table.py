@@ -12,9 +12,11 @@ from dashboard.models import checkpoints
 
 HEADER = """# Shipped checkpoints
 
-Each `NAME.safetensors` (weights, plus per-epoch snapshots of the first conv layers' filters)
-has a `NAME.json` card with the architecture, dataset, hyper-parameters, per-epoch history,
-final metrics and the exact command that reproduces it (`tools/train_shipped.sh` runs them all).
+Each `NAME.safetensors` (weights, per-epoch snapshots of the first conv layers' filters, and
+the training dynamics: every layer's weight and gradient norms, update ratios and dead units
+over the steps, every parameter's histogram per epoch) has a `NAME.json` card with the
+architecture, dataset, hyper-parameters, per-epoch history, final metrics and the exact command
+that reproduces it (`tools/train_shipped.sh` runs them all).
 Trained on this project's 2-core CPU machine, on the real MNIST (60,000 train / 10,000 test)
 and on CIFAR-10 (JPEG copy, 50,000 / 10,000): accuracies on CIFAR are on that JPEG copy.
 Training times were measured while other work shared the machine, so they are upper bounds.
