@@ -82,12 +82,6 @@ labels = {b.name: b.label for b in blocks}
 # --------------------------------------------------------------------------- projector
 
 
-def point_clicked() -> None:
-    row = ui.clicked_row(st.session_state.get(CHART_KEY))
-    if row is not None and 0 <= row < len(features):
-        st.session_state[IMAGE_KEY] = int(features.indices[row])
-
-
 def projector() -> None:
     """One layer's features in 2-D or 3-D; a chosen image and its nearest neighbours."""
     bar = ui.controls("Projector").container(horizontal=True, gap="medium")
@@ -143,12 +137,12 @@ def projector() -> None:
         ui.show_error(err)
         st.stop()
     focus = shown.index(image) if image in shown else None
+    context = f"{ui.data_id(test)}|{features_key['model']}|{features_key['images']}|{layer}|"
+    context += f"{method}|{dims}"  # a box or lasso selection belongs to this projection
     chart_area = st.container()
-    near = (
-        ui.focus_panel(features, test, classes, labels[layer], layer, focus)
-        if focus is not None
-        else []
-    )
+    near = ui.focus_panel(features, test, classes, labels[layer], layer, focus)
+    if picked := ui.gallery_rows(features, context):
+        ui.picked_gallery(features, test, classes, picked)
     axes = rfig.pca_axis_titles(projection.explained, dims) if method == "pca" else None
     figure_key = (
         "projection", ui.data_id(test), features_key["images"], features_key["model"], layer,
@@ -174,12 +168,13 @@ def projector() -> None:
             fig,
             f"projection-{layer}-{method}",
             key=CHART_KEY,
-            on_select=point_clicked,
-            selection_mode="points",
+            on_select=lambda: ui.chart_picked(CHART_KEY, IMAGE_KEY, context, features.indices),
+            selection_mode=("points", "box", "lasso"),
         )
         st.caption(
             f"{len(values):,} test images, {values.shape[1]:,} numbers each at this layer. "
-            "Click a point (or choose an image above) to see it and its nearest neighbours."
+            "Click a point (or choose an image above) to see it and its nearest neighbours"
+            + ("; draw a lasso or a box around points to see them all." if dims == 2 else ".")
         )
     if method == "pca" and len(projection.explained):
         ui.figure(

@@ -1,6 +1,7 @@
 """What the Representations page computes and shows: the layers a model's representations are
 read at, their features for a sample of a split (kept in the result cache by content), an image
-with its nearest neighbours in a layer, and the probes' scores."""
+with its nearest neighbours in a layer, the images picked with a box or lasso, and the probes'
+scores."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from dashboard import data
 
 NEIGHBOURS, THUMB_SIDE, GALLERY_COLUMNS = 8, 84, 5  # the neighbours' gallery
+PICKED_KEY = "repr_picked"  # {"for": the projection's context, "indices": split indices}
+PICKED_SHOWN = 48  # thumbnails of a box or lasso selection; the rest are counted
 
 
 @st.cache_resource(max_entries=8, show_spinner="Finding the layers…")
@@ -86,7 +89,9 @@ def require_made_for(selection: Selection, view: ModelView, info: data.DatasetIn
         )
 
 
-def thumbnail_card(features, test: data.Split, row: int, caption: str) -> None:
+def thumbnail_card(
+    features, test: data.Split, row: int, caption: str, key_prefix: str = "repr_open"
+) -> None:
     """One shown image (a row of the features): its picture, caption and a link to Activations."""
     from dashboard.analysis import confusion
 
@@ -95,7 +100,7 @@ def thumbnail_card(features, test: data.Split, row: int, caption: str) -> None:
     st.caption(caption)
     if st.button(
         f"#{index}",
-        key=f"repr_open_{row}",
+        key=f"{key_prefix}_{row}",
         icon=":material/open_in_new:",
         help=f"Open test image {index} on the Activations page",
     ):
@@ -123,25 +128,79 @@ def focus_panel(
         (int(near), f"{plain(classes[features.labels[near]])} · {similarity:.3f}")
         for near, similarity in zip(found.indices, found.similarity, strict=True)
     ]
-    for start in range(0, len(cards), GALLERY_COLUMNS):  # rows wide enough for every button
-        shown = cards[start : start + GALLERY_COLUMNS]
-        for cell, card in zip(st.columns(GALLERY_COLUMNS), shown, strict=False):
-            with cell:
-                thumbnail_card(features, test, *card)
+    _card_rows(features, test, cards, "repr_open")
     return [int(n) for n in found.indices]
 
 
-def clicked_row(event: dict | None) -> int | None:
-    """The row of the point clicked in the scatter (its customdata [index, row, …]), from the
-    chart's selection event."""
-    event = event or {}
-    for point in (event.get("selection") or {}).get("points", []):
-        custom = point.get("customdata")
-        if isinstance(custom, dict):
-            custom = [custom[k] for k in sorted(custom, key=int)]
-        if custom is not None and len(custom) >= 2:
-            return int(custom[1])
-    return None
+def _card_rows(features, test: data.Split, cards: Sequence[tuple[int, str]], key: str) -> None:
+    """Thumbnail cards (row, caption) in rows of GALLERY_COLUMNS, wide enough for every button."""
+    for start in range(0, len(cards), GALLERY_COLUMNS):
+        shown = cards[start : start + GALLERY_COLUMNS]
+        for cell, (row, caption) in zip(st.columns(GALLERY_COLUMNS), shown, strict=False):
+            with cell:
+                thumbnail_card(features, test, row, caption, key)
+
+
+def chart_picked(chart_key: str, image_key: str, context: str, indices) -> None:
+    """The projector's on_select: a click makes its image the chosen one (and ends a gallery);
+    a box or lasso keeps the images inside as this projection's gallery (`context`: the
+    model, images, layer, method and dimensions it was drawn on); an empty event clears it."""
+    from dashboard.analysis import picks
+
+    pick = picks.picked_rows(st.session_state.get(chart_key))
+    rows = [r for r in pick.rows if 0 <= r < len(indices)]
+    if pick.area and rows:
+        st.session_state[PICKED_KEY] = {"for": context, "indices": [int(indices[r]) for r in rows]}
+        st.session_state[image_key] = None
+        return
+    st.session_state.pop(PICKED_KEY, None)
+    if rows and not pick.area:
+        st.session_state[image_key] = int(indices[rows[0]])
+
+
+def gallery_rows(features, context: str) -> list[int]:
+    """The rows of `features` the reader picked with a box or lasso on this projection (none
+    when the kept pick was made on another model, sample, layer, method or dimensions). A pick
+    made for "the next projection drawn" ("for": None) becomes this one's."""
+    picked = st.session_state.get(PICKED_KEY)
+    if not picked:
+        return []
+    if picked.get("for") is None:
+        picked["for"] = context
+    if picked["for"] != context:
+        return []
+    row_of = {int(index): row for row, index in enumerate(features.indices)}
+    return [row_of[i] for i in picked["indices"] if i in row_of]
+
+
+def picked_gallery(features, test: data.Split, classes: list[str], rows: Sequence[int]) -> None:
+    """The images of a box or lasso selection: how many, right and wrong, by class; the first
+    PICKED_SHOWN as cards (mistakes first), each opening on Activations; a button clearing it."""
+    from dashboard.analysis import picks
+
+    summary = picks.summarize(rows, features.labels, features.predicted, classes)
+    head, clear = st.columns([5, 1], vertical_alignment="center")
+    head.markdown(f"**{plain(summary.text())}**")
+    clear.button(
+        "Clear",
+        key="repr_picked_clear",
+        icon=":material/close:",
+        on_click=lambda: st.session_state.pop(PICKED_KEY, None),
+        help="Forget this selection (a double-click on the map clears it too)",
+    )
+    order = picks.gallery_order(rows, features.labels, features.predicted)
+    cards = []
+    for row in order[:PICKED_SHOWN]:
+        true, guess = classes[features.labels[row]], classes[features.predicted[row]]
+        verdict = "✓" if true == guess else f"→ {plain(guess)} ✗"
+        cards.append((row, f"{plain(true)} {verdict}"))
+    st.caption(
+        "Each image's true class, and → the predicted one where the model is wrong; "
+        "the mistakes come first."
+    )
+    _card_rows(features, test, cards, "repr_pick")
+    if len(order) > PICKED_SHOWN:
+        st.caption(f"… and {len(order) - PICKED_SHOWN:,} more.")
 
 
 def probe_results(report, labels: dict[str, str]) -> None:
