@@ -245,7 +245,7 @@ def test_a_box_or_lasso_selection_shows_as_a_gallery(
     per_class = np.bincount(truth.numpy(), minlength=10)
     order = sorted(np.flatnonzero(per_class), key=lambda k: (-per_class[k], k))
     expected = f"60 images selected: {right} right, {60 - right} wrong; by true class: " + (
-        ", ".join(f"{k} ×{per_class[k]}" for k in order) + "."
+        ", ".join(f"{k}: {per_class[k]}" for k in order) + "."
     )
     assert any(m.value == f"**{expected}**" for m in app.markdown)
     cards = [b.label for b in app.button if b.key and b.key.startswith("repr_pick_")]

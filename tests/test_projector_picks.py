@@ -78,10 +78,10 @@ def test_the_summary_counts_right_wrong_and_classes_by_hand() -> None:
     assert (summary.count, summary.right, summary.wrong) == (8, 5, 3)
     assert summary.by_class == (("8", 4), ("3", 2), ("5", 2))  # most first, ties by class
     assert summary.text() == (
-        "8 images selected: 5 right, 3 wrong; by true class: 8 ×4, 3 ×2, 5 ×2."
+        "8 images selected: 5 right, 3 wrong; by true class: 8: 4, 3: 2, 5: 2."
     )
     assert picks.summarize([6], labels, predicted, CLASSES).text() == (
-        "1 image selected: 1 right, 0 wrong; by true class: 1 ×1."
+        "1 image selected: 1 right, 0 wrong; by true class: 1: 1."
     )
 
 

@@ -63,9 +63,9 @@ class PickSummary:
         return self.count - self.right
 
     def text(self) -> str:
-        """'37 images selected: 30 right, 7 wrong; by true class: 3 ×12, 5 ×9, 8 ×16.'"""
+        """'37 images selected: 30 right, 7 wrong; by true class: 8: 16, 3: 12, 5: 9.'"""
         noun = "image" if self.count == 1 else "images"
-        classes = ", ".join(f"{name} ×{n:,}" for name, n in self.by_class)
+        classes = ", ".join(f"{name}: {n:,}" for name, n in self.by_class)
         return (
             f"{self.count:,} {noun} selected: {self.right:,} right, {self.wrong:,} wrong; "
             f"by true class: {classes}."
