@@ -196,14 +196,24 @@ def probes() -> None:
         f"votes among the {representations.KNN_K} most similar training images; the "
         "silhouette says how far apart the classes lie (−1..1)."
     )
-    train_counts = TRAIN_COUNTS
+    try:
+        train_total = len(ui.load_data(selection, view, "train"))
+    except LensError as err:
+        ui.show_error(err)
+        return
+    train_counts = [c for c in TRAIN_COUNTS if c < train_total] + [train_total]
     probes_bar = ui.controls("Probes").container(horizontal=True, gap="medium")
-    train_count = probes_bar.select_slider(
-        "Training images",
-        train_counts,
-        format_func=lambda c: f"{c:,}",
-        help="A seeded random sample of the training split the probes learn from.",
-        **ui.kept(TRAIN_KEY, list(train_counts), 2_000),
+    train_count = (
+        train_counts[0]
+        if len(train_counts) == 1
+        else probes_bar.select_slider(
+            "Training images",
+            train_counts,
+            format_func=lambda c: f"{c:,}",
+            help="A seeded random sample of the training split the probes learn from; the last "
+            "choice is the whole split.",
+            **ui.kept(TRAIN_KEY, train_counts, min(2_000, train_total)),
+        )
     )
     context = f"{features_key['model']}|{features_key['images']}|{train_count}"
     asked = st.session_state.get(PROBE_ASKED_KEY) == context
