@@ -56,20 +56,16 @@ ui.untrained_warning(
     "pixels. Train the model or pick a checkpoint.",
 )
 
-counts = [c for c in COUNTS if c < len(test)] + [len(test)]
-with ui.controls():
-    count = (
-        counts[0]
-        if len(counts) == 1
-        else st.select_slider(
-            "Test images",
-            counts,
-            format_func=lambda c: f"{c:,}",
-            help="A seeded random sample of the test split (the same images every time); the "
-            "projector, the probes' scores and the layer similarity all use them.",
-            **ui.kept(COUNT_KEY, counts, min(1_000, len(test))),
-        )
-    )
+count = ui.image_count(
+    ui.controls(),
+    "Test images",
+    COUNTS,
+    len(test),
+    1_000,
+    COUNT_KEY,
+    "A seeded random sample of the test split (the same images every time); the projector, "
+    "the probes' scores and the layer similarity all use them.",
+)
 try:
     features, features_key = ui.layer_features(selection, blocks, count)
 except LensError as err:
@@ -201,19 +197,16 @@ def probes() -> None:
     except LensError as err:
         ui.show_error(err)
         return
-    train_counts = [c for c in TRAIN_COUNTS if c < train_total] + [train_total]
     probes_bar = ui.controls("Probes").container(horizontal=True, gap="medium")
-    train_count = (
-        train_counts[0]
-        if len(train_counts) == 1
-        else probes_bar.select_slider(
-            "Training images",
-            train_counts,
-            format_func=lambda c: f"{c:,}",
-            help="A seeded random sample of the training split the probes learn from; the last "
-            "choice is the whole split.",
-            **ui.kept(TRAIN_KEY, train_counts, min(2_000, train_total)),
-        )
+    train_count = ui.image_count(
+        probes_bar,
+        "Training images",
+        TRAIN_COUNTS,
+        train_total,
+        2_000,
+        TRAIN_KEY,
+        "A seeded random sample of the training split the probes learn from; the last choice "
+        "is the whole split.",
     )
     context = f"{features_key['model']}|{features_key['images']}|{train_count}"
     asked = st.session_state.get(PROBE_ASKED_KEY) == context

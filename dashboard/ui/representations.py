@@ -23,6 +23,7 @@ from dashboard.ui.loaders import (
 )
 from dashboard.ui.navigation import open_in_activations
 from dashboard.ui.show import figure, plain, progress_bar, table
+from dashboard.ui.state import kept
 
 if TYPE_CHECKING:
     from dashboard import data
@@ -71,6 +72,23 @@ def layer_features(
             on_progress=lambda fraction, _: progress(round(fraction * n), n),
         )
     return found, key
+
+
+def image_count(
+    where, label: str, steps: Sequence[int], total: int, default: int, key: str, help: str
+) -> int:
+    """How many images of a split of `total`: a slider over `steps` below it and then `total`
+    (the whole split), kept under `key`; no slider when the split is no larger than them."""
+    counts = [c for c in steps if c < total] + [total]
+    if len(counts) == 1:
+        return total
+    return where.select_slider(
+        label,
+        counts,
+        format_func=lambda c: f"{c:,}",
+        help=help,
+        **kept(key, counts, min(default, total)),
+    )
 
 
 def require_made_for(selection: Selection, view: ModelView, info: data.DatasetInfo) -> None:
