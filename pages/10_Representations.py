@@ -56,8 +56,9 @@ ui.untrained_warning(
     "pixels. Train the model or pick a checkpoint.",
 )
 
+top = ui.controls().columns([4, 1], vertical_alignment="bottom")
 count = ui.image_count(
-    ui.controls(),
+    top[0],
     "Test images",
     COUNTS,
     len(test),
@@ -65,6 +66,15 @@ count = ui.image_count(
     COUNT_KEY,
     "A seeded random sample of the test split (the same images every time); the projector, "
     "the probes' scores and the layer similarity all use them.",
+)
+ui.report_map_toggle(
+    top[1],
+    selection.model_key,
+    layer=st.session_state.get(LAYER_KEY, default_layer),
+    method=st.session_state.get(METHOD_KEY, "pca"),
+    colour=st.session_state.get(COLOUR_KEY, "true"),
+    images=count,
+    train=st.session_state.get(TRAIN_KEY, 2_000),
 )
 try:
     features, features_key = ui.layer_features(selection, blocks, count)

@@ -274,3 +274,31 @@ def test_a_box_or_lasso_selection_shows_as_a_gallery(
     assert not app.exception, app.exception
     assert app.session_state["lens_image_index"] == picked[wrong_first[0]]
     assert app.title[0].value == "Activations"
+
+
+def test_in_the_html_report_puts_the_map_and_the_probes_in_the_models_report(
+    deferred: dict,
+) -> None:
+    """The toggle on this page, the probes run here, the report built on the Model page: its
+    Representations section holds this page's map (its images) and probe numbers."""
+    from tests.test_report import figure_traces, parse
+
+    app = run_page(PAGE, lens_model=SHIPPED, lens_dataset="mnist")
+    app.toggle(key=f"repr_report_{SHIPPED}").set_value(True).run()
+    open_tab(app, "repr_tab", "Probes")
+    next(b for b in app.button if b.label == "Run the probes").click().run()
+    assert not app.exception, app.exception
+    shown = charts(app)["repr_probes"]["data"]
+    probe_line, knn_line = array(shown[0]["y"]), array(shown[1]["y"])
+    app.switch_page("pages/1_Model.py").run()
+    assert not app.exception, app.exception
+    build, _ = deferred["lenet5-mnist-report.html"]
+    html = build()
+    page = parse(html)
+    rows = page.tables["probe-table"][1:]
+    assert [float(r[2]) for r in rows] == [round(v, 2) for v in probe_line]
+    assert [float(r[3]) for r in rows] == [round(v, 2) for v in knn_line]
+    traces = figure_traces(html, "fig-projection")
+    indices = sorted(int(i) for t in traces for i in array(t["customdata"])[:, 0])
+    assert indices == rep.sample_indices(10_000, SHOWN).tolist()
+    assert "classifier.fc2" in page.text_of["representations"]

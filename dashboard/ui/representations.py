@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 NEIGHBOURS, THUMB_SIDE, GALLERY_COLUMNS = 8, 84, 5  # the neighbours' gallery
 PICKED_KEY = "repr_picked"  # {"for": the projection's context, "indices": split indices}
 PICKED_SHOWN = 48  # thumbnails of a box or lasso selection; the rest are counted
+REPORT_KEY = "lens_report_representations"  # {model key: what the HTML report shows of the page}
 
 
 @st.cache_resource(max_entries=8, show_spinner="Finding the layers…")
@@ -89,6 +90,28 @@ def image_count(
         help=help,
         **kept(key, counts, min(default, total)),
     )
+
+
+def report_map_toggle(where, model_key: str, **shown: object) -> None:
+    """A toggle putting the page's map (`shown`: layer, method, colour, images, train — the
+    choices it is drawn with) and its probes, once run, into the model's HTML report, which the
+    Model page builds; the choices are refreshed on every run while it is on."""
+    chosen = st.session_state.setdefault(REPORT_KEY, {})
+    if where.toggle(
+        "In the HTML report",
+        value=model_key in chosen,
+        key=f"repr_report_{model_key}",
+        help="Adds the map you are looking at (in 2-D) and the probes, once run, to the report "
+        "the Model page builds.",
+    ):
+        chosen[model_key] = shown
+    else:
+        chosen.pop(model_key, None)
+
+
+def report_representations(model_key: str) -> dict | None:
+    """What the model's HTML report shows of the Representations page (None: nothing)."""
+    return st.session_state.get(REPORT_KEY, {}).get(model_key)
 
 
 def require_made_for(selection: Selection, view: ModelView, info: data.DatasetInfo) -> None:
@@ -226,14 +249,7 @@ def probe_results(report, labels: dict[str, str]) -> None:
     from dashboard.figures import representations as rfig
 
     figure(
-        rfig.probe_chart(
-            [labels.get(p.layer, p.layer) for p in report.layers],
-            [p.probe_accuracy for p in report.layers],
-            [p.knn_accuracy for p in report.layers],
-            [p.silhouette for p in report.layers],
-            report.model_accuracy,
-            features=[p.features for p in report.layers],
-        ),
+        rfig.probe_report_chart(report, labels),
         "probes",
         key="repr_probes",
         width="content",
