@@ -56,9 +56,9 @@ ui.untrained_warning(
     "pixels. Train the model or pick a checkpoint.",
 )
 
-top = ui.controls().columns([4, 1], vertical_alignment="bottom")
+top = ui.controls().container(horizontal=True, vertical_alignment="bottom", gap="large")
 count = ui.image_count(
-    top[0],
+    top,
     "Test images",
     COUNTS,
     len(test),
@@ -68,7 +68,7 @@ count = ui.image_count(
     "the probes' scores and the layer similarity all use them.",
 )
 ui.report_map_toggle(
-    top[1],
+    top,
     selection.model_key,
     layer=st.session_state.get(LAYER_KEY, default_layer),
     method=st.session_state.get(METHOD_KEY, "pca"),

@@ -466,8 +466,9 @@ def _representations_section(part: RepresentationsPart | None, plots: _Plots) ->
     probes = part.probes
     if probes is None:
         parts.append(
-            '<p class="empty" id="no-probes">The probes were not run: on the Representations '
-            "page, open Probes and press \u201cRun the probes\u201d to add them.</p>"
+            '<p class="empty" id="no-probes">No probes of these images yet: on the '
+            "Representations page, open Probes, pick the training images and press "
+            "\u201cRun the probes\u201d to add them.</p>"
         )
         return _section("representations", "".join(parts))
     rows = "".join(

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 NEIGHBOURS, THUMB_SIDE, GALLERY_COLUMNS = 8, 84, 5  # the neighbours' gallery
 PICKED_KEY = "repr_picked"  # {"for": the projection's context, "indices": split indices}
-PICKED_SHOWN = 48  # thumbnails of a box or lasso selection; the rest are counted
+PICKED_SHOWN, PICKED_COLUMNS = 48, 6  # a box or lasso selection's thumbnails; the rest are counted
 REPORT_KEY = "lens_report_representations"  # {model key: what the HTML report shows of the page}
 
 
@@ -169,15 +169,17 @@ def focus_panel(
         (int(near), f"{plain(classes[features.labels[near]])} · {similarity:.3f}")
         for near, similarity in zip(found.indices, found.similarity, strict=True)
     ]
-    _card_rows(features, test, cards, "repr_open")
+    _card_rows(features, test, cards, "repr_open", GALLERY_COLUMNS)
     return [int(n) for n in found.indices]
 
 
-def _card_rows(features, test: data.Split, cards: Sequence[tuple[int, str]], key: str) -> None:
-    """Thumbnail cards (row, caption) in rows of GALLERY_COLUMNS, wide enough for every button."""
-    for start in range(0, len(cards), GALLERY_COLUMNS):
-        shown = cards[start : start + GALLERY_COLUMNS]
-        for cell, (row, caption) in zip(st.columns(GALLERY_COLUMNS), shown, strict=False):
+def _card_rows(
+    features, test: data.Split, cards: Sequence[tuple[int, str]], key: str, columns: int
+) -> None:
+    """Thumbnail cards (row, caption) in rows of `columns`, wide enough for every button."""
+    for start in range(0, len(cards), columns):
+        shown = cards[start : start + columns]
+        for cell, (row, caption) in zip(st.columns(columns), shown, strict=False):
             with cell:
                 thumbnail_card(features, test, row, caption, key)
 
@@ -239,7 +241,7 @@ def picked_gallery(features, test: data.Split, classes: list[str], rows: Sequenc
         "Each image's true class, and → the predicted one where the model is wrong; "
         "the mistakes come first."
     )
-    _card_rows(features, test, cards, "repr_pick")
+    _card_rows(features, test, cards, "repr_pick", PICKED_COLUMNS)
     if len(order) > PICKED_SHOWN:
         st.caption(f"… and {len(order) - PICKED_SHOWN:,} more.")
 
