@@ -177,10 +177,11 @@ def projector() -> None:
             on_select=lambda: ui.chart_picked(CHART_KEY, IMAGE_KEY, context, features.indices),
             selection_mode=("points", "box", "lasso"),
         )
+        area = "; with the toolbar's box or lasso tool, draw around points to see them all"
         st.caption(
-            f"{len(values):,} test images, {values.shape[1]:,} numbers each at this layer. "
-            "Click a point (or choose an image above) to see it and its nearest neighbours"
-            + ("; draw a lasso or a box around points to see them all." if dims == 2 else ".")
+            f"{len(values):,} test images, {values.shape[1]:,} numbers each at this layer. Click "
+            f"a point (or choose an image above) to see it and its nearest neighbours"
+            f"{area if dims == 2 else ''}."
         )
     if method == "pca" and len(projection.explained):
         ui.figure(

@@ -141,7 +141,10 @@ def embedding_scatter(
             **layout,
             xaxis={"title": axes[0], "zeroline": False},
             yaxis={"title": axes[1], "zeroline": False, "scaleanchor": "x"},
-            dragmode="lasso",
+            # Zoom by default: Streamlit turns clicks into selections only while the drag tool
+            # is zoom or pan (under box or lasso a click selects nothing), so a click picks an
+            # image until the reader takes the toolbar's box or lasso tool.
+            dragmode="zoom",
             clickmode="event+select",
         )
     else:
