@@ -229,7 +229,7 @@ def picked_gallery(features, test: data.Split, classes: list[str], rows: Sequenc
         key="repr_picked_clear",
         icon=":material/close:",
         on_click=lambda: st.session_state.pop(PICKED_KEY, None),
-        help="Forget this selection (a double-click on the map clears it too)",
+        help="Forget this selection (a double-click on the map clears it and its outline)",
     )
     order = picks.gallery_order(rows, features.labels, features.predicted)
     cards = []
@@ -238,8 +238,9 @@ def picked_gallery(features, test: data.Split, classes: list[str], rows: Sequenc
         verdict = "✓" if true == guess else f"→ {plain(guess)} ✗"
         cards.append((row, f"{plain(true)} {verdict}"))
     st.caption(
-        "Each image's true class, and → the predicted one where the model is wrong; "
-        "the mistakes come first."
+        "Each image's true class, and → the predicted one where the model is wrong; the "
+        "mistakes come first. Double-click the map to clear its outline before clicking a "
+        "single point (plotly may ignore a click while the outline is drawn)."
     )
     _card_rows(features, test, cards, "repr_pick", PICKED_COLUMNS)
     if len(order) > PICKED_SHOWN:
