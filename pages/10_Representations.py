@@ -56,20 +56,26 @@ ui.untrained_warning(
     "pixels. Train the model or pick a checkpoint.",
 )
 
-counts = [c for c in COUNTS if c < len(test)] + [len(test)]
-with ui.controls():
-    count = (
-        counts[0]
-        if len(counts) == 1
-        else st.select_slider(
-            "Test images",
-            counts,
-            format_func=lambda c: f"{c:,}",
-            help="A seeded random sample of the test split (the same images every time); the "
-            "projector, the probes' scores and the layer similarity all use them.",
-            **ui.kept(COUNT_KEY, counts, min(1_000, len(test))),
-        )
-    )
+top = ui.controls().container(horizontal=True, vertical_alignment="bottom", gap="large")
+count = ui.image_count(
+    top,
+    "Test images",
+    COUNTS,
+    len(test),
+    1_000,
+    COUNT_KEY,
+    "A seeded random sample of the test split (the same images every time); the projector, "
+    "the probes' scores and the layer similarity all use them.",
+)
+ui.report_map_toggle(
+    top,
+    selection.model_key,
+    layer=st.session_state.get(LAYER_KEY, default_layer),
+    method=st.session_state.get(METHOD_KEY, "pca"),
+    colour=st.session_state.get(COLOUR_KEY, "true"),
+    images=count,
+    train=st.session_state.get(TRAIN_KEY, 2_000),
+)
 try:
     features, features_key = ui.layer_features(selection, blocks, count)
 except LensError as err:
@@ -80,12 +86,6 @@ names = [b.name for b in blocks]
 labels = {b.name: b.label for b in blocks}
 
 # --------------------------------------------------------------------------- projector
-
-
-def point_clicked() -> None:
-    row = ui.clicked_row(st.session_state.get(CHART_KEY))
-    if row is not None and 0 <= row < len(features):
-        st.session_state[IMAGE_KEY] = int(features.indices[row])
 
 
 def projector() -> None:
@@ -143,12 +143,12 @@ def projector() -> None:
         ui.show_error(err)
         st.stop()
     focus = shown.index(image) if image in shown else None
+    context = f"{ui.data_id(test)}|{features_key['model']}|{features_key['images']}|{layer}|"
+    context += f"{method}|{dims}"  # a box or lasso selection belongs to this projection
     chart_area = st.container()
-    near = (
-        ui.focus_panel(features, test, classes, labels[layer], layer, focus)
-        if focus is not None
-        else []
-    )
+    near = ui.focus_panel(features, test, classes, labels[layer], layer, focus)
+    if picked := ui.gallery_rows(features, context):
+        ui.picked_gallery(features, test, classes, picked)
     axes = rfig.pca_axis_titles(projection.explained, dims) if method == "pca" else None
     figure_key = (
         "projection", ui.data_id(test), features_key["images"], features_key["model"], layer,
@@ -174,12 +174,14 @@ def projector() -> None:
             fig,
             f"projection-{layer}-{method}",
             key=CHART_KEY,
-            on_select=point_clicked,
-            selection_mode="points",
+            on_select=lambda: ui.chart_picked(CHART_KEY, IMAGE_KEY, context, features.indices),
+            selection_mode=("points", "box", "lasso"),
         )
+        area = "; with the toolbar's box or lasso tool, draw around points to see them all"
         st.caption(
-            f"{len(values):,} test images, {values.shape[1]:,} numbers each at this layer. "
-            "Click a point (or choose an image above) to see it and its nearest neighbours."
+            f"{len(values):,} test images, {values.shape[1]:,} numbers each at this layer. Click "
+            f"a point (or choose an image above) to see it and its nearest neighbours"
+            f"{area if dims == 2 else ''}."
         )
     if method == "pca" and len(projection.explained):
         ui.figure(
@@ -201,14 +203,21 @@ def probes() -> None:
         f"votes among the {representations.KNN_K} most similar training images; the "
         "silhouette says how far apart the classes lie (−1..1)."
     )
-    train_counts = TRAIN_COUNTS
+    try:
+        train_total = len(ui.load_data(selection, view, "train"))
+    except LensError as err:
+        ui.show_error(err)
+        return
     probes_bar = ui.controls("Probes").container(horizontal=True, gap="medium")
-    train_count = probes_bar.select_slider(
+    train_count = ui.image_count(
+        probes_bar,
         "Training images",
-        train_counts,
-        format_func=lambda c: f"{c:,}",
-        help="A seeded random sample of the training split the probes learn from.",
-        **ui.kept(TRAIN_KEY, list(train_counts), 2_000),
+        TRAIN_COUNTS,
+        train_total,
+        2_000,
+        TRAIN_KEY,
+        "A seeded random sample of the training split the probes learn from; the last choice "
+        "is the whole split.",
     )
     context = f"{features_key['model']}|{features_key['images']}|{train_count}"
     asked = st.session_state.get(PROBE_ASKED_KEY) == context

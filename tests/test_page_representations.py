@@ -101,6 +101,8 @@ def test_the_probe_chart_is_what_the_probes_give(
 
     open_tab(page, "repr_tab", "Probes")
     assert "repr_probes" not in charts(page)  # run only when asked
+    offered = page.select_slider(key="_repr_train").options  # the last: the whole split
+    assert offered == ["1,000", "2,000", "5,000", "10,000", f"{len(mnist['train']):,}"]
     next(b for b in page.button if b.label == "Run the probes").click().run()
     assert not page.exception, page.exception
     spec = charts(page)["repr_probes"]
@@ -221,3 +223,82 @@ def test_cka_against_a_second_checkpoint_of_the_dataset(
     expected = np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
     assert matrix[5, 5] == pytest.approx(expected, abs=1e-5)
     page.selectbox(key="_repr_other").set_value("(none)").run()
+
+
+def test_a_box_or_lasso_selection_shows_as_a_gallery(
+    lenet5: nn.Module, mnist: dict[str, data.Split]
+) -> None:
+    indices = rep.sample_indices(len(mnist["test"]), SHOWN)
+    picked = [int(i) for i in indices[100:160]]  # 60 shown images, as a lasso would name them
+    # "for": None = the projection drawn next (the chart's callback fills in its own)
+    app = run_page(
+        PAGE,
+        lens_model=SHIPPED,
+        lens_dataset="mnist",
+        repr_picked={"for": None, "indices": picked},
+    )
+    assert not app.exception, app.exception
+    with torch.no_grad():
+        chosen = data.subset(mnist["test"], torch.as_tensor(picked))
+        batches = data.iterate_batches(chosen, 60, shuffle=False)
+        guesses = torch.cat([lenet5(x).argmax(1) for x, _ in batches])
+    truth = mnist["test"].labels[picked]
+    right = int((guesses == truth).sum())
+    per_class = np.bincount(truth.numpy(), minlength=10)
+    order = sorted(np.flatnonzero(per_class), key=lambda k: (-per_class[k], k))
+    expected = f"60 images selected: {right} right, {60 - right} wrong; by true class: " + (
+        ", ".join(f"{k}: {per_class[k]}" for k in order) + "."
+    )
+    assert any(m.value == f"**{expected}**" for m in app.markdown)
+    cards = [b.label for b in app.button if b.key and b.key.startswith("repr_pick_")]
+    wrong_first = sorted(range(60), key=lambda i: (bool(guesses[i] == truth[i]), i))[:48]
+    assert cards == [f"#{picked[i]}" for i in wrong_first]
+    assert any(c.value == "… and 12 more." for c in app.caption)
+    # kept across a rerun, and when the reader leaves the page and comes back
+    app.run()
+    app.switch_page(SHAPE).run()
+    app.switch_page(PAGE).run()
+    assert len([b for b in app.button if b.key and b.key.startswith("repr_pick_")]) == 48
+    # another layer's map is another projection: no stale gallery; back on it, it is there
+    app.selectbox(key="_repr_layer").set_value("features.conv2").run()
+    assert not [b for b in app.button if b.key and b.key.startswith("repr_pick_")]
+    app.selectbox(key="_repr_layer").set_value("classifier.fc2").run()
+    assert len([b for b in app.button if b.key and b.key.startswith("repr_pick_")]) == 48
+    app.button(key="repr_picked_clear").click().run()
+    assert not [b for b in app.button if b.key and b.key.startswith("repr_pick_")]
+    assert "repr_picked" not in app.session_state
+    # a card opens its image on the Activations page
+    app.session_state["repr_picked"] = {"for": None, "indices": picked}
+    app.run()
+    app.button(key=f"repr_pick_{100 + wrong_first[0]}").click().run()
+    assert not app.exception, app.exception
+    assert app.session_state["lens_image_index"] == picked[wrong_first[0]]
+    assert app.title[0].value == "Activations"
+
+
+def test_in_the_html_report_puts_the_map_and_the_probes_in_the_models_report(
+    deferred: dict,
+) -> None:
+    """The toggle on this page, the probes run here, the report built on the Model page: its
+    Representations section holds this page's map (its images) and probe numbers."""
+    from tests.test_report import figure_traces, parse
+
+    app = run_page(PAGE, lens_model=SHIPPED, lens_dataset="mnist")
+    app.toggle(key=f"repr_report_{SHIPPED}").set_value(True).run()
+    open_tab(app, "repr_tab", "Probes")
+    next(b for b in app.button if b.label == "Run the probes").click().run()
+    assert not app.exception, app.exception
+    shown = charts(app)["repr_probes"]["data"]
+    probe_line, knn_line = array(shown[0]["y"]), array(shown[1]["y"])
+    app.switch_page("pages/1_Model.py").run()
+    assert not app.exception, app.exception
+    build, _ = deferred["lenet5-mnist-report.html"]
+    html = build()
+    page = parse(html)
+    rows = page.tables["probe-table"][1:]
+    assert [float(r[2]) for r in rows] == [round(v, 2) for v in probe_line]
+    assert [float(r[3]) for r in rows] == [round(v, 2) for v in knn_line]
+    traces = figure_traces(html, "fig-projection")
+    indices = sorted(int(i) for t in traces for i in array(t["customdata"])[:, 0])
+    assert indices == rep.sample_indices(10_000, SHOWN).tolist()
+    assert "classifier.fc2" in page.text_of["representations"]

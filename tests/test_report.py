@@ -365,6 +365,86 @@ def test_without_an_atlas_the_section_says_how_to_add_one(page: ReportParser) ->
     assert "Add to report" in page.text_of.get("channel-atlas", "")
 
 
+def representations_part(shipped, mnist_test, shared_datasets: Path, probes: bool):
+    """The Representations page's map of what the last linear layer reads (PCA of 300 test
+    images) and, with `probes`, every layer's probes trained on 600 training images."""
+    from dashboard.analysis import projections
+    from dashboard.analysis import representations as rep
+
+    model = shipped.model
+    blocks, layer = rep.projector_layers(model, (1, 28, 28))
+    test = rep.extract_features(model, mnist_test, blocks, indices=np.arange(300))
+    found = projections.project("pca", test.layers[layer], 2)
+    report_of_probes = None
+    if probes:
+        train_split = data.load_split("mnist", "train", data_root=shared_datasets)
+        train = rep.extract_features(model, train_split, blocks, indices=np.arange(600))
+        report_of_probes = rep.probe_layers(train, test)
+    labels = {b.name: b.label for b in blocks}
+    classes = tuple(mnist_test.info.classes)
+    return report.RepresentationsPart(
+        labels[layer], found, test.indices, test.labels, test.predicted, classes,
+        probes=report_of_probes, labels=labels,
+    )  # fmt: skip
+
+
+def test_the_representations_map_and_probes_go_in_with_their_numbers(
+    shipped, mnist_test, shared_datasets: Path, one_torch_thread
+) -> None:
+    """The Representations page's "In the HTML report": its 2-D map (every image once, where
+    the projection put it) and the probes' table and JSON, equal to the probe report's."""
+    part = representations_part(shipped, mnist_test, shared_datasets, probes=True)
+    sample = data.take_first(mnist_test, 300)
+    facts = report.ModelFacts(shipped.card.name, shipped.card.architecture, False, shipped.card)
+    html = report.build_report(
+        shipped.model, facts, sample, metrics.predict(shipped.model, sample), representations=part
+    )
+    page = parse(html)
+    assert page.sections == [sid for sid, _ in report.SECTIONS]
+    assert "no-probes" not in page.by_id
+    points = {}
+    for trace in figure_traces(html, "fig-projection"):
+        custom = array(trace["customdata"])
+        for row, x, y in zip(custom[:, 1], array(trace["x"]), array(trace["y"]), strict=True):
+            points[int(row)] = (x, y)
+    assert sorted(points) == list(range(300))
+    coords = np.array([points[row] for row in range(300)])
+    np.testing.assert_allclose(coords, part.projection.coords, rtol=1e-6)
+    probes = part.probes
+    rows = page.tables["probe-table"][1:]
+    assert [r[0] for r in rows] == [part.labels[p.layer] for p in probes.layers]
+    assert [float(r[2]) for r in rows] == [round(100 * p.probe_accuracy, 2) for p in probes.layers]
+    assert [float(r[3]) for r in rows] == [round(100 * p.knn_accuracy, 2) for p in probes.layers]
+    assert [int(r[1].replace(",", "")) for r in rows] == [p.features for p in probes.layers]
+    record = next(s for s in page.scripts if s.get("id") == "probe-data")
+    assert json.loads(record["body"]) == json.loads(json.dumps(probes.to_json()))
+    line = figure_traces(html, "fig-probes")[0]
+    assert array(line["y"]).tolist() == pytest.approx(
+        [100 * p.probe_accuracy for p in probes.layers]
+    )
+    text = page.text_of["representations"]
+    assert f"{probes.train_images:,} training images" in text
+    assert f"{probes.test_images:,} test images" in text
+
+
+def test_a_map_without_probes_says_how_to_add_them(
+    shipped, mnist_test, shared_datasets: Path, one_torch_thread
+) -> None:
+    part = representations_part(shipped, mnist_test, shared_datasets, probes=False)
+    sample = data.take_first(mnist_test, 300)
+    facts = report.ModelFacts(shipped.card.name, shipped.card.architecture, False, shipped.card)
+    pred = metrics.predict(shipped.model, sample)
+    page = parse(report.build_report(shipped.model, facts, sample, pred, representations=part))
+    assert "Run the probes" in page.text_of["no-probes"]
+    assert "probe-table" not in page.tables
+    assert "fig-projection" in page.graph_divs
+
+
+def test_without_a_map_the_section_says_how_to_add_one(page: ReportParser) -> None:
+    assert "In the HTML report" in page.text_of.get("representations", "")
+    assert "fig-projection" not in page.graph_divs
+
+
 def test_an_untrained_architecture_is_labelled_untrained(mnist_test, one_torch_thread) -> None:
     torch.manual_seed(0)
     model = models.build_model("lenet5").eval()

@@ -409,3 +409,15 @@ def test_cka_matrix_of_one_model_and_of_two_seed_study_models(
     assert between[6, 6] > between[6, 0]
     with pytest.raises(ShapeError, match="same images"):
         rep.cka_matrix(a, {k: v[:10] for k, v in b.items()})
+
+
+def test_knn_in_small_blocks_equals_one_block(
+    monkeypatch: pytest.MonkeyPatch, lenet5_probe_sets: tuple[rep.Features, rep.Features]
+) -> None:
+    """k-NN over a whole training split is computed a block of test rows at a time (memory):
+    blocks of 7 rows give the votes of one block over everything."""
+    train, test = lenet5_probe_sets
+    x_train, x_test = train.layers["classifier.fc1"], test.layers["classifier.fc1"]
+    whole = rep.knn_accuracy(x_train, train.labels, x_test, test.labels)
+    monkeypatch.setattr(rep, "KNN_BLOCK", 7 * len(x_train))
+    assert rep.knn_accuracy(x_train, train.labels, x_test, test.labels) == whole

@@ -6,7 +6,7 @@ metrics, confusion, class_levels, evaluation             predictions and what th
 inputs, activation_maps, filters, gradcam                one image, one layer, its filters
 attribution, sanity, faithfulness                        attribution maps and their checks
 atlas, feature_vis, channels                             what each channel responds to
-representations, projections                             how each layer sees the data
+representations, projections, picks                      how each layer sees the data
 dynamics                                                 training's record, read for figures
 lab/                                                     the Convolution lab's arithmetic
 """

@@ -52,6 +52,7 @@ INPUT_SUFFIX = ":input"  # "classifier.fc3:input" = what the last linear layer r
 # on at most SILHOUETTE_SAMPLE test images, a seeded sample, since it costs N² distances.
 PROBE_MAX_ITER = 1000
 KNN_K = 10
+KNN_BLOCK = 2**25  # test × training similarities held at once: 128 MB of float32
 SILHOUETTE_SAMPLE = 2000
 
 _POOLING = (
@@ -515,7 +516,6 @@ def knn_accuracy(
     test_x: np.ndarray,
     test_y: np.ndarray,
     k: int = KNN_K,
-    chunk: int = 2048,
 ) -> float:
     """Share of test images whose k most cosine-similar training images mostly share their
     class (a tie goes to the lowest class, as in scikit-learn's KNeighborsClassifier, which
@@ -526,8 +526,9 @@ def knn_accuracy(
     labels = torch.tensor(train_y, dtype=torch.int64)
     classes = int(max(labels.max(), int(np.max(test_y)))) + 1
     k = min(k, len(train))
+    chunk = max(1, KNN_BLOCK // len(train))  # rows of (chunk, N_train) similarities at a time
     votes = []
-    for start in range(0, len(test), chunk):  # (chunk, N_train) similarities at a time
+    for start in range(0, len(test), chunk):
         nearest = (test[start : start + chunk] @ train.T).topk(k, dim=1).indices
         votes.append(F.one_hot(labels[nearest], classes).sum(dim=1).argmax(dim=1))
     return float((torch.cat(votes).numpy() == np.asarray(test_y)).mean())

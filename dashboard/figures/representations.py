@@ -9,7 +9,8 @@ point.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
@@ -26,6 +27,9 @@ from dashboard.figures.style import (
     WRONG,
     title_layout,
 )
+
+if TYPE_CHECKING:
+    from dashboard.analysis.representations import ProbeReport
 
 COLOUR_BY = {"true": "true class", "predicted": "predicted class", "correct": "correct / wrong"}
 PROBE = "#2563eb"  # logistic-regression probe
@@ -137,7 +141,10 @@ def embedding_scatter(
             **layout,
             xaxis={"title": axes[0], "zeroline": False},
             yaxis={"title": axes[1], "zeroline": False, "scaleanchor": "x"},
-            dragmode="lasso",
+            # Zoom by default: Streamlit turns clicks into selections only while the drag tool
+            # is zoom or pan (under box or lasso a click selects nothing), so a click picks an
+            # image until the reader takes the toolbar's box or lasso tool.
+            dragmode="zoom",
             clickmode="event+select",
         )
     else:
@@ -323,6 +330,18 @@ def probe_chart(
         height=480,
     )
     return fig
+
+
+def probe_report_chart(report: ProbeReport, labels: Mapping[str, str]) -> go.Figure:
+    """`probe_chart` of a probe report, its layers named by `labels` (block → label)."""
+    return probe_chart(
+        [labels.get(p.layer, p.layer) for p in report.layers],
+        [p.probe_accuracy for p in report.layers],
+        [p.knn_accuracy for p in report.layers],
+        [p.silhouette for p in report.layers],
+        report.model_accuracy,
+        features=[p.features for p in report.layers],
+    )
 
 
 def cka_heatmap(

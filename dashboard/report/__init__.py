@@ -13,6 +13,7 @@ from dashboard.report.html import PLOT_CONFIG as PLOT_CONFIG
 from dashboard.report.html import SECTIONS as SECTIONS
 from dashboard.report.html import AtlasPart as AtlasPart
 from dashboard.report.html import ModelFacts as ModelFacts
+from dashboard.report.html import RepresentationsPart as RepresentationsPart
 from dashboard.report.html import build_report as build_report
 from dashboard.report.html import error_page as error_page
 from dashboard.report.html import example_indices as example_indices

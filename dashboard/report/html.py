@@ -1,5 +1,6 @@
 """A model's report as ONE self-contained HTML file: card, shape flow, training curves, first-layer
-filters, activations of a few test images, confusion matrix and per-class report.
+filters, activations of a few test images, the channel atlases and the Representations page's map
+and probes when added, confusion matrix and per-class report.
 
 `build_report` is a pure function of things the app has already loaded (the model, what it is,
 a split and the model's predictions on it), so the page can cache it and tests can check it.
@@ -18,7 +19,7 @@ import io
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -31,7 +32,10 @@ from torch import nn
 from dashboard import __version__, data, figures
 from dashboard.analysis import atlas, confusion, metrics, probe, summary
 from dashboard.analysis.atlas import ChannelAtlas
+from dashboard.analysis.projections import Projection
+from dashboard.analysis.representations import KNN_K, ProbeReport
 from dashboard.base.errors import LensError
+from dashboard.figures import representations as rfig
 from dashboard.models import checkpoints
 from dashboard.report import atlas_sheet
 from dashboard.training import runs
@@ -44,6 +48,7 @@ SECTIONS = (
     ("first-layer-filters", "First-layer filters"),
     ("activations", "Activations"),
     ("channel-atlas", "Channel atlas"),
+    ("representations", "Representations"),
     ("confusion-matrix", "Confusion matrix"),
     ("per-class-report", "Per-class report"),
 )
@@ -67,6 +72,23 @@ class AtlasPart:
     images: Any
     classes: tuple[str, ...]
     visualizations: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class RepresentationsPart:
+    """The Representations page's map and probes, for the report: one layer's 2-D projection of
+    a sample of the test split (`indices` into it, with their true and predicted classes) and,
+    when they were run, the probes of every layer (`labels`: block → the page's name)."""
+
+    layer: str  # the layer's name as the page shows it
+    projection: Projection
+    indices: np.ndarray
+    true: np.ndarray
+    predicted: np.ndarray
+    classes: tuple[str, ...]
+    colour_by: str = "true"
+    probes: ProbeReport | None = None
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -103,9 +125,11 @@ def build_report(
     examples: int = EXAMPLES,
     generated: str | None = None,
     atlases: Sequence[AtlasPart] = (),
+    representations: RepresentationsPart | None = None,
 ) -> str:
     """The whole report as one HTML string; `predictions` must be the model's on `split`;
-    `atlases`: the layers' channel atlases to include (the Channels page's "Add to report")."""
+    `atlases`: the layers' channel atlases to include (the Channels page's "Add to report");
+    `representations`: the Representations page's map and probes ("In the HTML report")."""
     if len(predictions.labels) != len(split) or not np.array_equal(
         predictions.labels, split.labels.numpy()
     ):
@@ -120,6 +144,7 @@ def build_report(
         _filters_section(model, plots),
         _activations_section(model, split, predictions, examples, plots),
         _atlas_section(atlases),
+        _representations_section(representations, plots),
         _confusion_section(predictions, plots),
         _per_class_section(predictions),
     ]
@@ -407,6 +432,70 @@ def _atlas_section(parts: Sequence[AtlasPart]) -> str:
             "</script></div>"
         )
     return _section("channel-atlas", "".join(blocks))
+
+
+def _representations_section(part: RepresentationsPart | None, plots: _Plots) -> str:
+    if part is None:
+        return _section(
+            "representations",
+            '<p class="empty">Not added: on the Representations page, turn on \u201cIn the HTML '
+            "report\u201d to put its map of a layer (and its probes, once run) here.</p>",
+        )
+    found = part.projection
+    if found.dims != 2:
+        raise LensError(f"the report holds a 2-D map, not a {found.dims}-D one")
+    fig = rfig.embedding_scatter(
+        found.coords,
+        part.true,
+        part.predicted,
+        part.classes,
+        colour_by=part.colour_by,
+        indices=part.indices,
+        axis_titles=rfig.pca_axis_titles(found.explained, 2) if found.method == "pca" else None,
+        title=f"{found.title} of {part.layer}",
+    )
+    fig.update_layout(dragmode="zoom", clickmode="event")  # no selection to make in a file
+    right = int((part.true == part.predicted).sum())
+    parts = [
+        f"<p>How <code>{_e(part.layer)}</code> arranges {len(part.true):,} test images (a "
+        f"seeded sample; the model gets {right:,} of them right): each image's features at "
+        f"that layer placed in 2-D by {_e(found.title)}. Images the layer sees alike lie close "
+        "together; hover a point for its image's index and classes.</p>",
+        plots.add(fig, "projection"),
+    ]
+    probes = part.probes
+    if probes is None:
+        parts.append(
+            '<p class="empty" id="no-probes">No probes of these images yet: on the '
+            "Representations page, open Probes, pick the training images and press "
+            "\u201cRun the probes\u201d to add them.</p>"
+        )
+        return _section("representations", "".join(parts))
+    rows = "".join(
+        f'<tr data-layer="{_e(p.layer)}"><td>{_e(part.labels.get(p.layer, p.layer))}</td>'
+        f'<td class="num">{p.features:,}</td><td class="num">{100 * p.probe_accuracy:.2f}</td>'
+        f'<td class="num">{100 * p.knn_accuracy:.2f}</td><td class="num">'
+        f"{'—' if p.silhouette is None else f'{p.silhouette:.3f}'}</td></tr>"
+        for p in probes.layers
+    )
+    head = "".join(
+        f'<th class="{"" if c == "Layer" else "num"}">{c}</th>'
+        for c in ("Layer", "Features", "Linear probe %", "k-NN %", "Silhouette")
+    )
+    parts += [
+        f"<p>How separable the classes are at each depth: a logistic regression (a linear "
+        f"probe) and k-NN (k = {KNN_K}) learn the classes from each layer's features "
+        f"of {probes.train_images:,} training images and are scored on the "
+        f"{probes.test_images:,} test images above; the silhouette (−1..1, on "
+        f"{probes.silhouette_images:,} of them) says how far apart the classes lie. The model "
+        f"itself: {_percent(probes.model_accuracy)}.</p>",
+        plots.add(rfig.probe_report_chart(probes, part.labels), "probes"),
+        f'<table class="data" id="probe-table"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{rows}</tbody></table>",
+        f'<script type="application/json" id="probe-data">'
+        f"{_json_for_script(probes.to_json())}</script>",
+    ]
+    return _section("representations", "".join(parts))
 
 
 def _confusion_section(pred: metrics.Predictions, plots: _Plots) -> str:

@@ -21,6 +21,7 @@ from dashboard.ui.loaders import (
     shape_flow,
     split_of,
 )
+from dashboard.ui.representations import report_representations
 from dashboard.ui.show import plain, show_error
 
 if TYPE_CHECKING:  # torch-heavy modules load on first use: the home page paints before them
@@ -35,10 +36,12 @@ def _report_html(
     split_content: str,
     _images: data.Split,
     atlas_layers: tuple[tuple[str, int, int], ...] = (),
+    representations: tuple[tuple[str, object], ...] = (),
 ) -> str:
     """The report of a model (choice, files' mtime, weights' content) on a test split (by its
     content: pixels, labels, class names, normalization), with the channel atlases of
-    `atlas_layers` ((layer, images, visualization steps), as the Channels page made them)."""
+    `atlas_layers` ((layer, images, visualization steps), as the Channels page made them) and
+    the Representations page's map and probes when `representations` holds its choices."""
     from dashboard import report
     from dashboard.analysis import metrics
 
@@ -47,7 +50,49 @@ def _report_html(
     flow = shape_flow(model_key, tuple(_images.images.shape[1:]), mtime)
     facts = report.ModelFacts(view.label, view.architecture, view.untrained, view.card)
     atlases = [_atlas_part(model, _images, content, *entry) for entry in atlas_layers]
-    return report.build_report(model, facts, _images, pred, flow=flow, atlases=atlases)
+    mapped = _map_part(model, _images, content, dict(representations)) if representations else None
+    return report.build_report(
+        model, facts, _images, pred, flow=flow, atlases=atlases, representations=mapped
+    )
+
+
+def _map_part(model, split: data.Split, content: str, shown: dict):
+    """The Representations page's map in 2-D (`shown`: its choices; features and projection read
+    back from the result cache, else computed now) and its probes when they were run."""
+    from dashboard import report
+    from dashboard.analysis import projections
+    from dashboard.analysis import representations as rep
+
+    blocks, default_layer = rep.projector_layers(model, tuple(split.images.shape[1:]))
+    chosen = rep.sample_indices(len(split), shown["images"])
+    key = rep.features_key(content, split, blocks, chosen, False)
+    features = rep.cached_features(model, content, split, blocks, indices=chosen)
+    layer = shown["layer"] if shown["layer"] in features.layers else default_layer
+    values = features.layers[layer]
+    projection = projections.cached_project(shown["method"], values, {**key, "layer": layer}, 2)
+    try:
+        train = split_of(shown["dataset"], "train", shown["size"], shown["root"])
+    except LensError:  # no training split here: no probes were run either
+        train = None
+    probes = None
+    if train is not None:
+        train_chosen = rep.sample_indices(len(train), shown["train"])
+        train_key = rep.features_key(content, train, blocks, train_chosen, False)
+        if rep.probes_stored(train_key, key):  # run on the page: read back, never run here
+            train_set = rep.cached_features(model, content, train, blocks, indices=train_chosen)
+            probes = rep.cached_probes(train_set, features, train_key, key)
+    labels = {b.name: b.label for b in blocks}
+    return report.RepresentationsPart(
+        labels[layer],
+        projection,
+        features.indices,
+        features.labels,
+        features.predicted,
+        tuple(str(c) for c in split.info.classes),
+        shown["colour"],
+        probes,
+        labels,
+    )
 
 
 def _atlas_part(model, split: data.Split, content: str, layer: str, images: int, steps: int):
@@ -79,6 +124,12 @@ def report_button(selection: Selection) -> None:
         return
     key, mtime, root = selection.model_key, mtime_of(selection.model_key), data_root()
     atlas_layers = tuple((layer, n, steps) for layer, n, steps in report_atlases(key))
+    shown = report_representations(key)
+    mapped = (
+        tuple(sorted({**shown, "dataset": selection.dataset, "size": size, "root": root}.items()))
+        if shown
+        else ()
+    )
     facts = report.ModelFacts(view.label, view.architecture, view.untrained, view.card)
 
     def build() -> str:  # called on click, outside the script run: no session state here
@@ -87,7 +138,9 @@ def report_button(selection: Selection) -> None:
         try:
             split = split_of(selection.dataset, "test", size, root)
             identity = json.dumps(cache.split_identity(split))
-            return _report_html(key, mtime, model_id(selection), identity, split, atlas_layers)
+            return _report_html(
+                key, mtime, model_id(selection), identity, split, atlas_layers, mapped
+            )
         except LensError as err:
             return report.error_page(view.label, str(err))
 
@@ -107,6 +160,11 @@ def report_button(selection: Selection) -> None:
             f" With the channel atlas of {', '.join(layer for layer, _, _ in atlas_layers)}."
             if atlas_layers
             else " Add a layer's channel atlas on the Channels page."
+        )
+        + (
+            " With the Representations page's map and probes."
+            if shown
+            else " Add a map of a layer and the probes on the Representations page."
         ),
     )
 

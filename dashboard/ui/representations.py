@@ -1,6 +1,7 @@
 """What the Representations page computes and shows: the layers a model's representations are
 read at, their features for a sample of a split (kept in the result cache by content), an image
-with its nearest neighbours in a layer, and the probes' scores."""
+with its nearest neighbours in a layer, the images picked with a box or lasso, and the probes'
+scores."""
 
 from __future__ import annotations
 
@@ -22,11 +23,15 @@ from dashboard.ui.loaders import (
 )
 from dashboard.ui.navigation import open_in_activations
 from dashboard.ui.show import figure, plain, progress_bar, table
+from dashboard.ui.state import kept
 
 if TYPE_CHECKING:
     from dashboard import data
 
 NEIGHBOURS, THUMB_SIDE, GALLERY_COLUMNS = 8, 84, 5  # the neighbours' gallery
+PICKED_KEY = "repr_picked"  # {"for": the projection's context, "indices": split indices}
+PICKED_SHOWN, PICKED_COLUMNS = 48, 6  # a box or lasso selection's thumbnails; the rest are counted
+REPORT_KEY = "lens_report_representations"  # {model key: what the HTML report shows of the page}
 
 
 @st.cache_resource(max_entries=8, show_spinner="Finding the layers…")
@@ -70,6 +75,45 @@ def layer_features(
     return found, key
 
 
+def image_count(
+    where, label: str, steps: Sequence[int], total: int, default: int, key: str, help: str
+) -> int:
+    """How many images of a split of `total`: a slider over `steps` below it and then `total`
+    (the whole split), kept under `key`; no slider when the split is no larger than them."""
+    counts = [c for c in steps if c < total] + [total]
+    if len(counts) == 1:
+        return total
+    return where.select_slider(
+        label,
+        counts,
+        format_func=lambda c: f"{c:,}",
+        help=help,
+        **kept(key, counts, min(default, total)),
+    )
+
+
+def report_map_toggle(where, model_key: str, **shown: object) -> None:
+    """A toggle putting the page's map (`shown`: layer, method, colour, images, train — the
+    choices it is drawn with) and its probes, once run, into the model's HTML report, which the
+    Model page builds; the choices are refreshed on every run while it is on."""
+    chosen = st.session_state.setdefault(REPORT_KEY, {})
+    if where.toggle(
+        "In the HTML report",
+        value=model_key in chosen,
+        key=f"repr_report_{model_key}",
+        help="Adds the map you are looking at (in 2-D) and the probes, once run, to the report "
+        "the Model page builds.",
+    ):
+        chosen[model_key] = shown
+    else:
+        chosen.pop(model_key, None)
+
+
+def report_representations(model_key: str) -> dict | None:
+    """What the model's HTML report shows of the Representations page (None: nothing)."""
+    return st.session_state.get(REPORT_KEY, {}).get(model_key)
+
+
 def require_made_for(selection: Selection, view: ModelView, info: data.DatasetInfo) -> None:
     """A LensError unless the dataset's images and classes fit the model's input and outputs."""
     flow = shape_flow(selection.model_key, view.input_shape, mtime_of(selection.model_key))
@@ -86,7 +130,9 @@ def require_made_for(selection: Selection, view: ModelView, info: data.DatasetIn
         )
 
 
-def thumbnail_card(features, test: data.Split, row: int, caption: str) -> None:
+def thumbnail_card(
+    features, test: data.Split, row: int, caption: str, key_prefix: str = "repr_open"
+) -> None:
     """One shown image (a row of the features): its picture, caption and a link to Activations."""
     from dashboard.analysis import confusion
 
@@ -95,7 +141,7 @@ def thumbnail_card(features, test: data.Split, row: int, caption: str) -> None:
     st.caption(caption)
     if st.button(
         f"#{index}",
-        key=f"repr_open_{row}",
+        key=f"{key_prefix}_{row}",
         icon=":material/open_in_new:",
         help=f"Open test image {index} on the Activations page",
     ):
@@ -123,25 +169,82 @@ def focus_panel(
         (int(near), f"{plain(classes[features.labels[near]])} · {similarity:.3f}")
         for near, similarity in zip(found.indices, found.similarity, strict=True)
     ]
-    for start in range(0, len(cards), GALLERY_COLUMNS):  # rows wide enough for every button
-        shown = cards[start : start + GALLERY_COLUMNS]
-        for cell, card in zip(st.columns(GALLERY_COLUMNS), shown, strict=False):
-            with cell:
-                thumbnail_card(features, test, *card)
+    _card_rows(features, test, cards, "repr_open", GALLERY_COLUMNS)
     return [int(n) for n in found.indices]
 
 
-def clicked_row(event: dict | None) -> int | None:
-    """The row of the point clicked in the scatter (its customdata [index, row, …]), from the
-    chart's selection event."""
-    event = event or {}
-    for point in (event.get("selection") or {}).get("points", []):
-        custom = point.get("customdata")
-        if isinstance(custom, dict):
-            custom = [custom[k] for k in sorted(custom, key=int)]
-        if custom is not None and len(custom) >= 2:
-            return int(custom[1])
-    return None
+def _card_rows(
+    features, test: data.Split, cards: Sequence[tuple[int, str]], key: str, columns: int
+) -> None:
+    """Thumbnail cards (row, caption) in rows of `columns`, wide enough for every button."""
+    for start in range(0, len(cards), columns):
+        shown = cards[start : start + columns]
+        for cell, (row, caption) in zip(st.columns(columns), shown, strict=False):
+            with cell:
+                thumbnail_card(features, test, row, caption, key)
+
+
+def chart_picked(chart_key: str, image_key: str, context: str, indices) -> None:
+    """The projector's on_select: a click makes its image the chosen one (and ends a gallery);
+    a box or lasso keeps the images inside as this projection's gallery (`context`: the
+    model, images, layer, method and dimensions it was drawn on); an empty event clears it."""
+    from dashboard.analysis import picks
+
+    pick = picks.picked_rows(st.session_state.get(chart_key))
+    rows = [r for r in pick.rows if 0 <= r < len(indices)]
+    if pick.area and rows:
+        st.session_state[PICKED_KEY] = {"for": context, "indices": [int(indices[r]) for r in rows]}
+        st.session_state[image_key] = None
+        return
+    st.session_state.pop(PICKED_KEY, None)
+    if rows and not pick.area:
+        st.session_state[image_key] = int(indices[rows[0]])
+
+
+def gallery_rows(features, context: str) -> list[int]:
+    """The rows of `features` the reader picked with a box or lasso on this projection (none
+    when the kept pick was made on another model, sample, layer, method or dimensions). A pick
+    made for "the next projection drawn" ("for": None) becomes this one's."""
+    picked = st.session_state.get(PICKED_KEY)
+    if not picked:
+        return []
+    if picked.get("for") is None:
+        picked["for"] = context
+    if picked["for"] != context:
+        return []
+    row_of = {int(index): row for row, index in enumerate(features.indices)}
+    return [row_of[i] for i in picked["indices"] if i in row_of]
+
+
+def picked_gallery(features, test: data.Split, classes: list[str], rows: Sequence[int]) -> None:
+    """The images of a box or lasso selection: how many, right and wrong, by class; the first
+    PICKED_SHOWN as cards (mistakes first), each opening on Activations; a button clearing it."""
+    from dashboard.analysis import picks
+
+    summary = picks.summarize(rows, features.labels, features.predicted, classes)
+    head, clear = st.columns([5, 1], vertical_alignment="center")
+    head.markdown(f"**{plain(summary.text())}**")
+    clear.button(
+        "Clear",
+        key="repr_picked_clear",
+        icon=":material/close:",
+        on_click=lambda: st.session_state.pop(PICKED_KEY, None),
+        help="Forget this selection (a double-click on the map clears it and its outline)",
+    )
+    order = picks.gallery_order(rows, features.labels, features.predicted)
+    cards = []
+    for row in order[:PICKED_SHOWN]:
+        true, guess = classes[features.labels[row]], classes[features.predicted[row]]
+        verdict = "✓" if true == guess else f"→ {plain(guess)} ✗"
+        cards.append((row, f"{plain(true)} {verdict}"))
+    st.caption(
+        "Each image's true class, and → the predicted one where the model is wrong; the "
+        "mistakes come first. Double-click the map to clear its outline before clicking a "
+        "single point (plotly may ignore a click while the outline is drawn)."
+    )
+    _card_rows(features, test, cards, "repr_pick", PICKED_COLUMNS)
+    if len(order) > PICKED_SHOWN:
+        st.caption(f"… and {len(order) - PICKED_SHOWN:,} more.")
 
 
 def probe_results(report, labels: dict[str, str]) -> None:
@@ -149,14 +252,7 @@ def probe_results(report, labels: dict[str, str]) -> None:
     from dashboard.figures import representations as rfig
 
     figure(
-        rfig.probe_chart(
-            [labels.get(p.layer, p.layer) for p in report.layers],
-            [p.probe_accuracy for p in report.layers],
-            [p.knn_accuracy for p in report.layers],
-            [p.silhouette for p in report.layers],
-            report.model_accuracy,
-            features=[p.features for p in report.layers],
-        ),
+        rfig.probe_report_chart(report, labels),
         "probes",
         key="repr_probes",
         width="content",
