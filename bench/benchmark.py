@@ -1,6 +1,6 @@
 """CNN Lens benchmark: measures the budgets of DESIGN.md and writes bench/RESULTS.md.
 
-    python bench/benchmark.py [--quick] [--only a,s,b,c,d,e,f,p,g,y,l,h,x] [--threads N]
+    python bench/benchmark.py [--quick] [--only a,s,b,c,d,e,f,p,g,y,l,h,r,x] [--threads N]
                               [--data-root DIR]
 
 Sections (all by default, in this order):
@@ -18,6 +18,7 @@ Sections (all by default, in this order):
   y  what recording the training dynamics (every layer's statistics) costs an epoch
   l  what the Train page's live view (filters, maps, prediction every 2 s) costs a run
   h  the channel atlas over the MNIST test set against predict, and feature visualizations
+  r  representations: features of every block in one pass, PCA, t-SNE and UMAP maps, probes
   x  attribution methods, the sanity cascade, faithfulness curves, evaluation from predictions
 
 A script, not a test: nothing here asserts. A full run writes bench/RESULTS.md; a run with
@@ -56,6 +57,7 @@ from bench.common import REPO, Context, Data, Report, Section, choose_threads, l
 from bench.explain_speed import section_x
 from bench.live_speed import section_l
 from bench.prediction_speed import section_c, section_d, section_p
+from bench.repr_speed import section_r
 from bench.training_speed import (
     section_a,
     section_b,
@@ -86,6 +88,7 @@ SECTIONS = {
     "y": "What recording the training dynamics costs",
     "l": "What the Train page's live view costs a run",
     "h": "The channel atlas and feature visualization",
+    "r": "Representations: features, maps and probes",
     "x": "Attribution and evaluation",
 }
 
@@ -103,6 +106,7 @@ RUNNERS: dict[str, Callable[[Context, Report], None]] = {
     "y": section_y,
     "l": section_l,
     "h": section_h,
+    "r": section_r,
     "x": section_x,
 }
 
