@@ -154,6 +154,18 @@ def chromium_page(viewport: tuple[int, int] = (1400, 1000)) -> Iterator[object]:
             browser.close()
 
 
+@contextmanager
+def app_with_data(data_root: Path, viewport: tuple[int, int]) -> Iterator[tuple[str, object]]:
+    """The app served with `data_root` as its data folder, and a fresh Chromium page:
+    (base URL, page). Skips without Chromium."""
+    require_chromium()
+    with (
+        streamlit_server(env={"CNN_LENS_DATA": str(data_root)}) as url,
+        chromium_page(viewport=viewport) as page,
+    ):
+        yield url, page
+
+
 # Streamlit's frontend writes the script's state on the app's root element (its own end-to-end
 # tests wait on it): "running" while a script or fragment runs, "notRunning" once it is done.
 IDLE = """() => {

@@ -48,12 +48,7 @@ def best(shared_datasets: Path) -> atlas.Example:
 def test_a_tile_opens_its_channel_and_an_example_opens_on_activations(
     best: atlas.Example, shared_datasets: Path
 ) -> None:
-    browser.require_chromium()
-    env = {"CNN_LENS_DATA": str(shared_datasets)}
-    with (
-        browser.streamlit_server(env=env) as url,
-        browser.chromium_page(viewport=(1280, 1400)) as page,
-    ):
+    with browser.app_with_data(shared_datasets, (1280, 1400)) as (url, page):
         page.goto(f"{url}/Channels?model=lenet5-mnist&dataset=mnist")
         browser.wait_for_app(page, f"All 16 channels of {LAYER}", TIMEOUT_MS)
         browser.figure_title(page, "Channel 0: top 9 images").first.wait_for(timeout=TIMEOUT_MS)

@@ -57,12 +57,7 @@ _SELECTED = """selector => {
 
 
 def test_a_box_selection_shows_its_images_as_a_gallery(shared_datasets: Path) -> None:
-    browser.require_chromium()
-    env = {"CNN_LENS_DATA": str(shared_datasets)}
-    with (
-        browser.streamlit_server(env=env) as url,
-        browser.chromium_page(viewport=(1280, 1000)) as page,
-    ):
+    with browser.app_with_data(shared_datasets, (1280, 1000)) as (url, page):
         page.goto(f"{url}/Representations?model=lenet5-mnist&dataset=mnist")
         browser.wait_for_app(page, "Click a point", TIMEOUT_MS)
         page.wait_for_function(f"() => document.querySelector('{CHART}')?._fullLayout")
