@@ -281,6 +281,7 @@ def screenshot(page, name: str) -> Path:
 # --------------------------------------------------------------------------- the Train page
 
 PROGRESS = '[data-testid="stProgress"]'
+MAIN = '[data-testid="stMain"]'  # the page, not the toolbar (whose Stop ends a script run)
 TRAINING_NOW = "Runs training on this server now"
 
 

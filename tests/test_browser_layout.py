@@ -16,6 +16,7 @@ import pytest
 from playwright.sync_api import Error as PlaywrightError
 
 from tests.browser import (
+    MAIN,
     PROGRESS,
     assert_no_exception,
     chromium_page,
@@ -29,7 +30,6 @@ from tests.browser import (
 from tests.test_browser_confusion import cell_centre
 
 pytestmark = pytest.mark.browser
-MAIN = '[data-testid="stMain"]'  # the page, not the toolbar (whose Stop ends a script run)
 TIMEOUT_MS = 180_000
 VIEWPORTS = [(1280, 800), (1920, 1080)]
 # Every page, with a text its finished run shows; AlexNet's classifier.1 has 37,752,832

@@ -13,6 +13,7 @@ import torch
 from dashboard import models
 from dashboard.models import checkpoints
 from tests.browser import (
+    MAIN,
     PROGRESS,
     assert_no_exception,
     choose,
@@ -27,7 +28,6 @@ from tests.browser import (
 )
 
 pytestmark = pytest.mark.browser
-MAIN = '[data-testid="stMain"]'  # the page, not the toolbar (whose Stop ends a script run)
 
 
 @pytest.fixture(scope="module")
