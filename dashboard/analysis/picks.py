@@ -34,6 +34,8 @@ def point_custom(point: Mapping[str, Any]) -> list | None:
     custom = point.get("customdata")
     if isinstance(custom, Mapping):
         custom = [custom[k] for k in sorted(custom, key=int)]
+    if isinstance(custom, str):  # one value per point
+        custom = [custom]
     return list(custom) if custom is not None else None
 
 

@@ -10,6 +10,7 @@ import streamlit as st
 
 from dashboard import ui
 from dashboard.analysis import class_levels, confusion, metrics
+from dashboard.ui.navigation import clicked_customdata
 
 CELL_KEY, PAGE_KEY, CHART_KEY = "cm_cell", "cm_page", "cm_chart"
 PER_PAGE, GALLERY_COLUMNS, THUMB_SIDE = 40, 8, 112
@@ -58,14 +59,9 @@ def open_cell(true: int, predicted: int) -> None:
 
 def cell_clicked() -> None:
     """The chart's selection changed: the clicked marker's customdata is (true, predicted)."""
-    points = st.session_state[CHART_KEY]["selection"]["points"]
-    for point in points:
-        custom = point.get("customdata")
-        if isinstance(custom, dict):  # a typed array's row
-            custom = [custom[k] for k in sorted(custom, key=int)]
-        if custom is not None and len(custom) == 2:
-            open_cell(int(custom[0]), int(custom[1]))
-            return
+    custom = clicked_customdata(CHART_KEY)
+    if custom is not None and len(custom) == 2:
+        open_cell(int(custom[0]), int(custom[1]))
 
 
 def close_cell() -> None:

@@ -157,15 +157,13 @@ def open_in_activations(
 def clicked_customdata(chart_key: str) -> list | None:
     """The customdata of the point the reader clicked in the chart under `chart_key` (None: a
     click elsewhere, or no click yet)."""
+    from dashboard.analysis.picks import point_custom
+
     event = st.session_state.get(chart_key) or {}
     for point in (event.get("selection") or {}).get("points", []):
-        custom = point.get("customdata")
-        if isinstance(custom, dict):  # a typed array's row comes back as {"0": …, "1": …}
-            custom = [custom[k] for k in sorted(custom, key=int)]
-        if isinstance(custom, str):
-            custom = [custom]
+        custom = point_custom(point)
         if custom:
-            return list(custom)
+            return custom
     return None
 
 
